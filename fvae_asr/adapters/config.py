@@ -1,0 +1,152 @@
+"""Adapter configurations: plain LoRA (the baseline) and FVAE-LoRA, with the paper's defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+TargetSpec = list[str] | str
+
+
+def _check_positive_int(owner: object, name: str) -> None:
+    value = getattr(owner, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{type(owner).__name__}.{name} must be a positive integer, got {value!r}")
+
+
+def _check_non_negative(owner: object, name: str) -> None:
+    value = getattr(owner, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{type(owner).__name__}.{name} must be a number >= 0, got {value!r}")
+
+
+def _check_probability(owner: object, name: str) -> None:
+    value = getattr(owner, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{type(owner).__name__}.{name} must be in [0, 1), got {value!r}")
+
+
+def _check_module_spec(owner: object, name: str, allow_empty: bool) -> None:
+    """A module spec is a regex (full match on the module name) or a list of name suffixes."""
+    value = getattr(owner, name)
+    if isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"{type(owner).__name__}.{name} is not a valid regex: {err}") from err
+        return
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(
+            f"{type(owner).__name__}.{name} must be a regex string or a list of module-name suffixes, "
+            f"got {value!r}"
+        )
+    if not value and not allow_empty:
+        raise ValueError(f"{type(owner).__name__}.{name} must name at least one module")
+    setattr(owner, name, list(value))
+
+
+@dataclass
+class AdapterConfig:
+    """Fields shared by every adapter kind: where to inject and what else stays trainable."""
+
+    adapter_type: ClassVar[str] = ""
+
+    rank: int = 16
+    lora_alpha: float = 16.0
+    target_modules: TargetSpec = field(default_factory=lambda: ["q_proj", "k_proj"])
+    trainable_modules: TargetSpec = field(default_factory=list)
+    # Raise on non-finite layer inputs instead of letting NaN/Inf flow on silently.
+    check_finite: bool = True
+
+    def __post_init__(self) -> None:
+        _check_positive_int(self, "rank")
+        _check_non_negative(self, "lora_alpha")
+        _check_module_spec(self, "target_modules", allow_empty=False)
+        _check_module_spec(self, "trainable_modules", allow_empty=True)
+        if not isinstance(self.check_finite, bool):
+            raise ValueError(f"{type(self).__name__}.check_finite must be a bool, got {self.check_finite!r}")
+
+    @property
+    def scaling(self) -> float:
+        """LoRA's output scale s = lora_alpha / r."""
+        return self.lora_alpha / self.rank
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields plus the adapter type, as written to ``adapter_config.json``."""
+        return {"adapter_type": self.adapter_type, **dataclasses.asdict(self)}
+
+
+@dataclass
+class LoRAConfig(AdapterConfig):
+    """Plain LoRA with PEFT's maths: kaiming-uniform A, zero B, scale lora_alpha/r (or /sqrt(r) with rsLoRA)."""
+
+    adapter_type: ClassVar[str] = "lora"
+
+    dropout: float = 0.0
+    use_rslora: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_probability(self, "dropout")
+
+    @property
+    def scaling(self) -> float:
+        return self.lora_alpha / (self.rank**0.5 if self.use_rslora else self.rank)
+
+
+@dataclass
+class FVAELoRAConfig(AdapterConfig):
+    """FVAE-LoRA: the LoRA update is driven by z1 of a two-latent VAE over the layer input.
+
+    Defaults are the paper's (see shared/design/fvae-lora.md). ``beta_z2 > 0`` with ``delta = 0`` gives the
+    VAE2LAT ablation; ``prior_mean_z2 = 0`` gives identical priors (no factorisation).
+    """
+
+    adapter_type: ClassVar[str] = "fvae_lora"
+
+    z2_dim: int | None = None  # residual latent size; None means equal to rank
+    encoder_hidden: int = 16
+    decoder_hidden: int = 128
+    decoder_layers: int = 1
+    dropout: float = 0.1
+    prior_mean_z2: float = 1.5
+    alpha: float = 1.0  # weight of the reconstruction negative log-likelihood
+    beta: float = 1.0  # weight of KL(q1 || N(0, I))
+    delta: float = 1.0  # weight of the repulsive term Gamma
+    beta_z2: float = 0.0  # weight of KL(q2 || p2): the VAE2LAT ablation, 0 in FVAE-LoRA
+    aux_weight: float = 1e-3  # lambda in L = L_task + lambda * aux
+    logvar_clamp: float = 10.0  # log-variances are clamped to [-logvar_clamp, logvar_clamp]
+    b_init_std: float = 0.02  # B ~ N(0, std) as in the authors' code (fresh eval output still equals base)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.z2_dim is None:
+            self.z2_dim = self.rank
+        for name in ("z2_dim", "encoder_hidden", "decoder_hidden", "decoder_layers"):
+            _check_positive_int(self, name)
+        for name in ("alpha", "beta", "delta", "beta_z2", "aux_weight", "b_init_std"):
+            _check_non_negative(self, name)
+        _check_probability(self, "dropout")
+        if not isinstance(self.prior_mean_z2, (int, float)) or isinstance(self.prior_mean_z2, bool):
+            raise ValueError(f"FVAELoRAConfig.prior_mean_z2 must be a number, got {self.prior_mean_z2!r}")
+        if not (isinstance(self.logvar_clamp, (int, float)) and 0 < self.logvar_clamp <= 30):
+            raise ValueError(f"FVAELoRAConfig.logvar_clamp must be in (0, 30], got {self.logvar_clamp!r}")
+
+
+CONFIG_TYPES: dict[str, type[AdapterConfig]] = {c.adapter_type: c for c in (LoRAConfig, FVAELoRAConfig)}
+
+
+def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
+    """Rebuild a config from ``to_dict`` output; unknown types or fields raise ValueError naming them."""
+    data = dict(data)
+    kind = data.pop("adapter_type", None)
+    if kind not in CONFIG_TYPES:
+        raise ValueError(f"adapter_type must be one of {sorted(CONFIG_TYPES)}, got {kind!r}")
+    cls = CONFIG_TYPES[kind]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return cls(**data)

@@ -1,0 +1,186 @@
+"""Adapter layers that wrap a frozen ``nn.Linear``: plain LoRA and FVAE-LoRA."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fvae_asr.adapters.config import AdapterConfig, FVAELoRAConfig, LoRAConfig
+from fvae_asr.adapters.objective import (
+    gaussian_nll,
+    kl_to_unit_gaussian,
+    masked_mean,
+    repulsive_gamma,
+)
+
+
+class AdaptedLinear(nn.Module):
+    """Common part of the adapter layers: the frozen base layer, its name, and the input checks."""
+
+    def __init__(self, base: nn.Linear, config: AdapterConfig, name: str) -> None:
+        super().__init__()
+        self.base = base
+        self.config = config
+        self.adapter_name = name
+
+    @property
+    def weight(self) -> Tensor:
+        """The base weight, for code that inspects ``layer.weight`` (dtype, device, shape)."""
+        return self.base.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.base.bias
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def _check_input(self, x: Tensor) -> None:
+        if self.config.check_finite and not bool(torch.isfinite(x).all()):
+            raise FloatingPointError(
+                f"non-finite input (NaN or Inf) reached adapted layer '{self.adapter_name}'"
+            )
+
+    def extra_repr(self) -> str:
+        return f"name={self.adapter_name!r}, rank={self.config.rank}, scaling={self.config.scaling:g}"
+
+
+class LoRALinear(AdaptedLinear):
+    """y = W x + s * B A dropout(x), with PEFT's initialisation; mergeable into W."""
+
+    def __init__(self, base: nn.Linear, config: LoRAConfig, name: str) -> None:
+        super().__init__(base, config, name)
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Linear(base.in_features, config.rank, bias=False, **factory)
+        self.lora_B = nn.Linear(config.rank, base.out_features, bias=False, **factory)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        return self.base(x) + self.config.scaling * self.lora_B(self.lora_A(self.dropout(x)))
+
+    def delta_weight(self) -> Tensor:
+        """s * B A, the (out, in) update that merging adds to W."""
+        return self.config.scaling * (self.lora_B.weight @ self.lora_A.weight)
+
+
+class GaussianEncoder(nn.Module):
+    """x -> (mu, logvar) through Linear -> ReLU -> Dropout -> two zero-initialised heads (mu = 0, var = 1)."""
+
+    def __init__(self, in_features: int, hidden: int, latent: int, dropout: float, **factory) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(in_features, hidden, **factory)
+        self.dropout = nn.Dropout(dropout)
+        self.mean = nn.Linear(hidden, latent, **factory)
+        self.logvar = nn.Linear(hidden, latent, **factory)
+        for head in (self.mean, self.logvar):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.dropout(F.relu(self.hidden(x)))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.features(x)
+        return self.mean(h), self.logvar(h)
+
+
+def _decoder(latent: int, hidden: int, layers: int, out_features: int, **factory) -> nn.Sequential:
+    """concat(z1, z2) -> [Linear -> ReLU] * layers -> Linear(hidden -> d): the mean of p(x | z1, z2)."""
+    blocks: list[nn.Module] = []
+    width = latent
+    for _ in range(layers):
+        blocks += [nn.Linear(width, hidden, **factory), nn.ReLU()]
+        width = hidden
+    blocks.append(nn.Linear(width, out_features, **factory))
+    return nn.Sequential(*blocks)
+
+
+class FVAELoRALinear(AdaptedLinear):
+    """y = W x + s * B z1, where z1 is the task-salient latent of a two-latent VAE over x.
+
+    Training samples z1 and records the per-layer FVAE loss (see ``last_terms``); eval uses mu1 and runs only
+    the z1 encoder and B. Padded frames (``frame_mask`` false) enter no loss term.
+    """
+
+    def __init__(self, base: nn.Linear, config: FVAELoRAConfig, name: str) -> None:
+        super().__init__(base, config, name)
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        d, r, r2 = base.in_features, config.rank, config.z2_dim
+        self.encoder_z1 = GaussianEncoder(d, config.encoder_hidden, r, config.dropout, **factory)
+        self.encoder_z2 = GaussianEncoder(d, config.encoder_hidden, r2, config.dropout, **factory)
+        self.decoder = _decoder(r + r2, config.decoder_hidden, config.decoder_layers, d, **factory)
+        self.decoder_log_scale = nn.Parameter(torch.zeros(d, **factory))  # learned diagonal scale, init 1
+        self.lora_B = nn.Linear(r, base.out_features, bias=False, **factory)
+        nn.init.normal_(self.lora_B.weight, std=config.b_init_std)
+        self.frame_mask: Tensor | None = None  # (...,) bool over x's leading dims; set by set_frame_mask
+        # Terms of the model's last training forward, by layer name; inject() shares one dict across layers.
+        self.recorder: dict[str, dict[str, Tensor]] = {}
+
+    @property
+    def last_terms(self) -> dict[str, Tensor] | None:
+        """This layer's loss terms from the last training forward (None after eval or if skipped)."""
+        return self.recorder.get(self.adapter_name)
+
+    def _record(self, terms: dict[str, Tensor] | None) -> None:
+        # A layer that already has terms means a new forward began: drop every entry of the previous one, so
+        # layers skipped this time (LayerDrop) contribute nothing stale.
+        if self.adapter_name in self.recorder:
+            self.recorder.clear()
+        if terms is not None:
+            self.recorder[self.adapter_name] = terms
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (..., d)
+        self._check_input(x)
+        if not self.training:
+            self._record(None)
+            mu1, _ = self.encoder_z1(x)
+            return self.base(x) + self.config.scaling * self.lora_B(mu1)
+        z1, terms = self._sample_and_score(x, self._mask_for(x))
+        self._record(terms)
+        return self.base(x) + self.config.scaling * self.lora_B(z1)
+
+    def _mask_for(self, x: Tensor) -> Tensor | None:
+        mask = self.frame_mask
+        if mask is not None and mask.shape != x.shape[:-1]:
+            raise ValueError(
+                f"frame mask of shape {tuple(mask.shape)} does not match the input of adapted layer "
+                f"'{self.adapter_name}' with leading shape {tuple(x.shape[:-1])}"
+            )
+        return mask
+
+    def _sample_and_score(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Sample z1 and z2 and compute the layer's FVAE loss terms in float32 (autocast-safe)."""
+        cfg = self.config
+        mu1, logvar1 = self.encoder_z1(x)
+        mu2, logvar2 = self.encoder_z2(x)
+        mu1, mu2 = mu1.float(), mu2.float()
+        logvar1 = logvar1.float().clamp(-cfg.logvar_clamp, cfg.logvar_clamp)
+        logvar2 = logvar2.float().clamp(-cfg.logvar_clamp, cfg.logvar_clamp)
+        z1 = mu1 + torch.exp(0.5 * logvar1) * torch.randn_like(mu1)
+        z2 = mu2 + torch.exp(0.5 * logvar2) * torch.randn_like(mu2)
+        recon_mean = self.decoder(torch.cat([z1, z2], dim=-1).to(x.dtype))
+
+        reconstruction = masked_mean(gaussian_nll(x.float(), recon_mean.float(), self.decoder_log_scale.float()), mask)
+        kl_z1 = masked_mean(kl_to_unit_gaussian(mu1, logvar1), mask)
+        gamma = masked_mean(repulsive_gamma(z1, z2, cfg.prior_mean_z2), mask)
+        total = cfg.alpha * reconstruction + cfg.beta * kl_z1 - cfg.delta * gamma
+        terms = {"reconstruction": reconstruction, "kl_z1": kl_z1, "gamma": gamma}
+        if cfg.beta_z2 > 0:
+            terms["kl_z2"] = masked_mean(kl_to_unit_gaussian(mu2, logvar2, cfg.prior_mean_z2), mask)
+            total = total + cfg.beta_z2 * terms["kl_z2"]
+        terms["total"] = total
+        return z1.to(x.dtype), terms
+
+
+ADAPTER_LAYERS: dict[str, type[AdaptedLinear]] = {"lora": LoRALinear, "fvae_lora": FVAELoRALinear}

@@ -1,0 +1,174 @@
+"""Model-level adapter API: inject by module name, padding masks, the auxiliary loss, merging."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from fvae_asr.adapters.config import AdapterConfig, TargetSpec
+from fvae_asr.adapters.layers import ADAPTER_LAYERS, AdaptedLinear, FVAELoRALinear, LoRALinear
+
+ADAPTER_STATE_ATTR = "adapter_state"
+
+
+class _NewForward:
+    """Forward pre-hook on the injected model: each forward starts a fresh record of layer terms."""
+
+    def __init__(self, recorder: dict[str, dict[str, Tensor]]) -> None:
+        self.recorder = recorder
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        self.recorder.clear()
+
+
+@dataclass
+class AdapterState:
+    """What ``inject`` did to a model, kept on it so that saving and loading need no other input."""
+
+    config: AdapterConfig
+    adapted_modules: list[str]
+    trainable_modules: list[str]
+    forward_hook: torch.utils.hooks.RemovableHandle | None = None
+
+
+def module_matches(name: str, spec: TargetSpec) -> bool:
+    """PEFT's rule: a regex must match the whole name; a list entry must equal the name or end it after a dot."""
+    if isinstance(spec, str):
+        return re.fullmatch(spec, name) is not None
+    return any(name == s or name.endswith("." + s) for s in spec)
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
+
+
+def adapter_state(model: nn.Module) -> AdapterState:
+    """The record ``inject`` left on the model; ValueError if the model has no adapters."""
+    state = getattr(model, ADAPTER_STATE_ATTR, None)
+    if state is None:
+        raise ValueError("the model has no adapters: call fvae_asr.inject(model, config) first")
+    return state
+
+
+def inject(model: nn.Module, config: AdapterConfig) -> list[str]:
+    """Wrap every ``nn.Linear`` whose name matches ``config.target_modules`` in place; freeze the rest.
+
+    Parameters of modules matching ``config.trainable_modules`` (e.g. a CTC head) stay trainable.
+    Returns the names of the adapted layers.
+    """
+    if getattr(model, ADAPTER_STATE_ATTR, None) is not None:
+        raise ValueError("the model already has adapters; inject into a fresh model")
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    targets = [name for name in linears if module_matches(name, config.target_modules)]
+    if not targets:
+        examples = ", ".join(linears[:12]) or "none"
+        raise ValueError(
+            f"target_modules={config.target_modules!r} matched no nn.Linear; linear layers include: {examples}"
+        )
+    trainable = [name for name, _ in model.named_modules() if name and module_matches(name, config.trainable_modules)]
+    if config.trainable_modules and not trainable:
+        raise ValueError(f"trainable_modules={config.trainable_modules!r} matched no module")
+
+    model.requires_grad_(False)
+    layer_type = ADAPTER_LAYERS[config.adapter_type]
+    for name in targets:
+        _set_submodule(model, name, layer_type(model.get_submodule(name), config, name))
+    for name in trainable:
+        model.get_submodule(name).requires_grad_(True)
+    recorder: dict[str, dict[str, Tensor]] = {}
+    for layer in adapter_layers(model):
+        layer.requires_grad_(True)
+        layer.base.requires_grad_(any(layer.adapter_name.startswith(t + ".") for t in trainable))
+        if isinstance(layer, FVAELoRALinear):
+            layer.recorder = recorder
+    hook = model.register_forward_pre_hook(_NewForward(recorder))
+    setattr(model, ADAPTER_STATE_ATTR, AdapterState(config, targets, trainable, hook))
+    return targets
+
+
+def adapter_layers(model: nn.Module) -> list[AdaptedLinear]:
+    """All adapter layers of the model, in module order."""
+    return [m for m in model.modules() if isinstance(m, AdaptedLinear)]
+
+
+def set_frame_mask(model: nn.Module, mask: Tensor | None) -> None:
+    """Tell every FVAE layer which frames are real (True) and which are padding, or clear it with None.
+
+    The mask's shape must equal the adapted layers' input shape without the feature dim, e.g. (batch, frames).
+    """
+    if mask is not None and mask.dtype != torch.bool:
+        raise ValueError(f"frame mask must be a bool tensor, got dtype {mask.dtype}")
+    for layer in adapter_layers(model):
+        if isinstance(layer, FVAELoRALinear):
+            layer.frame_mask = mask
+
+
+@contextmanager
+def frame_mask(model: nn.Module, mask: Tensor | None) -> Iterator[None]:
+    """``set_frame_mask`` for the duration of a ``with`` block, cleared afterwards."""
+    set_frame_mask(model, mask)
+    try:
+        yield
+    finally:
+        set_frame_mask(model, None)
+
+
+def _layer_terms(model: nn.Module) -> list[dict[str, Tensor]]:
+    """Terms of the FVAE layers that ran in the model's last training forward."""
+    return [
+        layer.last_terms
+        for layer in adapter_layers(model)
+        if isinstance(layer, FVAELoRALinear) and layer.last_terms is not None
+    ]
+
+
+def _zero_like_model(model: nn.Module) -> Tensor:
+    param = next(model.parameters(), None)
+    return torch.zeros((), device=param.device if param is not None else None)
+
+
+def aux_loss(model: nn.Module) -> Tensor:
+    """Mean over FVAE layers of their loss in the last (training) forward: a 0-dim tensor with gradient.
+
+    Zero for plain LoRA and after an eval-mode forward; layers skipped by LayerDrop do not count.
+    Weight it with ``config.aux_weight`` (lambda).
+    """
+    terms = _layer_terms(model)
+    if not terms:
+        return _zero_like_model(model)
+    return torch.stack([t["total"] for t in terms]).mean()
+
+
+def loss_terms(model: nn.Module) -> dict[str, Tensor]:
+    """The parts of ``aux_loss`` (reconstruction NLL, KL on z1, Gamma, ...) averaged over layers, detached."""
+    terms = _layer_terms(model)
+    if not terms:
+        return {}
+    return {key: torch.stack([t[key] for t in terms]).mean().detach() for key in terms[0]}
+
+
+def merge_adapters(model: nn.Module) -> list[str]:
+    """Fold plain LoRA updates into the base weights and remove the adapters; returns the merged names.
+
+    FVAE-LoRA cannot be merged: its update s * B mu1(x) depends non-linearly on the input.
+    """
+    state = adapter_state(model)
+    layers = adapter_layers(model)
+    if not all(isinstance(layer, LoRALinear) for layer in layers):
+        raise TypeError(
+            "FVAE-LoRA adapters cannot be merged into the base weights: the update s * B mu1(x) is an "
+            "input-dependent, nonlinear function of x, not a fixed matrix. Keep the adapter layers for inference."
+        )
+    with torch.no_grad():
+        for layer in layers:
+            layer.base.weight += layer.delta_weight().to(layer.base.weight.dtype)
+            _set_submodule(model, layer.adapter_name, layer.base)
+    state.forward_hook.remove()
+    delattr(model, ADAPTER_STATE_ATTR)
+    return state.adapted_modules

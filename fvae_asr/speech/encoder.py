@@ -1,0 +1,91 @@
+"""wav2vec2 encoder from a hub id, a local HF directory or a config dict, with padding handled end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+from fvae_asr.adapters import set_frame_mask
+
+def load_wav2vec2(source: str | Path, random_init_config: dict[str, Any] | None = None, **overrides: Any) -> Wav2Vec2Model:
+    """A pretrained ``Wav2Vec2Model`` from a hub id or local directory, or, when ``random_init_config`` is a
+    non-empty dict of config fields, a randomly initialised one (tests, training from scratch).
+
+    ``overrides`` set config fields such as ``layerdrop`` or ``mask_time_prob``.
+    """
+    if random_init_config:
+        return Wav2Vec2Model(Wav2Vec2Config(**{**random_init_config, **overrides}))
+    path = Path(source)
+    if path.exists() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
+    return Wav2Vec2Model.from_pretrained(str(source), **overrides)
+
+
+class Wav2Vec2Encoder(nn.Module):
+    """wavs (B, S) + relative lengths (B,) -> hidden states (B, T, C) and the valid-frame mask (B, T).
+
+    The frame mask is handed to the FVAE adapters so that padded frames enter no loss term.
+    LayerDrop is off by default: a skipped layer gets no gradient, which breaks DDP.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        random_init_config: dict[str, Any] | None = None,
+        freeze_feature_encoder: bool = True,
+        normalize_wav: bool = True,
+        layerdrop: float = 0.0,
+        mask_time_prob: float = 0.0,
+    ) -> None:
+        super().__init__()
+        local = Path(source)
+        self.source = str(local.resolve()) if local.exists() else str(source)  # hub ids stay as given
+        self.random_init_config = dict(random_init_config or {})
+        self.model = load_wav2vec2(source, random_init_config, layerdrop=layerdrop, mask_time_prob=mask_time_prob)
+        self.normalize_wav = normalize_wav
+        self.freeze_feature_encoder = freeze_feature_encoder
+        if freeze_feature_encoder:
+            self.model.freeze_feature_encoder()
+        # HF: models with layer-normalised CNNs take an attention mask; group-norm ones expect zero padding only.
+        self.use_attention_mask = self.model.config.feat_extract_norm == "layer"
+
+    @property
+    def output_size(self) -> int:
+        return self.model.config.hidden_size
+
+    def sample_lengths(self, wavs: Tensor, wav_lens: Tensor) -> Tensor:
+        """Relative lengths -> absolute sample counts (B,)."""
+        return torch.round(wav_lens * wavs.shape[1]).long().clamp(1, wavs.shape[1])
+
+    def frame_lengths(self, samples: Tensor) -> Tensor:
+        """Absolute sample counts -> numbers of encoder frames (B,)."""
+        return self.model._get_feat_extract_output_lengths(samples).long()
+
+    def forward(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
+        samples = self.sample_lengths(wavs, wav_lens)
+        sample_mask = torch.arange(wavs.shape[1], device=wavs.device)[None, :] < samples[:, None]
+        if self.normalize_wav:
+            wavs = _normalise_valid(wavs, sample_mask)
+        frames = self.frame_lengths(samples)
+        n_frames = int(self.frame_lengths(torch.tensor(wavs.shape[1])).item())
+        frame_mask = torch.arange(n_frames, device=wavs.device)[None, :] < frames[:, None]
+        set_frame_mask(self.model, frame_mask)
+        try:
+            out = self.model(wavs, attention_mask=sample_mask.long() if self.use_attention_mask else None)
+        finally:
+            set_frame_mask(self.model, None)
+        return out.last_hidden_state, frame_mask
+
+
+def _normalise_valid(wavs: Tensor, mask: Tensor) -> Tensor:
+    """Zero-mean, unit-variance per utterance over its real samples (as HF's feature extractor); padding stays 0."""
+    weights = mask.to(wavs.dtype)
+    count = weights.sum(1, keepdim=True)
+    mean = (wavs * weights).sum(1, keepdim=True) / count
+    var = ((wavs - mean).square() * weights).sum(1, keepdim=True) / count
+    return (wavs - mean) * torch.rsqrt(var + 1e-7) * weights
+

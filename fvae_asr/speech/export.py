@@ -1,0 +1,111 @@
+"""Saving and loading trained recognisers: small, pickle-free safetensors files plus a JSON description.
+
+A recogniser directory holds ``recognizer.json`` (backbone source, training kind, labels, encoder options) and
+either an adapter checkpoint (``adapter_config.json`` + ``adapter_model.safetensors``, adapters + head) or,
+for ``full``/``frozen``, ``trainable_model.safetensors`` with the weights that were trained.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from torch import nn
+
+from fvae_asr.adapters import load_adapter, save_adapter
+from fvae_asr.speech.encoder import Wav2Vec2Encoder
+from fvae_asr.speech.model import CTCRecognizer, configure_training
+
+DESCRIPTION_NAME = "recognizer.json"
+TRAINABLE_NAME = "trainable_model.safetensors"
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that train (adapters, head, or all of a fully fine-tuned model), detached on CPU."""
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_trainable(model: nn.Module, path: Path) -> None:
+    save_file(trainable_state(model), str(path), metadata={"format": "pt"})
+
+
+def load_trainable(model: nn.Module, path: Path) -> None:
+    """Load ``save_trainable`` output strictly: a missing, extra or misshapen tensor is an error naming it."""
+    tensors = load_file(str(path))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for name in sorted(set(params) | set(tensors)):
+        if name not in tensors or name not in params or tensors[name].shape != params[name].shape:
+            raise ValueError(f"{path}: tensor '{name}' does not match the model (missing, unexpected or misshapen)")
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(tensors[name])
+
+
+@register_checkpoint_hooks
+class TrainableWeights:
+    """SpeechBrain recoverable that checkpoints only the trainable weights (adapter-sized for adapters)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @mark_as_saver
+    def save(self, path: str | Path) -> None:
+        save_trainable(self.model, Path(path))
+
+    @mark_as_loader
+    def load(self, path: str | Path, end_of_epoch: bool) -> None:
+        del end_of_epoch
+        load_trainable(self.model, Path(path))
+
+
+def export_recognizer(model: CTCRecognizer, kind: str, labels: list[str], directory: str | Path) -> Path:
+    """Write a self-contained recogniser directory for transcription and evaluation."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    encoder = model.encoder
+    description = {
+        "backbone": encoder.source,
+        "random_init_config": encoder.random_init_config,
+        "adapter": kind,
+        "labels": labels,
+        "blank_index": 0,
+        "sample_rate": 16000,
+        "normalize_wav": encoder.normalize_wav,
+    }
+    if kind in ("fvae_lora", "lora"):
+        save_adapter(model, directory)
+    else:
+        save_trainable(model, directory / TRAINABLE_NAME)
+    (directory / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2) + "\n")
+    return directory
+
+
+def read_description(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / DESCRIPTION_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: expected a directory written by export_recognizer")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
+
+
+def load_recognizer(directory: str | Path, device: str | torch.device = "cpu") -> tuple[CTCRecognizer, dict]:
+    """Rebuild an exported recogniser (in eval mode) and return it with its description."""
+    directory = Path(directory)
+    description = read_description(directory)
+    encoder = Wav2Vec2Encoder(
+        description["backbone"], description["random_init_config"], normalize_wav=description["normalize_wav"]
+    )
+    model = CTCRecognizer(encoder, n_tokens=len(description["labels"]))
+    kind = description["adapter"]
+    if kind in ("fvae_lora", "lora"):
+        load_adapter(model, directory)
+    else:
+        configure_training(model, kind)
+        load_trainable(model, directory / TRAINABLE_NAME)
+    return model.to(device).eval(), description

@@ -1,0 +1,67 @@
+"""A CTC phone recogniser (wav2vec2 + linear head) and the four ways of training it that the recipe compares."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from speechbrain.decoders.ctc import ctc_greedy_decode
+from torch import Tensor, nn
+
+from fvae_asr.adapters import AdapterConfig, inject
+from fvae_asr.speech.encoder import Wav2Vec2Encoder
+
+ADAPTER_KINDS = ("fvae_lora", "lora", "full", "frozen")
+HEAD_NAME = "head"
+
+
+class CTCRecognizer(nn.Module):
+    """wavs (B, S), relative lengths (B,) -> CTC log-probabilities (B, T, V) in float32 and frame counts (B,)."""
+
+    def __init__(self, encoder: Wav2Vec2Encoder, n_tokens: int, head_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(encoder.output_size, n_tokens)
+
+    def forward(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
+        hidden, frame_mask = self.encoder(wavs, wav_lens)
+        logits = self.head(self.dropout(hidden))
+        return logits.float().log_softmax(-1), frame_mask.sum(-1)
+
+
+def configure_training(model: CTCRecognizer, kind: str, adapter_config: AdapterConfig | None = None) -> list[str]:
+    """Set what trains: adapters + head (``fvae_lora``, ``lora``), everything but the CNN (``full``), the head only
+    (``frozen``). Returns the adapted module names (empty without adapters).
+    """
+    if kind not in ADAPTER_KINDS:
+        raise ValueError(f"adapter must be one of {', '.join(ADAPTER_KINDS)}; got {kind!r}")
+    if kind in ("fvae_lora", "lora"):
+        if adapter_config is None or adapter_config.adapter_type != kind:
+            raise ValueError(f"adapter '{kind}' needs a matching adapter config, got {adapter_config!r}")
+        trainable = adapter_config.trainable_modules
+        if isinstance(trainable, list) and HEAD_NAME not in trainable:
+            adapter_config = dataclasses.replace(adapter_config, trainable_modules=[*trainable, HEAD_NAME])
+        return inject(model, adapter_config)
+    model.requires_grad_(kind == "full")
+    model.head.requires_grad_(True)
+    if kind == "full":
+        wav2vec2 = model.encoder.model
+        if model.encoder.freeze_feature_encoder:
+            wav2vec2.freeze_feature_encoder()
+        config = wav2vec2.config
+        embed = getattr(wav2vec2, "masked_spec_embed", None)
+        if embed is not None and not (config.mask_time_prob > 0 or config.mask_feature_prob > 0):
+            # Only SpecAugment uses this embedding; left trainable it would get no gradient and break DDP.
+            embed.requires_grad_(False)
+    return []
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def greedy_decode(log_probs: Tensor, frame_lens: Tensor, blank_index: int) -> list[list[int]]:
+    """Best-path CTC decoding (SpeechBrain's) over the real frames of each utterance."""
+    return ctc_greedy_decode(log_probs, frame_lens.float() / log_probs.shape[1], blank_id=blank_index)

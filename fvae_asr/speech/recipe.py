@@ -1,0 +1,91 @@
+"""The TIMIT recipe's flow (``recipes/timit/train.py`` calls ``main``): prepare, train, test, export.
+
+It lives in the package so that the offline demo and the comparison study run exactly the recipe users run.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from fvae_asr.speech.brain import PhoneCTCBrain
+from fvae_asr.speech.data import dataio_prepare, labels_of, phone_encoder
+from fvae_asr.speech.export import export_recognizer
+from fvae_asr.speech.model import configure_training, count_parameters
+from fvae_asr.speech.timit import SPLITS, prepare_timit
+
+
+def _schedule_steps(hparams: dict[str, Any], n_train: int) -> None:
+    """Size the warm-up + linear-decay schedule once the training set size is known."""
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    per_epoch = math.ceil(n_train / (hparams["batch_size"] * world) / hparams.get("grad_accumulation_factor", 1))
+    scheduler = hparams["lr_scheduler"]
+    scheduler.num_training_steps = max(1, per_epoch * hparams["number_of_epochs"])
+    scheduler.num_warmup_steps = round(hparams["warmup_ratio"] * scheduler.num_training_steps)
+
+
+def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overrides: str | dict = "") -> dict:
+    """Run the whole recipe; returns the test report, the export path and counts (main process)."""
+    run_opts = run_opts or {}
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=str(hparams_file), overrides=overrides
+    )
+    prep = {"data_folder": hparams["data_folder"], "save_folder": hparams["save_folder"], "phn_set": hparams["phn_set"]}
+    run_on_main(prepare_timit, kwargs=prep)  # writes the manifests once; other processes wait
+    manifests = dict(zip(SPLITS, prepare_timit(**prep, skip_prep=True)))
+    label_encoder = phone_encoder(Path(hparams["save_folder"]) / "label_encoder.txt", hparams["phn_set"])
+    hparams["label_encoder"] = label_encoder
+    datasets = dataio_prepare(manifests, label_encoder, hparams["train_sorting"])
+
+    model = hparams["model"]
+    kind = hparams["adapter"]
+    configure_training(model, kind, hparams["adapter_configs"].get(kind))
+    trainable, total = count_parameters(model)
+    _schedule_steps(hparams, len(datasets["train"]))
+
+    brain = PhoneCTCBrain(
+        modules={"model": model},
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    start = time.perf_counter()
+    brain.fit(
+        brain.hparams.epoch_counter,
+        datasets["train"],
+        datasets["dev"],
+        train_loader_kwargs=hparams["train_dataloader_opts"],
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+    train_seconds = time.perf_counter() - start
+    brain.evaluate(datasets["test"], min_key="PER", test_loader_kwargs=hparams["valid_dataloader_opts"])
+    export_dir = Path(hparams["export_folder"])
+    if if_main_process():
+        export_recognizer(model, kind, labels_of(label_encoder), export_dir)
+    return {
+        "adapter": kind,
+        "test": brain.test_report,
+        "export": str(export_dir),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "train_seconds": train_seconds,
+        "manifests": {k: str(v) for k, v in manifests.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Command-line entry: ``train.py hparams.yaml [--overrides ...]`` as in every SpeechBrain recipe."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:] if argv is None else argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    return run(hparams_file, run_opts, overrides)

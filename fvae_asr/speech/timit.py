@@ -1,0 +1,285 @@
+"""TIMIT corpus: on-disk layout, JSON manifest preparation and 61 -> 39 phone folding.
+
+Follows the conventions of SpeechBrain's TIMIT recipe: the 61 phones fold to 39 (``q`` removed; closures,
+``epi``, ``pau`` and ``h#`` become ``sil``; runs of ``sil`` collapse), SA1/SA2 sentences are excluded, and
+dev/test are the 50-speaker dev set and the 24-speaker core test set, both taken from the TEST folder.
+Both the upper-case LDC layout (``TRAIN/DR1/FCJF0/SI1027.WAV``) and the lower-case one are supported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+SILENCE = "sil"
+
+# Phones that are already members of the 39-phone set (they map to themselves).
+_KEPT_PHONES = (
+    "aa ae ah aw ay b ch d dh dx eh er ey f g hh ih iy jh k l m n ng ow oy p r s sh t th uh uw v w y z"
+).split()
+
+# Phones that fold into another one (as in Lee & Hon 1989, used by SpeechBrain's TIMIT recipe).
+_FOLDED_PHONES = {
+    "ao": "aa", "ax": "ah", "ax-h": "ah", "axr": "er", "el": "l", "em": "m", "en": "n", "eng": "ng",
+    "hv": "hh", "ix": "ih", "nx": "n", "ux": "uw", "zh": "sh",
+    "bcl": SILENCE, "dcl": SILENCE, "gcl": SILENCE, "kcl": SILENCE, "pcl": SILENCE, "tcl": SILENCE,
+    "epi": SILENCE, "pau": SILENCE, "h#": SILENCE,
+}  # fmt: skip
+
+# Glottal stop: dropped entirely when folding to 39 phones.
+DROPPED_PHONE = "q"
+
+PHONE_MAP_61_TO_39: dict[str, str] = {**{phone: phone for phone in _KEPT_PHONES}, **_FOLDED_PHONES}
+PHONES_61: list[str] = sorted([*PHONE_MAP_61_TO_39, DROPPED_PHONE])
+PHONES_39: list[str] = sorted(set(PHONE_MAP_61_TO_39.values()))
+_PHONE_SET_61 = frozenset(PHONES_61)
+
+# The 24-speaker core test set (TEST folder).
+CORE_TEST_SPEAKERS = frozenset(
+    "FDHC0 FELC0 FJLM0 FMGD0 FMLD0 FNLP0 FPAS0 FPKT0 MBPM0 MCMJ0 MDAB0 MGRT0 "
+    "MJDH0 MJLN0 MJMP0 MKLT0 MLLL0 MLNT0 MNJM0 MPAM0 MTAS1 MTLS0 MWBT0 MWEW0".split()
+)
+
+# The 50-speaker development set used by SpeechBrain's TIMIT recipes (TEST folder, disjoint from core test).
+DEV_SPEAKERS = frozenset(
+    "FADG0 FAKS0 FCAL1 FCMH0 FDAC1 FDMS0 FDRW0 FEDW0 FGJD0 FJEM0 FJMG0 FJSJ0 FKMS0 FMAH0 FMML0 FNMR0 "
+    "FREW0 FSEM0 MAJC0 MBDG0 MBNS0 MBWM0 MCSH0 MDLF0 MDLS0 MDVC0 MERS0 MGJF0 MGLB0 MGWT0 MJAR0 MJFC0 "
+    "MJSW0 MMDB1 MMDM2 MMJR0 MMWH0 MPDF0 MRCS0 MREB0 MRJM4 MRJR0 MROA0 MRTK0 MRWS1 MTAA0 MTDT0 MTEB0 "
+    "MTHC0 MWJG0".split()
+)
+
+# Dialect calibration sentences, read by every speaker: excluded from all splits.
+CALIBRATION_SENTENCES = frozenset({"SA1", "SA2"})
+
+SPLITS = ("train", "dev", "test")
+_OPTS_FILE = "prepare_opts.json"
+_PHONE_SETS = (39, 61)
+
+
+def fold_to_39(phones: Iterable[str]) -> list[str]:
+    """Fold TIMIT 61-phone labels to the 39-phone set: map, drop ``q``, collapse runs of ``sil``."""
+    folded: list[str] = []
+    for phone in phones:
+        if phone == DROPPED_PHONE:
+            continue
+        if phone not in PHONE_MAP_61_TO_39:
+            raise ValueError(f"unknown TIMIT phone {phone!r}")
+        target = PHONE_MAP_61_TO_39[phone]
+        if not (target == SILENCE and folded and folded[-1] == SILENCE):
+            folded.append(target)
+    return folded
+
+
+def _cased(name: str, uppercase: bool) -> str:
+    """Spell a path component in the corpus' case convention."""
+    return name.upper() if uppercase else name.lower()
+
+
+def _write_segments(path: Path, segments: Sequence[tuple[int, int, str]]) -> None:
+    """Write TIMIT ``start end label`` lines (.PHN / .WRD)."""
+    path.write_text("".join(f"{start} {end} {label}\n" for start, end, label in segments), encoding="utf-8")
+
+
+def write_utterance(
+    corpus_root: str | os.PathLike,
+    split: str,
+    dialect: str,
+    speaker: str,
+    utterance: str,
+    audio: np.ndarray,
+    phones: Sequence[tuple[int, int, str]],
+    words: Sequence[tuple[int, int, str]],
+    text: str,
+    uppercase: bool = True,
+) -> Path:
+    """Write one utterance in TIMIT layout (NIST SPHERE .WAV, .PHN, .WRD, .TXT) and return the audio path.
+
+    Used by the synthetic-corpus generator and test fixtures. ``uppercase`` only affects file and folder
+    names (``TRAIN/DR1/FCJF0/SI1027.WAV`` vs ``train/dr1/fcjf0/si1027.wav``); labels are written as given.
+    """
+    if split.upper() not in ("TRAIN", "TEST"):
+        raise ValueError(f"split must be 'TRAIN' or 'TEST', got {split!r}")
+    samples = np.asarray(audio, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"audio must be mono (1-D), got shape {samples.shape}")
+    folder = Path(corpus_root).joinpath(*(_cased(part, uppercase) for part in (split, dialect, speaker)))
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / _cased(utterance, uppercase)
+    wav_path = stem.with_suffix(_cased(".wav", uppercase))
+    sf.write(wav_path, np.clip(samples, -1.0, 1.0), SAMPLE_RATE, format="NIST", subtype="PCM_16")
+    _write_segments(stem.with_suffix(_cased(".phn", uppercase)), phones)
+    _write_segments(stem.with_suffix(_cased(".wrd", uppercase)), words)
+    stem.with_suffix(_cased(".txt", uppercase)).write_text(f"0 {len(samples)} {text}\n", encoding="utf-8")
+    return wav_path
+
+
+def prepare_timit(
+    data_folder: str | os.PathLike,
+    save_folder: str | os.PathLike,
+    phn_set: int = 39,
+    uppercase: bool | None = None,
+    skip_prep: bool = False,
+) -> tuple[Path, Path, Path]:
+    """Write ``train.json``, ``dev.json`` and ``test.json`` manifests for a TIMIT corpus; return their paths.
+
+    Each manifest maps an utterance id (``FCJF0_SI1027``, always upper-case whatever the layout) to ``wav``
+    (absolute path), ``duration`` (s), ``spk_id`` (upper-case), ``phn`` and ``wrd`` (space-separated).
+    ``phn_set=39`` folds phones as SpeechBrain does; ``phn_set=61`` keeps TIMIT's own 61 labels untouched
+    (``h#`` and ``q`` included, no collapsing; SpeechBrain's "60" set renames ``h#`` to ``sil`` instead).
+    ``uppercase=None`` detects the layout. Manifests are reused when ``prepare_opts.json`` records the same
+    data folder and phone set; ``skip_prep=True`` returns the paths without touching anything.
+    """
+    if phn_set not in _PHONE_SETS:
+        raise ValueError(f"phn_set must be one of {_PHONE_SETS}, got {phn_set!r}")
+    save_dir = Path(save_folder)
+    paths = tuple(save_dir / f"{split}.json" for split in SPLITS)
+    if skip_prep:
+        logger.info("TIMIT preparation skipped (skip_prep=True)")
+        return paths
+    root = Path(data_folder).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"TIMIT data folder not found: {root}")
+    opts = {"data_folder": str(root), "phn_set": phn_set}
+    if _already_prepared(paths, save_dir / _OPTS_FILE, opts):
+        logger.info("TIMIT manifests in %s already prepared for %s; skipping", save_dir, root)
+        return paths
+    manifests = _build_manifests(root, _detect_uppercase(root) if uppercase is None else uppercase, phn_set)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    # Invalidate the old options first, so an interrupted rewrite is never mistaken for a finished one.
+    (save_dir / _OPTS_FILE).unlink(missing_ok=True)
+    for path, manifest in zip(paths, manifests):
+        _write_json_atomic(path, manifest)
+        logger.info("Wrote %s (%d utterances)", path, len(manifest))
+    _write_json_atomic(save_dir / _OPTS_FILE, opts)
+    return paths
+
+
+def _already_prepared(paths: Iterable[Path], opts_path: Path, opts: dict) -> bool:
+    """True when every manifest exists and the recorded options match the requested ones."""
+    if not opts_path.is_file() or not all(path.is_file() for path in paths):
+        return False
+    try:
+        return json.loads(opts_path.read_text(encoding="utf-8")) == opts
+    except ValueError:  # corrupt options file: prepare again
+        return False
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file and ``os.replace``, so ``path`` is never left half-written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _detect_uppercase(root: Path) -> bool:
+    """Tell the upper-case LDC layout (TRAIN/TEST) from the lower-case one (train/test)."""
+    for uppercase in (True, False):
+        if any((root / _cased(split, uppercase)).is_dir() for split in ("train", "test")):
+            return uppercase
+    raise FileNotFoundError(f"no TIMIT audio found under {root}: expected TRAIN/ and TEST/ (or train/ and test/)")
+
+
+def _build_manifests(root: Path, uppercase: bool, phn_set: int) -> tuple[dict, dict, dict]:
+    """Collect the train, dev and test manifests (in memory, so errors surface before anything is written)."""
+    train_wavs = _list_wavs(root, "train", uppercase)
+    test_wavs = _list_wavs(root, "test", uppercase)
+    if not train_wavs and not test_wavs:
+        raise FileNotFoundError(f"no audio ({_cased('*.wav', uppercase)}) found under {root}")
+    manifests = (
+        _manifest(train_wavs, uppercase, phn_set),
+        _manifest([wav for wav in test_wavs if _speaker(wav) in DEV_SPEAKERS], uppercase, phn_set),
+        _manifest([wav for wav in test_wavs if _speaker(wav) in CORE_TEST_SPEAKERS], uppercase, phn_set),
+    )
+    for split, manifest in zip(SPLITS, manifests):
+        if not manifest:
+            logger.warning("TIMIT %s split under %s is empty", split, root)
+    return manifests
+
+
+def _list_wavs(root: Path, split: str, uppercase: bool) -> list[Path]:
+    """Audio files of one split folder (``<split>/<DR>/<speaker>/<utt>.WAV``), calibration sentences excluded."""
+    pattern = f"*/*/*{_cased('.wav', uppercase)}"
+    wavs = (root / _cased(split, uppercase)).glob(pattern)
+    return sorted(wav for wav in wavs if wav.stem.upper() not in CALIBRATION_SENTENCES)
+
+
+def _speaker(wav: Path) -> str:
+    """Speaker id (upper-case) from the folder holding the utterance."""
+    return wav.parent.name.upper()
+
+
+def _manifest(wavs: Iterable[Path], uppercase: bool, phn_set: int) -> dict[str, dict]:
+    """Manifest entries keyed by ``<SPEAKER>_<UTTERANCE>``."""
+    return {f"{_speaker(wav)}_{wav.stem.upper()}": _entry(wav, uppercase, phn_set) for wav in wavs}
+
+
+def _entry(wav: Path, uppercase: bool, phn_set: int) -> dict:
+    """One manifest entry: audio path, duration, speaker, phones and words."""
+    phn_path = wav.with_suffix(_cased(".phn", uppercase))
+    wrd_path = wav.with_suffix(_cased(".wrd", uppercase))
+    return {
+        "wav": str(wav),
+        "duration": _duration(wav),
+        "spk_id": _speaker(wav),
+        "phn": " ".join(_convert_phones(_read_labels(phn_path), phn_path, phn_set)),
+        "wrd": " ".join(label for _, label in _read_labels(wrd_path)),
+    }
+
+
+def _duration(wav: Path) -> float:
+    """Duration in seconds from the file header only (no decoding); checks the sample rate."""
+    try:
+        info = sf.info(str(wav))
+    except sf.SoundFileError as err:
+        raise ValueError(f"cannot read audio file {wav}: {err}") from err
+    if info.samplerate != SAMPLE_RATE:
+        raise ValueError(f"{wav}: sample rate {info.samplerate} Hz, expected {SAMPLE_RATE} Hz")
+    return info.frames / info.samplerate
+
+
+def _read_labels(path: Path) -> list[tuple[int, str]]:
+    """Labels of a ``start end label`` file with their line numbers; rejects malformed lines."""
+    if not path.is_file():
+        raise FileNotFoundError(f"TIMIT label file not found: {path}")
+    labels = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                labels.append((number, _parse_segment(line, path, number)))
+    return labels
+
+
+def _parse_segment(line: str, path: Path, number: int) -> str:
+    """Validate one ``start end label`` line and return its label."""
+    fields = line.split()
+    if len(fields) != 3:
+        raise ValueError(f"{path}, line {number}: expected 'start end label', got {line.strip()!r}")
+    try:
+        start, end = int(fields[0]), int(fields[1])
+    except ValueError:
+        raise ValueError(f"{path}, line {number}: non-integer sample index in {line.strip()!r}") from None
+    if end < start:
+        raise ValueError(f"{path}, line {number}: end {end} is before start {start}")
+    return fields[2]
+
+
+def _convert_phones(phones: list[tuple[int, str]], path: Path, phn_set: int) -> list[str]:
+    """Check every phone is a TIMIT phone, then fold to 39 when asked."""
+    for number, phone in phones:
+        if phone not in _PHONE_SET_61:
+            raise ValueError(f"{path}, line {number}: unknown TIMIT phone {phone!r}")
+    labels = [phone for _, phone in phones]
+    return labels if phn_set == 61 else fold_to_39(labels)

@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny learnable TIMIT-layout corpus (one tone per phone) and recipe overrides."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tiny_models, for every test module
+
+from fvae_asr.speech.timit import write_utterance  # noqa: E402
+from tiny_models import TINY_WAV2VEC2  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+HPARAMS = REPO / "recipes" / "timit" / "hparams.yaml"
+TONE_PHONES = ["sh", "iy", "ae", "s", "aa", "n", "m", "ow"]
+SPEAKERS = [("TRAIN", "DR1", "FCJF0"), ("TRAIN", "DR2", "MDAC0"), ("TRAIN", "DR3", "MJEB1"),
+            ("TEST", "DR1", "FAKS0"), ("TEST", "DR1", "FDHC0")]  # two dev/core-test ids from the TEST folder
+
+
+def _tone_utterance(rng: np.random.Generator, n_phones: int) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
+    """Silence-phones-silence, each phone a sine of its own pitch: easy enough for a tiny model to learn."""
+    labels = ["h#", *rng.choice(TONE_PHONES, n_phones), "h#"]
+    pieces, segments, start = [], [], 0
+    for label in labels:
+        n = int(rng.integers(1200, 2000))
+        t = np.arange(n) / 16000
+        freq = 0 if label == "h#" else 300 + 150 * TONE_PHONES.index(label)
+        pieces.append(0.5 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(n))
+        segments.append((start, start + n, str(label)))
+        start += n
+    return np.concatenate(pieces).astype(np.float32), segments
+
+
+def make_tone_corpus(root: Path, utterances_per_speaker: int = 4, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, dialect, speaker in SPEAKERS:
+        for i in range(utterances_per_speaker):
+            audio, phones = _tone_utterance(rng, int(rng.integers(3, 6)))
+            words = [(phones[1][0], phones[-2][1], "tones")]
+            write_utterance(root, split, dialect, speaker, f"SX{i + 10}", audio, phones, words, "tones")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tone_corpus(tmp_path_factory) -> Path:
+    return make_tone_corpus(tmp_path_factory.mktemp("corpus") / "TIMIT")
+
+
+def recipe_overrides(corpus: Path, output: Path, **extra) -> dict:
+    """Overrides that make the recipe tiny: random-init wav2vec2 from a config, a few epochs, small rank."""
+    return {
+        "data_folder": str(corpus),
+        "output_folder": str(output),
+        "wav2vec2_config": dict(TINY_WAV2VEC2),
+        "rank": 4,
+        "number_of_epochs": 2,
+        "batch_size": 4,
+        "lr": 0.005,
+        "mask_time_prob": 0.0,
+        "train_dataloader_opts": {"batch_size": 4, "num_workers": 0},
+        "valid_dataloader_opts": {"batch_size": 4, "num_workers": 0},
+        **extra,
+    }

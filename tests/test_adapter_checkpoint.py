@@ -1,0 +1,96 @@
+"""Adapter-only checkpoints: bit-exact round trips, no base weights, no pickle, clear mismatch errors."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fvae_asr import FVAELoRAConfig, LoRAConfig, aux_loss, inject, load_adapter, save_adapter
+from tiny_models import WithHead, tiny_inputs, tiny_wav2vec2
+
+
+def _trained(config, steps: int = 2) -> WithHead:
+    model = WithHead(tiny_wav2vec2(seed=0))
+    inject(model, config)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        (model(tiny_inputs("wav2vec2")).square().mean() + aux_loss(model)).backward()
+        opt.step()
+    return model.eval()
+
+
+CONFIGS = [
+    FVAELoRAConfig(rank=4, trainable_modules=["head"]),
+    LoRAConfig(rank=4, trainable_modules=["head"], use_rslora=True),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.adapter_type)
+def test_round_trip_is_bit_exact_and_adapter_only(tmp_path, config):
+    model = _trained(config)
+    save_adapter(model, tmp_path)
+    saved = load_file(str(tmp_path / "adapter_model.safetensors"))
+    assert saved and not any(".base." in k for k in saved)
+    assert {k for k in saved if k.startswith("head.")} == {"head.weight", "head.bias"}
+    assert not any(k.startswith("backbone.feature_extractor") for k in saved)
+    meta = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert meta["adapter_type"] == config.adapter_type and meta["rank"] == 4
+
+    fresh = WithHead(tiny_wav2vec2(seed=0))  # same base weights, head re-initialised differently
+    torch.nn.init.zeros_(fresh.head.weight)
+    assert load_adapter(fresh, tmp_path) == model.adapter_state.adapted_modules
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(tiny_inputs("wav2vec2")), model(tiny_inputs("wav2vec2")))
+    assert type(fresh.adapter_state.config) is type(config)
+
+
+def test_loading_into_a_different_rank_names_the_tensor(tmp_path):
+    save_adapter(_trained(CONFIGS[0], steps=0), tmp_path)
+    other = WithHead(tiny_wav2vec2())
+    inject(other, FVAELoRAConfig(rank=8, trainable_modules=["head"]))
+    with pytest.raises(ValueError, match=r"tensor '.*' has shape .*expects"):
+        load_adapter(other, tmp_path)
+
+
+def test_missing_and_unexpected_tensors_are_named(tmp_path):
+    save_adapter(_trained(CONFIGS[0], steps=0), tmp_path)
+    path = tmp_path / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    victim = sorted(tensors)[0]
+    del tensors[victim]
+    save_file(tensors, str(path))
+    with pytest.raises(ValueError, match=f"'{victim}' is missing"):
+        load_adapter(WithHead(tiny_wav2vec2()), tmp_path)
+    tensors[victim + "_extra"] = torch.zeros(1)
+    tensors[victim] = torch.zeros(1)
+    save_file(tensors, str(path))
+    with pytest.raises(ValueError, match="has shape|unexpected"):
+        load_adapter(WithHead(tiny_wav2vec2()), tmp_path)
+
+
+def test_other_target_modules_are_reported(tmp_path):
+    save_adapter(_trained(CONFIGS[0], steps=0), tmp_path)
+    other = WithHead(tiny_wav2vec2())
+    inject(other, FVAELoRAConfig(rank=4, target_modules=["v_proj"], trainable_modules=["head"]))
+    with pytest.raises(ValueError, match="adapted modules differ"):
+        load_adapter(other, tmp_path)
+
+
+def test_bad_config_file_is_named(tmp_path):
+    (tmp_path / "adapter_config.json").write_text('{"adapter_type": "fvae_lora", "rank": 0}')
+    with pytest.raises(ValueError, match="adapter_config.json.*rank"):
+        load_adapter(WithHead(tiny_wav2vec2()), tmp_path)
+    (tmp_path / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="adapter_config.json: invalid JSON at line 1"):
+        load_adapter(WithHead(tiny_wav2vec2()), tmp_path)
+    with pytest.raises(FileNotFoundError, match="no adapter config"):
+        load_adapter(WithHead(tiny_wav2vec2()), tmp_path / "missing")
+
+
+def test_saving_a_model_without_adapters_fails_clearly(tmp_path):
+    with pytest.raises(ValueError, match="no adapters"):
+        save_adapter(WithHead(tiny_wav2vec2()), tmp_path)

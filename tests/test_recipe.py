@@ -1,0 +1,118 @@
+"""End-to-end TIMIT recipe on a tiny tone corpus with a tiny random wav2vec2: every adapter kind, resume,
+mixed precision, DDP with gloo, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import HPARAMS, REPO, recipe_overrides
+from fvae_asr.speech.export import load_recognizer
+from fvae_asr.speech.recipe import run
+from tiny_models import TINY_WAV2VEC2
+
+QUIET = {"noprogressbar": True}
+
+
+def _epochs_logged(output: Path) -> list[int]:
+    return [int(m) for m in re.findall(r"^epoch: (\d+)", (output / "train_log.txt").read_text(), re.M)]
+
+
+def _checkpoint_tensors(output: Path) -> dict:
+    (ckpt,) = sorted((output / "save").glob("CKPT+*"))
+    return load_file(str(ckpt / "model.ckpt"))
+
+
+@pytest.mark.parametrize("kind", ["fvae_lora", "lora", "full", "frozen"])
+def test_each_kind_trains_tests_and_exports(tone_corpus, tmp_path, kind):
+    result = run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, adapter=kind, number_of_epochs=1))
+
+    report = json.loads((tmp_path / "test_results.json").read_text())
+    assert report["utterances"] == 4 and report["reference_phones"] > 0
+    assert report["per"] == pytest.approx(
+        100 * (report["insertions"] + report["deletions"] + report["substitutions"]) / report["reference_phones"]
+    )
+    assert "REF" in (tmp_path / "test_alignments.txt").read_text()
+    log = (tmp_path / "train_log.txt").read_text()
+    assert "valid PER" in log and "test PER" in log
+    assert ("train aux" in log and "train gamma" in log) == (kind == "fvae_lora")
+
+    tensors = _checkpoint_tensors(tmp_path)
+    assert "head.weight" in tensors
+    trained_backbone = [k for k in tensors if k.startswith("encoder.")]
+    if kind == "frozen":
+        assert not trained_backbone
+    elif kind == "full":
+        assert any(".attention.q_proj.weight" in k for k in trained_backbone)
+        assert not any("feature_extractor" in k for k in trained_backbone)
+    else:  # adapter-only: no base weights in the checkpoint
+        assert trained_backbone and not any(".base." in k for k in trained_backbone)
+        assert result["trainable_parameters"] < result["total_parameters"]
+
+    model, description = load_recognizer(result["export"])
+    assert description["adapter"] == kind and description["labels"][0] == "<blank>"
+    assert len(description["labels"]) == 40
+
+
+def test_interrupted_run_resumes_where_it_stopped(tone_corpus, tmp_path):
+    overrides = recipe_overrides(tone_corpus, tmp_path)
+    run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 1})  # "interrupted" after epoch 1 of 3
+    assert _epochs_logged(tmp_path) == [1]
+    run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 3})
+    assert _epochs_logged(tmp_path) == [1, 2, 3]  # epoch 1 was not trained again
+    again = run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 3})
+    assert _epochs_logged(tmp_path) == [1, 2, 3] and again["test"]["per"] >= 0
+
+
+def _cli(corpus: Path, output: Path, *extra: str) -> list[str]:
+    config = json.dumps(TINY_WAV2VEC2).replace('"', "")  # a YAML flow mapping
+    return [str(HPARAMS), f"--data_folder={corpus}", f"--output_folder={output}", f"--wav2vec2_config={config}",
+            "--rank=4", "--batch_size=2", "--mask_time_prob=0.0", "--noprogressbar", *extra]
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_from_its_last_checkpoint(tone_corpus, tmp_path):
+    cmd = [sys.executable, str(REPO / "recipes/timit/train.py"),
+           *_cli(tone_corpus, tmp_path, "--ckpt_interval_minutes=0", "--ckpt_interval_steps=2")]
+    proc = subprocess.Popen([*cmd, "--number_of_epochs=30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "save").glob("CKPT+*")) and time.monotonic() < deadline:
+        assert proc.poll() is None, "the training process ended before writing a checkpoint"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait()
+    assert list((tmp_path / "save").glob("CKPT+*")), "no checkpoint was written before the kill"
+    done_before = _epochs_logged(tmp_path) if (tmp_path / "train_log.txt").exists() else []
+    assert len(done_before) < 30
+    resumed = subprocess.run([*cmd, "--number_of_epochs=3"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Loading a checkpoint" in resumed.stdout + resumed.stderr
+    epochs = _epochs_logged(tmp_path)
+    assert epochs == sorted(set(epochs)) and epochs[-1] == max(3, done_before[-1] if done_before else 0)
+
+
+def test_bf16_precision_runs(tone_corpus, tmp_path):
+    result = run(HPARAMS, {**QUIET, "precision": "bf16"}, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1))
+    assert result["test"]["per"] >= 0
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tone_corpus, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           str(REPO / "recipes/timit/train.py"), *_cli(tone_corpus, tmp_path, "--number_of_epochs=2",
+                                                       "--distributed_backend=gloo")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert _epochs_logged(tmp_path) == [1, 2]
+    assert json.loads((tmp_path / "test_results.json").read_text())["utterances"] == 4
+    assert (tmp_path / "model" / "adapter_model.safetensors").is_file()
