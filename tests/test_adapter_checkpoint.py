@@ -94,3 +94,12 @@ def test_bad_config_file_is_named(tmp_path):
 def test_saving_a_model_without_adapters_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match="no adapters"):
         save_adapter(WithHead(tiny_wav2vec2()), tmp_path)
+
+
+def test_base_state_dict_is_the_state_before_injection():
+    reference = tiny_wav2vec2(seed=0).state_dict()
+    model = WithHead(tiny_wav2vec2(seed=0))
+    inject(model, FVAELoRAConfig(rank=4))
+    base = __import__("fvae_asr").base_state_dict(model.backbone)
+    assert base.keys() == reference.keys()
+    assert all(torch.equal(base[k], reference[k]) for k in reference)

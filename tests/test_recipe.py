@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from conftest import HPARAMS, REPO, recipe_overrides
@@ -57,7 +58,13 @@ def test_each_kind_trains_tests_and_exports(tone_corpus, tmp_path, kind):
         assert trained_backbone and not any(".base." in k for k in trained_backbone)
         assert result["trainable_parameters"] < result["total_parameters"]
 
-    model, description = load_recognizer(result["export"])
+    outputs = []
+    for seed in (0, 1):  # the random-init backbone is saved with the export, so reloading is deterministic
+        torch.manual_seed(seed)
+        model, description = load_recognizer(result["export"])
+        with torch.no_grad():
+            outputs.append(model(torch.sin(torch.arange(8000.0)).unsqueeze(0), torch.ones(1))[0])
+    assert torch.equal(outputs[0], outputs[1])
     assert description["adapter"] == kind and description["labels"][0] == "<blank>"
     assert len(description["labels"]) == 40
 

@@ -3,7 +3,7 @@
 Nothing here imports speech code: the same core adapts text, image and speech transformers.
 """
 
-from fvae_asr.adapters.checkpoint import adapter_state_dict, load_adapter, save_adapter
+from fvae_asr.adapters.checkpoint import adapter_state_dict, base_state_dict, load_adapter, save_adapter
 from fvae_asr.adapters.config import AdapterConfig, FVAELoRAConfig, LoRAConfig
 from fvae_asr.adapters.layers import FVAELoRALinear, LoRALinear
 from fvae_asr.adapters.model import (
@@ -25,6 +25,7 @@ __all__ = [
     "adapter_layers",
     "adapter_state_dict",
     "aux_loss",
+    "base_state_dict",
     "frame_mask",
     "inject",
     "load_adapter",

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from fvae_asr.adapters.config import config_from_dict
-from fvae_asr.adapters.model import ADAPTER_STATE_ATTR, adapter_state, inject
+from fvae_asr.adapters.model import ADAPTER_STATE_ATTR, adapter_layers, adapter_state, inject
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -29,6 +29,23 @@ def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
         for key, value in model.state_dict().items()
         if key.startswith(keep) and (not key.startswith(skip) or key.startswith(trainable))
     }
+
+
+def base_state_dict(module: nn.Module) -> dict[str, Tensor]:
+    """The state dict the module had before ``inject``: adapter weights dropped, wrapped layers unwrapped.
+
+    Works on any submodule of an adapted model, e.g. to save the backbone in its original format.
+    """
+    layers = set(adapter_layers(module))
+    owners = {name for name, m in module.named_modules() if m in layers}
+    base_state = {}
+    for key, value in module.state_dict().items():
+        owner = next((name for name in owners if key.startswith(f"{name}.")), None)
+        if owner is None:
+            base_state[key] = value
+        elif key.startswith(f"{owner}.base."):
+            base_state[f"{owner}.{key[len(owner) + len('.base.'):]}"] = value
+    return base_state
 
 
 def _write_atomically(path: Path, write) -> None:

@@ -35,9 +35,10 @@ class PhoneCTCBrain(sb.Brain):
         )
         if stage == sb.Stage.TRAIN:
             aux = aux_loss(self.hparams.model)
-            parts = loss_terms(self.hparams.model)
-            parts.pop("total", None)  # equals aux
-            self._log_parts(ctc=ctc, aux=aux, **parts)
+            parts = loss_terms(self.hparams.model)  # empty without FVAE layers
+            if parts:
+                parts["aux"] = parts.pop("total")
+            self._log_parts(ctc=ctc, **parts)
             return ctc + self.aux_weight * aux
         hypotheses = greedy_decode(log_probs, frame_lens, self.blank_index)
         self.ids.extend(batch.id)

@@ -39,13 +39,16 @@ class Wav2Vec2Encoder(nn.Module):
         freeze_feature_encoder: bool = True,
         normalize_wav: bool = True,
         layerdrop: float = 0.0,
-        mask_time_prob: float = 0.0,
+        mask_time_prob: float | None = None,
     ) -> None:
         super().__init__()
         local = Path(source)
         self.source = str(local.resolve()) if local.exists() else str(source)  # hub ids stay as given
         self.random_init_config = dict(random_init_config or {})
-        self.model = load_wav2vec2(source, random_init_config, layerdrop=layerdrop, mask_time_prob=mask_time_prob)
+        overrides = {"layerdrop": layerdrop}
+        if mask_time_prob is not None:  # None keeps the backbone's own SpecAugment setting
+            overrides["mask_time_prob"] = mask_time_prob
+        self.model = load_wav2vec2(source, random_init_config, **overrides)
         self.normalize_wav = normalize_wav
         self.freeze_feature_encoder = freeze_feature_encoder
         if freeze_feature_encoder:

@@ -16,12 +16,13 @@ from safetensors.torch import load_file, save_file
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from torch import nn
 
-from fvae_asr.adapters import load_adapter, save_adapter
+from fvae_asr.adapters import base_state_dict, load_adapter, save_adapter
 from fvae_asr.speech.encoder import Wav2Vec2Encoder
 from fvae_asr.speech.model import CTCRecognizer, configure_training
 
 DESCRIPTION_NAME = "recognizer.json"
 TRAINABLE_NAME = "trainable_model.safetensors"
+BACKBONE_DIR = "backbone"
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -68,13 +69,13 @@ def export_recognizer(model: CTCRecognizer, kind: str, labels: list[str], direct
     directory.mkdir(parents=True, exist_ok=True)
     encoder = model.encoder
     description = {
-        "backbone": encoder.source,
-        "random_init_config": encoder.random_init_config,
+        "backbone": _save_random_init_backbone(encoder, directory) if encoder.random_init_config else encoder.source,
         "adapter": kind,
         "labels": labels,
         "blank_index": 0,
         "sample_rate": 16000,
         "normalize_wav": encoder.normalize_wav,
+        "freeze_feature_encoder": encoder.freeze_feature_encoder,
     }
     if kind in ("fvae_lora", "lora"):
         save_adapter(model, directory)
@@ -82,6 +83,16 @@ def export_recognizer(model: CTCRecognizer, kind: str, labels: list[str], direct
         save_trainable(model, directory / TRAINABLE_NAME)
     (directory / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2) + "\n")
     return directory
+
+
+def _save_random_init_backbone(encoder: Wav2Vec2Encoder, directory: Path) -> str:
+    """A randomly initialised backbone cannot be rebuilt from its config: save its base weights beside the
+    adapters, as a Hugging Face directory; returns its path relative to ``directory``."""
+    target = directory / BACKBONE_DIR
+    encoder.model.config.save_pretrained(str(target))
+    tensors = {k: v.detach().contiguous().cpu() for k, v in base_state_dict(encoder.model).items()}
+    save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
+    return BACKBONE_DIR
 
 
 def read_description(directory: str | Path) -> dict[str, Any]:
@@ -98,8 +109,11 @@ def load_recognizer(directory: str | Path, device: str | torch.device = "cpu") -
     """Rebuild an exported recogniser (in eval mode) and return it with its description."""
     directory = Path(directory)
     description = read_description(directory)
+    saved_inside = directory / description["backbone"]  # a relative path points inside the export
     encoder = Wav2Vec2Encoder(
-        description["backbone"], description["random_init_config"], normalize_wav=description["normalize_wav"]
+        saved_inside if saved_inside.is_dir() else description["backbone"],
+        freeze_feature_encoder=description["freeze_feature_encoder"],
+        normalize_wav=description["normalize_wav"],
     )
     model = CTCRecognizer(encoder, n_tokens=len(description["labels"]))
     kind = description["adapter"]

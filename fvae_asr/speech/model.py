@@ -48,10 +48,10 @@ def configure_training(model: CTCRecognizer, kind: str, adapter_config: AdapterC
         wav2vec2 = model.encoder.model
         if model.encoder.freeze_feature_encoder:
             wav2vec2.freeze_feature_encoder()
-        config = wav2vec2.config
         embed = getattr(wav2vec2, "masked_spec_embed", None)
-        if embed is not None and not (config.mask_time_prob > 0 or config.mask_feature_prob > 0):
-            # Only SpecAugment uses this embedding; left trainable it would get no gradient and break DDP.
+        if embed is not None:
+            # Only SpecAugment uses this embedding, and not on every batch: left trainable it would sometimes
+            # get no gradient (DDP breaks) and would be saved with models that never use it at inference.
             embed.requires_grad_(False)
     return []
 

@@ -1,0 +1,30 @@
+# One-command entry points. `make demo` and `make test` set up .venv/ first when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast bench compare
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup  ## offline end-to-end demo on the embedded synthetic corpus
+	$(PY) -m fvae_asr.demo --out demo_out
+
+test: setup  ## the whole test suite, slow end-to-end tests included
+	$(PY) -m pytest -q
+
+test-fast: setup  ## everything but the slow end-to-end tests
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup  ## adapter speed: FVAE-LoRA vs LoRA vs the full-covariance objective
+	$(PY) benchmarks/adapter_speed.py
+
+compare: setup  ## frozen / LoRA / FVAE-LoRA / full fine-tuning (+ ablations) on the synthetic target domain
+	$(PY) benchmarks/compare_methods.py --out results/compare

@@ -1,0 +1,73 @@
+"""Evaluate an exported recogniser on a prepared manifest (``prepare_timit`` output): PER and its edit counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fvae_asr.speech.metrics import alignments, error_report
+from fvae_asr.speech.transcriber import Transcriber
+
+REQUIRED_FIELDS = ("wav", "phn")
+
+
+def read_manifest(path: str | Path) -> dict[str, dict]:
+    """A manifest's entries by utterance id; each needs string ``wav`` and ``phn`` fields.
+
+    Raises FileNotFoundError or ValueError naming the manifest (and the entry, where one is at fault).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} not found")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"manifest {path}: invalid JSON: {err}") from err
+    if not isinstance(manifest, dict) or not manifest:
+        raise ValueError(f"manifest {path}: expected a non-empty JSON object keyed by utterance id")
+    for utt_id, entry in manifest.items():
+        _check_entry(path, utt_id, entry)
+    return manifest
+
+
+def _check_entry(path: Path, utt_id: str, entry: object) -> None:
+    """One manifest entry must be an object with string ``wav`` and ``phn`` fields."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"manifest {path}: entry {utt_id!r} is not a JSON object")
+    for field in REQUIRED_FIELDS:
+        if not isinstance(entry.get(field), str):
+            raise ValueError(f"manifest {path}: entry {utt_id!r} has no '{field}' string")
+
+
+def evaluate_manifest(transcriber: Transcriber, manifest_path: str | Path) -> dict:
+    """Transcribe every utterance of a manifest and score it against its ``phn`` reference.
+
+    Returns ``error_report``'s fields (``per``, ``substitutions``, ``deletions``, ``insertions``,
+    ``reference_phones``, ``utterances``) plus ``manifest`` and ``transcripts`` (id -> wav, ref, hyp).
+    A file that cannot be transcribed is an error naming the manifest and the file.
+    """
+    manifest = read_manifest(manifest_path)
+    ids = list(manifest)
+    results = transcriber.transcribe_files(manifest[utt_id]["wav"] for utt_id in ids)
+    failures = [f"{result.path}: {result.error}" for result in results if result.error is not None]
+    if failures:
+        raise ValueError(f"manifest {manifest_path}: {len(failures)} file(s) not transcribed: " + "; ".join(failures))
+    transcripts = {
+        utt_id: {"wav": result.path, "ref": manifest[utt_id]["phn"], "hyp": " ".join(result.phones)}
+        for utt_id, result in zip(ids, results)
+    }
+    try:
+        report = error_report(ids, *_references_and_hypotheses(transcripts))
+    except ValueError as err:
+        raise ValueError(f"manifest {manifest_path}: {err}") from err
+    return {"manifest": str(manifest_path), **report, "transcripts": transcripts}
+
+
+def report_alignments(report: dict) -> str:
+    """Per-utterance REF/HYP alignments of an ``evaluate_manifest`` report, for a human to read."""
+    return alignments(list(report["transcripts"]), *_references_and_hypotheses(report["transcripts"]))
+
+
+def _references_and_hypotheses(transcripts: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """Reference and hypothesis phone strings, in utterance order."""
+    return [t["ref"] for t in transcripts.values()], [t["hyp"] for t in transcripts.values()]
