@@ -102,6 +102,11 @@ class FVAELoRAConfig(AdapterConfig):
 
     Defaults are the paper's (see shared/design/fvae-lora.md). ``beta_z2 > 0`` with ``delta = 0`` gives the
     VAE2LAT ablation; ``prior_mean_z2 = 0`` gives identical priors (no factorisation).
+
+    Note on ``delta``: in expectation under q1, ``-delta * Gamma`` holds ``+delta * E[log p1(z1)]``, which
+    cancels ``beta * KL(q1 || p1)``'s cross-entropy when ``delta == beta``, leaving only ``-beta * H(q1)``:
+    the z1 variance then grows until ``logvar_clamp``. The authors' code weights the repulsion as
+    ``delta = 2 / rank`` (means over latent elements); use that, or ``beta > delta``, to keep q1 bounded.
     """
 
     adapter_type: ClassVar[str] = "fvae_lora"

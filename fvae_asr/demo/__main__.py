@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for everything the demo writes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-speakers", type=int, default=16)
-    parser.add_argument("--sentences-per-speaker", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--sentences-per-speaker", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     summary = run_demo(args.out, seed=args.seed, train_speakers=args.train_speakers,
