@@ -71,7 +71,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-speakers", type=int, default=8,
                         help="generated TEST speakers, half dev and half core test (default: 8)")  # fmt: skip
     parser.add_argument("--sentences-per-speaker", type=int, default=10,
-                        help="generated SI/SX sentences per speaker (default: 8)")  # fmt: skip
+                        help="generated SI/SX sentences per speaker (default: 10)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be at least 1")
