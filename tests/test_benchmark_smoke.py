@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import torch
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "adapter_speed.py"
-
-
-def _load_benchmark():
-    """benchmarks/ is not a package: load the script as a module (registered, as dataclasses need)."""
-    if "adapter_speed" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("adapter_speed", BENCHMARK)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["adapter_speed"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["adapter_speed"]
+from conftest import load_script
 
 
 FIGURES = [
@@ -40,7 +28,7 @@ FIGURES = [
 
 
 def test_quick_tiny_run_writes_positive_finite_figures(tmp_path: Path) -> None:
-    bench = _load_benchmark()
+    bench = load_script("adapter_speed")
     threads = torch.get_num_threads()
     try:
         # One thread: on a busy 2-core machine, two threads wait on each other and the run takes 10x longer.
@@ -58,7 +46,7 @@ def test_quick_tiny_run_writes_positive_finite_figures(tmp_path: Path) -> None:
 
 
 def test_fullcov_reconstruction_equals_the_diagonal_one() -> None:
-    bench = _load_benchmark()
+    bench = load_script("adapter_speed")
     from fvae_asr.adapters.objective import gaussian_nll
 
     torch.manual_seed(0)

@@ -3,30 +3,18 @@ tiny random wav2vec2 saved as a Hugging Face directory (no dependence on the shi
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import load_script
 from tiny_models import tiny_wav2vec2
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_methods.py"
-
-
-def _load_script():
-    """benchmarks/ is not a package: load the script as a module."""
-    if "compare_methods" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("compare_methods", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["compare_methods"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["compare_methods"]
 
 
 def test_two_methods_one_seed_write_results_table_and_plot(tmp_path: Path, capsys) -> None:
-    compare = _load_script()
+    compare = load_script("compare_methods")
     backbone = tmp_path / "backbone"
     tiny_wav2vec2().save_pretrained(backbone)
     out = tmp_path / "out"
@@ -63,14 +51,14 @@ def test_two_methods_one_seed_write_results_table_and_plot(tmp_path: Path, capsy
 
 
 def test_missing_backbone_is_a_clear_error(tmp_path: Path, capsys) -> None:
-    compare = _load_script()
+    compare = load_script("compare_methods")
     with pytest.raises(SystemExit):
         compare.main(["--out", str(tmp_path), "--backbone", str(tmp_path / "nowhere")])
     assert "python -m fvae_asr.demo.backbone" in capsys.readouterr().err
 
 
 def test_dev_per_parsing_keeps_the_last_line_of_each_epoch(tmp_path: Path) -> None:
-    compare = _load_script()
+    compare = load_script("compare_methods")
     log = tmp_path / "train_log.txt"
     log.write_text("epoch: 1, lr: 1.00e-03 - train loss: 3.1 - valid loss: 2.9, valid PER: 90.0\n"
                    "epoch: 1, lr: 1.00e-03 - train loss: 3.0 - valid loss: 2.8, valid PER: 80.5\n"

@@ -67,15 +67,19 @@ def save_adapter(model: nn.Module, directory: str | Path) -> Path:
     return directory
 
 
-def read_adapter_config(directory: str | Path) -> dict:
-    """The saved config as a dict; clear errors for a missing or malformed file."""
-    path = Path(directory) / CONFIG_NAME
+def read_json(path: Path, what: str) -> dict:
+    """A JSON file as a dict; a missing file or invalid JSON raises an error naming the path (and line)."""
     if not path.is_file():
-        raise FileNotFoundError(f"no adapter config at {path}")
+        raise FileNotFoundError(f"no {what} at {path}")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
+
+
+def read_adapter_config(directory: str | Path) -> dict:
+    """The saved adapter config as a dict."""
+    return read_json(Path(directory) / CONFIG_NAME, "adapter config")
 
 
 def load_adapter(model: nn.Module, directory: str | Path) -> list[str]:

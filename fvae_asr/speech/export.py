@@ -17,6 +17,7 @@ from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, registe
 from torch import nn
 
 from fvae_asr.adapters import base_state_dict, load_adapter, save_adapter
+from fvae_asr.adapters.checkpoint import read_json
 from fvae_asr.speech.encoder import Wav2Vec2Encoder
 from fvae_asr.speech.model import CTCRecognizer, configure_training
 
@@ -96,13 +97,8 @@ def _save_random_init_backbone(encoder: Wav2Vec2Encoder, directory: Path) -> str
 
 
 def read_description(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / DESCRIPTION_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: expected a directory written by export_recognizer")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
+    """The ``recognizer.json`` of an exported recogniser."""
+    return read_json(Path(directory) / DESCRIPTION_NAME, "recogniser description (written by export_recognizer)")
 
 
 def load_recognizer(directory: str | Path, device: str | torch.device = "cpu") -> tuple[CTCRecognizer, dict]:
