@@ -5,8 +5,8 @@ fine-tuning, and two FVAE-LoRA ablations from the paper, each trained through th
 Methods (``--methods``):
 
     frozen      head only, backbone frozen
-    lora        LoRA on q_proj/k_proj (+ head)
-    fvae_lora   FVAE-LoRA with the paper's defaults (+ head)
+    lora        LoRA on the demo's target modules (+ head)
+    fvae_lora   FVAE-LoRA as in the demo (+ head)
     full        every weight but the CNN feature encoder
     delta0      FVAE-LoRA with delta = 0, beta_z2 = 1 (VAE2LAT: no repulsive term, KL of q2 toward p2)
     same_prior  FVAE-LoRA with prior_mean_z2 = 0 (identical priors for z1 and z2)
@@ -17,7 +17,7 @@ checkpoints, and a run whose ``run.json`` matches the requested settings is not 
 Writes ``OUT/results.json`` (every run and the aggregate), ``OUT/results.md`` (the table, also printed) and
 ``OUT/dev_per.png`` (dev PER per epoch, mean over seeds with a +/- std band).
 
-    python benchmarks/compare_methods.py --out results/compare --seeds 0 1 2 --epochs 8
+    python benchmarks/compare_methods.py --out results/compare --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fvae_asr.demo import size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.speech.recipe import run
 from fvae_asr.synthetic import generate_corpus
@@ -62,16 +63,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
                         help="methods to run (default: all)")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default: 0 1 2)")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per run, all methods (default: 20, the demo's)")
+    parser.add_argument("--epochs", type=int, default=size.EPOCHS,
+                        help="epochs per run, all methods (default: %(default)s, the demo's)")  # fmt: skip
     parser.add_argument("--backbone", type=Path, default=ASSET_BACKBONE,
                         help="Hugging Face wav2vec2 directory (default: the shipped tiny backbone)")  # fmt: skip
     parser.add_argument("--corpus", type=Path, help="an existing TIMIT-layout corpus (default: generate OUT/corpus)")
     parser.add_argument("--corpus-seed", type=int, default=0, help="seed of the generated corpus (default: 0)")
-    parser.add_argument("--train-speakers", type=int, default=16, help="generated TRAIN speakers (default: 16)")
+    parser.add_argument("--train-speakers", type=int, default=size.TRAIN_SPEAKERS,
+                        help="generated TRAIN speakers (default: %(default)s)")  # fmt: skip
     parser.add_argument("--test-speakers", type=int, default=8,
                         help="generated TEST speakers, half dev and half core test (default: 8)")  # fmt: skip
-    parser.add_argument("--sentences-per-speaker", type=int, default=10,
-                        help="generated SI/SX sentences per speaker (default: 10)")  # fmt: skip
+    parser.add_argument("--sentences-per-speaker", type=int, default=size.SENTENCES_PER_SPEAKER,
+                        help="generated SI/SX sentences per speaker (default: %(default)s)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be at least 1")

@@ -1,5 +1,5 @@
 """Smoke test of benchmarks/compare_methods.py: two methods, one seed, one epoch, a tiny synthetic corpus and a
-tiny random wav2vec2 saved as a Hugging Face directory (no dependence on the shipped backbone)."""
+tiny random wav2vec2 + CTC head saved as a Hugging Face directory (no dependence on the shipped backbone)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ from pathlib import Path
 import pytest
 
 from conftest import load_script
+from fvae_asr.speech.encoder import Wav2Vec2Encoder
+from fvae_asr.speech.export import export_hf_ctc
+from fvae_asr.speech.model import CTCRecognizer
+from fvae_asr.speech.timit import PHONES_39
 from tiny_models import tiny_wav2vec2
-
 
 
 def test_two_methods_one_seed_write_results_table_and_plot(tmp_path: Path, capsys) -> None:
     compare = load_script("compare_methods")
-    backbone = tmp_path / "backbone"
-    tiny_wav2vec2().save_pretrained(backbone)
+    tiny_wav2vec2().save_pretrained(tmp_path / "wav2vec2")
+    labels = ["<blank>", *PHONES_39]  # a CTC checkpoint like the shipped one: demo.yaml starts from its head
+    recognizer = CTCRecognizer(Wav2Vec2Encoder(tmp_path / "wav2vec2"), len(labels))
+    backbone = export_hf_ctc(recognizer, labels, tmp_path / "backbone")
     out = tmp_path / "out"
     argv = ["--out", str(out), "--methods", "frozen", "fvae_lora", "--seeds", "0", "--epochs", "1",
             "--backbone", str(backbone), "--train-speakers", "3", "--sentences-per-speaker", "2",

@@ -14,6 +14,8 @@ pytest.importorskip("espeakng_loader")
 
 from fvae_asr.speech import timit  # noqa: E402
 from fvae_asr.synthetic import (  # noqa: E402
+    DOMAINS,
+    NOISY_ROOM,
     SOURCE,
     TARGET,
     Espeak,
@@ -78,7 +80,7 @@ def test_synthesis_depends_only_on_its_arguments(espeak):
     assert np.array_equal(first.audio, espeak.synthesize(SENTENCE, "en-us+f3", pitch=60, seed=7).audio)
 
 
-@pytest.mark.parametrize("domain", [SOURCE, TARGET], ids=lambda d: d.name)
+@pytest.mark.parametrize("domain", [SOURCE, TARGET, NOISY_ROOM], ids=lambda d: d.name)
 def test_utterance_alignment(espeak, domain):
     text = "Laura and the doctor said that the kettle was broken, then walked to the harbour."
     speaker = make_speaker("FABC0", "TRAIN", "DR1", domain, seed=0)
@@ -100,7 +102,7 @@ def test_every_produced_mnemonic_is_in_the_table(espeak):
     words = all_words()
     texts = [" ".join(words[i : i + 15]) + "." for i in range(0, len(words), 15)]
     texts += [*CALIBRATION_SENTENCES, *make_sentences(20, seed=11)]
-    languages = sorted({*SOURCE.languages, *TARGET.languages})
+    languages = sorted({language for domain in DOMAINS.values() for language in domain.languages})
     unknown = {
         (phoneme.mnemonic, language)
         for language in languages

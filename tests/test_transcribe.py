@@ -207,7 +207,8 @@ def test_evaluate_cli_reports_per_of_the_transcriptions(checkpoint, transcriber,
 @pytest.mark.parametrize(
     "content, message",
     [
-        (None, "not found"),
+        (None, "no manifest at"),
+        (b"\xff\xfe{}", "not UTF-8"),
         ("{not json", "invalid JSON"),
         ("[]", "non-empty JSON object"),
         (json.dumps({"U1": {"phn": "sil"}}), "entry 'U1' has no 'wav'"),
@@ -216,7 +217,9 @@ def test_evaluate_cli_reports_per_of_the_transcriptions(checkpoint, transcriber,
 )
 def test_bad_manifests_are_named_in_the_error(tmp_path, content, message):
     path = tmp_path / "bad.json"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     with pytest.raises((FileNotFoundError, ValueError), match=message) as caught:
         read_manifest(path)

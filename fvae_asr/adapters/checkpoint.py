@@ -68,13 +68,15 @@ def save_adapter(model: nn.Module, directory: str | Path) -> Path:
 
 
 def read_json(path: Path, what: str) -> dict:
-    """A JSON file as a dict; a missing file or invalid JSON raises an error naming the path (and line)."""
+    """A JSON file's content; a missing file, bad UTF-8 or invalid JSON raises an error naming the path (and line)."""
     if not path.is_file():
         raise FileNotFoundError(f"no {what} at {path}")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
 
 
 def read_adapter_config(directory: str | Path) -> dict:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from fvae_asr.demo import size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.speech.recipe import run
 from fvae_asr.speech.transcriber import Transcriber
@@ -72,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for everything the demo writes")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-speakers", type=int, default=16)
-    parser.add_argument("--sentences-per-speaker", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--train-speakers", type=int, default=size.TRAIN_SPEAKERS)
+    parser.add_argument("--sentences-per-speaker", type=int, default=size.SENTENCES_PER_SPEAKER)
+    parser.add_argument("--epochs", type=int, default=size.EPOCHS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     summary = run_demo(args.out, seed=args.seed, train_speakers=args.train_speakers,

@@ -1,5 +1,6 @@
 """Build the demo's tiny "pretrained" wav2vec2 (about 1 M parameters): CTC training from scratch on the
-synthetic source domain, through the TIMIT recipe itself, saved as a Hugging Face directory.
+synthetic source domain, through the TIMIT recipe itself, saved as a Hugging Face ``Wav2Vec2ForCTC`` directory
+(with its phone CTC head and ``vocab.json``, so that adaptation can start from the source-domain head).
 
     python -m fvae_asr.demo.backbone --out fvae_asr/assets/tiny_wav2vec2
 """
@@ -12,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
-from fvae_asr.speech.export import load_recognizer
+from fvae_asr.speech.export import export_hf_ctc, load_recognizer
 from fvae_asr.speech.recipe import run
 from fvae_asr.synthetic import generate_corpus
 
@@ -38,10 +39,10 @@ TINY_BACKBONE_CONFIG = {
 
 
 def build_backbone(
-    out_dir: str | Path, work_dir: str | Path, *, seed: int = 0, epochs: int = 30, train_speakers: int = 40,
+    out_dir: str | Path, work_dir: str | Path, *, seed: int = 0, epochs: int = 25, train_speakers: int = 32,
     sentences_per_speaker: int = 10,
 ) -> Path:
-    """Generate the source-domain corpus, train wav2vec2 + CTC from scratch on it, save the wav2vec2 part."""
+    """Generate the source-domain corpus, train wav2vec2 + CTC from scratch on it, save it as ``Wav2Vec2ForCTC``."""
     work_dir = Path(work_dir)
     corpus = generate_corpus(work_dir / "source_corpus", seed=seed, n_train_speakers=train_speakers,
                              n_test_speakers=8, sentences_per_speaker=sentences_per_speaker, domain="source")
@@ -65,11 +66,11 @@ def build_backbone(
             "valid_dataloader_opts": {"batch_size": 8, "num_workers": 0},
         },
     )
-    model, _ = load_recognizer(result["export"])
+    model, description = load_recognizer(result["export"])
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    model.encoder.model.save_pretrained(str(out_dir))
+    export_hf_ctc(model, description["labels"], out_dir, description["blank_index"])
     logger.info("source-domain test PER %.2f; backbone saved to %s", result["test"]["per"], out_dir)
     return out_dir
 
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ASSET_BACKBONE, help="Hugging Face directory to write")
     parser.add_argument("--work-dir", type=Path, default=Path("results/backbone"), help="corpus and training runs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--train-speakers", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--train-speakers", type=int, default=32)
     parser.add_argument("--sentences-per-speaker", type=int, default=10)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")

@@ -12,6 +12,7 @@ from speechbrain.dataio.encoder import CTCTextEncoder
 
 from fvae_asr.speech.timit import PHONES_39, PHONES_61
 
+
 def phone_encoder(path: str | Path, phn_set: int) -> CTCTextEncoder:
     """The phone inventory with the CTC blank at index 0, created once and reloaded (DDP-safe)."""
     encoder = CTCTextEncoder()

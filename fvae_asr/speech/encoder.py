@@ -11,6 +11,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from fvae_asr.adapters import set_frame_mask
 
+
 def load_wav2vec2(source: str | Path, random_init_config: dict[str, Any] | None = None, **overrides: Any) -> Wav2Vec2Model:
     """A pretrained ``Wav2Vec2Model`` from a hub id or local directory, or, when ``random_init_config`` is a
     non-empty dict of config fields, a randomly initialised one (tests, training from scratch).

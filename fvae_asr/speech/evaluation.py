@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from fvae_asr.adapters.checkpoint import read_json
 from fvae_asr.speech.metrics import alignments, error_report
 from fvae_asr.speech.transcriber import Transcriber
 
@@ -17,12 +17,7 @@ def read_manifest(path: str | Path) -> dict[str, dict]:
     Raises FileNotFoundError or ValueError naming the manifest (and the entry, where one is at fault).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} not found")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"manifest {path}: invalid JSON: {err}") from err
+    manifest = read_json(path, "manifest")
     if not isinstance(manifest, dict) or not manifest:
         raise ValueError(f"manifest {path}: expected a non-empty JSON object keyed by utterance id")
     for utt_id, entry in manifest.items():

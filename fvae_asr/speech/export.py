@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from torch import nn
+from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
 
-from fvae_asr.adapters import base_state_dict, load_adapter, save_adapter
+from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
 from fvae_asr.adapters.checkpoint import read_json
 from fvae_asr.speech.encoder import Wav2Vec2Encoder
 from fvae_asr.speech.model import CTCRecognizer, configure_training
@@ -94,6 +95,28 @@ def _save_random_init_backbone(encoder: Wav2Vec2Encoder, directory: Path) -> str
     tensors = {k: v.detach().contiguous().cpu() for k, v in base_state_dict(encoder.model).items()}
     save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
     return BACKBONE_DIR
+
+
+def export_hf_ctc(model: CTCRecognizer, labels: list[str], directory: str | Path, blank_index: int = 0) -> Path:
+    """Save a recogniser without adapters as a Hugging Face ``Wav2Vec2ForCTC`` directory (config, weights, CTC
+    tokenizer vocabulary with the blank as pad token), loadable by transformers and by the recipe's
+    ``init_head_from_checkpoint``."""
+    if adapter_layers(model):
+        raise ValueError("export_hf_ctc saves plain wav2vec2 + head; use export_recognizer for adapted models")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.encoder.model.config.to_dict()
+    config.update(vocab_size=len(labels), pad_token_id=blank_index, bos_token_id=None, eos_token_id=None)
+    ctc = Wav2Vec2ForCTC(type(model.encoder.model.config).from_dict(config))
+    ctc.wav2vec2.load_state_dict(model.encoder.model.state_dict())
+    ctc.lm_head.load_state_dict(model.head.state_dict())
+    ctc.save_pretrained(str(directory))
+    vocab_file = directory / "vocab.json"
+    vocab_file.write_text(json.dumps({label: i for i, label in enumerate(labels)}, indent=2) + "\n")
+    tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), pad_token=labels[blank_index], unk_token=None,
+                                     bos_token=None, eos_token=None, word_delimiter_token=None)
+    tokenizer.save_pretrained(str(directory))
+    return directory
 
 
 def read_description(directory: str | Path) -> dict[str, Any]:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
 
+import torch
 from speechbrain.decoders.ctc import ctc_greedy_decode
 from torch import Tensor, nn
+from transformers import Wav2Vec2ForCTC
+from transformers.utils import cached_file
 
 from fvae_asr.adapters import AdapterConfig, inject
+from fvae_asr.adapters.checkpoint import read_json
 from fvae_asr.speech.encoder import Wav2Vec2Encoder
 
 ADAPTER_KINDS = ("fvae_lora", "lora", "full", "frozen")
@@ -27,6 +33,36 @@ class CTCRecognizer(nn.Module):
         hidden, frame_mask = self.encoder(wavs, wav_lens)
         logits = self.head(self.dropout(hidden))
         return logits.float().log_softmax(-1), frame_mask.sum(-1)
+
+
+def init_head_from_checkpoint(
+    model: CTCRecognizer, source: str | Path, labels: Sequence[str], blank_index: int = 0
+) -> list[str]:
+    """Start the head from the CTC head (``lm_head``) of a ``Wav2Vec2ForCTC`` checkpoint, row by row for the labels
+    its ``vocab.json`` shares with ``labels``; its pad token is the CTC blank, as in Hugging Face.
+
+    Adapting a recogniser to a new domain then starts from what it already knows instead of a random head.
+    Returns the labels initialised (the others keep their fresh initialisation).
+    """
+    ctc, info = Wav2Vec2ForCTC.from_pretrained(str(source), output_loading_info=True)
+    if {"lm_head.weight", "lm_head.bias"} & set(info["missing_keys"]):
+        raise ValueError(f"{source}: the checkpoint has no CTC head (lm_head) to start the head from")
+    vocab_file = cached_file(str(source), "vocab.json", _raise_exceptions_for_missing_entries=False)
+    if vocab_file is None:
+        raise ValueError(f"{source}: no vocab.json naming the rows of its CTC head")
+    vocab = read_json(Path(vocab_file), "vocab")
+    weight, bias = ctc.lm_head.weight, ctc.lm_head.bias  # (V_source, C), (V_source,)
+    if weight.shape[1] != model.head.in_features:
+        raise ValueError(f"{source}: CTC head takes {weight.shape[1]} features, the encoder gives {model.head.in_features}")
+    rows = {i: ctc.config.pad_token_id if i == blank_index else vocab.get(label) for i, label in enumerate(labels)}
+    rows = {i: row for i, row in rows.items() if row is not None and 0 <= row < weight.shape[0]}
+    if not any(i != blank_index for i in rows):
+        raise ValueError(f"{source}: its vocab.json shares no label with ours ({', '.join(labels[:5])}, ...)")
+    with torch.no_grad():
+        for i, row in rows.items():
+            model.head.weight[i] = weight[row]
+            model.head.bias[i] = bias[row]
+    return [labels[i] for i in sorted(rows)]
 
 
 def configure_training(model: CTCRecognizer, kind: str, adapter_config: AdapterConfig | None = None) -> list[str]:

@@ -5,6 +5,7 @@ It lives in the package so that the offline demo and the comparison study run ex
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -19,8 +20,10 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from fvae_asr.speech.brain import PhoneCTCBrain
 from fvae_asr.speech.data import dataio_prepare, labels_of, phone_encoder
 from fvae_asr.speech.export import export_recognizer
-from fvae_asr.speech.model import configure_training, count_parameters
+from fvae_asr.speech.model import configure_training, count_parameters, init_head_from_checkpoint
 from fvae_asr.speech.timit import SPLITS, prepare_timit
+
+logger = logging.getLogger(__name__)
 
 
 def _schedule_steps(hparams: dict[str, Any], n_train: int) -> None:
@@ -30,6 +33,18 @@ def _schedule_steps(hparams: dict[str, Any], n_train: int) -> None:
     scheduler = hparams["lr_scheduler"]
     scheduler.num_training_steps = max(1, per_epoch * hparams["number_of_epochs"])
     scheduler.num_warmup_steps = round(hparams["warmup_ratio"] * scheduler.num_training_steps)
+
+
+def _init_head(model: torch.nn.Module, hparams: dict[str, Any], labels: list[str], blank_index: int) -> None:
+    """``init_head_from_checkpoint``: the head starts from ``wav2vec2_source``'s own CTC head (a resumed run then
+    loads its checkpointed head over it)."""
+    if hparams["wav2vec2_config"]:
+        raise ValueError("init_head_from_checkpoint needs a pretrained wav2vec2_source; wav2vec2_config is set")
+    try:
+        shared = init_head_from_checkpoint(model, hparams["wav2vec2_source"], labels, blank_index)
+    except ValueError as err:
+        raise ValueError(f"init_head_from_checkpoint: {err} (set it to False for a fresh head)") from err
+    logger.info("CTC head started from %s for %d of %d labels", hparams["wav2vec2_source"], len(shared), len(labels))
 
 
 def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overrides: str | dict = "") -> dict:
@@ -48,6 +63,8 @@ def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overri
     datasets = dataio_prepare(manifests, label_encoder, hparams["train_sorting"])
 
     model = hparams["model"]
+    if hparams["init_head_from_checkpoint"]:
+        _init_head(model, hparams, labels_of(label_encoder), label_encoder.get_blank_index())
     kind = hparams["adapter"]
     configure_training(model, kind, hparams["adapter_configs"].get(kind))
     trainable, total = count_parameters(model)
