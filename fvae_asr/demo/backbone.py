@@ -38,9 +38,15 @@ TINY_BACKBONE_CONFIG = {
 }
 
 
+# The run that made the shipped backbone (its log: pretrain_log.txt beside it); the defaults reproduce it.
+EPOCHS = 25
+TRAIN_SPEAKERS = 32
+SENTENCES_PER_SPEAKER = 10
+
+
 def build_backbone(
-    out_dir: str | Path, work_dir: str | Path, *, seed: int = 0, epochs: int = 25, train_speakers: int = 32,
-    sentences_per_speaker: int = 10,
+    out_dir: str | Path, work_dir: str | Path, *, seed: int = 0, epochs: int = EPOCHS,
+    train_speakers: int = TRAIN_SPEAKERS, sentences_per_speaker: int = SENTENCES_PER_SPEAKER,
 ) -> Path:
     """Generate the source-domain corpus, train wav2vec2 + CTC from scratch on it, save it as ``Wav2Vec2ForCTC``."""
     work_dir = Path(work_dir)
@@ -80,9 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ASSET_BACKBONE, help="Hugging Face directory to write")
     parser.add_argument("--work-dir", type=Path, default=Path("results/backbone"), help="corpus and training runs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--train-speakers", type=int, default=32)
-    parser.add_argument("--sentences-per-speaker", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--train-speakers", type=int, default=TRAIN_SPEAKERS)
+    parser.add_argument("--sentences-per-speaker", type=int, default=SENTENCES_PER_SPEAKER)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     build_backbone(args.out, args.work_dir, seed=args.seed, epochs=args.epochs, train_speakers=args.train_speakers,
