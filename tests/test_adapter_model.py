@@ -1,5 +1,8 @@
 """Injection, train/eval behaviour, gradients, precision and merging on text, image and speech backbones."""
 
+import logging
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -16,6 +19,7 @@ from fvae_asr import (
     loss_terms,
     merge_adapters,
 )
+from fvae_asr.adapters.config import config_from_dict
 from tiny_models import BACKBONES, WithHead, tiny_inputs, tiny_wav2vec2
 
 CONFIGS = {"fvae_lora": FVAELoRAConfig, "lora": LoRAConfig}
@@ -261,9 +265,76 @@ def test_invalid_config_names_the_field(field, value):
         FVAELoRAConfig(**{field: value})
 
 
-def test_config_defaults_follow_the_paper():
+@pytest.mark.parametrize(
+    "field,value",
+    [("beta", math.inf), ("alpha", math.nan), ("delta", math.inf), ("aux_weight", math.inf),
+     ("prior_mean_z2", math.nan), ("prior_mean_z2", -math.inf), ("lora_alpha", math.inf), ("b_init_std", math.nan)],
+)
+def test_non_finite_config_values_are_rejected(field, value):
+    with pytest.raises(ValueError, match=field):
+        FVAELoRAConfig(**{field: value})
+
+
+def test_config_defaults_follow_the_paper_and_the_authors_weighting():
     cfg = FVAELoRAConfig()
     assert (cfg.rank, cfg.z2_dim, cfg.lora_alpha, cfg.scaling) == (16, 16, 16, 1.0)
     assert (cfg.encoder_hidden, cfg.decoder_hidden, cfg.decoder_layers, cfg.dropout) == (16, 128, 1, 0.1)
-    assert (cfg.prior_mean_z2, cfg.alpha, cfg.beta, cfg.delta, cfg.aux_weight) == (1.5, 1.0, 1.0, 1.0, 1e-3)
+    assert (cfg.prior_mean_z2, cfg.alpha, cfg.beta, cfg.delta, cfg.aux_weight) == (1.5, 1.0, 1.0, 2 / 16, 1e-3)
     assert LoRAConfig(rank=16, lora_alpha=16, use_rslora=True).scaling == 4.0
+    small = FVAELoRAConfig(rank=4)  # delta and the encoder width follow the rank unless given
+    assert (small.delta, small.encoder_hidden, small.z2_dim) == (0.5, 4, 4)
+    assert (FVAELoRAConfig(rank=4, delta=1.0, encoder_hidden=32).delta, FVAELoRAConfig(encoder_hidden=32).encoder_hidden) == (1.0, 32)
+    assert config_from_dict(small.to_dict()) == small
+
+
+def test_a_degenerate_delta_logs_why(caplog):
+    with caplog.at_level(logging.WARNING, logger="fvae_asr.adapters.config"):
+        FVAELoRAConfig()
+        FVAELoRAConfig(delta=0.0, beta_z2=1.0)
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="fvae_asr.adapters.config"):
+        FVAELoRAConfig(delta=1.0, beta=1.0)
+    (record,) = caplog.records
+    assert "delta" in record.message and "variance" in record.message
+
+
+@pytest.mark.parametrize("rank", [4, 16])
+def test_default_aux_loss_is_the_authors_weighting(rank):
+    model = tiny_wav2vec2()
+    inject(model, FVAELoRAConfig(rank=rank, target_modules=["q_proj", "k_proj"]))
+    model.train()
+    model(tiny_inputs("wav2vec2"))
+    parts = loss_terms(model)
+    expected = parts["reconstruction"] + parts["kl_z1"] - (2 / rank) * parts["gamma"]
+    torch.testing.assert_close(aux_loss(model).detach(), expected, rtol=1e-6, atol=1e-5)
+
+
+def _train_mode_spread_before_and_after_aux_training(**config) -> tuple[float, float]:
+    """Mean squared distance of train-mode outputs (z1 sampled) from the eval output (mu1), before and after
+    300 aux-only Adam steps: it measures the z1 variance from the outside, through s * B."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 16))
+    inject(model, FVAELoRAConfig(rank=4, dropout=0.0, target_modules=["0"], **config))
+    x = torch.randn(256, 32) @ torch.randn(32, 32) / 4
+
+    def spread() -> float:
+        with torch.no_grad():
+            reference = model.eval()(x)
+            model.train()
+            return torch.stack([(model(x) - reference).square().sum(-1).mean() for _ in range(8)]).mean().item()
+
+    before = spread()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-3)
+    for _ in range(300):
+        model(x)
+        optimizer.zero_grad()
+        aux_loss(model).backward()
+        optimizer.step()
+    return before, spread()
+
+
+def test_aux_only_training_keeps_the_z1_variance_bounded_with_the_defaults():
+    before, after = _train_mode_spread_before_and_after_aux_training()
+    assert after <= 2 * before
+    before, after = _train_mode_spread_before_and_after_aux_training(delta=1.0)  # delta = beta: degenerate
+    assert after >= 20 * before

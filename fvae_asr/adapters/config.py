@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 TargetSpec = list[str] | str
+
+logger = logging.getLogger(__name__)
 
 
 def _check_positive_int(owner: object, name: str) -> None:
@@ -16,9 +20,16 @@ def _check_positive_int(owner: object, name: str) -> None:
         raise ValueError(f"{type(owner).__name__}.{name} must be a positive integer, got {value!r}")
 
 
-def _check_non_negative(owner: object, name: str) -> None:
+def _check_finite_number(owner: object, name: str) -> None:
     value = getattr(owner, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{type(owner).__name__}.{name} must be a finite number, got {value!r}")
+
+
+def _check_non_negative(owner: object, name: str) -> None:
+    _check_finite_number(owner, name)
+    value = getattr(owner, name)
+    if not value >= 0:
         raise ValueError(f"{type(owner).__name__}.{name} must be a number >= 0, got {value!r}")
 
 
@@ -100,26 +111,34 @@ class LoRAConfig(AdapterConfig):
 class FVAELoRAConfig(AdapterConfig):
     """FVAE-LoRA: the LoRA update is driven by z1 of a two-latent VAE over the layer input.
 
-    Defaults are the paper's (see shared/design/fvae-lora.md). ``beta_z2 > 0`` with ``delta = 0`` gives the
-    VAE2LAT ablation; ``prior_mean_z2 = 0`` gives identical priors (no factorisation).
+    Per adapted layer and real frame, the auxiliary loss is
+    ``alpha * NLL(x) + beta * KL(q1 || N(0, I)) - delta * Gamma (+ beta_z2 * KL(q2 || p2))`` with the
+    single-sample ``Gamma = log p2(z2) - log p1(z1)`` in nats (see shared/design/fvae-lora.md).
 
-    Note on ``delta``: in expectation under q1, ``-delta * Gamma`` holds ``+delta * E[log p1(z1)]``, which
-    cancels ``beta * KL(q1 || p1)``'s cross-entropy when ``delta == beta``, leaving only ``-beta * H(q1)``:
-    the z1 variance then grows until ``logvar_clamp``. The authors' code weights the repulsion as
-    ``delta = 2 / rank`` (means over latent elements); use that, or ``beta > delta``, to keep q1 bounded.
+    Defaults reproduce the authors' published objective, not only the paper's table: rank 16, z2_dim = rank,
+    encoder_hidden = rank (the paper's hidden = dim(z_i)), decoder hidden 128, prior mean of z2 = 1.5,
+    alpha = beta = 1, lambda = 1e-3, and ``delta = 2 / rank``. The authors write the repulsion as
+    ``mean((z2 - 1.5)^2) - mean(z1^2)``, means over latent elements, which equals ``-(2 / rank) * Gamma``
+    when z2_dim = rank: so their weight 1 is our delta = 2 / rank, and the default loss equals theirs.
+
+    The paper's literal ``delta = 1`` (= beta) degenerates: in expectation under q1, ``-delta * Gamma`` holds
+    ``+delta * E[log p1(z1)]``, which cancels the cross-entropy part of ``beta * KL(q1 || p1)`` and leaves only
+    ``-beta * H(q1)``, so the z1 variance grows until ``logvar_clamp``. It stays allowed, with a warning,
+    whenever delta >= beta. ``beta_z2 > 0`` with ``delta = 0`` gives the VAE2LAT ablation;
+    ``prior_mean_z2 = 0`` gives identical priors (no factorisation).
     """
 
     adapter_type: ClassVar[str] = "fvae_lora"
 
     z2_dim: int | None = None  # residual latent size; None means equal to rank
-    encoder_hidden: int = 16
+    encoder_hidden: int | None = None  # width of each encoder's hidden layer; None means equal to rank
     decoder_hidden: int = 128
     decoder_layers: int = 1
     dropout: float = 0.1
     prior_mean_z2: float = 1.5
     alpha: float = 1.0  # weight of the reconstruction negative log-likelihood
     beta: float = 1.0  # weight of KL(q1 || N(0, I))
-    delta: float = 1.0  # weight of the repulsive term Gamma
+    delta: float | None = None  # weight of the repulsive term Gamma; None means 2 / rank (the authors' weight)
     beta_z2: float = 0.0  # weight of KL(q2 || p2): the VAE2LAT ablation, 0 in FVAE-LoRA
     aux_weight: float = 1e-3  # lambda in L = L_task + lambda * aux
     logvar_clamp: float = 10.0  # log-variances are clamped to [-logvar_clamp, logvar_clamp]
@@ -129,15 +148,25 @@ class FVAELoRAConfig(AdapterConfig):
         super().__post_init__()
         if self.z2_dim is None:
             self.z2_dim = self.rank
+        if self.encoder_hidden is None:
+            self.encoder_hidden = self.rank
+        if self.delta is None:
+            self.delta = 2.0 / self.rank
         for name in ("z2_dim", "encoder_hidden", "decoder_hidden", "decoder_layers"):
             _check_positive_int(self, name)
         for name in ("alpha", "beta", "delta", "beta_z2", "aux_weight", "b_init_std"):
             _check_non_negative(self, name)
         _check_probability(self, "dropout")
-        if not isinstance(self.prior_mean_z2, (int, float)) or isinstance(self.prior_mean_z2, bool):
-            raise ValueError(f"FVAELoRAConfig.prior_mean_z2 must be a number, got {self.prior_mean_z2!r}")
+        _check_finite_number(self, "prior_mean_z2")
         if not (isinstance(self.logvar_clamp, (int, float)) and 0 < self.logvar_clamp <= 30):
             raise ValueError(f"FVAELoRAConfig.logvar_clamp must be in (0, 30], got {self.logvar_clamp!r}")
+        if self.delta > 0 and self.delta >= self.beta:
+            logger.warning(
+                "FVAELoRAConfig: delta = %g >= beta = %g degenerates: the repulsive term cancels the KL's pull "
+                "on z1, which leaves -beta * H(q1), so the z1 variance grows until logvar_clamp. The authors' "
+                "code weights it as delta = 2 / rank = %g.",
+                self.delta, self.beta, 2.0 / self.rank,
+            )  # fmt: skip
 
 
 CONFIG_TYPES: dict[str, type[AdapterConfig]] = {c.adapter_type: c for c in (LoRAConfig, FVAELoRAConfig)}

@@ -61,8 +61,16 @@ class PhoneCTCBrain(sb.Brain):
             self.loss_parts[name] += value.detach().item()
         self.loss_parts["batches"] += 1
 
+    def on_fit_start(self):
+        """Optimiser and (resumed) scheduler are ready: set the rate of the next step from the schedule, so the
+        first step trains at the warm-up's first value, not at the optimiser's initial full rate."""
+        super().on_fit_start()
+        scheduler = self.hparams.lr_scheduler
+        for group in self.optimizer.param_groups:
+            group["lr"] = scheduler.calculate_lr(scheduler.current_step)
+
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        if should_step:
+        if should_step:  # the rate of the next step
             self.hparams.lr_scheduler(self.optimizer)
 
     def on_stage_start(self, stage, epoch=None):
