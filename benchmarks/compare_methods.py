@@ -1,47 +1,62 @@
-"""Comparison study on the synthetic target domain: frozen backbone (head only), LoRA, FVAE-LoRA, full
-fine-tuning, and two FVAE-LoRA ablations from the paper, each trained through the TIMIT recipe
-(``recipes/timit/hparams/demo.yaml``) with the same budget: same corpus, epochs and batch size.
+"""Comparison study: frozen backbone (head only), LoRA, FVAE-LoRA and full fine-tuning, plus two FVAE-LoRA
+ablations from the paper, each trained through the TIMIT recipe (``recipes/timit/hparams/demo.yaml``) on the
+shipped tiny wav2vec2, on synthetic acoustic shifts. Fair by construction:
 
-Methods (``--methods``):
+- every method gets its own learning rate, picked by the best dev PER over the epochs from ``--lr-grid`` with the
+  first seed, then runs every seed at that rate; the ablations run at FVAE-LoRA's picked rate (no grid);
+- two target settings for the adapters: the paper's (``qk``: q_proj, k_proj) and every linear layer
+  (``all_linear``); frozen and full fine-tuning do not depend on it and run once per shift;
+- the same corpus, epochs, batch size and schedule (warm-up 10 %, linear decay) for all.
 
-    frozen      head only, backbone frozen
-    lora        LoRA on the demo's target modules (+ head)
-    fvae_lora   FVAE-LoRA as in the demo (+ head)
-    full        every weight but the CNN feature encoder
-    delta0      FVAE-LoRA with delta = 0, beta_z2 = 1 (VAE2LAT: no repulsive term, KL of q2 toward p2)
-    same_prior  FVAE-LoRA with prior_mean_z2 = 0 (identical priors for z1 and z2)
+Methods: frozen (head only), lora, fvae_lora, full (every weight but the CNN), delta0 (VAE2LAT: delta = 0 and a
+KL of q2 toward p2), same_prior (prior mean of z2 = 0: identical priors).
 
-Every run has its own folder ``OUT/runs/<method>/seed<k>``: an interrupted study resumes from the recipe's
-checkpoints, and a run whose ``run.json`` matches the requested settings is not run again.
+Resumable: each finished run leaves a record ``OUT/records/<shift>/<targets>/<method>/lr<lr>/seed<k>.json``
+(small, committed with the results) and is never run again with the same settings; an interrupted run resumes
+from the recipe's checkpoints under ``--work``. ``--jobs N`` runs N single-threaded trainings side by side.
 
-Writes ``OUT/results.json`` (every run and the aggregate), ``OUT/results.md`` (the table, also printed) and
-``OUT/dev_per.png`` (dev PER per epoch, mean over seeds with a +/- std band).
+Writes ``OUT/results.json`` (one entry per method, targets and shift), ``OUT/results.md`` (tables, also
+printed), ``OUT/dev_per.png`` (dev PER per epoch at the picked rates) and ``OUT/test_per.png`` (test PER with
+error bars per setting).
 
-    python benchmarks/compare_methods.py --out results/compare --seeds 0 1 2
+    python benchmarks/compare_methods.py --out docs/compare --work results/compare --jobs 2
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import math
 import re
 import statistics
+import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fvae_asr.demo import size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
+from fvae_asr.speech.export import load_recognizer
 from fvae_asr.speech.recipe import run
 from fvae_asr.synthetic import generate_corpus
 
 logger = logging.getLogger("fvae_asr.compare")
+SCRIPT_DIR = str(Path(__file__).resolve().parent)
 
+TARGETS: dict[str, list[str]] = {
+    "qk": ["q_proj", "k_proj"],
+    "all_linear": ["projection", "q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense"],
+}
+SHARED = "shared"  # the targets key of frozen and full fine-tuning, which have no adapters
 # method -> recipe overrides; nested keys override the arguments of the adapter config objects.
 METHODS: dict[str, dict[str, Any]] = {
     "frozen": {"adapter": "frozen"},
@@ -51,48 +66,78 @@ METHODS: dict[str, dict[str, Any]] = {
     "delta0": {"adapter": "fvae_lora", "adapter_configs": {"fvae_lora": {"delta": 0.0, "beta_z2": 1.0}}},
     "same_prior": {"adapter": "fvae_lora", "adapter_configs": {"fvae_lora": {"prior_mean_z2": 0.0}}},
 }
-TIME_REFERENCES = ("fvae_lora", "lora")  # the train-time ratio is taken against the first one studied
-RUN_FILE = "run.json"
+TUNED = ("frozen", "lora", "fvae_lora", "full")  # each with its own grid; the ablations use fvae_lora's rate
+ABLATIONS = ("delta0", "same_prior")
+NOT_RUN_AT_INFERENCE = ("encoder_z2.", "decoder.", "decoder_log_scale")  # FVAE parts that only train
 EPOCH_LINE = re.compile(r"^epoch: (\d+),.*valid PER: ([-+0-9.eE]+|nan|inf)", re.MULTILINE)
+
+# The study's size, fixed before it ran (see the README): small enough for 96 runs in a few hours on 2 cores.
+STUDY = {"train_speakers": 32, "sentences_per_speaker": 8, "test_speakers": 16, "epochs": 4, "batch_size": 8,
+         "lr_grid": [0.001, 0.003, 0.01, 0.05], "seeds": [0, 1, 2], "shifts": ["target", "noisy_room"]}  # fmt: skip
+QUICK = {"train_speakers": 3, "sentences_per_speaker": 2, "test_speakers": 2, "epochs": 1, "batch_size": 8,
+         "lr_grid": [0.003, 0.05], "seeds": [0], "shifts": ["target"]}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Task:
+    """One training run: a method with its target setting, on one shift, at one learning rate and seed."""
+
+    shift: str
+    method: str
+    targets: str
+    lr: float
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.shift}/{self.targets}/{self.method}/lr{self.lr:g}/seed{self.seed}"
+
+
+def targets_of(method: str) -> list[str]:
+    """The target settings a method runs under (frozen and full have no adapters)."""
+    return [SHARED] if METHODS[method]["adapter"] in ("frozen", "full") else list(TARGETS)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line."""
+    """The command line; ``--quick`` swaps in the CI-sized study."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("results/compare"), help="folder for everything written")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
-                        help="methods to run (default: all)")  # fmt: skip
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default: 0 1 2)")
-    parser.add_argument("--epochs", type=int, default=size.EPOCHS,
-                        help="epochs per run, all methods (default: %(default)s, the demo's)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("docs/compare"),
+                        help="results, plots and the per-run records (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--work", type=Path, default=Path("results/compare"),
+                        help="corpora and training folders, large, not committed (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="a CI-sized smoke study (tiny corpus, 1 epoch, 2 rates)")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each (default: 1)")
     parser.add_argument("--backbone", type=Path, default=ASSET_BACKBONE,
-                        help="Hugging Face wav2vec2 directory (default: the shipped tiny backbone)")  # fmt: skip
-    parser.add_argument("--corpus", type=Path, help="an existing TIMIT-layout corpus (default: generate OUT/corpus)")
-    parser.add_argument("--corpus-seed", type=int, default=0, help="seed of the generated corpus (default: 0)")
-    parser.add_argument("--train-speakers", type=int, default=size.TRAIN_SPEAKERS,
-                        help="generated TRAIN speakers (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--test-speakers", type=int, default=8,
-                        help="generated TEST speakers, half dev and half core test (default: 8)")  # fmt: skip
-    parser.add_argument("--sentences-per-speaker", type=int, default=size.SENTENCES_PER_SPEAKER,
-                        help="generated SI/SX sentences per speaker (default: %(default)s)")  # fmt: skip
+                        help="Hugging Face wav2vec2 CTC directory (default: the shipped tiny backbone)")  # fmt: skip
+    parser.add_argument("--corpus-seed", type=int, default=0, help="seed of the generated corpora (default: 0)")
+    parser.add_argument("--shifts", nargs="+", choices=["target", "noisy_room", "accented"],
+                        help=f"synthetic shifts (default: {' '.join(STUDY['shifts'])})")  # fmt: skip
+    parser.add_argument("--lr-grid", nargs="+", type=float, help=f"learning rates (default: {STUDY['lr_grid']})")
+    parser.add_argument("--seeds", nargs="+", type=int, help=f"training seeds (default: {STUDY['seeds']})")
+    parser.add_argument("--epochs", type=int, help=f"epochs per run (default: {STUDY['epochs']})")
     args = parser.parse_args(argv)
-    if args.epochs < 1:
-        parser.error("--epochs must be at least 1")
+    size = dict(QUICK if args.quick else STUDY)
+    for name in ("shifts", "lr_grid", "seeds", "epochs"):
+        if getattr(args, name) is not None:
+            size[name] = getattr(args, name)
+    args.size = size
+    if size["epochs"] < 1 or args.jobs < 1:
+        parser.error("--epochs and --jobs must be at least 1")
+    if any(not (lr > 0 and math.isfinite(lr)) for lr in size["lr_grid"]):
+        parser.error(f"--lr-grid needs positive finite rates, got {size['lr_grid']}")
     if not (args.backbone / "config.json").is_file():
         parser.error(f"no wav2vec2 backbone at {args.backbone} (no config.json): build the shipped one with "
                      "`python -m fvae_asr.demo.backbone`, or pass --backbone DIR")  # fmt: skip
-    if args.corpus is not None and not args.corpus.is_dir():
-        parser.error(f"--corpus {args.corpus} is not a folder")
     return args
 
 
-def prepare_corpus(args: argparse.Namespace) -> Path:
-    """The given corpus, or the synthetic target-domain one generated (once) under ``OUT/corpus``."""
-    if args.corpus is not None:
-        return args.corpus
-    return generate_corpus(args.out / "corpus", seed=args.corpus_seed, n_train_speakers=args.train_speakers,
-                           n_test_speakers=args.test_speakers, sentences_per_speaker=args.sentences_per_speaker,
-                           domain="target")  # fmt: skip
+def prepare_corpora(args: argparse.Namespace) -> dict[str, str]:
+    """One generated TIMIT-layout corpus per shift under ``WORK/corpus/<shift>`` (generated once)."""
+    size = args.size
+    return {shift: str(generate_corpus(args.work / "corpus" / shift, seed=args.corpus_seed,
+                                       n_train_speakers=size["train_speakers"], n_test_speakers=size["test_speakers"],
+                                       sentences_per_speaker=size["sentences_per_speaker"], domain=shift).resolve())
+            for shift in size["shifts"]}  # fmt: skip
 
 
 def dev_per_by_epoch(train_log: Path, epochs: int) -> list[float]:
@@ -111,137 +156,310 @@ def epochs_logged(train_log: Path) -> int:
     return len({epoch for epoch, _ in EPOCH_LINE.findall(train_log.read_text(encoding="utf-8"))})
 
 
-def run_one(method: str, seed: int, settings: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Train and test one method with one seed in ``out`` (resuming there); return and save its record.
+def parameter_counts(export: str) -> tuple[int, int]:
+    """All parameters of the exported recogniser, and those that run at inference (FVAE's z2 encoder and
+    decoder only train)."""
+    model, _ = load_recognizer(export)
+    named = list(model.named_parameters())
+    used = sum(p.numel() for name, p in named if not any(part in name for part in NOT_RUN_AT_INFERENCE))
+    return sum(p.numel() for _, p in named), used
+
+
+def record_path(out: Path, task: Task) -> Path:
+    return out / "records" / f"{task.key}.json"
+
+
+def read_record(out: Path, task: Task, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished run's record if it was made with these settings."""
+    path = record_path(out, task)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record if record["settings"] == settings else None
+
+
+def backbone_digest(backbone: Path) -> str:
+    """Identifies the backbone's weights, so that records stay valid wherever the study's folders live."""
+    digest = hashlib.sha256()
+    for path in sorted(backbone.glob("*.json")) + sorted(backbone.glob("*.safetensors")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def run_task(task: Task, settings: dict[str, Any], paths: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Train and test one run in its own folder (resuming there), one thread; write and return its record.
 
     ``seconds_per_epoch`` is the time of ``fit`` (training plus the dev pass) over the epochs trained in this
-    call, so a resumed run still gets a fair figure; it is None when no epoch was left to train.
+    call, so a resumed run still gets a fair figure; None when no epoch was left to train.
     """
-    record_file = out / RUN_FILE
-    if record_file.is_file():
-        record = json.loads(record_file.read_text(encoding="utf-8"))
-        if record["settings"] == settings:
-            logger.info("%s seed %d: done already (%s)", method, seed, record_file)
-            return record
-    train_log = out / "train_log.txt"
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    folder = Path(paths["work"]) / "runs" / task.key
+    train_log = folder / "train_log.txt"
     before = epochs_logged(train_log)
-    overrides = {**METHODS[method], "seed": seed, "output_folder": str(out), "data_folder": settings["corpus"],
-                 "wav2vec2_source": settings["backbone"], "number_of_epochs": settings["epochs"]}  # fmt: skip
-    logger.info("%s seed %d: running in %s", method, seed, out)
-    started = time.perf_counter()
+    overrides: dict[str, Any] = {
+        **METHODS[task.method], "seed": task.seed, "lr": task.lr, "output_folder": str(folder),
+        "data_folder": paths["corpora"][task.shift], "wav2vec2_source": paths["backbone"],
+        "number_of_epochs": settings["epochs"], "batch_size": settings["batch_size"],
+    }  # fmt: skip
+    if task.targets != SHARED:
+        overrides["target_modules"] = TARGETS[task.targets]
     result = run(recipe_file("hparams/demo.yaml"), {"noprogressbar": True}, overrides)
     trained_now = epochs_logged(train_log) - before
     test = result["test"]
+    total, used_at_inference = parameter_counts(result["export"])
     record = {
-        "method": method,
-        "seed": seed,
-        "adapter": result["adapter"],
+        **asdict(task),
         "test_per": test["per"],
         **{key: test[key] for key in ("insertions", "deletions", "substitutions", "reference_phones")},
-        "trainable_parameters": result["trainable_parameters"],
-        "total_parameters": result["total_parameters"],
-        "train_seconds": result["train_seconds"],
-        "epochs_trained_in_last_call": trained_now,
-        "seconds_per_epoch": result["train_seconds"] / trained_now if trained_now else None,
-        "wall_seconds_last_call": time.perf_counter() - started,
         "dev_per": dev_per_by_epoch(train_log, settings["epochs"]),
-        "output_folder": str(out),
+        "trainable_params_train": result["trainable_parameters"],
+        "total_params": total,
+        "params_inference": used_at_inference,
+        "seconds_per_epoch": result["train_seconds"] / trained_now if trained_now else None,
         "settings": settings,
     }
-    record_file.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    path = record_path(out, task)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value)."""
+class Study:
+    """Which runs exist and which are due: the grid first, then the seeds at each picked rate (priority by shift,
+    so that an interrupted study leaves whole shifts finished)."""
+
+    def __init__(self, size: dict[str, Any]) -> None:
+        self.size = size
+        self.records: dict[Task, dict[str, Any]] = {}
+
+    def grid(self, shift: str, method: str, targets: str) -> list[Task]:
+        seed = self.size["seeds"][0]
+        return [Task(shift, method, targets, lr, seed) for lr in self.size["lr_grid"]]
+
+    def picked_lr(self, shift: str, method: str, targets: str) -> float | None:
+        """The grid's rate with the lowest best-epoch dev PER, once the whole grid has run (ties: lower rate)."""
+        grid = self.grid(shift, method, targets)
+        if not all(task in self.records for task in grid):
+            return None
+        return min(grid, key=lambda task: (min(self.records[task]["dev_per"]), task.lr)).lr
+
+    def due(self) -> list[Task]:
+        """Every run whose inputs are known, in priority order (finished ones included)."""
+        tasks: list[Task] = []
+        for shift in self.size["shifts"]:
+            for method in TUNED:
+                for targets in targets_of(method):
+                    tasks += self.grid(shift, method, targets)
+                    lr = self.picked_lr(shift, method, targets)
+                    if lr is None:
+                        continue
+                    tasks += [Task(shift, method, targets, lr, seed) for seed in self.size["seeds"][1:]]
+                    if method == "fvae_lora":
+                        tasks += [Task(shift, ablation, targets, lr, seed)
+                                  for ablation in ABLATIONS for seed in self.size["seeds"]]  # fmt: skip
+        return tasks
+
+    def final_tasks(self, shift: str, method: str, targets: str) -> list[Task]:
+        """The seed runs reported for a setting (at the picked rate; FVAE-LoRA's for the ablations)."""
+        tuned = "fvae_lora" if method in ABLATIONS else method
+        lr = self.picked_lr(shift, tuned, targets)
+        return [] if lr is None else [Task(shift, method, targets, lr, seed) for seed in self.size["seeds"]]
+
+
+def run_study(args: argparse.Namespace, settings: dict[str, Any], paths: dict[str, Any]) -> Study:
+    """Run what is due, ``--jobs`` at a time, until every run of the study has a record."""
+    study = Study(args.size)
+    in_flight: dict[Future, Task] = {}
+    context = get_context("spawn")  # fresh interpreters: no thread pools or torch state inherited
+    # Workers unpickle run_task by module name and start from this process's sys.path: let them import this
+    # script also when it was loaded by path (tests).
+    if SCRIPT_DIR not in sys.path:
+        sys.path.append(SCRIPT_DIR)
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+        while True:
+            found = False  # a record found on disk can make more runs due (seeds after a finished grid)
+            for task in study.due():
+                if task in study.records or task in in_flight.values():
+                    continue
+                record = read_record(args.out, task, settings)
+                if record is not None:
+                    study.records[task] = record
+                    found = True
+                elif len(in_flight) < args.jobs:
+                    logger.info("running %s", task.key)
+                    in_flight[pool.submit(run_task, task, settings, paths, args.out)] = task
+            if found:
+                continue
+            if not in_flight:
+                return study
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = in_flight.pop(future)
+                study.records[task] = future.result()
+                logger.info("finished %s: test PER %.2f", task.key, study.records[task]["test_per"])
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None where undefined)."""
+    if not values:
+        return None, None
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def aggregate(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
-    """Per method: seeds, test PER mean/std, parameters, seconds per epoch, dev PER curve mean/std; and the
-    train-time ratio against the reference method (FVAE-LoRA, else LoRA, else none)."""
-    reference = next((name for name in TIME_REFERENCES if name in methods), None)
-    summary: dict[str, Any] = {}
-    for method in methods:
-        runs = [r for r in records if r["method"] == method]
-        per_mean, per_std = mean_std([r["test_per"] for r in runs])
-        timed = [r["seconds_per_epoch"] for r in runs if r["seconds_per_epoch"] is not None]
-        curves = list(zip(*(r["dev_per"] for r in runs)))
-        summary[method] = {
-            "seeds": [r["seed"] for r in runs],
-            "test_per_mean": per_mean,
-            "test_per_std": per_std,
-            "trainable_parameters": sorted({r["trainable_parameters"] for r in runs}),
-            "total_parameters": runs[0]["total_parameters"],
-            "seconds_per_epoch_mean": statistics.fmean(timed) if timed else None,
-            "timed_runs": len(timed),
-            "dev_per_mean": [statistics.fmean(epoch) for epoch in curves],
-            "dev_per_std": [statistics.stdev(epoch) if len(epoch) > 1 else 0.0 for epoch in curves],
-        }
-    ref_time = summary[reference]["seconds_per_epoch_mean"] if reference else None
-    for entry in summary.values():
-        own = entry["seconds_per_epoch_mean"]
-        entry["time_ratio"] = own / ref_time if own is not None and ref_time else None
-    return {"time_reference": reference, "methods": summary}
+def results_entries(study: Study) -> list[dict[str, Any]]:
+    """One entry per (method, targets, shift); frozen and full appear under both target settings."""
+    entries = []
+    for shift in study.size["shifts"]:
+        for targets in TARGETS:
+            for method in METHODS:
+                own = SHARED if targets_of(method) == [SHARED] else targets
+                tuned = "fvae_lora" if method in ABLATIONS else method
+                grid = study.grid(shift, tuned, own)
+                runs = [study.records[t] for t in study.final_tasks(shift, method, own) if t in study.records]
+                timed = [r["seconds_per_epoch"] for r in runs if r["seconds_per_epoch"] is not None]
+                entries.append({
+                    "method": method, "targets": targets, "shift": shift,
+                    "lr_grid": [t.lr for t in grid],
+                    "dev_per_by_lr": {f"{t.lr:g}": min(study.records[t]["dev_per"]) for t in grid
+                                      if t in study.records} if method in TUNED else {},
+                    "lr": study.picked_lr(shift, tuned, own),
+                    "lr_from": tuned,
+                    "seeds": [r["seed"] for r in runs],
+                    "test_per": [r["test_per"] for r in runs],
+                    "dev_per_curves": [r["dev_per"] for r in runs],
+                    "trainable_params_train": runs[0]["trainable_params_train"] if runs else None,
+                    "params_inference": runs[0]["params_inference"] if runs else None,
+                    "total_params": runs[0]["total_params"] if runs else None,
+                    "seconds_per_epoch": statistics.fmean(timed) if timed else None,
+                    "target_independent": own == SHARED,
+                })  # fmt: skip
+    return entries
 
 
-def markdown_table(summary: dict[str, Any], epochs: int) -> str:
-    """The results table: every method with its seed count, test PER mean +/- std, parameters and time."""
-    reference = summary["time_reference"]
-    ratio_header = f"train time / epoch vs {reference}" if reference else "train time / epoch (no reference)"
-    lines = [f"Test PER (%) on the synthetic target domain after {epochs} epochs; mean ± sample std over seeds.",
-             "",
-             f"| method | seeds | test PER mean ± std | trainable params | s / epoch | {ratio_header} |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    for method, entry in summary["methods"].items():
-        std = "n/a" if entry["test_per_std"] is None else f"{entry['test_per_std']:.2f}"
-        params = " / ".join(f"{n:,}" for n in entry["trainable_parameters"])
-        seconds = entry["seconds_per_epoch_mean"]
-        ratio = entry["time_ratio"]
-        lines.append(f"| {method} | {len(entry['seeds'])} | {entry['test_per_mean']:.2f} ± {std} | {params} | "
-                     f"{'n/a' if seconds is None else f'{seconds:.1f}'} | "
-                     f"{'n/a' if ratio is None else f'{ratio:.2f}'} |")  # fmt: skip
-    lines += ["", "s / epoch: wall time of training plus the dev pass per epoch, mean over the runs timed "
-              "(a run found finished has no new timing)."]  # fmt: skip
+def paired_differences(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FVAE-LoRA minus LoRA test PER, seed by seed, per (targets, shift): mean and range."""
+    index = {(e["method"], e["targets"], e["shift"]): e for e in entries}
+    pairs = []
+    for (method, targets, shift), fvae in index.items():
+        if method != "fvae_lora":
+            continue
+        lora = index[("lora", targets, shift)]
+        by_seed = dict(zip(lora["seeds"], lora["test_per"]))
+        diffs = [per - by_seed[seed] for seed, per in zip(fvae["seeds"], fvae["test_per"]) if seed in by_seed]
+        pairs.append({"targets": targets, "shift": shift, "seeds": len(diffs),
+                      "mean": statistics.fmean(diffs) if diffs else None,
+                      "min": min(diffs, default=None), "max": max(diffs, default=None)})  # fmt: skip
+    return pairs
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def markdown_tables(entries: list[dict[str, Any]], pairs: list[dict[str, Any]], size: dict[str, Any]) -> str:
+    """A table per (shift, targets), then the paired FVAE-LoRA - LoRA differences."""
+    lines = [f"Test PER (%) after {size['epochs']} epochs ({size['train_speakers']} x "
+             f"{size['sentences_per_speaker']} training utterances); mean ± sample std over seeds at each method's "
+             "picked learning rate (best dev PER over the grid with the first seed; the ablations use FVAE-LoRA's).",
+             ""]  # fmt: skip
+    for shift in size["shifts"]:
+        for targets in TARGETS:
+            lines += [f"**{shift}, adapters on {targets}** (frozen and full do not depend on the targets)", "",
+                      "| method | lr | dev PER by lr | seeds | test PER mean ± std | trainable params (train) | "
+                      "params at inference | s / epoch |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            for e in entries:
+                if (e["shift"], e["targets"]) != (shift, targets):
+                    continue
+                mean, std = mean_std(e["test_per"])
+                grid = ", ".join(f"{lr}: {per:.1f}" for lr, per in e["dev_per_by_lr"].items()) or f"({e['lr_from']}'s)"
+                lines.append(f"| {e['method']} | {_fmt(e['lr'], 'g')} | {grid} | {len(e['seeds'])} | "
+                             f"{_fmt(mean)} ± {_fmt(std)} | {_fmt(e['trainable_params_train'], ',')} | "
+                             f"{_fmt(e['params_inference'], ',')} | {_fmt(e['seconds_per_epoch'], '.1f')} |")  # fmt: skip
+            lines.append("")
+    lines += ["**Paired difference, FVAE-LoRA minus LoRA test PER, same seed** (negative: FVAE-LoRA better)", "",
+              "| shift | targets | seeds | mean | range |", "|---|---|---|---|---|"]  # fmt: skip
+    for p in pairs:
+        lines.append(f"| {p['shift']} | {p['targets']} | {p['seeds']} | {_fmt(p['mean'], '+.2f')} | "
+                     f"[{_fmt(p['min'], '+.2f')}, {_fmt(p['max'], '+.2f')}] |")  # fmt: skip
+    lines += ["", "s / epoch: wall time of training plus the dev pass per epoch, one thread per run, mean over the "
+              "seeds timed; params at inference exclude FVAE's z2 encoder and decoder, which only train."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def plot_dev_per(summary: dict[str, Any], path: Path) -> None:
-    """Dev PER per epoch for each method: mean over seeds with a +/- std band (Agg backend, no display)."""
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
+def _settings_grid(size: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(shift, targets) for shift in size["shifts"] for targets in TARGETS]
+
+
+def plot_dev_per(entries: list[dict[str, Any]], size: dict[str, Any], path: Path) -> None:
+    """Dev PER per epoch at the picked rates, one panel per (shift, targets): mean over seeds, +/- std band."""
+    panels = _settings_grid(size)
+    figure = Figure(figsize=(6 * len(TARGETS), 4 * len(size["shifts"])), layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, (shift, targets) in enumerate(panels):
+        axes = figure.add_subplot(len(size["shifts"]), len(TARGETS), index + 1)
+        for e in entries:
+            if (e["shift"], e["targets"]) != (shift, targets) or not e["dev_per_curves"]:
+                continue
+            curves = list(zip(*e["dev_per_curves"]))
+            mean = [statistics.fmean(c) for c in curves]
+            std = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in curves]
+            epochs = range(1, len(mean) + 1)
+            (line,) = axes.plot(epochs, mean, marker="o", label=f"{e['method']} (lr {e['lr']:g})")
+            axes.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                              color=line.get_color(), alpha=0.15)  # fmt: skip
+        axes.set(xlabel="epoch", ylabel="dev PER (%)", title=f"{shift}, adapters on {targets}")
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.savefig(path, dpi=110)
+
+
+def plot_test_per(entries: list[dict[str, Any]], size: dict[str, Any], path: Path) -> None:
+    """Test PER per method with +/- std error bars, grouped by (shift, targets)."""
+    panels = _settings_grid(size)
+    figure = Figure(figsize=(3 + 2.5 * len(panels), 4.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    for method, entry in summary["methods"].items():
-        epochs = range(1, len(entry["dev_per_mean"]) + 1)
-        low = [m - s for m, s in zip(entry["dev_per_mean"], entry["dev_per_std"])]
-        high = [m + s for m, s in zip(entry["dev_per_mean"], entry["dev_per_std"])]
-        (line,) = axes.plot(epochs, entry["dev_per_mean"], marker="o", label=f"{method} (n={len(entry['seeds'])})")
-        axes.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
-    axes.set(xlabel="epoch", ylabel="dev PER (%)", title="Dev PER per epoch (mean ± std over seeds)")
-    axes.xaxis.get_major_locator().set_params(integer=True)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.savefig(path, dpi=120)
+    width = 0.8 / len(METHODS)
+    for m, method in enumerate(METHODS):
+        means, stds = [], []
+        for shift, targets in panels:
+            entry = next(e for e in entries if (e["method"], e["shift"], e["targets"]) == (method, shift, targets))
+            mean, std = mean_std(entry["test_per"])
+            means.append(math.nan if mean is None else mean)
+            stds.append(0.0 if std is None else std)
+        positions = [p + (m - (len(METHODS) - 1) / 2) * width for p in range(len(panels))]
+        axes.bar(positions, means, width, yerr=stds, capsize=3, label=method)
+    axes.set_xticks(range(len(panels)), [f"{shift}\n{targets}" for shift, targets in panels])
+    axes.set(ylabel="test PER (%)", title="Test PER at each method's picked learning rate (mean ± std over seeds)")
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize=8, ncols=3)
+    figure.savefig(path, dpi=110)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run (or resume) every method x seed, write results.json, results.md and dev_per.png; return the results."""
+    """Run (or resume) the study; write results.json, results.md and the plots; return the results."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s - %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
-    corpus = prepare_corpus(args)
-    settings = {"corpus": str(corpus.resolve()), "backbone": str(args.backbone.resolve()), "epochs": args.epochs}
-    # Seed by seed, every method in turn: an interrupted study leaves comparable runs, and slow spells of a
-    # shared machine spread over the methods.
-    records = [run_one(method, seed, settings, args.out / "runs" / method / f"seed{seed}")
-               for seed in args.seeds for method in args.methods]  # fmt: skip
-    summary = aggregate(records, args.methods)
-    results = {"settings": {**settings, "methods": args.methods, "seeds": args.seeds}, "runs": records,
-               "aggregate": summary}  # fmt: skip
+    started = time.perf_counter()
+    # What a record depends on (no paths: the records stay valid wherever the folders live).
+    settings = {**{k: args.size[k] for k in ("train_speakers", "sentences_per_speaker", "test_speakers", "epochs",
+                                             "batch_size")},
+                "corpus_seed": args.corpus_seed, "backbone": backbone_digest(args.backbone)}  # fmt: skip
+    paths = {"corpora": prepare_corpora(args), "backbone": str(args.backbone.resolve()), "work": str(args.work.resolve())}
+    study = run_study(args, settings, paths)
+    entries = results_entries(study)
+    pairs = paired_differences(entries)
+    results = {"size": args.size, "settings": settings, "results": entries, "fvae_minus_lora": pairs,
+               "runs": [study.records[task] for task in study.due()],
+               "seconds_this_call": round(time.perf_counter() - started, 1)}  # fmt: skip
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    table = markdown_table(summary, args.epochs)
+    table = markdown_tables(entries, pairs, args.size)
     (args.out / "results.md").write_text(table, encoding="utf-8")
-    plot_dev_per(summary, args.out / "dev_per.png")
+    plot_dev_per(entries, args.size, args.out / "dev_per.png")
+    plot_test_per(entries, args.size, args.out / "test_per.png")
     print(table)
     return results
 

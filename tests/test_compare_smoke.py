@@ -1,5 +1,6 @@
-"""Smoke test of benchmarks/compare_methods.py: two methods, one seed, one epoch, a tiny synthetic corpus and a
-tiny random wav2vec2 + CTC head saved as a Hugging Face directory (no dependence on the shipped backbone)."""
+"""benchmarks/compare_methods.py: the study's bookkeeping (grid, picked rates, seeds, ablations, pairing) on
+hand-made records, and a --quick smoke run on a tiny random wav2vec2 + CTC head saved as a Hugging Face
+directory (no dependence on the shipped backbone)."""
 
 from __future__ import annotations
 
@@ -15,44 +16,86 @@ from fvae_asr.speech.model import CTCRecognizer
 from fvae_asr.speech.timit import PHONES_39
 from tiny_models import tiny_wav2vec2
 
+SIZE = {"shifts": ["target"], "lr_grid": [0.001, 0.01, 0.05], "seeds": [0, 1]}
 
-def test_two_methods_one_seed_write_results_table_and_plot(tmp_path: Path, capsys) -> None:
+
+def _finish(study, task, dev_per, test_per=50.0):
+    study.records[task] = {"seed": task.seed, "dev_per": dev_per, "test_per": test_per, "seconds_per_epoch": 1.0,
+                           "trainable_params_train": 10, "params_inference": 5, "total_params": 20}  # fmt: skip
+
+
+def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_lora_s():
+    compare = load_script("compare_methods")
+    study = compare.Study(SIZE)
+    first = study.due()
+    assert {t.seed for t in first} == {0} and {t.method for t in first} == set(compare.TUNED)
+    assert {(t.method, t.targets) for t in first if t.method in ("frozen", "full")} == {
+        ("frozen", "shared"), ("full", "shared")}  # no adapters: one grid per shift, not one per target setting
+    assert len(first) == 3 * (2 + 2 * 2)  # lr grid x (frozen, full, lora x 2 targets, fvae_lora x 2 targets)
+
+    dev = {0.001: [60.0, 40.0], 0.01: [45.0, 41.0], 0.05: [39.0, 70.0]}  # best epoch decides: 0.05 (39.0)
+    for task in study.grid("target", "fvae_lora", "qk"):
+        _finish(study, task, dev[task.lr])
+    for task in study.grid("target", "lora", "qk"):
+        _finish(study, task, [50.0])  # a tie everywhere: the lowest rate wins
+    assert study.picked_lr("target", "fvae_lora", "qk") == 0.05
+    assert study.picked_lr("target", "lora", "qk") == 0.001
+    assert study.picked_lr("target", "lora", "all_linear") is None  # its grid has not run
+    due = set(study.due()) - set(first)
+    Task = compare.Task
+    assert due == {Task("target", "fvae_lora", "qk", 0.05, 1), Task("target", "lora", "qk", 0.001, 1),
+                   *(Task("target", m, "qk", 0.05, s) for m in compare.ABLATIONS for s in (0, 1))}  # fmt: skip
+
+    for task in due:
+        _finish(study, task, [30.0], test_per={"lora": 40.0, "fvae_lora": 35.0}.get(task.method, 30.0) + task.seed)
+    entries = compare.results_entries(study)
+    fvae = next(e for e in entries if (e["method"], e["targets"]) == ("fvae_lora", "qk"))
+    assert fvae["lr"] == 0.05 and fvae["seeds"] == [0, 1] and fvae["dev_per_by_lr"] == {"0.001": 40.0, "0.01": 41.0, "0.05": 39.0}
+    assert fvae["test_per"] == [50.0, 36.0]  # seed 0 is the grid run at the picked rate
+    delta0 = next(e for e in entries if (e["method"], e["targets"]) == ("delta0", "qk"))
+    assert delta0["lr"] == 0.05 and delta0["lr_from"] == "fvae_lora" and delta0["dev_per_by_lr"] == {}
+    (pair,) = [p for p in compare.paired_differences(entries) if p["targets"] == "qk"]
+    assert (pair["mean"], pair["min"], pair["max"]) == (pytest.approx(-2.5), -5.0, 0.0)  # [50-50, 36-41]
+
+
+def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(tmp_path: Path, capsys) -> None:
     compare = load_script("compare_methods")
     tiny_wav2vec2().save_pretrained(tmp_path / "wav2vec2")
     labels = ["<blank>", *PHONES_39]  # a CTC checkpoint like the shipped one: demo.yaml starts from its head
     recognizer = CTCRecognizer(Wav2Vec2Encoder(tmp_path / "wav2vec2"), len(labels))
     backbone = export_hf_ctc(recognizer, labels, tmp_path / "backbone")
     out = tmp_path / "out"
-    argv = ["--out", str(out), "--methods", "frozen", "fvae_lora", "--seeds", "0", "--epochs", "1",
-            "--backbone", str(backbone), "--train-speakers", "3", "--sentences-per-speaker", "2",
-            "--test-speakers", "2"]  # fmt: skip
+    argv = ["--quick", "--jobs", "2", "--out", str(out), "--work", str(tmp_path / "work"), "--backbone", str(backbone)]
     returned = compare.main(argv)
 
     results = json.loads((out / "results.json").read_text())
     assert results == json.loads(json.dumps(returned))
-    assert set(results) == {"settings", "runs", "aggregate"}
-    assert [(r["method"], r["seed"]) for r in results["runs"]] == [("frozen", 0), ("fvae_lora", 0)]
-    for record in results["runs"]:
-        assert {"test_per", "insertions", "deletions", "substitutions", "trainable_parameters", "train_seconds",
-                "seconds_per_epoch", "dev_per"} <= set(record)  # fmt: skip
-        assert record["test_per"] >= 0 and len(record["dev_per"]) == 1 and record["seconds_per_epoch"] > 0
-        assert (out / "runs" / record["method"] / "seed0" / "run.json").is_file()
-    frozen, fvae = results["runs"]
-    assert frozen["trainable_parameters"] < fvae["trainable_parameters"]
-    summary = results["aggregate"]
-    assert summary["time_reference"] == "fvae_lora"
-    assert summary["methods"]["fvae_lora"]["time_ratio"] == pytest.approx(1.0)
-    assert summary["methods"]["frozen"]["test_per_std"] is None  # one seed: no std
-
-    table = (out / "results.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ")]
-    assert [row.split("|")[1].strip() for row in rows[1:]] == ["frozen", "fvae_lora"]
-    assert "vs fvae_lora" in rows[0]
-    assert table in capsys.readouterr().out
+    entries = results["results"]
+    assert {(e["method"], e["targets"], e["shift"]) for e in entries} == {
+        (m, t, "target") for m in compare.METHODS for t in ("qk", "all_linear")}  # fmt: skip
+    for e in entries:
+        assert {"method", "targets", "shift", "lr_grid", "dev_per_by_lr", "lr", "seeds", "test_per",
+                "trainable_params_train", "params_inference", "seconds_per_epoch"} <= set(e)  # fmt: skip
+        assert e["lr_grid"] == [0.003, 0.05] and e["lr"] in e["lr_grid"] and e["seeds"] == [0]
+        assert len(e["test_per"]) == 1 and e["test_per"][0] >= 0
+        if e["method"] in compare.TUNED:
+            assert set(e["dev_per_by_lr"]) == {"0.003", "0.05"}
+    by = {(e["method"], e["targets"]): e for e in entries}
+    assert by[("frozen", "qk")]["test_per"] == by[("frozen", "all_linear")]["test_per"]  # one shared run
+    assert by[("fvae_lora", "qk")]["params_inference"] < by[("fvae_lora", "qk")]["total_params"]  # z2 side idle
+    assert by[("lora", "qk")]["params_inference"] == by[("lora", "qk")]["total_params"]
+    assert by[("lora", "qk")]["trainable_params_train"] < by[("lora", "all_linear")]["trainable_params_train"]
+    assert by[("delta0", "all_linear")]["lr"] == by[("fvae_lora", "all_linear")]["lr"]
     assert (out / "dev_per.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "test_per.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "results.md").read_text() in capsys.readouterr().out
 
-    again = compare.main(argv)  # finished runs are skipped: the same records come back
-    assert again["runs"] == returned["runs"]
+    records = sorted((out / "records").rglob("*.json"))
+    assert len(records) == 2 * 6 + 2 * 2  # the grid of 6 settings, then 2 ablations x 2 target settings
+    stamps = [r.stat().st_mtime_ns for r in records]
+    again = compare.main(argv)
+    assert [r.stat().st_mtime_ns for r in records] == stamps  # nothing ran again
+    assert again["results"] == returned["results"]
 
 
 def test_missing_backbone_is_a_clear_error(tmp_path: Path, capsys) -> None:
