@@ -344,3 +344,15 @@ def test_data_folder_that_is_a_file(tmp_path):
     archive.write_bytes(b"PK")
     with pytest.raises(NotADirectoryError, match=f"{re.escape(str(archive))} is a file, not a folder"):
         prepare_timit(archive, tmp_path / "save")
+
+
+@pytest.mark.parametrize("record", ["{broken", "[]", '{"data_folder": "elsewhere", "phn_set": 39}'])
+def test_prepare_rebuilds_over_an_unusable_record(corpus, tmp_path, caplog, record):
+    save = tmp_path / "save"
+    train = prepare_timit(corpus, save)[0]
+    train.write_text("{}")
+    (save / "prepare_opts.json").write_text(record)
+    with caplog.at_level(logging.WARNING, logger="fvae_asr.speech.timit"):
+        prepare_timit(corpus, save)
+    assert "Rebuilding the TIMIT manifests" in caplog.text
+    assert set(_load(train)) == EXPECTED_SPLITS["train"]

@@ -237,14 +237,13 @@ def _prepare_output(out: Path, options: dict, overwrite: bool) -> bool:
     existing non-empty folder is refused unless ``overwrite``, which removes only the corpus folders."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output folder {out} is a file, not a folder")
-    marker = out / OPTIONS_FILE
-    holds = _what_it_holds(out, marker, options)
+    holds = _what_it_holds(out, options)
     if holds is None:
         return True
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise OutputFolderTaken(out, holds)
-        marker.unlink(missing_ok=True)
+        (out / OPTIONS_FILE).unlink(missing_ok=True)
         for name in ("TRAIN", "TEST", "train", "test"):
             if (out / name).is_dir():
                 shutil.rmtree(out / name)
@@ -252,14 +251,17 @@ def _prepare_output(out: Path, options: dict, overwrite: bool) -> bool:
     return False
 
 
-def _what_it_holds(out: Path, marker: Path, options: dict) -> str | None:
+def _what_it_holds(out: Path, options: dict) -> str | None:
     """None when ``out`` holds the corpus generated with ``options``, else what it holds instead."""
+    marker = out / OPTIONS_FILE
     if not marker.is_file():
         return "is not empty and holds no synthetic corpus"
     try:
         recorded = read_json(marker, "synthetic corpus record")
     except ValueError as err:
         return f"holds an unreadable {OPTIONS_FILE} ({err})"
+    if not isinstance(recorded, dict):
+        return f"holds an unreadable {OPTIONS_FILE} (not a JSON object)"
     differing = sorted(key for key in options.keys() | recorded.keys() if recorded.get(key) != options.get(key))
     return f"holds a synthetic corpus generated with other options: {', '.join(differing)}" if differing else None
 
