@@ -184,9 +184,11 @@ def _corpus_files(root: Path, wavs: Iterable[Path], uppercase: bool) -> dict[str
     stamps = {}
     for wav in wavs:
         for path in (wav, wav.with_suffix(_cased(".phn", uppercase)), wav.with_suffix(_cased(".wrd", uppercase))):
-            if path.is_file():  # a missing label file is reported when the manifests are built
+            try:
                 stat = path.stat()
-                stamps[path.relative_to(root).as_posix()] = f"{stat.st_size} {stat.st_mtime_ns}"
+            except FileNotFoundError:  # a missing label file is reported when the manifests are built
+                continue
+            stamps[path.relative_to(root).as_posix()] = f"{stat.st_size} {stat.st_mtime_ns}"
     return stamps
 
 
@@ -207,7 +209,9 @@ def _why_prepare(paths: Iterable[Path], record_path: Path, record: dict) -> str 
                if key != "corpus_files" and earlier.get(key) != value]  # fmt: skip
     if changed:
         return "; ".join(changed)
-    before, now = earlier.get("corpus_files", {}), record["corpus_files"]
+    before, now = earlier.get("corpus_files"), record["corpus_files"]
+    if not isinstance(before, dict):
+        return "its record lists no corpus files"
     if before == now:
         return None
     differences = {
