@@ -185,8 +185,11 @@ def test_existing_corpus_is_reused_and_other_folders_refused(corpora, tmp_path, 
     assert generate_corpus(corpora["source"], domain="source", espeak=espeak, **TINY) == corpora["source"]
     assert marker.stat().st_mtime_ns == stamp
     (tmp_path / "notes.txt").write_text("not a corpus")
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(FileExistsError, match=r"holds no synthetic corpus \(pass overwrite=True to replace it\)"):
         generate_corpus(tmp_path, espeak=espeak, **TINY)
+    other = dict(TINY, seed=TINY["seed"] + 1)
+    with pytest.raises(FileExistsError, match="generated with other options: seed"):
+        generate_corpus(corpora["source"], domain="source", espeak=espeak, **other)
     with pytest.raises(ValueError, match="n_test_speakers"):
         generate_corpus(tmp_path / "new", n_test_speakers=1, espeak=espeak)
 
@@ -209,3 +212,33 @@ def test_errors_name_the_library(tmp_path):
         Espeak(library_path=str(tmp_path / "missing.so"))
     with pytest.raises(EspeakError, match="phontab.*libespeak-ng"):
         Espeak(data_path=str(tmp_path))
+
+
+def _cli_error(args, capsys):
+    """Exit status and standard error of a command line that must fail."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_command_line_errors_name_what_to_type(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a corpus")
+    status, err = _cli_error(["--out", str(tmp_path)], capsys)
+    assert status == 2 and "(pass --overwrite to replace it)" in err and "overwrite=True" not in err
+    status, err = _cli_error(["--out", str(tmp_path / "notes.txt")], capsys)
+    assert status == 2 and f"{tmp_path / 'notes.txt'} is a file, not a folder" in err
+    status, err = _cli_error(["--out", str(tmp_path / "new"), "--test-speakers", "1"], capsys)
+    assert status == 2 and "n_test_speakers must be in [2, 48], got 1" in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_unreadable_corpus_record_is_named(tmp_path, espeak):
+    (tmp_path / OPTIONS_FILE).write_text("{truncated")
+    with pytest.raises(FileExistsError, match=f"holds an unreadable {OPTIONS_FILE} .*line 1.*pass overwrite=True"):
+        generate_corpus(tmp_path, espeak=espeak, **TINY)
+
+
+def test_corpus_record_that_is_not_an_object(tmp_path, espeak):
+    (tmp_path / OPTIONS_FILE).write_text("[]")
+    with pytest.raises(FileExistsError, match=f"holds an unreadable {OPTIONS_FILE} \\(not a JSON object\\)"):
+        generate_corpus(tmp_path, espeak=espeak, **TINY)

@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -152,7 +153,7 @@ def test_prepare_phn_set_61_keeps_original_labels(corpus, tmp_path):
 
 def test_prepare_explicit_layout(corpus, tmp_path):
     prepare_timit(corpus, tmp_path / "upper", uppercase=True)
-    with pytest.raises(FileNotFoundError, match="no audio"):
+    with pytest.raises(FileNotFoundError, match="no train folder under .* holds: TEST, TRAIN"):
         prepare_timit(corpus, tmp_path / "lower", uppercase=False)
 
 
@@ -223,7 +224,9 @@ def test_folder_without_timit(tmp_path):
 
 def test_split_folders_without_audio(tmp_path):
     (tmp_path / "timit" / "TRAIN" / "DR1").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match=f"no audio .* under {re.escape(str(tmp_path / 'timit'))}"):
+    (tmp_path / "timit" / "TEST").mkdir()
+    train = re.escape(str(tmp_path / "timit" / "TRAIN"))
+    with pytest.raises(FileNotFoundError, match=f"train split is empty: no \\*.WAV under {train}$"):
         prepare_timit(tmp_path / "timit", tmp_path / "save")
 
 
@@ -262,3 +265,94 @@ def test_missing_phn_file(corpus, tmp_path, first_phn):
     first_phn.unlink()
     with pytest.raises(FileNotFoundError, match=re.escape(str(first_phn))):
         prepare_timit(corpus, tmp_path / "save")
+
+
+def _change_added(corpus):
+    _write(corpus, "TRAIN", "DR2", "MDAC0", "SX101")
+    return "3 added", "TRAIN/DR2/MDAC0/SX101.WAV"
+
+
+def _change_removed(corpus):
+    (corpus / "TRAIN" / "DR1" / "FCJF0" / "SX127.WAV").unlink()  # its .PHN and .WRD are no longer read
+    return "3 removed", "TRAIN/DR1/FCJF0/SX127.WAV"
+
+
+def _change_regenerated(corpus):
+    # Same size, new content (a file regenerated in place): only its modification time tells.
+    phn = corpus / "TRAIN" / "DR1" / "FCJF0" / "SI1027.PHN"
+    phn.write_text(phn.read_text().replace(" iy\n", " ih\n"))
+    return "1 modified", "TRAIN/DR1/FCJF0/SI1027.PHN"
+
+
+@pytest.mark.parametrize("change", [_change_added, _change_removed, _change_regenerated])
+def test_prepare_rebuilds_after_the_corpus_changed(corpus, tmp_path, caplog, change):
+    save = tmp_path / "save"
+    train = prepare_timit(corpus, save)[0]
+    count, relative = change(corpus)
+    with caplog.at_level(logging.INFO, logger="fvae_asr.speech.timit"):
+        prepare_timit(corpus, save)
+    assert re.search(f"Rebuilding .* corpus changed .*: {count} \\(.*{relative}", caplog.text), caplog.text
+    fresh = prepare_timit(corpus, tmp_path / "fresh")[0]
+    assert _load(train) == _load(fresh)
+
+
+def test_prepare_records_the_layout_it_read(tmp_path):
+    # Both layouts side by side (a case-sensitive file system): the choice decides what is read.
+    root = tmp_path / "timit"
+    for split, dialect, speaker, utterance in UTTERANCES:
+        _write(root, split, dialect, speaker, utterance, uppercase=False)
+    _write(root, "TRAIN", "DR3", "MJEB1", "SI1286")
+    _write(root, "TEST", "DR1", "FDHC0", "SI1559")
+    _write(root, "TEST", "DR1", "FAKS0", "SI2203")
+    train = prepare_timit(root, tmp_path / "save", uppercase=False)[0]
+    assert set(_load(train)) == EXPECTED_SPLITS["train"]
+    prepare_timit(root, tmp_path / "save", uppercase=True)
+    assert set(_load(train)) == {"MJEB1_SI1286"}
+
+
+@pytest.mark.parametrize("audio_format", ["NIST", "WAV"])
+def test_truncated_audio_is_an_error(corpus, tmp_path, audio_format):
+    # A copy cut short keeps an intact header; its .PHN then runs past the audio that is left.
+    wav = corpus / "TEST" / "DR1" / "FAKS0" / "SI2203.WAV"
+    sf.write(wav, np.zeros(N_SAMPLES, dtype=np.float32), 16000, format=audio_format, subtype="PCM_16")
+    with open(wav, "r+b") as handle:
+        handle.truncate(wav.stat().st_size - 2000)
+    phn = re.escape(str(wav.with_suffix(".PHN")))
+    with pytest.raises(ValueError, match=f"{phn}, line 9: end {N_SAMPLES} is beyond the 8600 samples of .*SI2203.WAV"):
+        prepare_timit(corpus, tmp_path / "save")
+
+
+@pytest.mark.parametrize(
+    ("remove", "message"),
+    [
+        ("TRAIN", "no TRAIN folder under .*timit .*holds: TEST"),
+        ("TEST", "no TEST folder under .*timit .*holds: TRAIN"),
+        ("TEST/DR1/FAKS0", "dev split is empty: .*TEST holds none of the 50 dev speakers"),
+        ("TEST/DR1/FDHC0", "test split is empty: .*TEST holds none of the 24 core test speakers"),
+    ],
+)
+def test_missing_split_is_an_error(tmp_path, remove, message):
+    root = _corpus(tmp_path / "timit")
+    shutil.rmtree(root / remove)
+    with pytest.raises(FileNotFoundError, match=message):
+        prepare_timit(root, tmp_path / "save")
+    assert not (tmp_path / "save").exists()
+
+
+def test_data_folder_that_is_a_file(tmp_path):
+    archive = tmp_path / "timit.zip"
+    archive.write_bytes(b"PK")
+    with pytest.raises(NotADirectoryError, match=f"{re.escape(str(archive))} is a file, not a folder"):
+        prepare_timit(archive, tmp_path / "save")
+
+
+@pytest.mark.parametrize("record", ["{broken", "[]", '{"data_folder": "elsewhere", "phn_set": 39}'])
+def test_prepare_rebuilds_over_an_unusable_record(corpus, tmp_path, caplog, record):
+    save = tmp_path / "save"
+    train = prepare_timit(corpus, save)[0]
+    train.write_text("{}")
+    (save / "prepare_opts.json").write_text(record)
+    with caplog.at_level(logging.WARNING, logger="fvae_asr.speech.timit"):
+        prepare_timit(corpus, save)
+    assert "Rebuilding the TIMIT manifests" in caplog.text
+    assert set(_load(train)) == EXPECTED_SPLITS["train"]

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from fvae_asr.adapters.checkpoint import read_json
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -136,7 +138,8 @@ def prepare_timit(
     ``phn_set=39`` folds phones as SpeechBrain does; ``phn_set=61`` keeps TIMIT's own 61 labels untouched
     (``h#`` and ``q`` included, no collapsing; SpeechBrain's "60" set renames ``h#`` to ``sil`` instead).
     ``uppercase=None`` detects the layout. Manifests are reused when ``prepare_opts.json`` records the same
-    data folder and phone set; ``skip_prep=True`` returns the paths without touching anything.
+    options and the same corpus files (path, size and modification time of every file read); otherwise they
+    are rebuilt, with a warning saying why. ``skip_prep=True`` returns the paths without touching anything.
     """
     if phn_set not in _PHONE_SETS:
         raise ValueError(f"phn_set must be one of {_PHONE_SETS}, got {phn_set!r}")
@@ -146,31 +149,80 @@ def prepare_timit(
         logger.info("TIMIT preparation skipped (skip_prep=True)")
         return paths
     root = Path(data_folder).resolve()
-    if not root.is_dir():
+    if not root.exists():
         raise FileNotFoundError(f"TIMIT data folder not found: {root}")
-    opts = {"data_folder": str(root), "phn_set": phn_set}
-    if _already_prepared(paths, save_dir / _OPTS_FILE, opts):
+    if not root.is_dir():
+        raise NotADirectoryError(f"TIMIT data folder {root} is a file, not a folder")
+    uppercase = _detect_uppercase(root) if uppercase is None else uppercase
+    split_wavs = _split_wavs(root, uppercase)
+    record = {
+        "data_folder": str(root), "phn_set": phn_set, "uppercase": uppercase,
+        "corpus_files": _corpus_files(root, [wav for wavs in split_wavs for wav in wavs], uppercase),
+    }  # fmt: skip
+    reason = _why_prepare(paths, save_dir / _OPTS_FILE, record)
+    if reason is None:
         logger.info("TIMIT manifests in %s already prepared for %s; skipping", save_dir, root)
         return paths
-    manifests = _build_manifests(root, _detect_uppercase(root) if uppercase is None else uppercase, phn_set)
+    manifests = [_manifest(wavs, uppercase, phn_set) for wavs in split_wavs]
+    if (save_dir / _OPTS_FILE).is_file():
+        logger.warning("Rebuilding the TIMIT manifests in %s: %s", save_dir, reason)
+    else:
+        logger.info("Preparing TIMIT manifests in %s from %s", save_dir, root)
     save_dir.mkdir(parents=True, exist_ok=True)
-    # Invalidate the old options first, so an interrupted rewrite is never mistaken for a finished one.
+    # Invalidate the old record first, so an interrupted rewrite is never mistaken for a finished one.
     (save_dir / _OPTS_FILE).unlink(missing_ok=True)
     for path, manifest in zip(paths, manifests):
         _write_json_atomic(path, manifest)
         logger.info("Wrote %s (%d utterances)", path, len(manifest))
-    _write_json_atomic(save_dir / _OPTS_FILE, opts)
+    _write_json_atomic(save_dir / _OPTS_FILE, record)
     return paths
 
 
-def _already_prepared(paths: Iterable[Path], opts_path: Path, opts: dict) -> bool:
-    """True when every manifest exists and the recorded options match the requested ones."""
-    if not opts_path.is_file() or not all(path.is_file() for path in paths):
-        return False
+def _corpus_files(root: Path, wavs: Iterable[Path], uppercase: bool) -> dict[str, str]:
+    """``"<size> <mtime_ns>"`` of every file the manifests are made from (audio, .PHN, .WRD), keyed by its path
+    under ``root``: stat() only, so noticing a corpus changed in place costs no reading."""
+    stamps = {}
+    for wav in wavs:
+        for path in (wav, wav.with_suffix(_cased(".phn", uppercase)), wav.with_suffix(_cased(".wrd", uppercase))):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # a missing label file is reported when the manifests are built
+                continue
+            stamps[path.relative_to(root).as_posix()] = f"{stat.st_size} {stat.st_mtime_ns}"
+    return stamps
+
+
+def _why_prepare(paths: Iterable[Path], record_path: Path, record: dict) -> str | None:
+    """Why the manifests must be (re)built, or None when every one exists and the record matches ``record``."""
+    if not record_path.is_file():
+        return "no finished preparation there"
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        return f"{', '.join(missing)} missing"
     try:
-        return json.loads(opts_path.read_text(encoding="utf-8")) == opts
-    except ValueError:  # corrupt options file: prepare again
-        return False
+        earlier = read_json(record_path, "preparation record")
+    except ValueError as err:
+        return f"its record is unreadable ({err})"
+    if not isinstance(earlier, dict):
+        return f"its record {record_path} is not a JSON object"
+    changed = [f"{key} was {earlier.get(key)!r}, now {value!r}" for key, value in record.items()
+               if key != "corpus_files" and earlier.get(key) != value]  # fmt: skip
+    if changed:
+        return "; ".join(changed)
+    before, now = earlier.get("corpus_files"), record["corpus_files"]
+    if not isinstance(before, dict):
+        return "its record lists no corpus files"
+    if before == now:
+        return None
+    differences = {
+        "added": sorted(now.keys() - before.keys()),
+        "removed": sorted(before.keys() - now.keys()),
+        "modified": sorted(path for path in now.keys() & before.keys() if now[path] != before[path]),
+    }
+    return "the corpus changed since they were written: " + "; ".join(
+        f"{len(files)} {kind} ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
+        for kind, files in differences.items() if files
+    )  # fmt: skip
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -189,30 +241,40 @@ def _detect_uppercase(root: Path) -> bool:
     for uppercase in (True, False):
         if any((root / _cased(split, uppercase)).is_dir() for split in ("train", "test")):
             return uppercase
-    raise FileNotFoundError(f"no TIMIT audio found under {root}: expected TRAIN/ and TEST/ (or train/ and test/)")
-
-
-def _build_manifests(root: Path, uppercase: bool, phn_set: int) -> tuple[dict, dict, dict]:
-    """Collect the train, dev and test manifests (in memory, so errors surface before anything is written)."""
-    train_wavs = _list_wavs(root, "train", uppercase)
-    test_wavs = _list_wavs(root, "test", uppercase)
-    if not train_wavs and not test_wavs:
-        raise FileNotFoundError(f"no audio ({_cased('*.wav', uppercase)}) found under {root}")
-    manifests = (
-        _manifest(train_wavs, uppercase, phn_set),
-        _manifest([wav for wav in test_wavs if _speaker(wav) in DEV_SPEAKERS], uppercase, phn_set),
-        _manifest([wav for wav in test_wavs if _speaker(wav) in CORE_TEST_SPEAKERS], uppercase, phn_set),
+    raise FileNotFoundError(
+        f"no TIMIT audio found under {root}: expected TRAIN/ and TEST/ (or train/ and test/); it holds: {_holds(root)}"
     )
-    for split, manifest in zip(SPLITS, manifests):
-        if not manifest:
-            logger.warning("TIMIT %s split under %s is empty", split, root)
-    return manifests
 
 
-def _list_wavs(root: Path, split: str, uppercase: bool) -> list[Path]:
+def _holds(folder: Path) -> str:
+    """What a folder holds, for error messages."""
+    names = sorted(path.name for path in folder.iterdir())
+    return ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") if names else "nothing"
+
+
+def _split_wavs(root: Path, uppercase: bool) -> tuple[list[Path], list[Path], list[Path]]:
+    """Audio files of the train, dev and test splits; a missing folder or an empty split is an error."""
+    folders = [root / _cased(name, uppercase) for name in ("train", "test")]
+    for folder in folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no {folder.name} folder under {root} (it holds: {_holds(root)})")
+    train_wavs, test_wavs = (_list_wavs(folder, uppercase) for folder in folders)
+    if not train_wavs:
+        raise FileNotFoundError(f"TIMIT train split is empty: no {_cased('*.wav', uppercase)} under {folders[0]}")
+    splits = [train_wavs]
+    for split, speakers, description in (("dev", DEV_SPEAKERS, "dev"), ("test", CORE_TEST_SPEAKERS, "core test")):
+        splits.append([wav for wav in test_wavs if _speaker(wav) in speakers])
+        if not splits[-1]:
+            raise FileNotFoundError(
+                f"TIMIT {split} split is empty: {folders[1]} holds none of the {len(speakers)} {description} "
+                f"speakers (SA1/SA2 do not count)"
+            )
+    return splits[0], splits[1], splits[2]
+
+
+def _list_wavs(folder: Path, uppercase: bool) -> list[Path]:
     """Audio files of one split folder (``<split>/<DR>/<speaker>/<utt>.WAV``), calibration sentences excluded."""
-    pattern = f"*/*/*{_cased('.wav', uppercase)}"
-    wavs = (root / _cased(split, uppercase)).glob(pattern)
+    wavs = folder.glob(f"*/*/*{_cased('.wav', uppercase)}")
     return sorted(wav for wav in wavs if wav.stem.upper() not in CALIBRATION_SENTENCES)
 
 
@@ -227,43 +289,51 @@ def _manifest(wavs: Iterable[Path], uppercase: bool, phn_set: int) -> dict[str, 
 
 
 def _entry(wav: Path, uppercase: bool, phn_set: int) -> dict:
-    """One manifest entry: audio path, duration, speaker, phones and words."""
+    """One manifest entry: audio path, duration, speaker, phones and words (all inside the audio)."""
     phn_path = wav.with_suffix(_cased(".phn", uppercase))
     wrd_path = wav.with_suffix(_cased(".wrd", uppercase))
+    n_samples = _n_samples(wav)
     return {
         "wav": str(wav),
-        "duration": _duration(wav),
+        "duration": n_samples / SAMPLE_RATE,
         "spk_id": _speaker(wav),
-        "phn": " ".join(_convert_phones(_read_labels(phn_path), phn_path, phn_set)),
-        "wrd": " ".join(label for _, label in _read_labels(wrd_path)),
+        "phn": " ".join(_convert_phones(_read_labels(phn_path, wav, n_samples), phn_path, phn_set)),
+        "wrd": " ".join(label for _, label in _read_labels(wrd_path, wav, n_samples)),
     }
 
 
-def _duration(wav: Path) -> float:
-    """Duration in seconds from the file header only (no decoding); checks the sample rate."""
+def _n_samples(wav: Path) -> int:
+    """Number of samples from the header (no decoding); checks the sample rate. libsndfile caps the count
+    at what the file really holds, so a truncated file reports its shorter length."""
     try:
         info = sf.info(str(wav))
     except sf.SoundFileError as err:
         raise ValueError(f"cannot read audio file {wav}: {err}") from err
     if info.samplerate != SAMPLE_RATE:
         raise ValueError(f"{wav}: sample rate {info.samplerate} Hz, expected {SAMPLE_RATE} Hz")
-    return info.frames / info.samplerate
+    return info.frames
 
 
-def _read_labels(path: Path) -> list[tuple[int, str]]:
-    """Labels of a ``start end label`` file with their line numbers; rejects malformed lines."""
+def _read_labels(path: Path, wav: Path, n_samples: int) -> list[tuple[int, str]]:
+    """Labels of a ``start end label`` file with their line numbers; rejects malformed lines and segments
+    that end beyond the ``n_samples`` of ``wav`` (a truncated audio file)."""
     if not path.is_file():
         raise FileNotFoundError(f"TIMIT label file not found: {path}")
     labels = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
-                labels.append((number, _parse_segment(line, path, number)))
+                end, label = _parse_segment(line, path, number)
+                if end > n_samples:
+                    raise ValueError(
+                        f"{path}, line {number}: end {end} is beyond the {n_samples} samples of {wav} (truncated?)"
+                    )
+                labels.append((number, label))
     return labels
 
 
-def _parse_segment(line: str, path: Path, number: int) -> str:
-    """Validate one ``start end label`` line and return its label."""
+def _parse_segment(line: str, path: Path, number: int) -> tuple[int, str]:
+    """Validate one ``start end label`` line and return its end and label."""
     fields = line.split()
     if len(fields) != 3:
         raise ValueError(f"{path}, line {number}: expected 'start end label', got {line.strip()!r}")
@@ -273,7 +343,7 @@ def _parse_segment(line: str, path: Path, number: int) -> str:
         raise ValueError(f"{path}, line {number}: non-integer sample index in {line.strip()!r}") from None
     if end < start:
         raise ValueError(f"{path}, line {number}: end {end} is before start {start}")
-    return fields[2]
+    return end, fields[2]
 
 
 def _convert_phones(phones: list[tuple[int, str]], path: Path, phn_set: int) -> list[str]:

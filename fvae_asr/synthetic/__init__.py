@@ -4,7 +4,14 @@
 folders that the TIMIT preparation reads as it reads the real corpus; domains differ in voices and channel.
 """
 
-from fvae_asr.synthetic.corpus import Speaker, Utterance, generate_corpus, make_speaker, synthesize_utterance
+from fvae_asr.synthetic.corpus import (
+    OutputFolderTaken,
+    Speaker,
+    Utterance,
+    generate_corpus,
+    make_speaker,
+    synthesize_utterance,
+)
 from fvae_asr.synthetic.domains import (
     DOMAINS,
     NOISY_ROOM,
@@ -23,6 +30,7 @@ __all__ = [
     "DOMAINS",
     "NOISY_ROOM",
     "ESPEAK_TO_TIMIT",
+    "OutputFolderTaken",
     "SOURCE",
     "TARGET",
     "DomainConfig",

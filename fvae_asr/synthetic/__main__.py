@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from fvae_asr.synthetic.corpus import generate_corpus
+from fvae_asr.synthetic.corpus import OutputFolderTaken, generate_corpus
 from fvae_asr.synthetic.domains import DOMAINS, get_domain
 from fvae_asr.synthetic.espeak import EspeakError
 
@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, generate the corpus, print where it went; return the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     given = {"snr_db": args.snr_db, "rt60_s": args.rt60, "speed": args.speed}
     overrides = {field: value for field, value in given.items() if value is not None}
@@ -49,7 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             sentences_per_speaker=args.sentences, domain=domain, uppercase=not args.lowercase,
             overwrite=args.overwrite,
         )  # fmt: skip
-    except (EspeakError, FileExistsError, ValueError) as err:
+    except OutputFolderTaken as err:
+        parser.error(err.message("--overwrite"))
+    except (NotADirectoryError, ValueError) as err:  # arguments the generator rejects
+        parser.error(str(err))
+    except (EspeakError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(out)

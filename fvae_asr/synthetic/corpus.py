@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fvae_asr.adapters.checkpoint import read_json
 from fvae_asr.speech.timit import CORE_TEST_SPEAKERS, DEV_SPEAKERS, write_utterance
 from fvae_asr.synthetic.domains import DomainConfig, apply_channel, get_domain
 from fvae_asr.synthetic.espeak import SAMPLE_RATE, Espeak, Synthesis
@@ -219,21 +220,50 @@ def _plan(seed: int, n_train: int, n_test: int, per_speaker: int) -> list[tuple[
     ]
 
 
+class OutputFolderTaken(FileExistsError):
+    """The output folder holds something other than the requested corpus; ``overwrite`` would replace it."""
+
+    def __init__(self, folder: Path, holds: str) -> None:
+        self.folder, self.holds = folder, holds
+        super().__init__(self.message("overwrite=True"))
+
+    def message(self, overwrite_option: str) -> str:
+        """The error, telling to pass ``overwrite_option`` (spelled as the caller can type it, e.g. ``--overwrite``)."""
+        return f"{self.folder} {self.holds} (pass {overwrite_option} to replace it)"
+
+
 def _prepare_output(out: Path, options: dict, overwrite: bool) -> bool:
     """True when ``out`` already holds this exact corpus. Otherwise make sure it can be written: an
     existing non-empty folder is refused unless ``overwrite``, which removes only the corpus folders."""
-    marker = out / OPTIONS_FILE
-    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == options:
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output folder {out} is a file, not a folder")
+    holds = _what_it_holds(out, options)
+    if holds is None:
         return True
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out} is not empty and holds no corpus with these options (pass overwrite=True)")
-        marker.unlink(missing_ok=True)
+            raise OutputFolderTaken(out, holds)
+        (out / OPTIONS_FILE).unlink(missing_ok=True)
         for name in ("TRAIN", "TEST", "train", "test"):
             if (out / name).is_dir():
                 shutil.rmtree(out / name)
     out.mkdir(parents=True, exist_ok=True)
     return False
+
+
+def _what_it_holds(out: Path, options: dict) -> str | None:
+    """None when ``out`` holds the corpus generated with ``options``, else what it holds instead."""
+    marker = out / OPTIONS_FILE
+    if not marker.is_file():
+        return "is not empty and holds no synthetic corpus"
+    try:
+        recorded = read_json(marker, "synthetic corpus record")
+    except ValueError as err:
+        return f"holds an unreadable {OPTIONS_FILE} ({err})"
+    if not isinstance(recorded, dict):
+        return f"holds an unreadable {OPTIONS_FILE} (not a JSON object)"
+    differing = sorted(key for key in options.keys() | recorded.keys() if recorded.get(key) != options.get(key))
+    return f"holds a synthetic corpus generated with other options: {', '.join(differing)}" if differing else None
 
 
 def generate_corpus(
