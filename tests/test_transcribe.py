@@ -394,8 +394,8 @@ def test_descriptions_that_do_not_fit_the_model_are_rejected(tmp_path, checkpoin
 
 @pytest.mark.parametrize("device", ["gpu", "cuda:99", "cpu:x"])
 def test_a_bad_device_is_a_usage_error(checkpoint, audio, tmp_path, capsys, device):
-    for main, extra in ((transcribe_main, [str(audio["mono.wav"])]),
-                        (evaluate_main, ["--manifest", str(tmp_path / "m.json"), "--json", str(tmp_path / "r.json")])):  # fmt: skip
+    evaluate_args = ["--manifest", str(tmp_path / "m.json"), "--json", str(tmp_path / "r.json")]
+    for main, extra in ((transcribe_main, [str(audio["mono.wav"])]), (evaluate_main, evaluate_args)):
         with pytest.raises(SystemExit) as caught:
             main(["--checkpoint", str(checkpoint), "--device", device, *extra])
         assert caught.value.code == 2
@@ -409,7 +409,8 @@ def test_cli_errors_on_bad_checkpoint_files_are_one_line(tmp_path, checkpoint, a
     _edit_description(missing_field, labels=None)
     config_not_an_object = Path(shutil.copytree(checkpoint, tmp_path / "list_config"))
     (config_not_an_object / "adapter_config.json").write_text("[1, 2]")
-    cases = {missing_field: "missing field 'labels'", config_not_an_object: "adapter_config.json: expected a JSON object"}
+    cases = {missing_field: "missing field 'labels'",
+             config_not_an_object: "adapter_config.json: expected a JSON object"}  # fmt: skip
     for exported, message in cases.items():
         assert transcribe_main(["--checkpoint", str(exported), str(audio["mono.wav"])]) == 1
         [error] = capsys.readouterr().err.splitlines()
@@ -421,7 +422,8 @@ def test_a_directory_to_transcribe_is_reported_as_a_directory(transcriber, tmp_p
     assert result.error == "is a directory, not an audio file"
 
 
-def test_evaluate_prints_the_per_before_writing_and_keeps_the_old_report_on_failure(checkpoint, audio, tmp_path, capsys):
+def test_evaluate_prints_the_per_before_writing_and_keeps_the_old_report_on_failure(checkpoint, audio, tmp_path,
+                                                                                    capsys):  # fmt: skip
     _write_manifest(tmp_path / "test.json", audio)
     report = tmp_path / "report.json"
     report.write_text("previous report\n")

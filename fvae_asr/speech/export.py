@@ -157,13 +157,15 @@ def read_description(directory: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path}: field '{field}' must be {expected}, got {description[field]!r}")
     labels, blank = description["labels"], description["blank_index"]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"{path}: field 'labels' repeats a label: {sorted({x for x in labels if labels.count(x) > 1})}")
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        raise ValueError(f"{path}: field 'labels' repeats a label: {repeated}")
     if not 0 <= blank < len(labels):
         raise ValueError(f"{path}: field 'blank_index' is {blank}, outside the {len(labels)} labels")
     return description
 
 
 def _is_int(value: object) -> bool:
+    """An integer, but not a bool (JSON ``true`` is no index)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -220,7 +222,8 @@ def _backbone_source(directory: Path, backbone: str) -> str:
     if is_hub_id(backbone) and backbone != BACKBONE_DIR:
         return backbone
     raise FileNotFoundError(
-        f"{directory / DESCRIPTION_NAME}: backbone folder {folder} does not exist (copy the whole export folder)"
+        f"{directory / DESCRIPTION_NAME}: backbone folder {folder} does not exist (copy the whole export folder; "
+        "exports written before backbones were copied into them refer to the folder the backbone came from)"
     )
 
 
