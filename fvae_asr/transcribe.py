@@ -1,7 +1,8 @@
 """Transcribe audio files to phones: ``python -m fvae_asr.transcribe --checkpoint DIR a.wav b.flac ...``.
 
 Prints ``<path>\\t<phones>`` per file on stdout and ``<path>: error: <message>`` on stderr for files that
-cannot be read; exits 1 if any file failed (after all the others are done), 2 on usage errors.
+cannot be read; exits 1 if any file failed (after all the others are done) or the checkpoint is unusable, 2 on
+usage errors (including a ``--device`` torch cannot use).
 """
 
 from __future__ import annotations
@@ -9,30 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-import transformers
-
+from fvae_asr.cli import positive_int, torch_device
 from fvae_asr.speech.transcriber import Transcriber
-
-
-def positive_int(text: str) -> int:
-    """argparse type for counts such as ``--batch-size``: a bad value is a usage error (exit 2)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def quiet_model_loading() -> None:
-    """Keep Hugging Face's progress bars and load reports off stderr, which is kept for errors."""
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m fvae_asr.transcribe", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="directory written by export_recognizer")
     parser.add_argument("files", nargs="+", help="audio files (any format soundfile reads, any rate)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="files per forward pass")
     return parser.parse_args(argv)
 
@@ -40,7 +26,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     args = parse_args(argv)
-    quiet_model_loading()
     try:
         transcriber = Transcriber(args.checkpoint, args.device, args.batch_size)
     except (OSError, ValueError) as err:

@@ -1,9 +1,11 @@
 """Adapter-only checkpoints: bit-exact round trips, no base weights, no pickle, clear mismatch errors."""
 
 import json
+import os
 
 import pytest
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fvae_asr import FVAELoRAConfig, LoRAConfig, aux_loss, inject, load_adapter, save_adapter
@@ -103,3 +105,41 @@ def test_base_state_dict_is_the_state_before_injection():
     base = __import__("fvae_asr").base_state_dict(model.backbone)
     assert base.keys() == reference.keys()
     assert all(torch.equal(base[k], reference[k]) for k in reference)
+
+
+def test_non_finite_weights_are_rejected_naming_file_and_tensor(tmp_path):
+    save_adapter(_trained(CONFIGS[0], steps=0), tmp_path)
+    path = tmp_path / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    victim = sorted(tensors)[-1]
+    tensors[victim][..., 0] = float("inf")
+    save_file(tensors, str(path))
+    with pytest.raises(ValueError, match=f"adapter_model.safetensors: tensor '{victim}' has non-finite"):
+        load_adapter(WithHead(tiny_wav2vec2()), tmp_path)
+
+
+@pytest.mark.parametrize("content", ["[]", '"fvae_lora"', "3"])
+def test_a_config_that_is_not_an_object_is_named(tmp_path, content):
+    save_adapter(_trained(CONFIGS[0], steps=0), tmp_path)
+    (tmp_path / "adapter_config.json").write_text(content)
+    with pytest.raises(ValueError, match="adapter_config.json: expected a JSON object"):
+        load_adapter(WithHead(tiny_wav2vec2()), tmp_path)
+
+
+def test_saved_files_get_the_umask_permissions(tmp_path):
+    old = os.umask(0o027)
+    try:
+        save_adapter(_trained(CONFIGS[0], steps=0), tmp_path)
+    finally:
+        os.umask(old)
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in tmp_path.iterdir()}
+    assert modes == {"adapter_config.json": "0o640", "adapter_model.safetensors": "0o640"}
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
+    save_adapter(_trained(CONFIGS[0], steps=0), tmp_path)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    (tmp_path / "adapter_model.safetensors.tmp").mkdir()  # the weights cannot be written
+    with pytest.raises((OSError, SafetensorError), match="directory"):
+        save_adapter(_trained(CONFIGS[0], steps=1), tmp_path)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()} == before

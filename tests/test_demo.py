@@ -1,11 +1,13 @@
-"""The offline demo end to end, at a tiny size (the full-size run is `make demo`)."""
+"""The offline demo: its command line, its hparams, and the whole run at a tiny size (the full-size run is
+`make demo`)."""
 
 import json
 
 import pytest
+from hyperpyyaml import load_hyperpyyaml
 
-from fvae_asr.demo.__main__ import main
-from fvae_asr.demo.paths import ASSET_BACKBONE
+from fvae_asr.demo.__main__ import main, parse_args
+from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 
 
 @pytest.mark.slow
@@ -17,3 +19,20 @@ def test_demo_writes_a_complete_summary(tmp_path):
     assert summary["trainable_parameters"]["frozen"] < summary["trainable_parameters"]["fvae_lora"]
     assert summary["transcription"]["reference"] and summary["transcription"]["utterance"]
     assert (tmp_path / "fvae_lora" / "model" / "adapter_model.safetensors").is_file()
+
+
+def test_demo_hparams_find_the_shipped_backbone_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open(recipe_file("hparams/demo.yaml"), encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, {"data_folder": str(tmp_path)})
+    assert hparams["wav2vec2_source"] == str(ASSET_BACKBONE) and hparams["encoder"].source == str(ASSET_BACKBONE)
+
+
+def test_demo_usage_names_the_module_and_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as caught:
+        parse_args(["--help"])
+    assert caught.value.code == 0
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: python -m fvae_asr.demo ")
+    options = usage[usage.index("options:"):].split("\n  -")[1:]
+    assert len(options) == 6 and all(len(option.split()) > 3 for option in options), options

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +14,13 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional
+from safetensors.torch import load_file, save_file
 
 from fvae_asr import FVAELoRAConfig
 from fvae_asr.evaluate import main as evaluate_main
 from fvae_asr.speech.encoder import Wav2Vec2Encoder
 from fvae_asr.speech.evaluation import evaluate_manifest, read_manifest
-from fvae_asr.speech.export import export_recognizer
+from fvae_asr.speech.export import export_hf_ctc, export_recognizer, load_recognizer
 from fvae_asr.speech.metrics import phoneme_error_rate
 from fvae_asr.speech.model import CTCRecognizer, configure_training, greedy_decode
 from fvae_asr.speech.timit import PHONES_39
@@ -210,7 +213,8 @@ def test_evaluate_cli_reports_per_of_the_transcriptions(checkpoint, transcriber,
         (None, "no manifest at"),
         (b"\xff\xfe{}", "not UTF-8"),
         ("{not json", "invalid JSON"),
-        ("[]", "non-empty JSON object"),
+        ("[]", "expected a JSON object"),
+        ("{}", "non-empty JSON object"),
         (json.dumps({"U1": {"phn": "sil"}}), "entry 'U1' has no 'wav'"),
         (json.dumps({"U1": {"wav": "x.wav", "phn": ["sil"]}}), "entry 'U1' has no 'phn'"),
     ],
@@ -243,3 +247,221 @@ def test_full_and_frozen_exports_transcribe(tmp_path, kind, backbone, audio):
     wav = load_audio(audio["mono.wav"])
     [phones] = transcriber.transcribe_batch([wav])
     assert phones and phones == _decode_directly(transcriber, wav)
+
+
+# ---- manifests the model cannot score -------------------------------------------------------------------------
+
+
+def _manifest_with_bad_references(path: Path, audio: dict[str, Path]) -> None:
+    """One good utterance, one with 61-phone TIMIT labels (not in the 39-phone inventory) and one empty."""
+    path.write_text(json.dumps({
+        "UTT_A": {"wav": str(audio["mono.wav"]), "phn": "sil aa b sil"},
+        "UTT_61": {"wav": str(audio["stereo.flac"]), "phn": "h# ix n pcl sil"},
+        "UTT_EMPTY": {"wav": str(audio["speech.sph"]), "phn": "  "},
+    }))  # fmt: skip
+
+
+def test_references_outside_the_inventory_or_empty_are_errors_naming_them(checkpoint, audio, tmp_path, capsys):
+    _manifest_with_bad_references(tmp_path / "test.json", audio)
+    args = ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json")]
+    assert evaluate_main([*args, "--json", str(tmp_path / "report.json")]) == 1
+    captured = capsys.readouterr()
+    [error] = captured.err.splitlines()
+    assert "UTT_61: phones outside the model's inventory: h# ix pcl" in error and "UTT_EMPTY: empty reference" in error
+    assert "UTT_A" not in error and "--skip-invalid" in error
+    assert captured.out == "" and not (tmp_path / "report.json").exists()
+
+
+def test_skip_invalid_scores_the_rest_and_says_how_many_were_skipped(checkpoint, transcriber, audio, tmp_path, capsys):
+    _manifest_with_bad_references(tmp_path / "test.json", audio)
+    args = ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json"), "--skip-invalid"]
+    assert evaluate_main([*args, "--json", str(tmp_path / "report.json")]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    [result] = transcriber.transcribe_files([audio["mono.wav"]])
+    assert report["per"] == pytest.approx(phoneme_error_rate(["sil aa b sil"], [result.phones]))
+    assert report["utterances"] == 1 and list(report["transcripts"]) == ["UTT_A"]
+    assert sorted(report["skipped"]) == ["UTT_61", "UTT_EMPTY"]
+    assert "2 utterances skipped" in capsys.readouterr().out
+
+
+# ---- exports are self-contained and checked on load ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fvae_lora", "full"])
+def test_export_moved_elsewhere_without_its_backbone_source_transcribes_the_same(tmp_path, backbone, audio, kind):
+    source = Path(shutil.copytree(backbone, tmp_path / "source_backbone"))
+    exported = _exported(tmp_path / "model", kind, source)
+    before = Transcriber(exported).transcribe_files([audio["mono.wav"], audio["short.wav"]])
+    assert str(tmp_path) not in (exported / "recognizer.json").read_text()
+
+    moved = Path(shutil.move(exported, tmp_path / "elsewhere" / "shared_model"))
+    shutil.rmtree(source)
+    assert Transcriber(moved).transcribe_files([audio["mono.wav"], audio["short.wav"]]) == before
+    assert before[0].phones
+
+
+def test_a_hub_backbone_is_kept_as_its_hub_id_and_a_failed_load_is_named(tmp_path, backbone, monkeypatch):
+    model = CTCRecognizer(Wav2Vec2Encoder(backbone), n_tokens=len(LABELS))
+    model.encoder.source = "some-org/wav2vec2-base"  # as if it had come from the hub
+    configure_training(model, "frozen")
+    exported = export_recognizer(model, "frozen", LABELS, tmp_path / "model")
+    assert json.loads((exported / "recognizer.json").read_text())["backbone"] == "some-org/wav2vec2-base"
+    assert not (exported / "backbone").exists()
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr("fvae_asr.speech.encoder.Wav2Vec2Model.from_pretrained", offline)
+    with pytest.raises(ValueError, match="recognizer.json: cannot load backbone 'some-org/wav2vec2-base'"):
+        load_recognizer(exported)
+
+
+def test_a_missing_backbone_folder_is_named_not_looked_up_on_the_hub(tmp_path, backbone):
+    exported = _exported(tmp_path / "model", "frozen", backbone)
+    shutil.rmtree(exported / "backbone")
+    with pytest.raises(FileNotFoundError, match=r"recognizer.json: backbone folder .*backbone does not exist"):
+        load_recognizer(exported)
+
+
+def test_export_files_get_the_umask_permissions(tmp_path, backbone):
+    old = os.umask(0o022)
+    try:
+        exported = _exported(tmp_path / "model", "fvae_lora", backbone)
+        frozen = _exported(tmp_path / "frozen", "frozen", backbone)
+        hf = export_hf_ctc(CTCRecognizer(Wav2Vec2Encoder(backbone), n_tokens=len(LABELS)), LABELS, tmp_path / "hf")
+    finally:
+        os.umask(old)
+    files = [f for folder in (exported, frozen, hf) for f in folder.rglob("*") if f.is_file()]
+    assert {f.name for f in files} >= {"adapter_model.safetensors", "trainable_model.safetensors", "model.safetensors",
+                                       "recognizer.json", "config.json"}  # fmt: skip
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o644" for f in files}
+
+
+def _poison(path: Path, tensor_name: str | None = None) -> str:
+    """Put a NaN into one floating-point tensor of a safetensors file; returns its name."""
+    tensors = load_file(str(path))
+    name = tensor_name or sorted(k for k, v in tensors.items() if v.is_floating_point())[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = float("nan")
+    save_file(tensors, str(path))
+    return name
+
+
+@pytest.mark.parametrize(
+    "kind, weights_file",
+    [("fvae_lora", "adapter_model.safetensors"), ("frozen", "trainable_model.safetensors"),
+     ("frozen", "backbone/model.safetensors")],  # fmt: skip
+)
+def test_non_finite_weights_are_rejected_naming_file_and_tensor(tmp_path, backbone, kind, weights_file):
+    exported = _exported(tmp_path / "model", kind, backbone)
+    name = _poison(exported / weights_file)
+    with pytest.raises(ValueError, match="non-finite") as caught:
+        load_recognizer(exported)
+    assert f"'{name}'" in str(caught.value) and weights_file.split("/")[0] in str(caught.value)
+
+
+def _edit_description(exported: Path, **changes) -> None:
+    description = json.loads((exported / "recognizer.json").read_text())
+    description.update(changes)
+    for field in [field for field, value in changes.items() if value is None]:
+        del description[field]
+    (exported / "recognizer.json").write_text(json.dumps(description))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"blank_index": 40}, "field 'blank_index' is 40, outside the 40 labels"),
+        ({"blank_index": "0"}, "field 'blank_index' must be an integer"),
+        ({"labels": LABELS[:-1]}, "field 'labels' has 39 labels but tensor 'head.weight' of .* has 40 rows"),
+        ({"labels": [*LABELS[:-1], "aa"]}, "field 'labels' repeats a label: \\['aa'\\]"),
+        ({"labels": [*LABELS[:-1], ""]}, "field 'labels' must be a list"),
+        ({"labels": None}, "missing field 'labels'"),
+        ({"adapter": "peft"}, "field 'adapter' must be one of fvae_lora, lora, full, frozen"),
+        ({"sample_rate": None}, "missing field 'sample_rate'"),
+    ],
+)
+def test_descriptions_that_do_not_fit_the_model_are_rejected(tmp_path, checkpoint, changes, message):
+    exported = Path(shutil.copytree(checkpoint, tmp_path / "model"))
+    _edit_description(exported, **changes)
+    with pytest.raises(ValueError, match=message) as caught:
+        load_recognizer(exported)
+    assert str(exported / "recognizer.json") in str(caught.value)
+
+
+# ---- command lines: one-line errors, usage errors exit 2 before anything runs -------------------------------
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:99", "cpu:x"])
+def test_a_bad_device_is_a_usage_error(checkpoint, audio, tmp_path, capsys, device):
+    evaluate_args = ["--manifest", str(tmp_path / "m.json"), "--json", str(tmp_path / "r.json")]
+    for main, extra in ((transcribe_main, [str(audio["mono.wav"])]), (evaluate_main, evaluate_args)):
+        with pytest.raises(SystemExit) as caught:
+            main(["--checkpoint", str(checkpoint), "--device", device, *extra])
+        assert caught.value.code == 2
+        [*_, error] = capsys.readouterr().err.splitlines()
+        assert "--device" in error and device in error
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_errors_on_bad_checkpoint_files_are_one_line(tmp_path, checkpoint, audio, capsys):
+    missing_field = Path(shutil.copytree(checkpoint, tmp_path / "no_labels"))
+    _edit_description(missing_field, labels=None)
+    config_not_an_object = Path(shutil.copytree(checkpoint, tmp_path / "list_config"))
+    (config_not_an_object / "adapter_config.json").write_text("[1, 2]")
+    cases = {missing_field: "missing field 'labels'",
+             config_not_an_object: "adapter_config.json: expected a JSON object"}  # fmt: skip
+    for exported, message in cases.items():
+        assert transcribe_main(["--checkpoint", str(exported), str(audio["mono.wav"])]) == 1
+        [error] = capsys.readouterr().err.splitlines()
+        assert error.startswith("error: ") and message in error
+
+
+def test_a_directory_to_transcribe_is_reported_as_a_directory(transcriber, tmp_path):
+    [result] = transcriber.transcribe_files([tmp_path])
+    assert result.error == "is a directory, not an audio file"
+
+
+def test_evaluate_prints_the_per_before_writing_and_keeps_the_old_report_on_failure(checkpoint, audio, tmp_path,
+                                                                                    capsys):  # fmt: skip
+    _write_manifest(tmp_path / "test.json", audio)
+    report = tmp_path / "report.json"
+    report.write_text("previous report\n")
+    (tmp_path / "report.json.tmp").mkdir()  # the write cannot happen
+    args = ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json"), "--json", str(report)]
+    assert evaluate_main(args) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("PER ") and f"error: cannot write {report}" in captured.err
+    assert report.read_text() == "previous report\n"
+
+
+def test_evaluate_output_in_a_missing_folder_is_a_usage_error(checkpoint, audio, tmp_path, capsys):
+    _write_manifest(tmp_path / "test.json", audio)
+    args = ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json")]
+    with pytest.raises(SystemExit) as caught:
+        evaluate_main([*args, "--json", str(tmp_path / "test.json" / "report.json")])
+    assert caught.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_loading_a_ctc_checkpoint_as_backbone_prints_nothing_and_restores_logging():
+    # A Wav2Vec2ForCTC folder: transformers reports its lm_head as UNEXPECTED for the backbone, with progress bars.
+    script = (
+        "import transformers\n"
+        "from fvae_asr.demo.paths import ASSET_BACKBONE\n"
+        "from fvae_asr.speech.encoder import Wav2Vec2Encoder\n"
+        "Wav2Vec2Encoder(ASSET_BACKBONE)\n"
+        "print(transformers.logging.get_verbosity() == transformers.logging.WARNING,"
+        " transformers.utils.logging.is_progress_bar_enabled())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout == "True True\n"
+
+
+def test_a_backbone_missing_weights_is_an_error_not_a_random_init(tmp_path, backbone):
+    broken = Path(shutil.copytree(backbone, tmp_path / "broken"))
+    tensors = load_file(str(broken / "model.safetensors"))
+    victim = sorted(k for k in tensors if k.startswith("encoder.layers.1."))[0]
+    del tensors[victim]
+    save_file(tensors, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=f"lacks backbone weights \\['{victim}'\\]"):
+        Wav2Vec2Encoder(broken)

@@ -1,9 +1,14 @@
-"""Adapter-only checkpoints in PEFT's layout: ``adapter_config.json`` + ``adapter_model.safetensors``."""
+"""Adapter-only checkpoints in PEFT's layout: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+Also the file plumbing every checkpoint of the package uses (recognisers too): JSON reading, atomic writes with
+the umask's permissions, and safetensors loading that rejects unreadable files and non-finite weights.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -48,11 +53,44 @@ def base_state_dict(module: nn.Module) -> dict[str, Tensor]:
     return base_state
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Write through a temporary file and rename, so a failure never leaves a half-written file behind."""
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary file and rename, so a failure never leaves a half-written file behind (nor
+    destroys the previous one); the file gets the permissions the umask gives any new file."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        respect_umask(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_file():
+            tmp.unlink()
+        raise
+
+
+def respect_umask(path: Path) -> None:
+    """Give a file the mode ``open`` would (0o666 less the umask): safetensors writers create files 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
+def check_finite(tensors: dict[str, Tensor], origin: str | Path) -> None:
+    """Every floating-point tensor must be finite: NaN or infinite weights make a model output garbage."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{origin}: tensor '{name}' has non-finite (NaN or infinite) values")
+
+
+def load_tensors(path: Path, what: str) -> dict[str, Tensor]:
+    """A safetensors file's tensors; a missing or unreadable file, or a non-finite weight, is an error naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read {what} {path}: {err}") from err
+    check_finite(tensors, path)
+    return tensors
 
 
 def save_adapter(model: nn.Module, directory: str | Path) -> Path:
@@ -62,21 +100,25 @@ def save_adapter(model: nn.Module, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(model).items()}
     config = {**state.config.to_dict(), "adapted_modules": state.adapted_modules}
-    _write_atomically(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    _write_atomically(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
+    write_atomically(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    write_atomically(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
     return directory
 
 
 def read_json(path: Path, what: str) -> dict:
-    """A JSON file's content; a missing file, bad UTF-8 or invalid JSON raises an error naming the path (and line)."""
+    """A JSON object from a file; a missing file, bad UTF-8, invalid JSON or any other JSON value (a list, a
+    number...) raises an error naming the path (and line)."""
     if not path.is_file():
         raise FileNotFoundError(f"no {what} at {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a JSON object ({what}), got a {type(content).__name__}")
+    return content
 
 
 def read_adapter_config(directory: str | Path) -> dict:
@@ -108,10 +150,7 @@ def load_adapter(model: nn.Module, directory: str | Path) -> list[str]:
             f"(saved only: {missing[:5]}, model only: {extra[:5]})"
         )
     weights_path = directory / WEIGHTS_NAME
-    try:
-        tensors = load_file(str(weights_path))
-    except (FileNotFoundError, SafetensorError, OSError) as err:
-        raise ValueError(f"cannot read adapter weights {weights_path}: {err}") from err
+    tensors = load_tensors(weights_path, "adapter weights")
     _copy_strict(adapter_state_dict(model), tensors, weights_path)
     return state.adapted_modules
 

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from fvae_asr.cli import positive_int
 from fvae_asr.demo import size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.speech.recipe import run
@@ -69,14 +70,21 @@ def run_demo(out: Path, *, seed: int = 0, train_speakers: int, sentences_per_spe
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fvae_asr.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for everything the demo writes")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-speakers", type=int, default=size.TRAIN_SPEAKERS)
-    parser.add_argument("--sentences-per-speaker", type=int, default=size.SENTENCES_PER_SPEAKER)
-    parser.add_argument("--epochs", type=int, default=size.EPOCHS)
-    args = parser.parse_args(argv)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the corpus and of both training runs")
+    parser.add_argument("--train-speakers", type=positive_int, default=size.TRAIN_SPEAKERS,
+                        help="synthetic target-domain training speakers")  # fmt: skip
+    parser.add_argument("--sentences-per-speaker", type=positive_int, default=size.SENTENCES_PER_SPEAKER,
+                        help="sentences each training speaker reads")  # fmt: skip
+    parser.add_argument("--epochs", type=positive_int, default=size.EPOCHS, help="training epochs of each run")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     summary = run_demo(args.out, seed=args.seed, train_speakers=args.train_speakers,
                        sentences_per_speaker=args.sentences_per_speaker, epochs=args.epochs)

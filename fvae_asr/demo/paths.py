@@ -15,3 +15,9 @@ def recipe_file(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the demo from a source checkout of fvae-asr")
     return path
+
+
+def shipped_backbone() -> str:
+    """The shipped tiny backbone's folder as an absolute path, for ``demo.yaml``
+    (``wav2vec2_source: !apply:fvae_asr.demo.paths.shipped_backbone []``): the recipe then runs from any folder."""
+    return str(ASSET_BACKBONE)

@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from torch import Tensor, nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from fvae_asr.adapters import set_frame_mask
+
+
+# Created only when SpecAugment is on: a checkpoint saved without it legitimately lacks it.
+OPTIONAL_WEIGHTS = {"masked_spec_embed"}
+
+
+def is_hub_id(source: str | Path) -> bool:
+    """Whether a backbone source names a Hugging Face hub repository rather than a local folder."""
+    if Path(source).exists():
+        return False
+    try:
+        validate_repo_id(str(source))
+    except HFValidationError:
+        return False
+    return True
+
+
+@contextmanager
+def quiet_hf_loading() -> Iterator[None]:
+    """Hugging Face's progress bars and load reports off while we load or save (errors still show); the
+    caller's settings are restored after. Our loaders check what the reports would say themselves."""
+    verbosity = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
 
 
 def load_wav2vec2(source: str | Path, random_init_config: dict[str, Any] | None = None, **overrides: Any) -> Wav2Vec2Model:
@@ -23,7 +59,14 @@ def load_wav2vec2(source: str | Path, random_init_config: dict[str, Any] | None 
     path = Path(source)
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
-    return Wav2Vec2Model.from_pretrained(str(source), **overrides)
+    if not path.exists() and not is_hub_id(source):
+        raise FileNotFoundError(f"no backbone folder {path} (and it is not a Hugging Face hub id)")
+    with quiet_hf_loading():
+        model, info = Wav2Vec2Model.from_pretrained(str(source), output_loading_info=True, **overrides)
+    missing = sorted(set(info["missing_keys"]) - OPTIONAL_WEIGHTS)
+    if missing:  # transformers would initialise them randomly, with only a warning
+        raise ValueError(f"{source}: the checkpoint lacks backbone weights {missing[:5]} ({len(missing)} in all)")
+    return model
 
 
 class Wav2Vec2Encoder(nn.Module):

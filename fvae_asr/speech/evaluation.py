@@ -1,7 +1,12 @@
-"""Evaluate an exported recogniser on a prepared manifest (``prepare_timit`` output): PER and its edit counts."""
+"""Evaluate an exported recogniser on a prepared manifest (``prepare_timit`` output): PER and its edit counts.
+
+References must use the model's phone inventory: a label it cannot output (61-phone TIMIT labels for a 39-phone
+model, a typo) or an empty reference would inflate or skew the PER, so they are errors unless explicitly skipped.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from fvae_asr.adapters.checkpoint import read_json
@@ -18,7 +23,7 @@ def read_manifest(path: str | Path) -> dict[str, dict]:
     """
     path = Path(path)
     manifest = read_json(path, "manifest")
-    if not isinstance(manifest, dict) or not manifest:
+    if not manifest:
         raise ValueError(f"manifest {path}: expected a non-empty JSON object keyed by utterance id")
     for utt_id, entry in manifest.items():
         _check_entry(path, utt_id, entry)
@@ -34,15 +39,40 @@ def _check_entry(path: Path, utt_id: str, entry: object) -> None:
             raise ValueError(f"manifest {path}: entry {utt_id!r} has no '{field}' string")
 
 
-def evaluate_manifest(transcriber: Transcriber, manifest_path: str | Path) -> dict:
+def invalid_references(manifest: dict[str, dict], phones: Collection[str]) -> dict[str, str]:
+    """Why each utterance whose reference cannot be scored with this phone inventory is unusable, by id."""
+    problems = {}
+    for utt_id, entry in manifest.items():
+        reference = entry["phn"].split()
+        unknown = sorted(set(reference) - set(phones))
+        if not reference:
+            problems[utt_id] = "empty reference"
+        elif unknown:
+            problems[utt_id] = f"phones outside the model's inventory: {' '.join(unknown)}"
+    return problems
+
+
+def evaluate_manifest(transcriber: Transcriber, manifest_path: str | Path, skip_invalid: bool = False) -> dict:
     """Transcribe every utterance of a manifest and score it against its ``phn`` reference.
 
     Returns ``error_report``'s fields (``per``, ``substitutions``, ``deletions``, ``insertions``,
-    ``reference_phones``, ``utterances``) plus ``manifest`` and ``transcripts`` (id -> wav, ref, hyp).
-    A file that cannot be transcribed is an error naming the manifest and the file.
+    ``reference_phones``, ``utterances``) plus ``manifest``, ``skipped`` (id -> reason) and ``transcripts``
+    (id -> wav, ref, hyp). A reference that is empty or has phones the model cannot output is an error naming
+    the utterance, unless ``skip_invalid`` leaves such utterances out (listed in ``skipped``). A file that cannot
+    be transcribed is an error naming the manifest and the file.
     """
     manifest = read_manifest(manifest_path)
-    ids = list(manifest)
+    skipped = invalid_references(manifest, transcriber.phones)
+    if skipped and not skip_invalid:
+        listed = "; ".join(f"{utt_id}: {reason}" for utt_id, reason in list(skipped.items())[:5])
+        raise ValueError(
+            f"manifest {manifest_path}: {len(skipped)} utterance(s) cannot be scored ({listed}"
+            f"{'; ...' if len(skipped) > 5 else ''}); the model's phones are {' '.join(sorted(transcriber.phones))}"
+            " (skip_invalid / --skip-invalid leaves such utterances out)"
+        )
+    ids = [utt_id for utt_id in manifest if utt_id not in skipped]
+    if not ids:
+        raise ValueError(f"manifest {manifest_path}: no utterance left to score ({len(skipped)} skipped as invalid)")
     results = transcriber.transcribe_files(manifest[utt_id]["wav"] for utt_id in ids)
     failures = [f"{result.path}: {result.error}" for result in results if result.error is not None]
     if failures:
@@ -55,7 +85,7 @@ def evaluate_manifest(transcriber: Transcriber, manifest_path: str | Path) -> di
         report = error_report(ids, *_references_and_hypotheses(transcripts))
     except ValueError as err:
         raise ValueError(f"manifest {manifest_path}: {err}") from err
-    return {"manifest": str(manifest_path), **report, "transcripts": transcripts}
+    return {"manifest": str(manifest_path), **report, "skipped": skipped, "transcripts": transcripts}
 
 
 def report_alignments(report: dict) -> str:

@@ -1,8 +1,10 @@
 """Saving and loading trained recognisers: small, pickle-free safetensors files plus a JSON description.
 
-A recogniser directory holds ``recognizer.json`` (backbone source, training kind, labels, encoder options) and
-either an adapter checkpoint (``adapter_config.json`` + ``adapter_model.safetensors``, adapters + head) or,
-for ``full``/``frozen``, ``trainable_model.safetensors`` with the weights that were trained.
+A recogniser directory holds ``recognizer.json`` (backbone, training kind, labels, encoder options), the backbone
+(a Hugging Face directory ``backbone/``, unless it came from the hub: then its hub id) and either an adapter
+checkpoint (``adapter_config.json`` + ``adapter_model.safetensors``, adapters + head) or, for ``full``/``frozen``,
+``trainable_model.safetensors`` with the weights that were trained. Nothing in it refers to a path outside it, so
+the folder can be moved or shared. Loading checks every field and weight and names the file at fault.
 """
 
 from __future__ import annotations
@@ -12,19 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from torch import nn
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
 
 from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
-from fvae_asr.adapters.checkpoint import read_json
-from fvae_asr.speech.encoder import Wav2Vec2Encoder
-from fvae_asr.speech.model import CTCRecognizer, configure_training
+from fvae_asr.adapters.checkpoint import (
+    WEIGHTS_NAME,
+    check_finite,
+    load_tensors,
+    read_json,
+    respect_umask,
+    write_atomically,
+)
+from fvae_asr.speech.encoder import Wav2Vec2Encoder, is_hub_id, quiet_hf_loading
+from fvae_asr.speech.model import ADAPTER_KINDS, HEAD_NAME, CTCRecognizer, configure_training
 
 DESCRIPTION_NAME = "recognizer.json"
 TRAINABLE_NAME = "trainable_model.safetensors"
 BACKBONE_DIR = "backbone"
+ADAPTER_FORMAT_KINDS = ("fvae_lora", "lora")  # saved as an adapter checkpoint; the other kinds as trainable weights
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -33,12 +44,17 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_trainable(model: nn.Module, path: Path) -> None:
-    save_file(trainable_state(model), str(path), metadata={"format": "pt"})
+    _save_tensors(trainable_state(model), path)
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
 
 
 def load_trainable(model: nn.Module, path: Path) -> None:
-    """Load ``save_trainable`` output strictly: a missing, extra or misshapen tensor is an error naming it."""
-    tensors = load_file(str(path))
+    """Load ``save_trainable`` output strictly: a missing, extra, misshapen or non-finite tensor is an error
+    naming it."""
+    tensors = load_tensors(path, "trainable weights")
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     for name in sorted(set(params) | set(tensors)):
         if name not in tensors or name not in params or tensors[name].shape != params[name].shape:
@@ -66,12 +82,18 @@ class TrainableWeights:
 
 
 def export_recognizer(model: CTCRecognizer, kind: str, labels: list[str], directory: str | Path) -> Path:
-    """Write a self-contained recogniser directory for transcription and evaluation."""
+    """Write a self-contained recogniser directory for transcription and evaluation.
+
+    A backbone loaded from a local folder (or randomly initialised) is saved into the export; one from the
+    Hugging Face hub is recorded by its hub id. ``recognizer.json`` is written last: a directory without it is
+    an unfinished export.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     encoder = model.encoder
     description = {
-        "backbone": _save_random_init_backbone(encoder, directory) if encoder.random_init_config else encoder.source,
+        "backbone": encoder.source if is_hub_id(encoder.source) and not encoder.random_init_config
+        else _save_backbone(encoder, directory),
         "adapter": kind,
         "labels": labels,
         "blank_index": 0,
@@ -79,21 +101,24 @@ def export_recognizer(model: CTCRecognizer, kind: str, labels: list[str], direct
         "normalize_wav": encoder.normalize_wav,
         "freeze_feature_encoder": encoder.freeze_feature_encoder,
     }
-    if kind in ("fvae_lora", "lora"):
+    if kind in ADAPTER_FORMAT_KINDS:
         save_adapter(model, directory)
     else:
         save_trainable(model, directory / TRAINABLE_NAME)
-    (directory / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2) + "\n")
+    write_atomically(directory / DESCRIPTION_NAME, lambda p: p.write_text(json.dumps(description, indent=2) + "\n"))
     return directory
 
 
-def _save_random_init_backbone(encoder: Wav2Vec2Encoder, directory: Path) -> str:
-    """A randomly initialised backbone cannot be rebuilt from its config: save its base weights beside the
-    adapters, as a Hugging Face directory; returns its path relative to ``directory``."""
+def _save_backbone(encoder: Wav2Vec2Encoder, directory: Path) -> str:
+    """Save the backbone's base weights (adapters left out) and config beside the adapters, as a Hugging Face
+    directory, so that the export does not depend on where the backbone came from; returns its path relative
+    to ``directory``."""
     target = directory / BACKBONE_DIR
     encoder.model.config.save_pretrained(str(target))
-    tensors = {k: v.detach().contiguous().cpu() for k, v in base_state_dict(encoder.model).items()}
-    save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
+    _save_tensors(
+        {k: v.detach().contiguous().cpu() for k, v in base_state_dict(encoder.model).items()},
+        target / "model.safetensors",
+    )
     return BACKBONE_DIR
 
 
@@ -110,7 +135,9 @@ def export_hf_ctc(model: CTCRecognizer, labels: list[str], directory: str | Path
     ctc = Wav2Vec2ForCTC(type(model.encoder.model.config).from_dict(config))
     ctc.wav2vec2.load_state_dict(model.encoder.model.state_dict())
     ctc.lm_head.load_state_dict(model.head.state_dict())
-    ctc.save_pretrained(str(directory))
+    with quiet_hf_loading():
+        ctc.save_pretrained(str(directory))
+    respect_umask(directory / "model.safetensors")  # transformers writes it 0o600, the JSON beside it 0o644
     vocab_file = directory / "vocab.json"
     vocab_file.write_text(json.dumps({label: i for i, label in enumerate(labels)}, indent=2) + "\n")
     tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), pad_token=labels[blank_index], unk_token=None,
@@ -120,25 +147,97 @@ def export_hf_ctc(model: CTCRecognizer, labels: list[str], directory: str | Path
 
 
 def read_description(directory: str | Path) -> dict[str, Any]:
-    """The ``recognizer.json`` of an exported recogniser."""
-    return read_json(Path(directory) / DESCRIPTION_NAME, "recogniser description (written by export_recognizer)")
+    """The ``recognizer.json`` of an exported recogniser, checked field by field (ValueError naming the field)."""
+    path = Path(directory) / DESCRIPTION_NAME
+    description = read_json(path, "recogniser description (written by export_recognizer)")
+    for field, (valid, expected) in _DESCRIPTION_FIELDS.items():
+        if field not in description:
+            raise ValueError(f"{path}: missing field '{field}' ({expected})")
+        if not valid(description[field]):
+            raise ValueError(f"{path}: field '{field}' must be {expected}, got {description[field]!r}")
+    labels, blank = description["labels"], description["blank_index"]
+    if len(set(labels)) != len(labels):
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        raise ValueError(f"{path}: field 'labels' repeats a label: {repeated}")
+    if not 0 <= blank < len(labels):
+        raise ValueError(f"{path}: field 'blank_index' is {blank}, outside the {len(labels)} labels")
+    return description
+
+
+def _is_int(value: object) -> bool:
+    """An integer, but not a bool (JSON ``true`` is no index)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_DESCRIPTION_FIELDS = {
+    "backbone": (lambda v: isinstance(v, str) and v != "", "a backbone folder in the export or a hub id"),
+    "adapter": (lambda v: v in ADAPTER_KINDS, f"one of {', '.join(ADAPTER_KINDS)}"),
+    "labels": (
+        lambda v: isinstance(v, list) and len(v) > 1 and all(isinstance(x, str) and x.split() == [x] for x in v),
+        "a list of at least two labels (blank included), each a string without spaces",
+    ),
+    "blank_index": (_is_int, "an integer"),
+    "sample_rate": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "normalize_wav": (lambda v: isinstance(v, bool), "true or false"),
+    "freeze_feature_encoder": (lambda v: isinstance(v, bool), "true or false"),
+}
 
 
 def load_recognizer(directory: str | Path, device: str | torch.device = "cpu") -> tuple[CTCRecognizer, dict]:
-    """Rebuild an exported recogniser (in eval mode) and return it with its description."""
+    """Rebuild an exported recogniser (in eval mode) and return it with its description.
+
+    Every problem (a bad field, a missing backbone, labels that do not fit the head, non-finite weights) is an
+    error naming the file and the field or tensor.
+    """
     directory = Path(directory)
     description = read_description(directory)
-    saved_inside = directory / description["backbone"]  # a relative path points inside the export
-    encoder = Wav2Vec2Encoder(
-        saved_inside if saved_inside.is_dir() else description["backbone"],
-        freeze_feature_encoder=description["freeze_feature_encoder"],
-        normalize_wav=description["normalize_wav"],
-    )
-    model = CTCRecognizer(encoder, n_tokens=len(description["labels"]))
     kind = description["adapter"]
-    if kind in ("fvae_lora", "lora"):
+    weights = directory / (WEIGHTS_NAME if kind in ADAPTER_FORMAT_KINDS else TRAINABLE_NAME)
+    _check_head_fits(len(description["labels"]), weights, directory / DESCRIPTION_NAME)
+    source = _backbone_source(directory, description["backbone"])
+    try:
+        encoder = Wav2Vec2Encoder(
+            source,
+            freeze_feature_encoder=description["freeze_feature_encoder"],
+            normalize_wav=description["normalize_wav"],
+        )
+    except OSError as err:
+        raise ValueError(f"{directory / DESCRIPTION_NAME}: cannot load backbone '{source}': {err}") from err
+    check_finite(encoder.model.state_dict(), f"backbone {source}")
+    model = CTCRecognizer(encoder, n_tokens=len(description["labels"]))
+    if kind in ADAPTER_FORMAT_KINDS:
         load_adapter(model, directory)
     else:
         configure_training(model, kind)
-        load_trainable(model, directory / TRAINABLE_NAME)
+        load_trainable(model, weights)
     return model.to(device).eval(), description
+
+
+def _backbone_source(directory: Path, backbone: str) -> str:
+    """The backbone folder inside the export, or a hub id. A backbone folder that is gone is an error here,
+    not a confusing hub lookup (exports written before backbones were copied name an absolute folder)."""
+    folder = directory / backbone
+    if folder.is_dir():
+        return str(folder)
+    if is_hub_id(backbone) and backbone != BACKBONE_DIR:
+        return backbone
+    raise FileNotFoundError(
+        f"{directory / DESCRIPTION_NAME}: backbone folder {folder} does not exist (copy the whole export folder; "
+        "exports written before backbones were copied into them refer to the folder the backbone came from)"
+    )
+
+
+def _check_head_fits(n_labels: int, weights: Path, description_path: Path) -> None:
+    """The saved head must have one output per label of ``recognizer.json``."""
+    head = f"{HEAD_NAME}.weight"
+    if not weights.is_file():
+        raise FileNotFoundError(f"no weights at {weights}")
+    try:
+        with safe_open(str(weights), "pt") as saved:
+            rows = saved.get_slice(head).get_shape()[0] if head in saved.keys() else None
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read weights {weights}: {err}") from err
+    if rows is not None and rows != n_labels:
+        raise ValueError(
+            f"{description_path}: field 'labels' has {n_labels} labels but tensor '{head}' of {weights} has {rows} rows"
+        )

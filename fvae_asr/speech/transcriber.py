@@ -56,6 +56,8 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Tensor:
 
 def _read(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode a file to (frames, channels) float32 and its sample rate; soundfile's failures become AudioError."""
+    if Path(path).is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
     if not Path(path).is_file():
         raise AudioError(path, "no such file")
     try:
@@ -77,6 +79,7 @@ class Transcriber:
         self.batch_size = batch_size
         self.labels: list[str] = self.description["labels"]
         self.blank_index: int = self.description["blank_index"]
+        self.phones = frozenset(self.labels) - {self.labels[self.blank_index]}  # what it can recognise
         self.sample_rate: int = self.description["sample_rate"]
 
     def transcribe_batch(self, waveforms: list[Tensor]) -> list[list[str]]:
