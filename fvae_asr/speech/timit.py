@@ -203,8 +203,6 @@ def _why_prepare(paths: Iterable[Path], record_path: Path, record: dict) -> str 
         earlier = read_json(record_path, "preparation record")
     except ValueError as err:
         return f"its record is unreadable ({err})"
-    if not isinstance(earlier, dict):
-        return f"its record {record_path} is not a JSON object"
     changed = [f"{key} was {earlier.get(key)!r}, now {value!r}" for key, value in record.items()
                if key != "corpus_files" and earlier.get(key) != value]  # fmt: skip
     if changed:

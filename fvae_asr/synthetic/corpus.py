@@ -260,8 +260,6 @@ def _what_it_holds(out: Path, options: dict) -> str | None:
         recorded = read_json(marker, "synthetic corpus record")
     except ValueError as err:
         return f"holds an unreadable {OPTIONS_FILE} ({err})"
-    if not isinstance(recorded, dict):
-        return f"holds an unreadable {OPTIONS_FILE} (not a JSON object)"
     differing = sorted(key for key in options.keys() | recorded.keys() if recorded.get(key) != options.get(key))
     return f"holds a synthetic corpus generated with other options: {', '.join(differing)}" if differing else None
 
