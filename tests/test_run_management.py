@@ -241,9 +241,11 @@ def test_a_damaged_latest_checkpoint_is_skipped_for_the_previous_one(tone_corpus
     assert re.findall(r"^epoch: (\d+)", (tmp_path / "train_log.txt").read_text(), re.M) == ["1", "2"]
 
 
-def _results(output: Path) -> tuple[dict, dict]:
-    return (json.loads((output / "test_results.json").read_text()),
-            load_file(str(output / "model" / "adapter_model.safetensors")))  # fmt: skip
+def _results(output: Path) -> tuple[list[str], dict, dict]:
+    """The epochs' log lines, the test report and the weights of the latest checkpoint (the last epoch's)."""
+    latest = max(_checkpoint_folders(output), key=lambda c: yaml.safe_load((c / "CKPT.yaml").read_text())["unixtime"])
+    return (re.findall(r"^epoch: .*$", (output / "train_log.txt").read_text(), re.M),
+            json.loads((output / "test_results.json").read_text()), load_file(str(latest / "model.ckpt")))  # fmt: skip
 
 
 @pytest.mark.slow
@@ -260,7 +262,8 @@ def test_a_run_resumed_mid_epoch_ends_as_the_uninterrupted_run(tone_corpus, tmp_
         run(HPARAMS, QUIET, interrupted)
     monkeypatch.undo()
     run(HPARAMS, QUIET, interrupted)
-    (whole_report, whole_weights), (resumed_report, resumed_weights) = (_results(tmp_path / name)
+    (whole_log, whole_report, whole_weights), (log, report, weights) = (_results(tmp_path / name)
                                                                         for name in ("whole", "resumed"))  # fmt: skip
-    assert resumed_report == whole_report
-    assert all(torch.equal(whole_weights[k], resumed_weights[k]) for k in whole_weights)
+    assert log == whole_log and len(log) == 3
+    assert report == whole_report
+    assert weights.keys() == whole_weights.keys() and all(torch.equal(whole_weights[k], weights[k]) for k in weights)

@@ -139,7 +139,8 @@ class PhoneCTCBrain(sb.Brain):
         """SpeechBrain's step counters plus this epoch's loss sums and learning rates."""
         super()._save(path)
         with open(path, "a", encoding="utf-8") as out:
-            out.write(yaml.dump({"loss_parts": dict(self.loss_parts), "epoch_rates": self.epoch_rates}))
+            state = {"loss_parts": dict(self.loss_parts), "epoch_rates": self.epoch_rates}
+            out.write(yaml.dump(state, sort_keys=False))  # the log keeps the order of the parts
 
     @mark_as_loader
     def _recover(self, path, end_of_epoch):
