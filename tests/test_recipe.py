@@ -117,12 +117,14 @@ def test_killed_process_resumes_to_the_result_of_an_uninterrupted_run(tone_corpu
     while one is written; the restarted run logs the same epochs (losses, dev PER, rates) and ends with the
     weights and test result of the uninterrupted run."""
     def cli(output: Path) -> list[str]:
-        return _cli(tone_corpus, output, "--number_of_epochs=3", "--ckpt_interval_minutes=0", "--ckpt_interval_steps=2")
+        intervals = ("--ckpt_interval_minutes=0", "--ckpt_interval_steps=2")
+        return _cli(tone_corpus, output, "--number_of_epochs=3", *intervals)
 
     def finished(output: Path) -> tuple[list[str], dict, dict]:
-        latest = max((output / "save").glob("CKPT+*"), key=lambda c: yaml.safe_load((c / "CKPT.yaml").read_text())["unixtime"])
-        return (re.findall(r"^epoch: .*$", (output / "train_log.txt").read_text(), re.M),
-                json.loads((output / "test_results.json").read_text()), load_file(str(latest / "model.ckpt")))  # fmt: skip
+        latest = max((output / "save").glob("CKPT+*"),
+                     key=lambda c: yaml.safe_load((c / "CKPT.yaml").read_text())["unixtime"])  # fmt: skip
+        epochs = re.findall(r"^epoch: .*$", (output / "train_log.txt").read_text(), re.M)
+        return epochs, json.loads((output / "test_results.json").read_text()), load_file(str(latest / "model.ckpt"))
 
     train = [sys.executable, str(REPO / "recipes/timit/train.py")]
     subprocess.run([*train, *cli(tmp_path / "whole")], check=True, capture_output=True, timeout=300)
@@ -136,6 +138,7 @@ def test_killed_process_resumes_to_the_result_of_an_uninterrupted_run(tone_corpu
         resumed = subprocess.run([*train, *cli(output)], capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "Loading a checkpoint" in resumed.stdout + resumed.stderr
+        assert not list((output / "save").glob(".staging-*"))  # the interrupted save was removed
         assert _epochs_logged(output) == [1, 2, 3]
         epochs, report, weights = finished(output)
         assert epochs == whole[0] and report == whole[1]

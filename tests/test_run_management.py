@@ -94,7 +94,8 @@ def test_resuming_with_changed_settings_is_refused_before_anything_is_written(to
         "aux_weight": ({"aux_weight": 0.01}, ["aux_weight", "adapter_configs.fvae_lora.aux_weight"]),
         "adapter": ({"adapter": "lora"}, ["adapter"]),
         "targets": ({"target_modules": ["q_proj", "v_proj"]}, ["target_modules"]),
-        "prior": ({"adapter_configs": {"fvae_lora": {"prior_mean_z2": 0.0}}}, ["adapter_configs.fvae_lora.prior_mean_z2"]),
+        "prior": ({"adapter_configs": {"fvae_lora": {"prior_mean_z2": 0.0}}},
+                  ["adapter_configs.fvae_lora.prior_mean_z2"]),
     }  # fmt: skip
     for changed, named in changes.values():
         with pytest.raises(ValueError, match="holds a run with other settings") as refused:

@@ -53,8 +53,9 @@ class AtomicCheckpointer(Checkpointer):
             self._remove_staging_folders()
             if _is_disk_full(err):
                 raise CheckpointSaveError(
-                    errno.ENOSPC, f"no space left on the device while saving a checkpoint in {self.checkpoints_dir}: "
-                    "free some space and run again (the run resumes from its last complete checkpoint)"
+                    errno.ENOSPC,
+                    f"no space left on the device while saving a checkpoint in {self.checkpoints_dir}: free some "
+                    "space and run again (the run resumes from its last complete checkpoint)",
                 ) from err
             raise
         finally:
@@ -112,9 +113,11 @@ class AtomicCheckpointer(Checkpointer):
                 return checkpoint
             except Exception as err:  # noqa: BLE001 - any failure to load means the files are damaged
                 failures.append(f"{checkpoint.path.name}: {type(err).__name__}: {err}")
-                logger.warning("Skipping the damaged checkpoint %s (%s: %s)", checkpoint.path, type(err).__name__, err)
+                logger.warning("Skipping the damaged checkpoint %s (%s: %s)", checkpoint.path, type(err).__name__,
+                               err)  # fmt: skip
                 self._undo_partial_load()
-        raise CheckpointRecoveryError(f"no checkpoint in {self.checkpoints_dir} could be loaded: " + "; ".join(failures))
+        tried = "; ".join(failures)
+        raise CheckpointRecoveryError(f"no checkpoint in {self.checkpoints_dir} could be loaded: {tried}")
 
     def _undo_partial_load(self) -> None:
         """A failed load may have told the training loader to skip ahead; the next checkpoint says its own."""

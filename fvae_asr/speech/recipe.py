@@ -29,6 +29,7 @@ from fvae_asr.speech.run_folder import (
     clear_previous_run,
     plan_run,
     record_settings,
+    remove_unfinished_checkpoints,
     run_folder_lock,
 )
 from fvae_asr.speech.timit import SPLITS, prepare_timit
@@ -74,6 +75,7 @@ def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overri
             clear_previous_run(plan)
         else:
             check_resumable(plan, hparams_file, overrides, run_opts)
+            remove_unfinished_checkpoints(plan)
         record_settings(plan)
         ddp_barrier()
         return _train_test_export(hparams_file, run_opts, overrides)

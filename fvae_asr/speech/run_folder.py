@@ -26,6 +26,7 @@ from hyperpyyaml import resolve_references
 from speechbrain.utils.run_opts import RunOptions
 
 from fvae_asr.adapters.checkpoint import _write_atomically, read_json
+from fvae_asr.speech.checkpointing import STAGING_PREFIX
 from fvae_asr.speech.data import SORTINGS
 from fvae_asr.speech.model import ADAPTER_KINDS
 
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 RUN_RECORD_NAME = "run_config.json"  # in save_folder, beside the checkpoints it describes
 LOCK_NAME = "run.lock"  # in output_folder
-CHECKPOINT_PREFIX = "CKPT+"  # SpeechBrain's checkpoint folders (and ours, staged under a dot name first)
+CHECKPOINT_PREFIX = "CKPT+"  # SpeechBrain's checkpoint folders
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 # Settings that may change when a run resumes: where things are written, how often checkpoints are taken, how
@@ -160,6 +161,10 @@ def run_folder_lock(folder: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
+            if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP):
+                logger.warning("%s: this file system cannot lock files; make sure no other run uses it", folder)
+                yield
+                return
             if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise
             handle.seek(0)
@@ -214,12 +219,19 @@ def _resumable(key: str) -> bool:
     return key.split(".")[0] in RESUMABLE_KEYS or any(key == p or key.startswith(f"{p}.") for p in RESUMABLE_PATHS)
 
 
+def remove_unfinished_checkpoints(plan: RunPlan) -> None:
+    """Delete the staging folders of checkpoint saves that a killed process left (never loaded anyway)."""
+    for path in plan.save_folder.glob(STAGING_PREFIX + "*") if plan.save_folder.is_dir() else []:
+        shutil.rmtree(path)
+        logger.info("Removed %s, a checkpoint whose save was interrupted", path)
+
+
 def clear_previous_run(plan: RunPlan) -> None:
     """``restart``: delete the previous run's checkpoints, settings record, label encoder and training log."""
     removed = []
     if plan.save_folder.is_dir():
         for path in plan.save_folder.iterdir():
-            if path.is_dir() and path.name.lstrip(".").startswith(CHECKPOINT_PREFIX.rstrip("+")):
+            if path.is_dir() and path.name.startswith((CHECKPOINT_PREFIX, STAGING_PREFIX)):
                 shutil.rmtree(path)
                 removed.append(path.name)
         for name in (RUN_RECORD_NAME, "label_encoder.txt"):
