@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -211,11 +212,18 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_usable(tone_corpus,
     assert re.findall(r"^epoch: (\d+)", (tmp_path / "train_log.txt").read_text(), re.M) == ["1", "2", "2"]
 
 
-def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tone_corpus, tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure", ["ENOSPC", "torch.save"])
+def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tone_corpus, tmp_path, monkeypatch, failure):
+    """The system error, or torch.save's RuntimeError (which drops it) when the disk has no space left."""
+    from fvae_asr.speech import checkpointing
+
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2)
 
     def disk_full(model, path):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        if failure == "ENOSPC":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda _: SimpleNamespace(free=0))
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file")
 
     run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 1})
     saved = _checkpoint_folders(tmp_path)

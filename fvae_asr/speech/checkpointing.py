@@ -30,6 +30,7 @@ from speechbrain.utils.distributed import ddp_barrier, if_main_process
 logger = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
+ALMOST_FULL_BYTES = 1 << 20
 
 
 class CheckpointSaveError(OSError):
@@ -51,7 +52,7 @@ class AtomicCheckpointer(Checkpointer):
             ddp_barrier()  # every process has written its files
         except Exception as err:
             self._remove_staging_folders()
-            if _is_disk_full(err):
+            if _is_disk_full(err, self.checkpoints_dir):
                 raise CheckpointSaveError(
                     errno.ENOSPC,
                     f"no space left on the device while saving a checkpoint in {self.checkpoints_dir}: free some "
@@ -126,8 +127,14 @@ class AtomicCheckpointer(Checkpointer):
                 obj._speechbrain_recovery_skip_to = None
 
 
-def _is_disk_full(err: BaseException) -> bool:
-    """ENOSPC anywhere in the chain (torch.save reports it as a RuntimeError naming the failed write)."""
+def _is_disk_full(err: BaseException, directory: Path) -> bool:
+    """ENOSPC in the exception chain, or a failed write with (almost) no space left: torch.save reports a full
+    disk as a RuntimeError ("file write failed") without the system error."""
+    try:
+        if shutil.disk_usage(directory).free < ALMOST_FULL_BYTES:
+            return True
+    except OSError:
+        pass
     while err is not None:
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             return True

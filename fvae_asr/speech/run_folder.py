@@ -184,6 +184,7 @@ def run_folder_lock(folder: Path) -> Iterator[None]:
 
 
 def has_checkpoints(save_folder: Path) -> bool:
+    """Whether ``save_folder`` holds a checkpoint, i.e. a run that the next start would resume."""
     return save_folder.is_dir() and any(p.name.startswith(CHECKPOINT_PREFIX) for p in save_folder.iterdir())
 
 
