@@ -146,7 +146,8 @@ def test_the_lock_of_a_killed_process_does_not_outlive_it(tmp_path):
 
 @pytest.mark.parametrize(("flag", "field", "allowed"), [("--adapter=foo", "adapter", "fvae_lora"),
                                                         ("--train_sorting=shuffled", "train_sorting", "random"),
-                                                        ("--ckpt_interval_steps=5", "ckpt_interval_steps", "only one")])
+                                                        ("--ckpt_interval_steps=5", "ckpt_interval_steps", "only one"),
+                                                        ("--restart=no", "restart", "True or False")])
 def test_invalid_settings_are_one_line_usage_errors_before_anything_is_written(tone_corpus, tmp_path, capsys,
                                                                                 flag, field, allowed):
     output = tmp_path / "out"

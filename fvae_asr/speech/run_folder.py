@@ -80,7 +80,7 @@ def plan_run(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mappi
         output_folder=Path(flat["output_folder"]),
         save_folder=Path(flat["save_folder"]),
         train_log=Path(flat["train_log"]),
-        restart=restart is None or bool(restart),  # a bare --restart arrives as None
+        restart=restart is not False,  # a bare --restart arrives as None
     )
 
 
@@ -147,6 +147,8 @@ def _validate(flat: dict[str, Any]) -> None:
     for key, allowed in CHOICES.items():
         if key in flat and flat[key] not in allowed:
             raise RunSettingsError(f"{key} must be one of {', '.join(map(str, allowed))}; got {flat[key]!r}")
+    if flat.get("restart") not in (None, True, False):
+        raise RunSettingsError(f"restart must be True or False; got {flat['restart']!r}")
     intervals = {key: flat[key] for key in ("ckpt_interval_minutes", "ckpt_interval_steps")}
     if all(value and value > 0 for value in intervals.values()):
         raise RunSettingsError(f"set only one of ckpt_interval_minutes and ckpt_interval_steps (got {intervals})")
