@@ -8,11 +8,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from conftest import HPARAMS, REPO, recipe_overrides
@@ -85,26 +85,64 @@ def _cli(corpus: Path, output: Path, *extra: str) -> list[str]:
             "--rank=4", "--batch_size=2", "--mask_time_prob=0.0", "--noprogressbar", *extra]
 
 
+# Runs the recipe's command line and kills the process (SIGKILL) at the N-th checkpoint: "after" it was saved,
+# or "during" the save (while the weights are written).
+KILL_AT_CHECKPOINT = """
+import os, signal, sys
+from speechbrain.utils.checkpoints import Checkpointer
+from fvae_asr.speech import export, recipe
+mode, when = sys.argv[1], int(sys.argv[2])
+calls = []
+def killing(original):
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == when and mode == "during":
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        if len(calls) == when and mode == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    return wrapper
+if mode == "during":
+    export.save_trainable = killing(export.save_trainable)
+else:
+    Checkpointer.save_and_keep_only = killing(Checkpointer.save_and_keep_only)
+recipe.main(sys.argv[3:])
+"""
+
+
 @pytest.mark.slow
-def test_killed_process_resumes_from_its_last_checkpoint(tone_corpus, tmp_path):
-    cmd = [sys.executable, str(REPO / "recipes/timit/train.py"),
-           *_cli(tone_corpus, tmp_path, "--ckpt_interval_minutes=0", "--ckpt_interval_steps=2")]
-    proc = subprocess.Popen([*cmd, "--number_of_epochs=30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "save").glob("CKPT+*")) and time.monotonic() < deadline:
-        assert proc.poll() is None, "the training process ended before writing a checkpoint"
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.kill()
-    proc.wait()
-    assert list((tmp_path / "save").glob("CKPT+*")), "no checkpoint was written before the kill"
-    done_before = _epochs_logged(tmp_path) if (tmp_path / "train_log.txt").exists() else []
-    assert len(done_before) < 30
-    resumed = subprocess.run([*cmd, "--number_of_epochs=3"], capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Loading a checkpoint" in resumed.stdout + resumed.stderr
-    epochs = _epochs_logged(tmp_path)
-    assert epochs == sorted(set(epochs)) and epochs[-1] == max(3, done_before[-1] if done_before else 0)
+def test_killed_process_resumes_to_the_result_of_an_uninterrupted_run(tone_corpus, tmp_path):
+    """kill -9 in the middle of epoch 2 (6 steps per epoch, a checkpoint every 2 steps), after a checkpoint or
+    while one is written; the restarted run logs the same epochs (losses, dev PER, rates) and ends with the
+    weights and test result of the uninterrupted run."""
+    def cli(output: Path) -> list[str]:
+        intervals = ("--ckpt_interval_minutes=0", "--ckpt_interval_steps=2")
+        return _cli(tone_corpus, output, "--number_of_epochs=3", *intervals)
+
+    def finished(output: Path) -> tuple[list[str], dict, dict]:
+        latest = max((output / "save").glob("CKPT+*"),
+                     key=lambda c: yaml.safe_load((c / "CKPT.yaml").read_text())["unixtime"])  # fmt: skip
+        epochs = re.findall(r"^epoch: .*$", (output / "train_log.txt").read_text(), re.M)
+        return epochs, json.loads((output / "test_results.json").read_text()), load_file(str(latest / "model.ckpt"))
+
+    train = [sys.executable, str(REPO / "recipes/timit/train.py")]
+    subprocess.run([*train, *cli(tmp_path / "whole")], check=True, capture_output=True, timeout=300)
+    whole = finished(tmp_path / "whole")
+    for mode in ("after", "during"):
+        output = tmp_path / mode
+        killed = subprocess.run([sys.executable, "-c", KILL_AT_CHECKPOINT, mode, "6", *cli(output)],
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert killed.returncode == -9, killed.stderr[-3000:]
+        assert _epochs_logged(output) == [1]
+        resumed = subprocess.run([*train, *cli(output)], capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "Loading a checkpoint" in resumed.stdout + resumed.stderr
+        assert not list((output / "save").glob(".staging-*"))  # the interrupted save was removed
+        assert _epochs_logged(output) == [1, 2, 3]
+        epochs, report, weights = finished(output)
+        assert epochs == whole[0] and report == whole[1]
+        assert weights.keys() == whole[2].keys() and all(torch.equal(weights[k], whole[2][k]) for k in weights)
 
 
 def test_bf16_precision_runs(tone_corpus, tmp_path):

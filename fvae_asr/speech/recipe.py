@@ -15,12 +15,23 @@ from typing import Any
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
 
 from fvae_asr.speech.brain import PhoneCTCBrain
+from fvae_asr.speech.checkpointing import CheckpointRecoveryError, CheckpointSaveError
 from fvae_asr.speech.data import dataio_prepare, labels_of, phone_encoder
 from fvae_asr.speech.export import export_recognizer
 from fvae_asr.speech.model import configure_training, count_parameters, init_head_from_checkpoint
+from fvae_asr.speech.run_folder import (
+    RunFolderInUse,
+    RunSettingsError,
+    check_resumable,
+    clear_previous_run,
+    plan_run,
+    record_settings,
+    remove_unfinished_checkpoints,
+    run_folder_lock,
+)
 from fvae_asr.speech.timit import SPLITS, prepare_timit
 
 logger = logging.getLogger(__name__)
@@ -48,8 +59,29 @@ def _init_head(model: torch.nn.Module, hparams: dict[str, Any], labels: list[str
 
 
 def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overrides: str | dict = "") -> dict:
-    """Run the whole recipe; returns the test report, the export path and counts (main process)."""
+    """Run the whole recipe; returns the test report, the export path and counts (main process).
+
+    Before anything is written: invalid settings raise ``RunSettingsError`` (a ``ValueError``); then the main
+    process locks the output folder (``RunFolderInUse`` if another run holds it) and refuses to resume a run
+    whose settings changed, unless ``restart`` clears it.
+    """
     run_opts = run_opts or {}
+    plan = plan_run(hparams_file, overrides, run_opts)
+    if not if_main_process():
+        ddp_barrier()  # the main process has claimed the folder
+        return _train_test_export(hparams_file, run_opts, overrides)
+    with run_folder_lock(plan.output_folder):
+        if plan.restart:
+            clear_previous_run(plan)
+        else:
+            check_resumable(plan, hparams_file, overrides, run_opts)
+            remove_unfinished_checkpoints(plan)
+        record_settings(plan)
+        ddp_barrier()
+        return _train_test_export(hparams_file, run_opts, overrides)
+
+
+def _train_test_export(hparams_file: str | Path, run_opts: dict[str, Any], overrides: str | dict) -> dict:
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     sb.create_experiment_directory(
@@ -105,4 +137,11 @@ def main(argv: list[str] | None = None) -> dict:
     """Command-line entry: ``train.py hparams.yaml [--overrides ...]`` as in every SpeechBrain recipe."""
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:] if argv is None else argv)
     sb.utils.distributed.ddp_init_group(run_opts)
-    return run(hparams_file, run_opts, overrides)
+    try:
+        return run(hparams_file, run_opts, overrides)
+    except RunSettingsError as err:  # a usage error
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except (RunFolderInUse, CheckpointSaveError, CheckpointRecoveryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,279 @@
+"""Run management of the TIMIT recipe: extending, resuming, refusing changed settings, locking, crash-safe
+checkpoints, usage errors, and the learning rates written to the training log."""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from speechbrain.utils.checkpoints import Checkpointer
+
+from conftest import HPARAMS, REPO, recipe_overrides
+from fvae_asr.speech import export
+from fvae_asr.speech.recipe import main, run
+from tiny_models import TINY_WAV2VEC2
+
+QUIET = {"noprogressbar": True}
+STEPS_PER_EPOCH = 3  # 12 training utterances, batch 4
+
+
+def _record_rates(monkeypatch) -> list[float]:
+    """The learning rate of every optimiser step taken from now on."""
+    used: list[float] = []
+    original_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    return used
+
+
+def _reference_rates(total: int, warmup: int, lr: float = 0.005) -> list[float]:
+    from transformers import get_linear_schedule_with_warmup
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    schedule = get_linear_schedule_with_warmup(opt, num_warmup_steps=warmup, num_training_steps=total)
+    rates = []
+    for _ in range(total):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    return rates
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _checkpoint_folders(output: Path) -> list[Path]:
+    return sorted((output / "save").glob("CKPT+*"))
+
+
+def test_extending_a_finished_run_trains_on_a_rebuilt_schedule(tone_corpus, tmp_path, monkeypatch):
+    overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
+    first = run(HPARAMS, QUIET, overrides)
+    exported = load_file(str(Path(first["export"]) / "adapter_model.safetensors"))
+
+    used = _record_rates(monkeypatch)
+    run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 2})
+
+    # the rates of a fresh 2-epoch schedule (6 steps, round(0.1 * 6) = 1 warm-up), from step 3 on
+    assert used == pytest.approx(_reference_rates(2 * STEPS_PER_EPOCH, 1)[STEPS_PER_EPOCH:])
+    assert all(rate > 0 for rate in used)
+    log = (tmp_path / "train_log.txt").read_text()
+    assert "schedule rebuilt for number_of_epochs: 2" in log
+    assert re.findall(r"^epoch: (\d+)", log, re.M) == ["1", "2"]
+    extended = load_file(str(tmp_path / "model" / "adapter_model.safetensors"))
+    assert any(not torch.equal(exported[k], extended[k]) for k in exported)
+
+
+def test_fewer_epochs_than_trained_is_refused(tone_corpus, tmp_path):
+    overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2)
+    run(HPARAMS, QUIET, overrides)
+    with pytest.raises(ValueError, match="trained 2 epochs, more than number_of_epochs=1"):
+        run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 1})
+
+
+def test_resuming_with_changed_settings_is_refused_before_anything_is_written(tone_corpus, tmp_path):
+    overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
+    run(HPARAMS, QUIET, overrides)
+    before = _snapshot(tmp_path)
+    changes = {
+        "lr": ({"lr": 0.01}, ["lr", "opt_class.lr", "lr_scheduler.initial_value"]),
+        "aux_weight": ({"aux_weight": 0.01}, ["aux_weight", "adapter_configs.fvae_lora.aux_weight"]),
+        "adapter": ({"adapter": "lora"}, ["adapter"]),
+        "targets": ({"target_modules": ["q_proj", "v_proj"]}, ["target_modules"]),
+        "prior": ({"adapter_configs": {"fvae_lora": {"prior_mean_z2": 0.0}}},
+                  ["adapter_configs.fvae_lora.prior_mean_z2"]),
+    }  # fmt: skip
+    for changed, named in changes.values():
+        with pytest.raises(ValueError, match="holds a run with other settings") as refused:
+            run(HPARAMS, QUIET, {**overrides, **changed})
+        for key in named:
+            assert f"{key}: " in str(refused.value)
+    with pytest.raises(ValueError, match=r"precision: 'fp32' -> 'bf16'"):  # a run option counts too
+        run(HPARAMS, {**QUIET, "precision": "bf16"}, overrides)
+    after = _snapshot(tmp_path)
+    assert after.keys() == before.keys()
+    assert [name for name in before if before[name] != after[name]] in ([], ["run.lock"])
+
+
+def test_restart_starts_afresh_with_the_new_settings(tone_corpus, tmp_path, monkeypatch):
+    overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
+    run(HPARAMS, QUIET, overrides)
+    used = _record_rates(monkeypatch)
+    run(HPARAMS, QUIET, {**overrides, "lr": 0.01, "restart": True})
+    assert used == pytest.approx(_reference_rates(STEPS_PER_EPOCH, 0, lr=0.01))  # round(0.3) = 0 warm-up steps
+    assert re.findall(r"^epoch: (\d+)", (tmp_path / "train_log.txt").read_text(), re.M) == ["1"]
+    assert re.findall(r"^lr: (.*)$", (tmp_path / "hyperparams.yaml").read_text(), re.M) == ["0.01"]
+    run(HPARAMS, QUIET, {**overrides, "lr": 0.01})  # the new settings are now the run's own
+
+
+def test_a_second_run_in_a_busy_output_folder_is_refused(tone_corpus, tmp_path):
+    from fvae_asr.speech.run_folder import RunFolderInUse, run_folder_lock
+
+    with run_folder_lock(tmp_path):
+        with pytest.raises(RunFolderInUse, match=re.escape(str(tmp_path))):
+            run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1))
+    assert not (tmp_path / "save").exists()
+
+
+def test_the_lock_of_a_killed_process_does_not_outlive_it(tmp_path):
+    from fvae_asr.speech.run_folder import run_folder_lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fvae_asr.speech.run_folder import run_folder_lock\n"
+         "with run_folder_lock(__import__('pathlib').Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
+         str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    with run_folder_lock(tmp_path):
+        pass
+
+
+@pytest.mark.parametrize(("flag", "field", "allowed"), [("--adapter=foo", "adapter", "fvae_lora"),
+                                                        ("--train_sorting=shuffled", "train_sorting", "random"),
+                                                        ("--ckpt_interval_steps=5", "ckpt_interval_steps", "only one"),
+                                                        ("--restart=no", "restart", "True or False")])
+def test_invalid_settings_are_one_line_usage_errors_before_anything_is_written(tone_corpus, tmp_path, capsys,
+                                                                                flag, field, allowed):
+    output = tmp_path / "out"
+    config = json.dumps(TINY_WAV2VEC2).replace('"', "")
+    with pytest.raises(SystemExit) as stopped:
+        main([str(HPARAMS), f"--data_folder={tone_corpus}", f"--output_folder={output}",
+              f"--wav2vec2_config={config}", "--noprogressbar", flag])  # fmt: skip
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and field in err[0] and allowed in err[0]
+    assert not output.exists()
+
+
+def test_an_invalid_precision_is_refused_before_anything_is_written(tone_corpus, tmp_path):
+    """(On the command line, SpeechBrain's own argument parser refuses --precision=fp8 with exit 2.)"""
+    overrides = recipe_overrides(tone_corpus, tmp_path / "out")
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16; got 'fp8'"):
+        run(HPARAMS, {**QUIET, "precision": "fp8"}, overrides)
+    with pytest.raises(ValueError, match="eval_precision must be one of fp32, bf16, fp16; got 'fp64'"):
+        run(HPARAMS, QUIET, {**overrides, "eval_precision": "fp64"})
+    assert not (tmp_path / "out").exists()
+
+
+def test_logged_learning_rates_are_those_the_epoch_trained_with(tone_corpus, tmp_path, monkeypatch):
+    used = _record_rates(monkeypatch)
+    run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2, warmup_ratio=0.5))
+    lines = re.findall(r"^epoch: \d+.*$", (tmp_path / "train_log.txt").read_text(), re.M)
+    for epoch, line in enumerate(lines):
+        first, last = used[epoch * STEPS_PER_EPOCH], used[(epoch + 1) * STEPS_PER_EPOCH - 1]
+        assert f"lr first step: {first:.2e}, lr last step: {last:.2e}" in line
+
+
+class Crash(Exception):
+    """Stands for a process dying at a chosen point."""
+
+
+def _crash_on_call(monkeypatch, owner, name: str, call: int, after: bool = False) -> None:
+    """Make ``owner.name`` raise ``Crash`` on its ``call``-th call (before it runs, or after it returned)."""
+    original = getattr(owner, name)
+    calls = []
+
+    def crashing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call and not after:
+            raise Crash
+        result = original(*args, **kwargs)
+        if len(calls) == call and after:
+            raise Crash
+        return result
+
+    monkeypatch.setattr(owner, name, crashing)
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_usable(tone_corpus, tmp_path, monkeypatch):
+    overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2)
+    _crash_on_call(monkeypatch, export, "save_trainable", call=2)  # writing the end-of-epoch-2 checkpoint
+    with pytest.raises(Crash):
+        run(HPARAMS, QUIET, overrides)
+    monkeypatch.undo()
+    for folder in _checkpoint_folders(tmp_path):
+        assert (folder / "model.ckpt").is_file(), f"{folder.name} looks like a checkpoint but has no weights"
+    run(HPARAMS, QUIET, overrides)
+    assert re.findall(r"^epoch: (\d+)", (tmp_path / "train_log.txt").read_text(), re.M) == ["1", "2", "2"]
+
+
+@pytest.mark.parametrize("failure", ["ENOSPC", "torch.save"])
+def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tone_corpus, tmp_path, monkeypatch, failure):
+    """The system error, or torch.save's RuntimeError (which drops it) when the disk has no space left."""
+    from fvae_asr.speech import checkpointing
+
+    overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2)
+
+    def disk_full(model, path):
+        if failure == "ENOSPC":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda _: SimpleNamespace(free=0))
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file")
+
+    run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 1})
+    saved = _checkpoint_folders(tmp_path)
+    monkeypatch.setattr(export, "save_trainable", disk_full)
+    with pytest.raises(OSError, match="no space left on the device while saving a checkpoint") as failed:
+        run(HPARAMS, QUIET, overrides)
+    assert failed.value.errno == errno.ENOSPC
+    assert _checkpoint_folders(tmp_path) == saved
+    assert not list((tmp_path / "save").glob(".*CKPT*"))
+
+
+def test_a_damaged_latest_checkpoint_is_skipped_for_the_previous_one(tone_corpus, tmp_path):
+    overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
+    run(HPARAMS, QUIET, overrides)
+    (good,) = _checkpoint_folders(tmp_path)
+    damaged = good.with_name(good.name + "-later")
+    shutil.copytree(good, damaged)
+    meta = yaml.safe_load((damaged / "CKPT.yaml").read_text())
+    meta["unixtime"] += 1000
+    (damaged / "CKPT.yaml").write_text(yaml.dump(meta))
+    (damaged / "model.ckpt").write_bytes(b"\0" * 100)  # e.g. a disk error
+    run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 2})
+    assert f"Skipping the damaged checkpoint {damaged}" in (tmp_path / "log.txt").read_text()
+    assert re.findall(r"^epoch: (\d+)", (tmp_path / "train_log.txt").read_text(), re.M) == ["1", "2"]
+
+
+def _results(output: Path) -> tuple[list[str], dict, dict]:
+    """The epochs' log lines, the test report and the weights of the latest checkpoint (the last epoch's)."""
+    latest = max(_checkpoint_folders(output), key=lambda c: yaml.safe_load((c / "CKPT.yaml").read_text())["unixtime"])
+    return (re.findall(r"^epoch: .*$", (output / "train_log.txt").read_text(), re.M),
+            json.loads((output / "test_results.json").read_text()), load_file(str(latest / "model.ckpt")))  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sorting", ["ascending", "random"])
+def test_a_run_resumed_mid_epoch_ends_as_the_uninterrupted_run(tone_corpus, tmp_path, monkeypatch, sorting):
+    """Dropout (head and adapters) and the FVAE noise draw from the generators; the data order is shuffled
+    with ``random``; the crash comes right after an intra-epoch checkpoint in epoch 2."""
+    common = {"number_of_epochs": 3, "ckpt_interval_steps": 2, "ckpt_interval_minutes": 0, "train_sorting": sorting,
+              "train_dataloader_opts": {"batch_size": 4, "num_workers": 0, "shuffle": sorting == "random"}}  # fmt: skip
+    run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path / "whole", **common))
+    interrupted = recipe_overrides(tone_corpus, tmp_path / "resumed", **common)
+    _crash_on_call(monkeypatch, Checkpointer, "save_and_keep_only", call=3, after=True)  # step 2 of epoch 2
+    with pytest.raises(Crash):
+        run(HPARAMS, QUIET, interrupted)
+    monkeypatch.undo()
+    run(HPARAMS, QUIET, interrupted)
+    (whole_log, whole_report, whole_weights), (log, report, weights) = (_results(tmp_path / name)
+                                                                        for name in ("whole", "resumed"))  # fmt: skip
+    assert log == whole_log and len(log) == 3
+    assert report == whole_report
+    assert weights.keys() == whole_weights.keys() and all(torch.equal(whole_weights[k], weights[k]) for k in weights)
