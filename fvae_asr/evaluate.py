@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from fvae_asr.adapters.checkpoint import write_atomically
+from fvae_asr.files import write_atomically
 from fvae_asr.cli import output_file, positive_int, torch_device
 from fvae_asr.speech.evaluation import evaluate_manifest, report_alignments
 from fvae_asr.speech.transcriber import Transcriber

@@ -139,7 +139,7 @@ def test_saved_files_get_the_umask_permissions(tmp_path):
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
     save_adapter(_trained(CONFIGS[0], steps=0), tmp_path)
     before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
-    (tmp_path / "adapter_model.safetensors.tmp").mkdir()  # the weights cannot be written
+    (tmp_path / f".adapter_model.safetensors.{os.getpid()}.tmp").mkdir()  # the weights cannot be written
     with pytest.raises((OSError, SafetensorError), match="directory"):
         save_adapter(_trained(CONFIGS[0], steps=1), tmp_path)
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()} == before

@@ -427,7 +427,7 @@ def test_evaluate_prints_the_per_before_writing_and_keeps_the_old_report_on_fail
     _write_manifest(tmp_path / "test.json", audio)
     report = tmp_path / "report.json"
     report.write_text("previous report\n")
-    (tmp_path / "report.json.tmp").mkdir()  # the write cannot happen
+    (tmp_path / f".report.json.{os.getpid()}.tmp").mkdir()  # the write cannot happen
     args = ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json"), "--json", str(report)]
     assert evaluate_main(args) == 1
     captured = capsys.readouterr()

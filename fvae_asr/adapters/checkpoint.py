@@ -1,14 +1,11 @@
 """Adapter-only checkpoints in PEFT's layout: ``adapter_config.json`` + ``adapter_model.safetensors``.
 
-Also the file plumbing every checkpoint of the package uses (recognisers too): JSON reading, atomic writes with
-the umask's permissions, and safetensors loading that rejects unreadable files and non-finite weights.
+Also the tensor loading every checkpoint of the package uses (recognisers too): safetensors files that are
+unreadable or hold non-finite weights are rejected, naming the file and the tensor.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,6 +15,7 @@ from torch import Tensor, nn
 
 from fvae_asr.adapters.config import config_from_dict
 from fvae_asr.adapters.model import ADAPTER_STATE_ATTR, adapter_layers, adapter_state, inject
+from fvae_asr.files import read_json, write_atomically, write_json
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -53,27 +51,6 @@ def base_state_dict(module: nn.Module) -> dict[str, Tensor]:
     return base_state
 
 
-def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file and rename, so a failure never leaves a half-written file behind (nor
-    destroys the previous one); the file gets the permissions the umask gives any new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        respect_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.is_file():
-            tmp.unlink()
-        raise
-
-
-def respect_umask(path: Path) -> None:
-    """Give a file the mode ``open`` would (0o666 less the umask): safetensors writers create files 0o600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)
-
-
 def check_finite(tensors: dict[str, Tensor], origin: str | Path) -> None:
     """Every floating-point tensor must be finite: NaN or infinite weights make a model output garbage."""
     for name, tensor in tensors.items():
@@ -101,24 +78,8 @@ def save_adapter(model: nn.Module, directory: str | Path) -> Path:
     tensors = {k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(model).items()}
     config = {**state.config.to_dict(), "adapted_modules": state.adapted_modules}
     write_atomically(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    write_atomically(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
+    write_json(directory / CONFIG_NAME, config)
     return directory
-
-
-def read_json(path: Path, what: str) -> dict:
-    """A JSON object from a file; a missing file, bad UTF-8, invalid JSON or any other JSON value (a list, a
-    number...) raises an error naming the path (and line)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no {what} at {path}")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
-    if not isinstance(content, dict):
-        raise ValueError(f"{path}: expected a JSON object ({what}), got a {type(content).__name__}")
-    return content
 
 
 def read_adapter_config(directory: str | Path) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
-from fvae_asr.adapters.checkpoint import read_json
+from fvae_asr.files import read_json
 from fvae_asr.speech.metrics import alignments, error_report
 from fvae_asr.speech.transcriber import Transcriber
 

@@ -21,14 +21,8 @@ from torch import nn
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
 
 from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
-from fvae_asr.adapters.checkpoint import (
-    WEIGHTS_NAME,
-    check_finite,
-    load_tensors,
-    read_json,
-    respect_umask,
-    write_atomically,
-)
+from fvae_asr.adapters.checkpoint import WEIGHTS_NAME, check_finite, load_tensors
+from fvae_asr.files import read_json, respect_umask, write_atomically, write_json
 from fvae_asr.speech.encoder import Wav2Vec2Encoder, is_hub_id, quiet_hf_loading
 from fvae_asr.speech.model import ADAPTER_KINDS, HEAD_NAME, CTCRecognizer, configure_training
 
@@ -105,7 +99,7 @@ def export_recognizer(model: CTCRecognizer, kind: str, labels: list[str], direct
         save_adapter(model, directory)
     else:
         save_trainable(model, directory / TRAINABLE_NAME)
-    write_atomically(directory / DESCRIPTION_NAME, lambda p: p.write_text(json.dumps(description, indent=2) + "\n"))
+    write_json(directory / DESCRIPTION_NAME, description)
     return directory
 
 

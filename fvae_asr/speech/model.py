@@ -13,7 +13,7 @@ from transformers import Wav2Vec2ForCTC
 from transformers.utils import cached_file
 
 from fvae_asr.adapters import AdapterConfig, inject
-from fvae_asr.adapters.checkpoint import read_json
+from fvae_asr.files import read_json
 from fvae_asr.speech.encoder import Wav2Vec2Encoder, quiet_hf_loading
 
 ADAPTER_KINDS = ("fvae_lora", "lora", "full", "frozen")

@@ -25,7 +25,7 @@ import torch
 from hyperpyyaml import resolve_references
 from speechbrain.utils.run_opts import RunOptions
 
-from fvae_asr.adapters.checkpoint import _write_atomically, read_json
+from fvae_asr.files import read_json, write_atomically
 from fvae_asr.speech.checkpointing import STAGING_PREFIX
 from fvae_asr.speech.data import SORTINGS
 from fvae_asr.speech.model import ADAPTER_KINDS
@@ -251,4 +251,4 @@ def record_settings(plan: RunPlan) -> None:
     """Write the settings beside the checkpoints (through a temporary file: a crash leaves the old record)."""
     plan.save_folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps(plan.flat, indent=1, sort_keys=True) + "\n"
-    _write_atomically(plan.save_folder / RUN_RECORD_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomically(plan.save_folder / RUN_RECORD_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -8,7 +8,6 @@ Both the upper-case LDC layout (``TRAIN/DR1/FCJF0/SI1027.WAV``) and the lower-ca
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from fvae_asr.adapters.checkpoint import read_json
+from fvae_asr.files import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -172,9 +171,9 @@ def prepare_timit(
     # Invalidate the old record first, so an interrupted rewrite is never mistaken for a finished one.
     (save_dir / _OPTS_FILE).unlink(missing_ok=True)
     for path, manifest in zip(paths, manifests):
-        _write_json_atomic(path, manifest)
+        write_json(path, manifest)
         logger.info("Wrote %s (%d utterances)", path, len(manifest))
-    _write_json_atomic(save_dir / _OPTS_FILE, record)
+    write_json(save_dir / _OPTS_FILE, record)
     return paths
 
 
@@ -221,17 +220,6 @@ def _why_prepare(paths: Iterable[Path], record_path: Path, record: dict) -> str 
         f"{len(files)} {kind} ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
         for kind, files in differences.items() if files
     )  # fmt: skip
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and ``os.replace``, so ``path`` is never left half-written."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _detect_uppercase(root: Path) -> bool:
