@@ -163,32 +163,6 @@ def test_ddp_with_two_cpu_processes(tone_corpus, tmp_path):
     assert (tmp_path / "model" / "adapter_model.safetensors").is_file()
 
 
-def test_warmup_schedule_matches_transformers_linear_schedule(tone_corpus, tmp_path, monkeypatch):
-    """Step k (from 0) trains at lr * lambda(k) of transformers' get_linear_schedule_with_warmup: the first
-    step is not taken at the full learning rate, and the last one is not skipped."""
-    from transformers import get_linear_schedule_with_warmup
-
-    used: list[float] = []
-    original_step = torch.optim.AdamW.step
-
-    def recording_step(self, *args, **kwargs):
-        used.append(self.param_groups[0]["lr"])
-        return original_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
-    run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2, warmup_ratio=0.5))
-
-    steps = 6  # 12 training utterances, batch 4, 2 epochs; 3 warm-up steps
-    reference_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.005)
-    schedule = get_linear_schedule_with_warmup(reference_opt, num_warmup_steps=3, num_training_steps=steps)
-    expected = []
-    for _ in range(steps):
-        expected.append(reference_opt.param_groups[0]["lr"])
-        reference_opt.step()
-        schedule.step()
-    assert used == pytest.approx(expected)
-
-
 @pytest.mark.parametrize("hparams_file", [HPARAMS, HPARAMS.parent / "hparams" / "demo.yaml"], ids=["timit", "demo"])
 @pytest.mark.parametrize("rank", [4, 16])
 def test_shipped_recipes_default_to_the_authors_weighting(hparams_file, rank, tmp_path):

@@ -277,3 +277,11 @@ def test_a_run_resumed_mid_epoch_ends_as_the_uninterrupted_run(tone_corpus, tmp_
     assert log == whole_log and len(log) == 3
     assert report == whole_report
     assert weights.keys() == whole_weights.keys() and all(torch.equal(whole_weights[k], weights[k]) for k in weights)
+
+
+def test_warmup_schedule_matches_transformers_linear_schedule(tone_corpus, tmp_path, monkeypatch):
+    """Step k (from 0) trains at lr * lambda(k) of transformers' get_linear_schedule_with_warmup: the first
+    step is not taken at the full learning rate, and the last one is not skipped."""
+    used = _record_rates(monkeypatch)
+    run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2, warmup_ratio=0.5))
+    assert used == pytest.approx(_reference_rates(total=2 * STEPS_PER_EPOCH, warmup=STEPS_PER_EPOCH))
