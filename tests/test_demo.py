@@ -6,6 +6,7 @@ import json
 import pytest
 from hyperpyyaml import load_hyperpyyaml
 
+from fvae_asr.demo import size
 from fvae_asr.demo.__main__ import main, parse_args
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 
@@ -19,6 +20,10 @@ def test_demo_writes_a_complete_summary(tmp_path):
     assert summary["trainable_parameters"]["frozen"] < summary["trainable_parameters"]["fvae_lora"]
     assert summary["transcription"]["reference"] and summary["transcription"]["utterance"]
     assert (tmp_path / "fvae_lora" / "model" / "adapter_model.safetensors").is_file()
+    settings = summary["settings"]  # what the demo ran with, and why
+    assert settings["lr"] == size.LEARNING_RATES and settings["epochs"] == 1 and settings["train_utterances"] == 6
+    assert settings["target_modules"] == ["projection", "q_proj", "k_proj", "v_proj", "out_proj",
+                                          "intermediate_dense", "output_dense"] and "study" in settings["why"]  # fmt: skip
 
 
 def test_demo_hparams_find_the_shipped_backbone_from_any_folder(tmp_path, monkeypatch):

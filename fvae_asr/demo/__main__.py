@@ -49,9 +49,10 @@ def run_demo(out: Path, *, seed: int = 0, train_speakers: int, sentences_per_spe
     for kind in KINDS:  # a re-run starts afresh instead of resuming finished (maybe differently sized) runs
         shutil.rmtree(out / kind, ignore_errors=True)
     runs = {
-        kind: run(hparams, {"noprogressbar": True}, {**common, "adapter": kind, "output_folder": str(out / kind)})
+        kind: run(hparams, {"noprogressbar": True},
+                  {**common, "adapter": kind, "lr": size.LEARNING_RATES[kind], "output_folder": str(out / kind)})
         for kind in KINDS
-    }
+    }  # fmt: skip
     test_manifest = json.loads(Path(runs["fvae_lora"]["manifests"]["test"]).read_text())
     utterance_id, utterance = sorted(test_manifest.items())[0]
     (transcription,) = Transcriber(runs["fvae_lora"]["export"]).transcribe_files([utterance["wav"]])
@@ -60,6 +61,10 @@ def run_demo(out: Path, *, seed: int = 0, train_speakers: int, sentences_per_spe
         "per_after": runs["fvae_lora"]["test"]["per"],
         "seconds": round(time.perf_counter() - started, 1),
         "trainable_parameters": {kind: r["trainable_parameters"] for kind, r in runs.items()},
+        "settings": {"target_modules": runs["fvae_lora"]["target_modules"],
+                     "lr": {kind: r["lr"] for kind, r in runs.items()}, "epochs": epochs,
+                     "train_utterances": len(json.loads(Path(runs["fvae_lora"]["manifests"]["train"]).read_text())),
+                     "why": size.WHY},
         "transcription": {"utterance": utterance_id, "wav": utterance["wav"], "reference": utterance["phn"],
                           "hypothesis": " ".join(transcription.phones or [])},
         "paths": {"corpus": str(corpus), "backbone": str(backbone),

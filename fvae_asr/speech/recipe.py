@@ -122,8 +122,11 @@ def _train_test_export(hparams_file: str | Path, run_opts: dict[str, Any], overr
     export_dir = Path(hparams["export_folder"])
     if if_main_process():
         export_recognizer(model, kind, labels_of(label_encoder), export_dir)
+    adapter_config = hparams["adapter_configs"].get(kind)
     return {
         "adapter": kind,
+        "lr": hparams["lr"],
+        "target_modules": adapter_config.target_modules if adapter_config is not None else None,
         "test": brain.test_report,
         "export": str(export_dir),
         "trainable_parameters": trainable,
