@@ -93,6 +93,7 @@ class Settings:
     device: str
     dtype: str
     size: str
+    clock: str
     threads: int
     rounds: int
     warmup: int
@@ -113,6 +114,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="bf16: autocast (default: fp32)")
     parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time (default), or this process's CPU time (cpu only: steadier on a shared machine, and with "
+        "--threads 1 the same as wall time on an idle one)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 is steadiest when busy)"
     )
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per step kind (default 10, quick 5)")
@@ -126,6 +134,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch finds no CUDA device here (torch.cuda.is_available() is False)")
+    if args.device == "cuda" and args.clock == "cpu":
+        parser.error("--clock cpu times the CPU only: use --clock wall with --device cuda")
     for name in ("threads", "rounds", "batch", "rank"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -145,6 +155,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         device=args.device,
         dtype=args.dtype,
         size=args.size,
+        clock=args.clock,
         threads=torch.get_num_threads(),
         rounds=args.rounds if args.rounds is not None else (5 if args.quick else 10),
         warmup=(3 if cuda else 0 if args.quick else 1),  # on top of the two calls of the memory measurement
@@ -236,17 +247,23 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ms(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall time of one call in milliseconds, with the device synchronised on both sides."""
+# What a step's time is: wall time, or the CPU time of this process (CPU only), which leaves out the time other
+# processes held the cores: on a shared machine it estimates what wall time would be on an idle one.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, clock: str = "wall") -> float:
+    """Time of one call in milliseconds on ``clock``, with the device synchronised on both sides."""
+    now = CLOCKS[clock]
     synchronize(device)
-    start = time.perf_counter()
+    start = now()
     fn()
     synchronize(device)
-    return 1e3 * (time.perf_counter() - start)
+    return 1e3 * (now() - start)
 
 
 def interleaved_times_ms(
-    steps: dict[str, Callable[[], object]], rounds: int, warmup: int, device: torch.device
+    steps: dict[str, Callable[[], object]], rounds: int, warmup: int, device: torch.device, clock: str = "wall"
 ) -> dict[str, list[float]]:
     """Times of each step over ``rounds``: all steps back to back each round, the order rotated by one per round."""
     names = list(steps)
@@ -257,13 +274,16 @@ def interleaved_times_ms(
     for index in range(rounds):
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
-            times[name].append(time_ms(steps[name], device))
+            times[name].append(time_ms(steps[name], device, clock))
     return times
 
 
-def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
-    """Median over rounds of the ratio of two steps timed in the same round: robust to load that drifts."""
-    return statistics.median([n / d for n, d in zip(numerator, denominator, strict=True)])
+def paired_ratios(numerator: list[float], denominator: list[float]) -> tuple[float, list[float]]:
+    """Median over rounds of the ratio of two steps timed in the same round (robust to load that drifts), and the
+    quartiles of those ratios: how far the noise spreads them."""
+    ratios = [n / d for n, d in zip(numerator, denominator, strict=True)]
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return statistics.median(ratios), [quartiles[0], quartiles[2]]
 
 
 def memory_measure(device: torch.device) -> str:
@@ -405,21 +425,25 @@ class AdaptedSpeechModel:
             self.logits(batch)
 
 
-def compare_models(settings: Settings, device: torch.device) -> dict[str, float]:
+def compare_models(settings: Settings, device: torch.device) -> dict:
     """Median train and eval step times and peak memories of the three variants on the same model and batch."""
     runners = {variant: AdaptedSpeechModel(variant, settings, device) for variant in VARIANTS}
     batch = make_batch(runners["fvae"].model, settings, device)
-    results: dict[str, float] = {"frames": int(batch.frame_mask.shape[1]), "valid_frames": int(batch.frame_mask.sum())}
+    results: dict = {"frames": int(batch.frame_mask.shape[1]), "valid_frames": int(batch.frame_mask.sum())}
     steps = {kind: {name: _step(runner, kind, batch) for name, runner in runners.items()} for kind in ("train", "eval")}
     # Memory first, while the runners are fresh (see peak_memory_bytes).
     peaks = {kind: {name: peak_memory_bytes(fn, device) for name, fn in trio.items()} for kind, trio in steps.items()}
     for kind, trio in steps.items():
-        times = interleaved_times_ms(trio, settings.rounds, settings.warmup, device)
+        times = interleaved_times_ms(trio, settings.rounds, settings.warmup, device, settings.clock)
+        results[f"{kind}_step_times_ms"] = times  # every round, for a look at the noise
         for name in trio:
             results[f"{kind}_step_ms_{name}"] = statistics.median(times[name])
             results[f"{kind}_peak_memory_mb_{name}"] = peaks[kind][name] / 2**20
-        results[f"{kind}_step_speedup_vs_authors"] = paired_ratio(times["authors"], times["fvae"])
-        results[f"{kind}_step_ratio_fvae_over_lora"] = paired_ratio(times["fvae"], times["lora"])
+        for name, (numerator, denominator) in {
+            f"{kind}_step_speedup_vs_authors": ("authors", "fvae"),
+            f"{kind}_step_ratio_fvae_over_lora": ("fvae", "lora"),
+        }.items():
+            results[name], results[f"{name}_quartiles"] = paired_ratios(times[numerator], times[denominator])
         results[f"{kind}_peak_memory_ratio_authors_over_fvae"] = peaks[kind]["authors"] / peaks[kind]["fvae"]
         results[f"{kind}_peak_memory_ratio_fvae_over_lora"] = peaks[kind]["fvae"] / peaks[kind]["lora"]
     return results
@@ -445,7 +469,8 @@ def format_report(results: dict) -> str:
     r, s = results, results["settings"]
     model = wav2vec2_config(s["size"])
     lines = [
-        f"device {r['device']} | {s['dtype']} | torch {r['torch_version']} | threads {r['threads']}",
+        f"device {r['device']} | {s['dtype']} | torch {r['torch_version']} | threads {r['threads']} | "
+        f"{s['clock']} clock",
         f"wav2vec2 {s['size']} (hidden {model.hidden_size}, {model.num_hidden_layers} layers) | q/k rank {s['rank']} "
         f"| batch {s['batch']} x {s['seconds']:g} s ({r['frames']} frames, {r['valid_frames']} valid) "
         f"| rounds {s['rounds']}",
@@ -455,10 +480,11 @@ def format_report(results: dict) -> str:
         times = "".join(f"{r[f'{kind}_step_ms_{v}']:{w}.1f}" for v, w in zip(VARIANTS, (12, 15, 10)))
         peaks = "".join(f"{r[f'{kind}_peak_memory_mb_{v}']:{w}.1f}" for v, w in zip(VARIANTS, (12, 15, 10)))
         lines += [f"{kind + ' step (ms, median)':28}{times}", f"{kind + ' peak memory (MiB)':28}{peaks}"]
-    lines.append("goals (median over rounds of the ratio of two variants timed in the same round):")
+    lines.append("goals (median over rounds of the ratio of two variants timed in the same round, and its quartiles):")
     for name, (op, bound) in GOALS.items():
         verdict = "PASS" if r["goals_met"][name] else "MISS"
-        lines.append(f"  {name:34}{r[name]:8.3f} {op} {bound:<5g} {verdict}")
+        low, high = r[f"{name}_quartiles"]
+        lines.append(f"  {name:34}{r[name]:8.3f} {op} {bound:<5g} {verdict}   (quartiles {low:.3f} to {high:.3f})")
     lines.append("peak memory ratios:")
     for kind in ("train", "eval"):
         for name in (f"{kind}_peak_memory_ratio_authors_over_fvae", f"{kind}_peak_memory_ratio_fvae_over_lora"):

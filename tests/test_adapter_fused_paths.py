@@ -79,7 +79,8 @@ def test_eval_runs_no_log_variance_head_and_equals_the_plain_formula():
 
 def test_checkpoint_names_are_unchanged():
     names = set(_layer().state_dict())
-    encoders = {f"encoder_z{i}.{part}.{p}" for i in (1, 2) for part in ("hidden", "mean", "logvar") for p in ("weight", "bias")}
+    parts = ("hidden", "mean", "logvar")
+    encoders = {f"encoder_z{i}.{part}.{p}" for i in (1, 2) for part in parts for p in ("weight", "bias")}
     decoder = {f"decoder.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
     assert names == encoders | decoder | {"decoder_log_scale", "lora_B.weight", "base.weight", "base.bias"}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -16,10 +17,11 @@ from fvae_asr import FVAELoRAConfig, aux_loss, inject
 from fvae_asr.adapters.layers import ADAPTER_LAYERS
 
 VARIANTS = ["fvae", "authors", "lora"]
+PAIRS = ("authors_over_fvae", "fvae_over_lora")
 FIGURES = [
     *(f"{kind}_step_ms_{variant}" for kind in ("train", "eval") for variant in VARIANTS),
     *(f"{kind}_peak_memory_mb_{variant}" for kind in ("train", "eval") for variant in VARIANTS),
-    *(f"{kind}_peak_memory_ratio_{pair}" for kind in ("train", "eval") for pair in ("authors_over_fvae", "fvae_over_lora")),
+    *(f"{kind}_peak_memory_ratio_{pair}" for kind in ("train", "eval") for pair in PAIRS),
 ]
 
 
@@ -31,15 +33,16 @@ def _run_quietly(bench, argv: list[str]) -> dict:
         torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_quick_tiny_run_writes_every_goal_and_positive_finite_figures(tmp_path: Path, dtype: str) -> None:
+@pytest.mark.parametrize("dtype, clock", [("fp32", "wall"), ("bf16", "cpu")])
+def test_quick_tiny_run_writes_every_goal_and_positive_finite_figures(tmp_path: Path, dtype: str, clock: str) -> None:
     bench = load_script("adapter_speed")
     # One thread: on a busy 2-core machine, two threads wait on each other and the run takes 10x longer.
-    argv = ["--quick", "--size", "tiny", "--dtype", dtype, "--rounds", "2", "--threads", "1"]
+    argv = ["--quick", "--size", "tiny", "--dtype", dtype, "--rounds", "2", "--threads", "1", "--clock", clock]
     returned = _run_quietly(bench, [*argv, "--json", str(tmp_path / "b.json")])
     written = json.loads((tmp_path / "b.json").read_text())
     assert written["settings"] == returned["settings"]
-    assert written["settings"]["dtype"] == dtype and written["settings"]["size"] == "tiny"
+    assert written["settings"]["dtype"] == dtype and written["settings"]["clock"] == clock
+    assert all(len(times) == 2 for kind in ("train", "eval") for times in written[f"{kind}_step_times_ms"].values())
     assert set(bench.GOALS) == {
         "train_step_speedup_vs_authors",
         "eval_step_speedup_vs_authors",
@@ -59,7 +62,14 @@ def test_quick_tiny_run_writes_every_goal_and_positive_finite_figures(tmp_path: 
 
 @pytest.mark.parametrize(
     "argv",
-    [["--device", "tpu"], ["--dtype", "fp16"], ["--size", "huge"], ["--rounds", "0"], ["--seconds", "-1"]],
+    [
+        ["--device", "tpu"],
+        ["--dtype", "fp16"],
+        ["--size", "huge"],
+        ["--clock", "gpu"],
+        ["--rounds", "0"],
+        ["--seconds", "-1"],
+    ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], capsys) -> None:
     bench = load_script("adapter_speed")
@@ -75,6 +85,13 @@ def test_cuda_without_a_gpu_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         bench.parse_args(["--device", "cuda"])
     assert exit_info.value.code == 2 and "no CUDA device" in capsys.readouterr().err
+
+
+def test_cpu_clock_counts_this_process_work_not_sleep() -> None:
+    bench = load_script("adapter_speed")
+    cpu = torch.device("cpu")
+    assert bench.time_ms(lambda: time.sleep(0.05), cpu, "wall") >= 50
+    assert bench.time_ms(lambda: time.sleep(0.05), cpu, "cpu") < 25
 
 
 def test_variants_are_interleaved_in_rotated_order() -> None:
@@ -112,3 +129,28 @@ def test_authors_style_peer_runs_the_whole_objective_in_eval_but_outputs_mu1() -
     assert decoder_calls == [1, 1]  # encoder 2 and the decoder run in eval mode, as the authors' layer does
     assert torch.equal(first, second)  # but the output uses mu1: deterministic
     assert aux_loss(model).item() == 0.0
+
+
+def test_large_style_model_takes_the_attention_mask_and_steps_in_bf16() -> None:
+    """The wav2vec2-large path (layer-norm CNN, attention mask) on a tiny model, under bf16 autocast."""
+    bench = load_script("adapter_speed")
+    tiny_large = {**bench.MODEL_SIZES["tiny"], "feat_extract_norm": "layer", "do_stable_layer_norm": True}
+    settings = bench.Settings(
+        device="cpu", dtype="bf16", size="tiny", clock="wall", threads=1, rounds=1, warmup=0, batch=2, seconds=0.2,
+        short_fraction=0.5, rank=4, seed=0,
+    )  # fmt: skip
+    with mock.patch.dict(bench.MODEL_SIZES, {"tiny": tiny_large}):
+        runner = bench.AdaptedSpeechModel("authors", settings, torch.device("cpu"))
+    batch = bench.make_batch(runner.model, settings, torch.device("cpu"))
+    assert runner.takes_attention_mask and batch.sample_mask[1].sum() < batch.sample_mask[0].sum()
+    seen = []
+    runner.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["attention_mask"]), with_kwargs=True
+    )
+    trainable = [p for p in runner.model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
+    runner.train_step(batch)
+    runner.eval_step(batch)
+    assert all(mask is batch.sample_mask for mask in seen) and len(seen) == 2
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainable))
+    assert all(torch.isfinite(p).all() for p in trainable)
