@@ -155,7 +155,7 @@ class FVAELoRALinear(AdaptedLinear):
         return self._add_update(self.base(x), z1)
 
     def _add_update(self, base_out: Tensor, latent: Tensor) -> Tensor:
-        """base_out + s * B latent as one addmm: one (..., out) tensor where three separate ops make three."""
+        """base_out + s * B latent as one addmm: one new (..., out) tensor instead of three (mm, scale, add)."""
         out = torch.addmm(
             base_out.reshape(-1, base_out.shape[-1]),
             latent.reshape(-1, latent.shape[-1]),
@@ -203,7 +203,8 @@ class FVAELoRALinear(AdaptedLinear):
         """mu1, logvar1, mu2, logvar2, with both encoders' first layers run as one matmul.
 
         x is read once, and backward gets both encoders' input gradient from one matmul instead of two and a sum.
-        The weights stay two parameters (the checkpoint's names); both encoders share the dropout rate.
+        The weights stay two parameters (the checkpoint's names). Both encoders have the same dropout rate; their
+        masks come from one draw, the same distribution as two draws but not the same numbers under one seed.
         """
         enc1, enc2 = self.encoder_z1, self.encoder_z2
         weight = torch.cat([enc1.hidden.weight, enc2.hidden.weight])
