@@ -96,3 +96,15 @@ def test_masked_frame_means_stay_float32_under_autocast(dtype):
         inside = masked_frame_means(values, mask)
     assert inside.dtype == torch.float32
     torch.testing.assert_close(inside, plain, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_finite_check_catches_every_non_finite_value_and_passes_empty_input(bad, dtype):
+    layer = _layer().eval().to(dtype)
+    x = torch.randn(2, 3, 12, dtype=dtype)
+    layer(x)
+    x[1, 2, 5] = bad
+    with pytest.raises(FloatingPointError, match="'layer'"):
+        layer(x)
+    assert layer(torch.empty(0, 12, dtype=dtype)).shape == (0, 10)
