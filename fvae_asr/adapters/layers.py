@@ -12,9 +12,17 @@ from fvae_asr.adapters.config import AdapterConfig, FVAELoRAConfig, LoRAConfig
 from fvae_asr.adapters.objective import (
     gaussian_nll,
     kl_to_unit_gaussian,
-    masked_mean,
+    masked_frame_means,
     repulsive_gamma,
 )
+
+
+def _all_finite(x: Tensor) -> bool:
+    """No NaN or Inf in x: one min/max reduction (NaN propagates to both) instead of a full-size isfinite mask."""
+    if x.numel() == 0:
+        return True
+    low, high = torch.aminmax(x)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
 
 
 class AdaptedLinear(nn.Module):
@@ -44,7 +52,7 @@ class AdaptedLinear(nn.Module):
         return self.base.out_features
 
     def _check_input(self, x: Tensor) -> None:
-        if self.config.check_finite and not bool(torch.isfinite(x).all()):
+        if self.config.check_finite and not _all_finite(x):
             raise FloatingPointError(
                 f"non-finite input (NaN or Inf) reached adapted layer '{self.adapter_name}'"
             )
@@ -90,9 +98,13 @@ class GaussianEncoder(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         return self.dropout(F.relu(self.hidden(x)))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.features(x)
-        return self.mean(h), self.logvar(h)
+    def forward(
+        self, x: Tensor, features: Tensor | None = None, with_logvar: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """(mu, logvar) of q(z | x); ``features`` are this encoder's hidden features of x when the caller has
+        them already, and ``with_logvar=False`` skips the log-variance head (None in its place)."""
+        h = self.features(x) if features is None else features
+        return self.mean(h), self.logvar(h) if with_logvar else None
 
 
 def _decoder(latent: int, hidden: int, layers: int, out_features: int, **factory) -> nn.Sequential:
@@ -144,11 +156,21 @@ class FVAELoRALinear(AdaptedLinear):
         self._check_input(x)
         if not self.training:
             self._record(None)
-            mu1, _ = self.encoder_z1(x)
-            return self.base(x) + self.config.scaling * self.lora_B(mu1)
+            mu1, _ = self.encoder_z1(x, with_logvar=False)
+            return self._add_update(self.base(x), mu1)
         z1, terms = self._sample_and_score(x, self._mask_for(x))
         self._record(terms)
-        return self.base(x) + self.config.scaling * self.lora_B(z1)
+        return self._add_update(self.base(x), z1)
+
+    def _add_update(self, base_out: Tensor, latent: Tensor) -> Tensor:
+        """base_out + s * B latent as one addmm: one new (..., out) tensor instead of three (mm, scale, add)."""
+        out = torch.addmm(
+            base_out.reshape(-1, base_out.shape[-1]),
+            latent.reshape(-1, latent.shape[-1]),
+            self.lora_B.weight.t(),
+            alpha=self.config.scaling,
+        )
+        return out.view(base_out.shape)
 
     def _mask_for(self, x: Tensor) -> Tensor | None:
         mask = self.frame_mask
@@ -162,8 +184,7 @@ class FVAELoRALinear(AdaptedLinear):
     def _sample_and_score(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         """Sample z1 and z2 and compute the layer's FVAE loss terms in float32 (autocast-safe)."""
         cfg = self.config
-        mu1, logvar1 = self.encoder_z1(x)
-        mu2, logvar2 = self.encoder_z2(x)
+        mu1, logvar1, mu2, logvar2 = self._encode_both(x)
         mu1, mu2 = mu1.float(), mu2.float()
         logvar1 = logvar1.float().clamp(-cfg.logvar_clamp, cfg.logvar_clamp)
         logvar2 = logvar2.float().clamp(-cfg.logvar_clamp, cfg.logvar_clamp)
@@ -171,16 +192,36 @@ class FVAELoRALinear(AdaptedLinear):
         z2 = mu2 + torch.exp(0.5 * logvar2) * torch.randn_like(mu2)
         recon_mean = self.decoder(torch.cat([z1, z2], dim=-1).to(x.dtype))
 
-        reconstruction = masked_mean(gaussian_nll(x.float(), recon_mean.float(), self.decoder_log_scale.float()), mask)
-        kl_z1 = masked_mean(kl_to_unit_gaussian(mu1, logvar1), mask)
-        gamma = masked_mean(repulsive_gamma(z1, z2, cfg.prior_mean_z2), mask)
-        total = cfg.alpha * reconstruction + cfg.beta * kl_z1 - cfg.delta * gamma
-        terms = {"reconstruction": reconstruction, "kl_z1": kl_z1, "gamma": gamma}
+        per_frame = {
+            "reconstruction": gaussian_nll(x.float(), recon_mean.float(), self.decoder_log_scale.float()),
+            "kl_z1": kl_to_unit_gaussian(mu1, logvar1),
+            "gamma": repulsive_gamma(z1, z2, cfg.prior_mean_z2),
+        }
         if cfg.beta_z2 > 0:
-            terms["kl_z2"] = masked_mean(kl_to_unit_gaussian(mu2, logvar2, cfg.prior_mean_z2), mask)
+            per_frame["kl_z2"] = kl_to_unit_gaussian(mu2, logvar2, cfg.prior_mean_z2)
+        means = masked_frame_means(torch.stack(list(per_frame.values()), dim=-1), mask)
+        terms = dict(zip(per_frame, means.unbind()))
+        total = cfg.alpha * terms["reconstruction"] + cfg.beta * terms["kl_z1"] - cfg.delta * terms["gamma"]
+        if cfg.beta_z2 > 0:
             total = total + cfg.beta_z2 * terms["kl_z2"]
         terms["total"] = total
         return z1.to(x.dtype), terms
+
+    def _encode_both(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """mu1, logvar1, mu2, logvar2, with both encoders' first layers run as one matmul.
+
+        x is read once, and backward gets both encoders' input gradient from one matmul instead of two and a sum.
+        The weights stay two parameters (the checkpoint's names). Both encoders have the same dropout rate; their
+        masks come from one draw, the same distribution as two draws but not the same numbers under one seed.
+        """
+        enc1, enc2 = self.encoder_z1, self.encoder_z2
+        weight = torch.cat([enc1.hidden.weight, enc2.hidden.weight])
+        bias = torch.cat([enc1.hidden.bias, enc2.hidden.bias])
+        hidden = enc1.dropout(F.relu(F.linear(x, weight, bias)))
+        h1, h2 = hidden.split([enc1.hidden.out_features, enc2.hidden.out_features], dim=-1)
+        mu1, logvar1 = enc1(x, features=h1)
+        mu2, logvar2 = enc2(x, features=h2)
+        return mu1, logvar1, mu2, logvar2
 
 
 ADAPTER_LAYERS: dict[str, type[AdaptedLinear]] = {"lora": LoRALinear, "fvae_lora": FVAELoRALinear}
