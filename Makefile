@@ -23,8 +23,8 @@ test: setup  ## the whole test suite, slow end-to-end tests included
 test-fast: setup  ## everything but the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
 
-bench: setup  ## adapter speed: FVAE-LoRA vs LoRA vs the full-covariance objective
-	$(PY) benchmarks/adapter_speed.py
+bench: setup  ## adapter speed: FVAE-LoRA vs an authors'-style implementation vs LoRA, whole model
+	$(PY) benchmarks/adapter_speed.py --threads 1 --clock cpu
 
-compare: setup  ## frozen / LoRA / FVAE-LoRA / full fine-tuning (+ ablations) on the synthetic target domain
-	$(PY) benchmarks/compare_methods.py --out results/compare
+compare: setup  ## frozen / LoRA / FVAE-LoRA / full (+ ablations), tuned learning rates, 2 shifts x 2 target settings
+	$(PY) benchmarks/compare_methods.py --out docs/compare --work results/compare --jobs 2
