@@ -44,6 +44,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fvae_asr.demo import size as demo_size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.speech.export import load_recognizer
 from fvae_asr.speech.recipe import run
@@ -73,9 +74,17 @@ EPOCH_LINE = re.compile(r"^epoch: (\d+),.*valid PER: ([-+0-9.eE]+|nan|inf)", re.
 
 # The study's size, fixed before it ran (see the README): small enough for 96 runs in a few hours on 2 cores.
 STUDY = {"train_speakers": 32, "sentences_per_speaker": 8, "test_speakers": 16, "epochs": 4, "batch_size": 8,
-         "lr_grid": [0.001, 0.003, 0.01, 0.05], "seeds": [0, 1, 2], "shifts": ["target", "noisy_room"]}  # fmt: skip
-QUICK = {"train_speakers": 3, "sentences_per_speaker": 2, "test_speakers": 2, "epochs": 1, "batch_size": 8,
-         "lr_grid": [0.003, 0.05], "seeds": [0], "shifts": ["target"]}  # fmt: skip
+         "lr_grid": [0.001, 0.003, 0.01, 0.05], "seeds": [0, 1, 2], "shifts": ["target", "noisy_room"],
+         "methods": list(METHODS), "targets": list(TARGETS)}  # fmt: skip
+SIZES = {
+    "study": STUDY,
+    # The demo's corpus and budget, to pick the demo's rates by dev PER (the demo's test speakers: 4 dev, 4 test).
+    "demo": {**STUDY, "train_speakers": demo_size.TRAIN_SPEAKERS, "test_speakers": 8, "epochs": demo_size.EPOCHS,
+             "sentences_per_speaker": demo_size.SENTENCES_PER_SPEAKER, "seeds": [0], "shifts": ["target"],
+             "methods": ["frozen", "fvae_lora"], "targets": ["all_linear"]},
+    "quick": {**STUDY, "train_speakers": 3, "sentences_per_speaker": 2, "test_speakers": 2, "epochs": 1,
+              "lr_grid": [0.003, 0.05], "seeds": [0], "shifts": ["target"]},
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -93,9 +102,9 @@ class Task:
         return f"{self.shift}/{self.targets}/{self.method}/lr{self.lr:g}/seed{self.seed}"
 
 
-def targets_of(method: str) -> list[str]:
-    """The target settings a method runs under (frozen and full have no adapters)."""
-    return [SHARED] if METHODS[method]["adapter"] in ("frozen", "full") else list(TARGETS)
+def targets_of(method: str, targets: Sequence[str] = tuple(TARGETS)) -> list[str]:
+    """The target settings (of ``targets``) a method runs under (frozen and full have no adapters)."""
+    return [SHARED] if METHODS[method]["adapter"] in ("frozen", "full") else list(targets)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -105,7 +114,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="results, plots and the per-run records (default: %(default)s)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("results/compare"),
                         help="corpora and training folders, large, not committed (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="a CI-sized smoke study (tiny corpus, 1 epoch, 2 rates)")
+    parser.add_argument("--size", choices=list(SIZES), default="study",
+                        help="study: the comparison (default); demo: the demo's corpus and budget for its two "
+                             "methods, to pick its rates; quick: a CI-sized smoke study")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="the same as --size quick")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods (default: the size's)")
+    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), help="adapter targets (default: the size's)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each (default: 1)")
     parser.add_argument("--backbone", type=Path, default=ASSET_BACKBONE,
                         help="Hugging Face wav2vec2 CTC directory (default: the shipped tiny backbone)")  # fmt: skip
@@ -116,13 +130,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, help=f"training seeds (default: {STUDY['seeds']})")
     parser.add_argument("--epochs", type=int, help=f"epochs per run (default: {STUDY['epochs']})")
     args = parser.parse_args(argv)
-    size = dict(QUICK if args.quick else STUDY)
-    for name in ("shifts", "lr_grid", "seeds", "epochs"):
+    size = dict(SIZES["quick" if args.quick else args.size])
+    for name in ("shifts", "lr_grid", "seeds", "epochs", "methods", "targets"):
         if getattr(args, name) is not None:
             size[name] = getattr(args, name)
     args.size = size
     if size["epochs"] < 1 or args.jobs < 1:
         parser.error("--epochs and --jobs must be at least 1")
+    if set(size["methods"]) & set(ABLATIONS) and "fvae_lora" not in size["methods"]:
+        parser.error("the ablations run at fvae_lora's picked rate: add fvae_lora to --methods")
     if any(not (lr > 0 and math.isfinite(lr)) for lr in size["lr_grid"]):
         parser.error(f"--lr-grid needs positive finite rates, got {size['lr_grid']}")
     if not (args.backbone / "config.json").is_file():
@@ -248,16 +264,16 @@ class Study:
         """Every run whose inputs are known, in priority order (finished ones included)."""
         tasks: list[Task] = []
         for shift in self.size["shifts"]:
-            for method in TUNED:
-                for targets in targets_of(method):
+            for method in (m for m in TUNED if m in self.size["methods"]):
+                for targets in targets_of(method, self.size["targets"]):
                     tasks += self.grid(shift, method, targets)
                     lr = self.picked_lr(shift, method, targets)
                     if lr is None:
                         continue
                     tasks += [Task(shift, method, targets, lr, seed) for seed in self.size["seeds"][1:]]
                     if method == "fvae_lora":
-                        tasks += [Task(shift, ablation, targets, lr, seed)
-                                  for ablation in ABLATIONS for seed in self.size["seeds"]]  # fmt: skip
+                        tasks += [Task(shift, ablation, targets, lr, seed) for ablation in ABLATIONS
+                                  if ablation in self.size["methods"] for seed in self.size["seeds"]]  # fmt: skip
         return tasks
 
     def final_tasks(self, shift: str, method: str, targets: str) -> list[Task]:
@@ -311,8 +327,8 @@ def results_entries(study: Study) -> list[dict[str, Any]]:
     """One entry per (method, targets, shift); frozen and full appear under both target settings."""
     entries = []
     for shift in study.size["shifts"]:
-        for targets in TARGETS:
-            for method in METHODS:
+        for targets in study.size["targets"]:
+            for method in study.size["methods"]:
                 own = SHARED if targets_of(method) == [SHARED] else targets
                 tuned = "fvae_lora" if method in ABLATIONS else method
                 grid = study.grid(shift, tuned, own)
@@ -342,9 +358,9 @@ def paired_differences(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     index = {(e["method"], e["targets"], e["shift"]): e for e in entries}
     pairs = []
     for (method, targets, shift), fvae in index.items():
-        if method != "fvae_lora":
+        lora = index.get(("lora", targets, shift))
+        if method != "fvae_lora" or lora is None:
             continue
-        lora = index[("lora", targets, shift)]
         by_seed = dict(zip(lora["seeds"], lora["test_per"]))
         diffs = [per - by_seed[seed] for seed, per in zip(fvae["seeds"], fvae["test_per"]) if seed in by_seed]
         pairs.append({"targets": targets, "shift": shift, "seeds": len(diffs),
@@ -364,7 +380,7 @@ def markdown_tables(entries: list[dict[str, Any]], pairs: list[dict[str, Any]], 
              "picked learning rate (best dev PER over the grid with the first seed; the ablations use FVAE-LoRA's).",
              ""]  # fmt: skip
     for shift in size["shifts"]:
-        for targets in TARGETS:
+        for targets in size["targets"]:
             lines += [f"**{shift}, adapters on {targets}** (frozen and full do not depend on the targets)", "",
                       "| method | lr | dev PER by lr | seeds | test PER mean ± std | trainable params (train) | "
                       "params at inference | s / epoch |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -377,8 +393,9 @@ def markdown_tables(entries: list[dict[str, Any]], pairs: list[dict[str, Any]], 
                              f"{_fmt(mean)} ± {_fmt(std)} | {_fmt(e['trainable_params_train'], ',')} | "
                              f"{_fmt(e['params_inference'], ',')} | {_fmt(e['seconds_per_epoch'], '.1f')} |")  # fmt: skip
             lines.append("")
-    lines += ["**Paired difference, FVAE-LoRA minus LoRA test PER, same seed** (negative: FVAE-LoRA better)", "",
-              "| shift | targets | seeds | mean | range |", "|---|---|---|---|---|"]  # fmt: skip
+    if pairs:
+        lines += ["**Paired difference, FVAE-LoRA minus LoRA test PER, same seed** (negative: FVAE-LoRA better)", "",
+                  "| shift | targets | seeds | mean | range |", "|---|---|---|---|---|"]  # fmt: skip
     for p in pairs:
         lines.append(f"| {p['shift']} | {p['targets']} | {p['seeds']} | {_fmt(p['mean'], '+.2f')} | "
                      f"[{_fmt(p['min'], '+.2f')}, {_fmt(p['max'], '+.2f')}] |")  # fmt: skip
@@ -388,16 +405,16 @@ def markdown_tables(entries: list[dict[str, Any]], pairs: list[dict[str, Any]], 
 
 
 def _settings_grid(size: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(shift, targets) for shift in size["shifts"] for targets in TARGETS]
+    return [(shift, targets) for shift in size["shifts"] for targets in size["targets"]]
 
 
 def plot_dev_per(entries: list[dict[str, Any]], size: dict[str, Any], path: Path) -> None:
     """Dev PER per epoch at the picked rates, one panel per (shift, targets): mean over seeds, +/- std band."""
     panels = _settings_grid(size)
-    figure = Figure(figsize=(6 * len(TARGETS), 4 * len(size["shifts"])), layout="constrained")
+    figure = Figure(figsize=(6 * len(size["targets"]), 4 * len(size["shifts"])), layout="constrained")
     FigureCanvasAgg(figure)
     for index, (shift, targets) in enumerate(panels):
-        axes = figure.add_subplot(len(size["shifts"]), len(TARGETS), index + 1)
+        axes = figure.add_subplot(len(size["shifts"]), len(size["targets"]), index + 1)
         for e in entries:
             if (e["shift"], e["targets"]) != (shift, targets) or not e["dev_per_curves"]:
                 continue
@@ -421,15 +438,16 @@ def plot_test_per(entries: list[dict[str, Any]], size: dict[str, Any], path: Pat
     figure = Figure(figsize=(3 + 2.5 * len(panels), 4.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    width = 0.8 / len(METHODS)
-    for m, method in enumerate(METHODS):
+    methods = size["methods"]
+    width = 0.8 / len(methods)
+    for m, method in enumerate(methods):
         means, stds = [], []
         for shift, targets in panels:
             entry = next(e for e in entries if (e["method"], e["shift"], e["targets"]) == (method, shift, targets))
             mean, std = mean_std(entry["test_per"])
             means.append(math.nan if mean is None else mean)
             stds.append(0.0 if std is None else std)
-        positions = [p + (m - (len(METHODS) - 1) / 2) * width for p in range(len(panels))]
+        positions = [p + (m - (len(methods) - 1) / 2) * width for p in range(len(panels))]
         axes.bar(positions, means, width, yerr=stds, capsize=3, label=method)
     axes.set_xticks(range(len(panels)), [f"{shift}\n{targets}" for shift, targets in panels])
     axes.set(ylabel="test PER (%)", title="Test PER at each method's picked learning rate (mean ± std over seeds)")

@@ -16,7 +16,8 @@ from fvae_asr.speech.model import CTCRecognizer
 from fvae_asr.speech.timit import PHONES_39
 from tiny_models import tiny_wav2vec2
 
-SIZE = {"shifts": ["target"], "lr_grid": [0.001, 0.01, 0.05], "seeds": [0, 1]}
+SIZE = {"shifts": ["target"], "lr_grid": [0.001, 0.01, 0.05], "seeds": [0, 1],
+        "methods": ["frozen", "lora", "fvae_lora", "full", "delta0", "same_prior"], "targets": ["qk", "all_linear"]}
 
 
 def _finish(study, task, dev_per, test_per=50.0):
@@ -56,6 +57,19 @@ def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_l
     assert delta0["lr"] == 0.05 and delta0["lr_from"] == "fvae_lora" and delta0["dev_per_by_lr"] == {}
     (pair,) = [p for p in compare.paired_differences(entries) if p["targets"] == "qk"]
     assert (pair["mean"], pair["min"], pair["max"]) == (pytest.approx(-2.5), -5.0, 0.0)  # [50-50, 36-41]
+
+
+def test_a_study_of_some_methods_and_targets_plans_only_those():
+    compare = load_script("compare_methods")
+    study = compare.Study(compare.SIZES["demo"])  # the demo's two runs: frozen head, FVAE-LoRA on all linears
+    assert {(t.method, t.targets) for t in study.due()} == {("frozen", "shared"), ("fvae_lora", "all_linear")}
+    for task in study.due():
+        _finish(study, task, [40.0 - task.lr])  # the highest rate wins
+    assert study.due() == study.grid("target", "frozen", "shared") + study.grid("target", "fvae_lora", "all_linear")
+    entries = compare.results_entries(study)
+    assert [(e["method"], e["targets"], e["lr"]) for e in entries] == [("frozen", "all_linear", 0.05),
+                                                                        ("fvae_lora", "all_linear", 0.05)]
+    assert compare.paired_differences(entries) == []  # no LoRA to pair with
 
 
 def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(tmp_path: Path, capsys) -> None:
