@@ -35,10 +35,15 @@ def test_round_trip_is_bit_exact_and_adapter_only(tmp_path, config):
     model = _trained(config)
     save_adapter(model, tmp_path)
     saved = load_file(str(tmp_path / "adapter_model.safetensors"))
+    meta = json.loads((tmp_path / "adapter_config.json").read_text())
+    if config.adapter_type == "lora":  # LoRA is written in PEFT's format: its names, our config inside
+        assert all(k.startswith("base_model.model.") for k in saved)
+        saved = {k.removeprefix("base_model.model."): v for k, v in saved.items()}
+        assert meta["peft_type"] == "LORA" and meta["r"] == 4
+        meta = meta["fvae_asr"]
     assert saved and not any(".base." in k for k in saved)
     assert {k for k in saved if k.startswith("head.")} == {"head.weight", "head.bias"}
     assert not any(k.startswith("backbone.feature_extractor") for k in saved)
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
     assert meta["adapter_type"] == config.adapter_type and meta["rank"] == 4
 
     fresh = WithHead(tiny_wav2vec2(seed=0))  # same base weights, head re-initialised differently

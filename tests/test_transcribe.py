@@ -16,7 +16,7 @@ import torch
 import torchaudio.functional
 from safetensors.torch import load_file, save_file
 
-from fvae_asr import FVAELoRAConfig
+from fvae_asr import FVAELoRAConfig, LoRAConfig
 from fvae_asr.evaluate import main as evaluate_main
 from fvae_asr.speech.encoder import Wav2Vec2Encoder
 from fvae_asr.speech.evaluation import evaluate_manifest, read_manifest
@@ -37,7 +37,7 @@ def _exported(directory: Path, kind: str, backbone: Path) -> Path:
     """Export a tiny recogniser of the given kind with trainable weights nudged off their initial values."""
     torch.manual_seed(0)
     model = CTCRecognizer(Wav2Vec2Encoder(backbone), n_tokens=len(LABELS))
-    configure_training(model, kind, FVAELoRAConfig(rank=4) if kind == "fvae_lora" else None)
+    configure_training(model, kind, {"fvae_lora": FVAELoRAConfig(rank=4), "lora": LoRAConfig(rank=4)}.get(kind))
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for param in model.parameters():
@@ -387,6 +387,14 @@ def test_descriptions_that_do_not_fit_the_model_are_rejected(tmp_path, checkpoin
     with pytest.raises(ValueError, match=message) as caught:
         load_recognizer(exported)
     assert str(exported / "recognizer.json") in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["lora", "full"])
+def test_a_head_that_does_not_fit_the_labels_is_named_for_every_kind(tmp_path, backbone, kind):
+    exported = _exported(tmp_path / "model", kind, backbone)  # LoRA's weights carry PEFT's tensor names
+    _edit_description(exported, labels=LABELS[:-1])
+    with pytest.raises(ValueError, match="field 'labels' has 39 labels but tensor '.*head.weight' of .* has 40 rows"):
+        load_recognizer(exported)
 
 
 # ---- command lines: one-line errors, usage errors exit 2 before anything runs -------------------------------

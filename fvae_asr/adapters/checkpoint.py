@@ -1,5 +1,8 @@
 """Adapter-only checkpoints in PEFT's layout: ``adapter_config.json`` + ``adapter_model.safetensors``.
 
+LoRA adapters are written in PEFT's own format (``peft.PeftModel.from_pretrained`` reads them) and PEFT LoRA
+adapters load here; FVAE-LoRA adapters, which PEFT has no layers for, keep our format.
+
 Also the tensor loading every checkpoint of the package uses (recognisers too): safetensors files that are
 unreadable or hold non-finite weights are rejected, naming the file and the tensor.
 """
@@ -13,8 +16,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from fvae_asr.adapters.config import config_from_dict
+from fvae_asr.adapters.config import AdapterConfig, LoRAConfig, config_from_dict
+from fvae_asr.adapters.layers import AdaptedLinear
 from fvae_asr.adapters.model import ADAPTER_STATE_ATTR, adapter_layers, adapter_state, inject
+from fvae_asr.adapters.peft_format import (
+    OWN_CONFIG_KEY,
+    config_from_peft,
+    from_peft_names,
+    is_peft_config,
+    lora_owners,
+    peft_fields,
+    to_peft_names,
+)
 from fvae_asr.files import read_json, write_atomically, write_json
 
 CONFIG_NAME = "adapter_config.json"
@@ -71,12 +84,20 @@ def load_tensors(path: Path, what: str) -> dict[str, Tensor]:
 
 
 def save_adapter(model: nn.Module, directory: str | Path) -> Path:
-    """Write the adapter config and weights (no base weights, no pickle) to ``directory``; returns it."""
+    """Write the adapter config and weights (no base weights, no pickle) to ``directory``; returns it.
+
+    LoRA is written in PEFT's format (PEFT's config fields and tensor names, our config kept inside it);
+    FVAE-LoRA in our own.
+    """
     state = adapter_state(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(model).items()}
-    config = {**state.config.to_dict(), "adapted_modules": state.adapted_modules}
+    if isinstance(state.config, LoRAConfig):
+        config = peft_fields(state.config, state.adapted_modules, state.trainable_modules)
+        tensors = to_peft_names(tensors)
+    else:
+        config = {**state.config.to_dict(), "adapted_modules": state.adapted_modules}
     write_atomically(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     write_json(directory / CONFIG_NAME, config)
     return directory
@@ -90,16 +111,20 @@ def read_adapter_config(directory: str | Path) -> dict:
 def load_adapter(model: nn.Module, directory: str | Path) -> list[str]:
     """Inject adapters from the saved config if the model has none, then load the saved weights strictly.
 
-    A missing, unexpected or wrongly shaped tensor raises ValueError naming the first offending tensor.
-    Returns the adapted module names.
+    Reads our checkpoints and PEFT LoRA adapters (``save_pretrained`` output). A missing, unexpected or
+    wrongly shaped tensor raises ValueError naming the first offending tensor. Returns the adapted module names.
     """
     directory = Path(directory)
     saved = read_adapter_config(directory)
-    saved_modules = saved.pop("adapted_modules", None)
-    try:
-        config = config_from_dict(saved)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{directory / CONFIG_NAME}: {err}") from err
+    config, saved_modules = _saved_config(saved, directory / CONFIG_NAME)
+    weights_path = directory / WEIGHTS_NAME
+    tensors = load_tensors(weights_path, "adapter weights")
+    if is_peft_config(saved):
+        try:
+            tensors = from_peft_names(tensors)
+        except ValueError as err:
+            raise ValueError(f"{weights_path}: {err}") from err
+        _check_linear_owners(model, lora_owners(tensors), weights_path)
     if getattr(model, ADAPTER_STATE_ATTR, None) is None:
         inject(model, config)
     state = adapter_state(model)
@@ -110,10 +135,35 @@ def load_adapter(model: nn.Module, directory: str | Path) -> list[str]:
             f"{directory / CONFIG_NAME}: adapted modules differ from the model's "
             f"(saved only: {missing[:5]}, model only: {extra[:5]})"
         )
-    weights_path = directory / WEIGHTS_NAME
-    tensors = load_tensors(weights_path, "adapter weights")
     _copy_strict(adapter_state_dict(model), tensors, weights_path)
     return state.adapted_modules
+
+
+def _saved_config(saved: dict, origin: Path) -> tuple[AdapterConfig, list[str] | None]:
+    """The config and adapted-module names of an adapter_config.json: ours, ours inside PEFT's, or PEFT's own."""
+    own = saved.get(OWN_CONFIG_KEY) if is_peft_config(saved) else saved
+    try:
+        if own is None:
+            return config_from_peft(saved), None
+        own = dict(own)
+        saved_modules = own.pop("adapted_modules", None)
+        return config_from_dict(own), saved_modules
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{origin}: {err}") from err
+
+
+def _check_linear_owners(model: nn.Module, owners: set[str], origin: Path) -> None:
+    """PEFT can adapt embeddings and convolutions; our LoRA adapts only ``nn.Linear``: name the first other."""
+    for name in sorted(owners):
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue  # the strict copy names the tensor the model lacks
+        if not isinstance(module, (nn.Linear, AdaptedLinear)):
+            raise ValueError(
+                f"{origin}: the adapter targets '{name}', a {type(module).__name__}; only nn.Linear layers "
+                "can carry our LoRA"
+            )
 
 
 def _copy_strict(target: dict[str, Tensor], source: dict[str, Tensor], origin: Path) -> None:

@@ -22,6 +22,7 @@ from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
 
 from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
 from fvae_asr.adapters.checkpoint import WEIGHTS_NAME, check_finite, load_tensors
+from fvae_asr.adapters.peft_format import PEFT_PREFIX
 from fvae_asr.files import read_json, respect_umask, write_atomically, write_json
 from fvae_asr.speech.encoder import Wav2Vec2Encoder, is_hub_id, quiet_hf_loading
 from fvae_asr.speech.model import ADAPTER_KINDS, HEAD_NAME, CTCRecognizer, configure_training
@@ -223,12 +224,14 @@ def _backbone_source(directory: Path, backbone: str) -> str:
 
 def _check_head_fits(n_labels: int, weights: Path, description_path: Path) -> None:
     """The saved head must have one output per label of ``recognizer.json``."""
-    head = f"{HEAD_NAME}.weight"
     if not weights.is_file():
         raise FileNotFoundError(f"no weights at {weights}")
     try:
         with safe_open(str(weights), "pt") as saved:
-            rows = saved.get_slice(head).get_shape()[0] if head in saved.keys() else None
+            # LoRA exports carry PEFT's tensor names (see fvae_asr.adapters.peft_format)
+            head = next((name for name in (f"{HEAD_NAME}.weight", f"{PEFT_PREFIX}{HEAD_NAME}.weight")
+                         if name in saved.keys()), None)  # fmt: skip
+            rows = saved.get_slice(head).get_shape()[0] if head is not None else None
     except (SafetensorError, OSError) as err:
         raise ValueError(f"cannot read weights {weights}: {err}") from err
     if rows is not None and rows != n_labels:
