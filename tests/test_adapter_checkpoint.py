@@ -55,6 +55,21 @@ def test_round_trip_is_bit_exact_and_adapter_only(tmp_path, config):
     assert type(fresh.adapter_state.config) is type(config)
 
 
+def test_a_lora_checkpoint_in_the_format_before_peft_names_still_loads(tmp_path):
+    """LoRA checkpoints written before LoRA moved to PEFT's format: our flat config, our tensor names."""
+    model = _trained(CONFIGS[1])
+    save_adapter(model, tmp_path)
+    config_path, weights_path = tmp_path / "adapter_config.json", tmp_path / "adapter_model.safetensors"
+    config_path.write_text(json.dumps(json.loads(config_path.read_text())["fvae_asr"]))
+    save_file({k.removeprefix("base_model.model."): v for k, v in load_file(str(weights_path)).items()},
+              str(weights_path))  # fmt: skip
+    fresh = WithHead(tiny_wav2vec2(seed=0))
+    torch.nn.init.zeros_(fresh.head.weight)
+    load_adapter(fresh, tmp_path)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(tiny_inputs("wav2vec2")), model(tiny_inputs("wav2vec2")))
+
+
 def test_loading_into_a_different_rank_names_the_tensor(tmp_path):
     save_adapter(_trained(CONFIGS[0], steps=0), tmp_path)
     other = WithHead(tiny_wav2vec2())

@@ -107,8 +107,10 @@ def test_an_fvae_lora_adapter_keeps_our_format_and_peft_refuses_it(tmp_path):
     save_adapter(model, tmp_path)
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
     assert "peft_type" not in saved and saved["adapter_type"] == "fvae_lora"
-    with pytest.raises(Exception):  # PEFT has no FVAE-LoRA layers and finds no peft_type
+    with pytest.raises(TypeError, match="missing required keys: {'peft_type'}"):  # PEFT has no FVAE-LoRA layers
         PeftConfig.from_pretrained(str(tmp_path))
+    with pytest.raises(KeyError, match="peft_type"):
+        PeftModel.from_pretrained(_fresh(), tmp_path)
 
     fresh = _fresh()
     load_adapter(fresh, tmp_path)
