@@ -64,7 +64,7 @@ def config_from_peft(fields: dict[str, Any]) -> LoRAConfig:
     if fields.get("bias", "none") != "none":
         raise ValueError(f"field 'bias' = {fields['bias']!r} is not supported; only 'none'")
     if fields.get("target_modules") is None:
-        raise ValueError("field 'target_modules' is missing or null (PEFT's per-architecture default is not known here)")
+        raise ValueError("field 'target_modules' is missing or null (PEFT's per-model default is not known here)")
     if "r" not in fields:
         raise ValueError("field 'r' is missing")
     return LoRAConfig(
