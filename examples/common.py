@@ -148,17 +148,6 @@ def training_arguments(args: argparse.Namespace) -> Any:
     )  # fmt: skip
 
 
-def trainer_class(method: str) -> type:
-    """FVAETrainer for adapter methods (adds the FVAE loss, saves adapter-only); Trainer for full fine-tuning."""
-    from transformers import Trainer
-
-    if method == "full":
-        return Trainer
-    from fvae_asr.integrations.transformers import FVAETrainer
-
-    return FVAETrainer
-
-
 def run(args: argparse.Namespace, task: Task) -> dict[str, float]:
     """Inject the method's adapters, train, evaluate, save, and write ``eval_results.json``; returns the metrics."""
     torch.manual_seed(args.seed)
@@ -169,7 +158,9 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, float]:
     trainable = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in task.model.parameters())
     print(f"trainable parameters: {trainable} of {total}")
-    trainer = trainer_class(args.method)(
+    from fvae_asr.integrations.transformers import FVAETrainer  # a plain Trainer for a model without adapters
+
+    trainer = FVAETrainer(
         model=task.model, args=training_arguments(args), train_dataset=task.train_set,
         eval_dataset=task.eval_set, data_collator=task.collator, compute_metrics=accuracy,
     )  # fmt: skip
