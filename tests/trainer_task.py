@@ -6,19 +6,19 @@ import torch
 from torch.utils.data import Dataset
 from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
 
-from fvae_asr import FVAELoRAConfig, inject
+from fvae_asr import AdapterConfig, FVAELoRAConfig, inject
 
 VOCAB, PAD = 50, 0
 
 
-def tiny_bert_classifier(seed: int = 0, **adapter_overrides) -> BertForSequenceClassification:
-    """Tiny BERT (2 layers, hidden 32) with a 2-class head, FVAE adapters on query/key, head trainable."""
+def tiny_bert_classifier(seed: int = 0, adapter: AdapterConfig | None = None) -> BertForSequenceClassification:
+    """Tiny BERT (2 layers, hidden 32) with a 2-class head and adapters (default: FVAE on query/key, head trainable)."""
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, num_labels=2, pad_token_id=PAD)
     model = BertForSequenceClassification(cfg)
-    config = dict(rank=4, target_modules=["query", "key"], trainable_modules=["classifier"], aux_weight=0.5)
-    inject(model, FVAELoRAConfig(**{**config, **adapter_overrides}))
+    inject(model, adapter or FVAELoRAConfig(rank=4, target_modules=["query", "key"], trainable_modules=["classifier"],
+                                            aux_weight=0.5))
     return model
 
 

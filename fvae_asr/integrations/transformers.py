@@ -57,7 +57,8 @@ class FVAETrainer(Trainer):
         return self.accelerator.unwrap_model(model if model is not None else self.model, keep_torch_compile=False)
 
     def _aux_weight(self, model: nn.Module) -> float:
-        return getattr(model, ADAPTER_STATE_ATTR).config.aux_weight
+        """lambda of the model's FVAE config; 0 for plain LoRA, which has no auxiliary loss."""
+        return getattr(getattr(model, ADAPTER_STATE_ATTR).config, "aux_weight", 0.0)
 
     def _task_loss_is_scaled_for_ga(self, num_items_in_batch: Tensor | int | None) -> bool:
         """The Trainer's own rule (``training_step``): is the returned loss already divided over the accumulation?"""
