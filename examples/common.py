@@ -97,6 +97,11 @@ def load_dataset(args: argparse.Namespace, label_column: str) -> tuple[Any, Any,
     return train, evaluation, num_labels
 
 
+def pretrained_classifier(auto_class: Any, name: str, num_labels: int) -> nn.Module:
+    """A hub or local checkpoint with a fresh head of ``num_labels`` classes (its own head may have another size)."""
+    return auto_class.from_pretrained(name, num_labels=num_labels, ignore_mismatched_sizes=True)
+
+
 def attention_targets(model: nn.Module, choice: str) -> list[str]:
     """Module-name suffixes of the chosen attention projections, in whichever naming scheme the model uses."""
     suffixes = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared module, however this script is loaded
 
-from common import Task, build_parser, load_dataset, parse_args, run  # noqa: E402
+from common import Task, build_parser, load_dataset, parse_args, pretrained_classifier, run  # noqa: E402
 
 IMAGE_SIZE, PATCH_SIZE = 32, 8
 COLOURS = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0))  # the class is the square's colour
@@ -65,8 +65,7 @@ def pretrained_task(args) -> Task:
     columns = train_set.column_names
     train_set = train_set.map(preprocess, batched=True, remove_columns=columns).with_format("torch")
     eval_set = eval_set.map(preprocess, batched=True, remove_columns=columns).with_format("torch")
-    model = AutoModelForImageClassification.from_pretrained(args.model, num_labels=num_labels,
-                                                            ignore_mismatched_sizes=True)
+    model = pretrained_classifier(AutoModelForImageClassification, args.model, num_labels)
     return Task(model, ["classifier"], train_set, eval_set)
 
 
@@ -82,8 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.model:
             from transformers import AutoModelForImageClassification
 
-            model = AutoModelForImageClassification.from_pretrained(args.model, num_labels=len(COLOURS),
-                                                                    ignore_mismatched_sizes=True)
+            model = pretrained_classifier(AutoModelForImageClassification, args.model, len(COLOURS))
         else:
             model = tiny_vit(len(COLOURS), args.seed)
         size = model.config.image_size  # the synthetic images are drawn at the model's input size

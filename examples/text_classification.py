@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared module, however this script is loaded
 
-from common import Task, build_parser, load_dataset, parse_args, run  # noqa: E402
+from common import Task, build_parser, load_dataset, parse_args, pretrained_classifier, run  # noqa: E402
 
 VOCAB_SIZE = 64
 KEYWORDS = (4, 5, 6, 7)  # token ids whose presence decides the class; fillers are drawn from 10..VOCAB_SIZE-1
@@ -69,7 +69,7 @@ def pretrained_task(args) -> Task:
     columns = train_set.column_names
     train_set = train_set.map(tokenize, batched=True, remove_columns=columns)
     eval_set = eval_set.map(tokenize, batched=True, remove_columns=columns)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=num_labels)
+    model = pretrained_classifier(AutoModelForSequenceClassification, args.model, num_labels)
     return Task(model, ["classifier"], train_set, eval_set, DataCollatorWithPadding(tokenizer))
 
 
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.model:
             from transformers import AutoModelForSequenceClassification
 
-            model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=len(KEYWORDS))
+            model = pretrained_classifier(AutoModelForSequenceClassification, args.model, len(KEYWORDS))
         else:
             model = tiny_bert(len(KEYWORDS), args.seed)
         task = Task(model, ["classifier"], train, evaluation)
