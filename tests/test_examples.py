@@ -66,6 +66,7 @@ def test_lora_saves_only_its_adapter_with_the_chosen_targets(tmp_path):
     assert_adapter_only(tmp_path / "out", ("q_proj", "v_proj"))
     config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert (config["adapter_type"], config["rank"], config["target_modules"]) == ("lora", 16, ["q_proj", "v_proj"])
+    assert (config["lora_alpha"], config["dropout"]) == (16.0, 0.1)  # the paper's LoRA settings
 
 
 def test_fvae_lora_config_takes_rank_and_lambda(tmp_path):
