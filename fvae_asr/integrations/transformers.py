@@ -1,0 +1,139 @@
+"""A Hugging Face ``Trainer`` for models with fvae-asr adapters (``pip install fvae-asr[hf]``).
+
+Build the model, ``fvae_asr.inject(model, config)``, then use ``FVAETrainer`` exactly like ``transformers.Trainer``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_pt_utils import nested_gather
+
+from fvae_asr.adapters.checkpoint import CONFIG_NAME, load_adapter, save_adapter
+from fvae_asr.adapters.model import ADAPTER_STATE_ATTR, aux_loss, frame_mask, loss_terms
+
+MASK_INPUTS = ("input_ids", "inputs_embeds")  # token-level inputs: their attention_mask marks the layers' frames
+
+
+def has_adapters(model: nn.Module) -> bool:
+    """Whether ``fvae_asr.inject`` put adapters into the model."""
+    return getattr(model, ADAPTER_STATE_ATTR, None) is not None
+
+
+def token_frame_mask(inputs: dict[str, Any]) -> Tensor | None:
+    """The batch's ``attention_mask`` as a bool frame mask when it is over tokens (text models), else None.
+
+    Only token inputs (``input_ids``/``inputs_embeds``) give one mask entry per position the adapted layers see;
+    an audio model's mask is over samples, not frames, and image models have none, so they get no mask.
+    """
+    mask = inputs.get("attention_mask")
+    if not isinstance(mask, Tensor) or mask.dim() != 2:
+        return None
+    token_input = next((inputs[k] for k in MASK_INPUTS if isinstance(inputs.get(k), Tensor)), None)
+    if token_input is None or tuple(token_input.shape[:2]) != tuple(mask.shape):
+        return None
+    return mask.bool()
+
+
+class FVAETrainer(Trainer):
+    """``transformers.Trainer`` that trains fvae-asr adapters: task loss + ``aux_weight * aux_loss`` in training.
+
+    Logs the mean FVAE loss parts since the last log (``fvae_reconstruction``, ``fvae_kl_z1``, ``fvae_gamma``...),
+    masks padding tokens out of the FVAE terms for token inputs, and saves and resumes adapter-only checkpoints
+    (``adapter_config.json`` + ``adapter_model.safetensors``). A model without adapters trains as with ``Trainer``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._part_sums: dict[str, Tensor] = {}
+        self._part_batches = 0
+
+    def _adapted_model(self, model: nn.Module | None = None) -> nn.Module:
+        return self.accelerator.unwrap_model(model if model is not None else self.model, keep_torch_compile=False)
+
+    def _aux_weight(self, model: nn.Module) -> float:
+        """lambda of the model's FVAE config; 0 for plain LoRA, which has no auxiliary loss."""
+        return getattr(getattr(model, ADAPTER_STATE_ATTR).config, "aux_weight", 0.0)
+
+    def _task_loss_is_scaled_for_ga(self, num_items_in_batch: Tensor | int | None) -> bool:
+        """The Trainer's own rule (``training_step``): is the returned loss already divided over the accumulation?"""
+        if self.loss_is_scaled_for_ga is not None:
+            return self.loss_is_scaled_for_ga
+        return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor | Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor | tuple[Tensor, Any]:
+        """The Trainer's task loss, plus ``aux_weight * aux_loss`` in training (evaluation adds nothing)."""
+        adapted = self._adapted_model(model)
+        if not has_adapters(adapted):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with frame_mask(adapted, token_frame_mask(inputs)):
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if not adapted.training:
+            return result
+        loss, outputs = result if return_outputs else (result, None)
+        weight = self._aux_weight(adapted)
+        if weight:
+            aux = aux_loss(adapted)
+            if self._task_loss_is_scaled_for_ga(num_items_in_batch):
+                aux = aux / self.current_gradient_accumulation_steps
+            loss = loss + weight * aux
+        self._accumulate_parts(loss_terms(adapted))
+        return (loss, outputs) if return_outputs else loss
+
+    def _accumulate_parts(self, parts: dict[str, Tensor]) -> None:
+        if not parts:
+            return
+        for key, value in parts.items():
+            self._part_sums[key] = self._part_sums.get(key, 0.0) + value
+        self._part_batches += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean FVAE loss parts of the micro-batches since the last training log (averaged over ranks)."""
+        if "loss" in logs and self._part_batches:
+            for key, total in self._part_sums.items():
+                mean = (total / self._part_batches).detach().reshape(1)
+                logs[f"fvae_{key}"] = nested_gather(mean, self.args.parallel_mode).mean().item()
+            self._part_sums, self._part_batches = {}, 0
+        super().log(logs, start_time)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Adapter-only files when the model has adapters (the training arguments beside them); else the Trainer's."""
+        adapted = self._adapted_model()
+        if not has_adapters(adapted):
+            return super()._save(output_dir, state_dict)
+        if not self.args.should_save:
+            return None
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        save_adapter(adapted, output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+        return None
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Load the adapter weights of an adapter-only checkpoint; other checkpoints load as in the Trainer."""
+        adapted = self._adapted_model(model)
+        if has_adapters(adapted) and os.path.isfile(os.path.join(resume_from_checkpoint, CONFIG_NAME)):
+            load_adapter(adapted, resume_from_checkpoint)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        """``load_best_model_at_end`` for adapter-only checkpoints."""
+        adapted = self._adapted_model()
+        best = self.state.best_model_checkpoint
+        if has_adapters(adapted) and os.path.isfile(os.path.join(best, CONFIG_NAME)):
+            load_adapter(adapted, best)
+            return
+        super()._load_best_model()

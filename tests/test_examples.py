@@ -1,0 +1,111 @@
+"""The runnable examples (examples/*.py) end to end on their offline tiny models and synthetic tasks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from safetensors import safe_open
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CHANCE = 0.25  # both synthetic tasks have four balanced classes
+QUICK = ["--train_size", "64", "--epochs", "1"]  # the flow only; the default sizes are for learning
+
+
+def load_example(name: str) -> ModuleType:
+    """Load examples/<name>.py as a script would run it (its own folder resolves the shared module)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_example(name: str, out: Path, *argv: str) -> tuple[dict, float]:
+    start = time.perf_counter()
+    assert load_example(name).main(["--output_dir", str(out), *argv]) == 0
+    return json.loads((out / "eval_results.json").read_text()), time.perf_counter() - start
+
+
+def saved_keys(out: Path) -> list[str]:
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
+        return sorted(f.keys())
+
+
+def assert_adapter_only(out: Path, projections: tuple[str, str]) -> None:
+    """Adapter weights of the two adapted projections and the classifier head, and no base weight at all."""
+    assert (out / "adapter_config.json").is_file()
+    assert not (out / "model.safetensors").exists()
+    keys = saved_keys(out)
+    adapter = re.compile(rf"\.({'|'.join(projections)})\.(lora_[AB]|encoder_z[12]|decoder)")
+    assert [k for k in keys if not (k.startswith("classifier.") or adapter.search(k))] == []
+    assert any(k.startswith("classifier.") for k in keys)
+    for projection in projections:
+        assert any(f".{projection}.lora_B" in k for k in keys)
+
+
+@pytest.mark.parametrize("name, projections", [("text_classification", ("query", "key")),
+                                               ("image_classification", ("q_proj", "k_proj"))])
+def test_fvae_lora_learns_the_synthetic_task_in_under_a_minute(tmp_path, name, projections):
+    results, seconds = run_example(name, tmp_path / "out")
+    assert results["method"] == "fvae_lora"
+    assert results["eval_accuracy"] >= CHANCE + 0.35, results
+    assert seconds < 60
+    assert_adapter_only(tmp_path / "out", projections)
+    assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["adapter_type"] == "fvae_lora"
+
+
+def test_lora_saves_only_its_adapter_with_the_chosen_targets(tmp_path):
+    results, _ = run_example("image_classification", tmp_path / "out", "--method", "lora", "--targets", "qv", *QUICK)
+    assert results["method"] == "lora" and 0 <= results["eval_accuracy"] <= 1
+    assert_adapter_only(tmp_path / "out", ("q_proj", "v_proj"))
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert (config["adapter_type"], config["rank"], config["target_modules"]) == ("lora", 16, ["q_proj", "v_proj"])
+    assert (config["lora_alpha"], config["dropout"]) == (16.0, 0.1)  # the paper's LoRA settings
+
+
+def test_fvae_lora_config_takes_rank_and_lambda(tmp_path):
+    run_example("text_classification", tmp_path / "out", "--rank", "4", "--aux_weight", "0.01", *QUICK)
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert (config["rank"], config["aux_weight"], config["target_modules"]) == (4, 0.01, ["query", "key"])
+    assert config["trainable_modules"] == ["classifier"]
+
+
+def test_full_fine_tuning_saves_the_whole_model(tmp_path):
+    results, _ = run_example("text_classification", tmp_path / "out", "--method", "full", *QUICK)
+    assert results["method"] == "full"
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert not (tmp_path / "out" / "adapter_config.json").exists()
+    # every parameter trains: far more than the adapters and head of the LoRA run
+    lora, _ = run_example("text_classification", tmp_path / "lora", "--method", "lora", *QUICK)
+    assert results["trainable_parameters"] > 5 * lora["trainable_parameters"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "imdb"], "--dataset needs --model"),
+    (["--model", "some/model", "--dataset", "imdb"], "pip install datasets"),
+    (["--rank", "0"], "--rank must be a positive integer"),
+    (["--method", "dora"], "invalid choice"),
+])  # fmt: skip
+def test_usage_errors_exit_2_before_writing(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if `datasets` were not installed
+    with pytest.raises(SystemExit) as exit_info:
+        load_example("text_classification").main(["--output_dir", str(tmp_path / "out"), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, build", [("text_classification", "tiny_bert"), ("image_classification", "tiny_vit")])
+def test_model_from_a_local_directory(tmp_path, name, build):
+    example = load_example(name)
+    getattr(example, build)(num_labels=2, seed=3).save_pretrained(tmp_path / "model")  # a checkpoint, 2 labels
+    results, _ = run_example(name, tmp_path / "out", "--model", str(tmp_path / "model"), "--method", "lora", *QUICK)
+    assert 0 <= results["eval_accuracy"] <= 1
+    with safe_open(str(tmp_path / "out" / "adapter_model.safetensors"), "pt") as f:
+        assert f.get_tensor("classifier.weight").shape[0] == 4  # re-headed for the four synthetic classes

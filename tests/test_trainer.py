@@ -1,0 +1,169 @@
+"""FVAETrainer: the FVAE auxiliary loss, logged parts, padding masks, adapter-only checkpoints, resuming, DDP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("accelerate")
+
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from fvae_asr import FVAELoRALinear, adapter_layers, adapter_state_dict, aux_loss, frame_mask, loss_terms  # noqa: E402
+from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
+from fvae_asr.integrations.transformers import FVAETrainer, token_frame_mask  # noqa: E402
+from trainer_task import ParityTask, pad_collate, tiny_bert_classifier, training_args  # noqa: E402
+
+
+def _trainer(tmp_path, model=None, **args) -> FVAETrainer:
+    return FVAETrainer(model=model or tiny_bert_classifier(), args=training_args(tmp_path, **args),
+                       train_dataset=ParityTask(), data_collator=pad_collate)
+
+
+def test_training_logs_fvae_parts(tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.train()
+    train_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(train_logs) == 3
+    for entry in train_logs:
+        assert {"fvae_reconstruction", "fvae_kl_z1", "fvae_gamma", "fvae_total"} <= set(entry)
+
+
+def _batch(size: int = 4) -> dict:
+    task = ParityTask(size=size, seed=3)
+    return pad_collate([task[i] for i in range(size)])
+
+
+def test_training_loss_is_task_loss_plus_weighted_aux_and_evaluation_adds_nothing(tmp_path):
+    model = tiny_bert_classifier()
+    trainer, batch = _trainer(tmp_path, model), _batch()
+    assert batch["attention_mask"].min() == 0  # the batch has padding
+    model.train()
+    torch.manual_seed(7)
+    with frame_mask(model, batch["attention_mask"].bool()):
+        task = model(**batch).loss
+    expected = task + 0.5 * aux_loss(model)
+    torch.manual_seed(7)
+    got = trainer.compute_loss(model, batch)
+    assert aux_loss(model) > 0
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+    trainer.loss_is_scaled_for_ga, trainer.current_gradient_accumulation_steps = True, 2
+    torch.manual_seed(7)
+    torch.testing.assert_close(trainer.compute_loss(model, batch), task + 0.25 * aux_loss(model), rtol=0, atol=0)
+
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.compute_loss(model, batch), model(**batch).loss, rtol=0, atol=0)
+
+
+def test_lora_model_trains_with_the_task_loss_only(tmp_path):
+    from fvae_asr import LoRAConfig
+
+    model = tiny_bert_classifier(adapter=LoRAConfig(rank=4, target_modules=["query", "key"],
+                                                    trainable_modules=["classifier"]))
+    trainer, batch = _trainer(tmp_path, model), _batch()
+    model.train()
+    torch.manual_seed(7)
+    expected = model(**batch).loss
+    torch.manual_seed(7)
+    torch.testing.assert_close(trainer.compute_loss(model, batch), expected, rtol=0, atol=0)
+    trainer.train()
+    assert not any(key.startswith("fvae_") for entry in trainer.state.log_history for key in entry)
+
+
+class _RecordingTrainer(FVAETrainer):
+    """Keeps the Gamma part of every training micro-batch, to check what the logs average."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if model.training:
+            self.gammas.append(loss_terms(model)["gamma"].item())
+        return result
+
+
+def test_logged_parts_average_the_micro_batches_since_the_last_log(tmp_path):
+    trainer = _RecordingTrainer(model=tiny_bert_classifier(), train_dataset=ParityTask(), data_collator=pad_collate,
+                                args=training_args(tmp_path, gradient_accumulation_steps=2, logging_steps=2,
+                                                   per_device_train_batch_size=2))
+    trainer.gammas = []
+    trainer.train()
+    logged = [entry["fvae_gamma"] for entry in trainer.state.log_history if "loss" in entry]
+    per_log = 2 * 2  # micro-batches per optimizer step x steps per log
+    assert len(trainer.gammas) == 6 * 2 and len(logged) == 3
+    expected = [sum(trainer.gammas[i:i + per_log]) / per_log for i in range(0, len(trainer.gammas), per_log)]
+    assert logged == pytest.approx(expected, rel=1e-6)
+
+
+def test_padding_mask_reaches_the_fvae_layers_for_token_inputs(tmp_path):
+    model = tiny_bert_classifier()
+    trainer, batch = _trainer(tmp_path, model), _batch()
+    seen = []
+    layers = [layer for layer in adapter_layers(model) if isinstance(layer, FVAELoRALinear)]
+    for layer in layers:
+        layer.register_forward_pre_hook(lambda module, args: seen.append(module.frame_mask))
+    model.train()
+    trainer.compute_loss(model, batch)
+    assert len(seen) == len(layers) == 4
+    for mask in seen:
+        assert torch.equal(mask, batch["attention_mask"].bool())
+    assert all(layer.frame_mask is None for layer in layers)  # cleared after the forward
+
+
+def test_frame_mask_only_for_token_inputs():
+    mask = torch.tensor([[1, 1, 0]])
+    assert torch.equal(token_frame_mask({"input_ids": torch.ones(1, 3), "attention_mask": mask}), mask.bool())
+    assert token_frame_mask({"input_ids": torch.ones(1, 3)}) is None
+    # wav2vec2's mask is over samples, not the frames the adapted layers see; ViT has none.
+    assert token_frame_mask({"input_values": torch.ones(1, 3), "attention_mask": mask}) is None
+    assert token_frame_mask({"pixel_values": torch.ones(1, 3, 4, 4)}) is None
+
+
+def test_checkpoints_are_adapter_only(tmp_path):
+    trainer = _trainer(tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
+    trainer.train()
+    for step in (2, 4):
+        folder = tmp_path / f"checkpoint-{step}"
+        assert (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
+        assert not (folder / "model.safetensors").exists() and not (folder / "pytorch_model.bin").exists()
+        keys = set(load_file(folder / WEIGHTS_NAME))
+        assert keys == set(adapter_state_dict(trainer.model))
+        assert not any(".base." in key or "embeddings" in key for key in keys)
+        assert (folder / "optimizer.pt").is_file() and (folder / "trainer_state.json").is_file()
+
+
+def test_resuming_from_a_checkpoint_ends_bit_exact(tmp_path):
+    full = _trainer(tmp_path / "full", max_steps=6, save_strategy="steps", save_steps=3)
+    full.train()
+    model = tiny_bert_classifier()  # the same frozen base: checkpoints hold only the adapters
+    with torch.no_grad():
+        for tensor in adapter_state_dict(model).values():
+            tensor.add_(1.0)  # so that only loading the checkpoint's adapters can give the expected end
+    resumed = _trainer(tmp_path / "resumed", model=model, max_steps=6, save_strategy="steps", save_steps=3)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))
+    expected, got = adapter_state_dict(full.model), adapter_state_dict(resumed.model)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path):
+    script = Path(__file__).with_name("ddp_trainer_run.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with socket.socket() as probe:  # a free port: torch.distributed.run with --master_port=0 hangs on rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                          str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "DDP_DONE" in run.stdout
+    for step in (2, 4):
+        assert sorted(p.name for p in (tmp_path / f"checkpoint-{step}").glob("adapter_*")) == [CONFIG_NAME,
+                                                                                               WEIGHTS_NAME]
