@@ -167,3 +167,19 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     for step in (2, 4):
         assert sorted(p.name for p in (tmp_path / f"checkpoint-{step}").glob("adapter_*")) == [CONFIG_NAME,
                                                                                                WEIGHTS_NAME]
+
+
+def test_evaluation_and_best_model_reload_use_the_adapter_checkpoints(tmp_path):
+    trainer = FVAETrainer(model=tiny_bert_classifier(), data_collator=pad_collate, train_dataset=ParityTask(),
+                          eval_dataset=ParityTask(size=8, seed=5),
+                          args=training_args(tmp_path, max_steps=4, eval_strategy="steps", eval_steps=2,
+                                             save_strategy="steps", save_steps=2, load_best_model_at_end=True,
+                                             metric_for_best_model="loss", greater_is_better=True))
+    trainer.train()
+    best = Path(trainer.state.best_model_checkpoint)  # "best" is the higher loss: not the last step's weights
+    assert best == tmp_path / "checkpoint-2" and (best / WEIGHTS_NAME).is_file()
+    saved = load_file(best / WEIGHTS_NAME)
+    for key, value in adapter_state_dict(trainer.model).items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
+    eval_logs = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    assert len(eval_logs) == 2 and not any(key.startswith("fvae_") for entry in eval_logs for key in entry)

@@ -60,6 +60,14 @@ class FVAETrainer(Trainer):
         """lambda of the model's FVAE config; 0 for plain LoRA, which has no auxiliary loss."""
         return getattr(getattr(model, ADAPTER_STATE_ATTR).config, "aux_weight", 0.0)
 
+    def frame_mask_for(self, inputs: dict[str, Any]) -> Tensor | None:
+        """The padding mask handed to the FVAE layers for this batch: ``token_frame_mask``; override to change it.
+
+        The mask must have the adapted layers' input shape without the feature dim. An encoder-decoder model
+        whose decoder layers are adapted sees other lengths there: return None (or a mask of your own) for it.
+        """
+        return token_frame_mask(inputs)
+
     def _task_loss_is_scaled_for_ga(self, num_items_in_batch: Tensor | int | None) -> bool:
         """The Trainer's own rule (``training_step``): is the returned loss already divided over the accumulation?"""
         if self.loss_is_scaled_for_ga is not None:
@@ -77,7 +85,7 @@ class FVAETrainer(Trainer):
         adapted = self._adapted_model(model)
         if not has_adapters(adapted):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with frame_mask(adapted, token_frame_mask(inputs)):
+        with frame_mask(adapted, self.frame_mask_for(inputs)):
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if not adapted.training:
             return result
@@ -104,6 +112,8 @@ class FVAETrainer(Trainer):
             for key, total in self._part_sums.items():
                 mean = (total / self._part_batches).detach().reshape(1)
                 logs[f"fvae_{key}"] = nested_gather(mean, self.args.parallel_mode).mean().item()
+            self._part_sums, self._part_batches = {}, 0
+        if "train_loss" in logs:  # end of training: a partial window since the last log is not carried over
             self._part_sums, self._part_batches = {}, 0
         super().log(logs, start_time)
 
