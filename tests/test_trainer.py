@@ -14,10 +14,21 @@ pytest.importorskip("accelerate")
 
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
+from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification  # noqa: E402
 
-from fvae_asr import FVAELoRALinear, adapter_layers, adapter_state_dict, aux_loss, frame_mask, loss_terms  # noqa: E402
+from fvae_asr import (  # noqa: E402
+    FVAELoRAConfig,
+    FVAELoRALinear,
+    adapter_layers,
+    adapter_state_dict,
+    aux_loss,
+    frame_mask,
+    inject,
+    loss_terms,
+)
 from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
-from fvae_asr.integrations.transformers import FVAETrainer, token_frame_mask  # noqa: E402
+from fvae_asr.integrations.transformers import FVAETrainer, audio_frame_mask, token_frame_mask  # noqa: E402
+from tiny_models import TINY_WAV2VEC2  # noqa: E402
 from trainer_task import ParityTask, pad_collate, tiny_bert_classifier, training_args  # noqa: E402
 
 
@@ -116,13 +127,32 @@ def test_padding_mask_reaches_the_fvae_layers_for_token_inputs(tmp_path):
     assert all(layer.frame_mask is None for layer in layers)  # cleared after the forward
 
 
-def test_frame_mask_only_for_token_inputs():
+def test_token_mask_only_for_token_inputs():
     mask = torch.tensor([[1, 1, 0]])
     assert torch.equal(token_frame_mask({"input_ids": torch.ones(1, 3), "attention_mask": mask}), mask.bool())
     assert token_frame_mask({"input_ids": torch.ones(1, 3)}) is None
     # wav2vec2's mask is over samples, not the frames the adapted layers see; ViT has none.
     assert token_frame_mask({"input_values": torch.ones(1, 3), "attention_mask": mask}) is None
     assert token_frame_mask({"pixel_values": torch.ones(1, 3, 4, 4)}) is None
+
+
+def test_audio_mask_is_mapped_to_encoder_frames(tmp_path):
+    torch.manual_seed(0)
+    model = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(**TINY_WAV2VEC2, num_labels=2))
+    inject(model, FVAELoRAConfig(rank=4, target_modules=["q_proj", "k_proj"], trainable_modules=["classifier"]))
+    values, mask = torch.randn(2, 1600), torch.ones(2, 1600, dtype=torch.long)
+    mask[1, 800:] = 0
+    batch = {"input_values": values, "attention_mask": mask, "labels": torch.tensor([0, 1])}
+    seen = []
+    for layer in adapter_layers(model):
+        layer.register_forward_pre_hook(lambda module, args: seen.append((module.frame_mask, args[0].shape[:-1])))
+    model.train()
+    _trainer(tmp_path, model).compute_loss(model, batch)
+    assert len(seen) == 4
+    for frames, shape in seen:
+        assert frames.shape == shape  # (batch, encoder frames), not samples
+        assert frames[0].all() and frames[1].sum() == model._get_feat_extract_output_lengths(800)
+    assert audio_frame_mask(model, {"input_values": values}) is None
 
 
 def test_checkpoints_are_adapter_only(tmp_path):

@@ -28,8 +28,7 @@ def has_adapters(model: nn.Module) -> bool:
 def token_frame_mask(inputs: dict[str, Any]) -> Tensor | None:
     """The batch's ``attention_mask`` as a bool frame mask when it is over tokens (text models), else None.
 
-    Only token inputs (``input_ids``/``inputs_embeds``) give one mask entry per position the adapted layers see;
-    an audio model's mask is over samples, not frames, and image models have none, so they get no mask.
+    Only token inputs (``input_ids``/``inputs_embeds``) give one mask entry per position the adapted layers see.
     """
     mask = inputs.get("attention_mask")
     if not isinstance(mask, Tensor) or mask.dim() != 2:
@@ -38,6 +37,22 @@ def token_frame_mask(inputs: dict[str, Any]) -> Tensor | None:
     if token_input is None or tuple(token_input.shape[:2]) != tuple(mask.shape):
         return None
     return mask.bool()
+
+
+def audio_frame_mask(model: nn.Module, inputs: dict[str, Any]) -> Tensor | None:
+    """wav2vec2-style models: the batch's sample-level ``attention_mask`` turned into the encoder's frame mask.
+
+    Uses the model's own ``_get_feature_vector_attention_mask`` (wav2vec2, HuBERT, WavLM, data2vec-audio);
+    None when the batch has no mask (checkpoints with group-norm feature extractors are fed none) or the model
+    has no such method.
+    """
+    mask, values = inputs.get("attention_mask"), inputs.get("input_values")
+    if not (isinstance(mask, Tensor) and isinstance(values, Tensor)):
+        return None
+    if not hasattr(model, "_get_feature_vector_attention_mask"):
+        return None
+    frames = int(model._get_feat_extract_output_lengths(torch.tensor(values.shape[-1]), add_adapter=False))
+    return model._get_feature_vector_attention_mask(frames, mask, add_adapter=False).bool()
 
 
 class FVAETrainer(Trainer):
@@ -60,13 +75,15 @@ class FVAETrainer(Trainer):
         """lambda of the model's FVAE config; 0 for plain LoRA, which has no auxiliary loss."""
         return getattr(getattr(model, ADAPTER_STATE_ATTR).config, "aux_weight", 0.0)
 
-    def frame_mask_for(self, inputs: dict[str, Any]) -> Tensor | None:
-        """The padding mask handed to the FVAE layers for this batch: ``token_frame_mask``; override to change it.
+    def frame_mask_for(self, model: nn.Module, inputs: dict[str, Any]) -> Tensor | None:
+        """The padding mask handed to the FVAE layers for this batch; override to change it.
 
-        The mask must have the adapted layers' input shape without the feature dim. An encoder-decoder model
-        whose decoder layers are adapted sees other lengths there: return None (or a mask of your own) for it.
+        Token inputs: their ``attention_mask``; wav2vec2-style audio: its mask mapped to encoder frames; anything
+        else (e.g. images, which have no padding): None. The mask must have the adapted layers' input shape
+        without the feature dim: for an encoder-decoder model whose decoder is adapted, return None or your own.
         """
-        return token_frame_mask(inputs)
+        audio = audio_frame_mask(model, inputs)
+        return audio if audio is not None else token_frame_mask(inputs)
 
     def _task_loss_is_scaled_for_ga(self, num_items_in_batch: Tensor | int | None) -> bool:
         """The Trainer's own rule (``training_step``): is the returned loss already divided over the accumulation?"""
@@ -85,7 +102,7 @@ class FVAETrainer(Trainer):
         adapted = self._adapted_model(model)
         if not has_adapters(adapted):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with frame_mask(adapted, self.frame_mask_for(inputs)):
+        with frame_mask(adapted, self.frame_mask_for(adapted, inputs)):
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if not adapted.training:
             return result
