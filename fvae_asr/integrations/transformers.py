@@ -59,12 +59,15 @@ class FVAETrainer(Trainer):
     """``transformers.Trainer`` that trains fvae-asr adapters: task loss + ``aux_weight * aux_loss`` in training.
 
     Logs the mean FVAE loss parts since the last log (``fvae_reconstruction``, ``fvae_kl_z1``, ``fvae_gamma``...),
-    masks padding tokens out of the FVAE terms for token inputs, and saves and resumes adapter-only checkpoints
+    keeps padding out of the FVAE terms (see ``frame_mask_for``), and saves and resumes adapter-only checkpoints
     (``adapter_config.json`` + ``adapter_model.safetensors``). A model without adapters trains as with ``Trainer``.
+    One process or DDP (``torchrun``); DeepSpeed and FSDP shard the weights, which adapter saving does not handle.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if has_adapters(self._adapted_model()) and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            raise ValueError("FVAETrainer supports one process or DDP; DeepSpeed and FSDP are not supported")
         self._part_sums: dict[str, Tensor] = {}
         self._part_batches = 0
 
@@ -129,8 +132,7 @@ class FVAETrainer(Trainer):
             for key, total in self._part_sums.items():
                 mean = (total / self._part_batches).detach().reshape(1)
                 logs[f"fvae_{key}"] = nested_gather(mean, self.args.parallel_mode).mean().item()
-            self._part_sums, self._part_batches = {}, 0
-        if "train_loss" in logs:  # end of training: a partial window since the last log is not carried over
+        if "loss" in logs or "train_loss" in logs:  # a window left at the end of training is not carried over
             self._part_sums, self._part_batches = {}, 0
         super().log(logs, start_time)
 
