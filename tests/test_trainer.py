@@ -29,7 +29,7 @@ from fvae_asr import (  # noqa: E402
 from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
 from fvae_asr.integrations.transformers import FVAETrainer, audio_frame_mask, token_frame_mask  # noqa: E402
 from tiny_models import TINY_WAV2VEC2  # noqa: E402
-from trainer_task import ParityTask, pad_collate, tiny_bert_classifier, training_args  # noqa: E402
+from trainer_task import ParityTask, pad_collate, tiny_bert_base, tiny_bert_classifier, training_args  # noqa: E402
 
 
 def _trainer(tmp_path, model=None, **args) -> FVAETrainer:
@@ -166,6 +166,14 @@ def test_checkpoints_are_adapter_only(tmp_path):
         assert keys == set(adapter_state_dict(trainer.model))
         assert not any(".base." in key or "embeddings" in key for key in keys)
         assert (folder / "optimizer.pt").is_file() and (folder / "trainer_state.json").is_file()
+
+
+def test_model_without_adapters_trains_and_saves_as_with_the_trainer(tmp_path):
+    trainer = _trainer(tmp_path, model=tiny_bert_base(), max_steps=2, save_strategy="steps", save_steps=2)
+    trainer.train()
+    assert (tmp_path / "checkpoint-2" / "model.safetensors").is_file()
+    assert not (tmp_path / "checkpoint-2" / CONFIG_NAME).exists()
+    assert not any(key.startswith("fvae_") for entry in trainer.state.log_history for key in entry)
 
 
 def test_resuming_from_a_checkpoint_ends_bit_exact(tmp_path):
