@@ -14,11 +14,22 @@ pytest.importorskip("accelerate")
 
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
+from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification  # noqa: E402
 
-from fvae_asr import FVAELoRALinear, adapter_layers, adapter_state_dict, aux_loss, frame_mask, loss_terms  # noqa: E402
+from fvae_asr import (  # noqa: E402
+    FVAELoRAConfig,
+    FVAELoRALinear,
+    adapter_layers,
+    adapter_state_dict,
+    aux_loss,
+    frame_mask,
+    inject,
+    loss_terms,
+)
 from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
-from fvae_asr.integrations.transformers import FVAETrainer, token_frame_mask  # noqa: E402
-from trainer_task import ParityTask, pad_collate, tiny_bert_classifier, training_args  # noqa: E402
+from fvae_asr.integrations.transformers import FVAETrainer, audio_frame_mask, token_frame_mask  # noqa: E402
+from tiny_models import TINY_WAV2VEC2  # noqa: E402
+from trainer_task import ParityTask, pad_collate, tiny_bert_base, tiny_bert_classifier, training_args  # noqa: E402
 
 
 def _trainer(tmp_path, model=None, **args) -> FVAETrainer:
@@ -116,13 +127,32 @@ def test_padding_mask_reaches_the_fvae_layers_for_token_inputs(tmp_path):
     assert all(layer.frame_mask is None for layer in layers)  # cleared after the forward
 
 
-def test_frame_mask_only_for_token_inputs():
+def test_token_mask_only_for_token_inputs():
     mask = torch.tensor([[1, 1, 0]])
     assert torch.equal(token_frame_mask({"input_ids": torch.ones(1, 3), "attention_mask": mask}), mask.bool())
     assert token_frame_mask({"input_ids": torch.ones(1, 3)}) is None
     # wav2vec2's mask is over samples, not the frames the adapted layers see; ViT has none.
     assert token_frame_mask({"input_values": torch.ones(1, 3), "attention_mask": mask}) is None
     assert token_frame_mask({"pixel_values": torch.ones(1, 3, 4, 4)}) is None
+
+
+def test_audio_mask_is_mapped_to_encoder_frames(tmp_path):
+    torch.manual_seed(0)
+    model = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(**TINY_WAV2VEC2, num_labels=2))
+    inject(model, FVAELoRAConfig(rank=4, target_modules=["q_proj", "k_proj"], trainable_modules=["classifier"]))
+    values, mask = torch.randn(2, 1600), torch.ones(2, 1600, dtype=torch.long)
+    mask[1, 800:] = 0
+    batch = {"input_values": values, "attention_mask": mask, "labels": torch.tensor([0, 1])}
+    seen = []
+    for layer in adapter_layers(model):
+        layer.register_forward_pre_hook(lambda module, args: seen.append((module.frame_mask, args[0].shape[:-1])))
+    model.train()
+    _trainer(tmp_path, model).compute_loss(model, batch)
+    assert len(seen) == 4
+    for frames, shape in seen:
+        assert frames.shape == shape  # (batch, encoder frames), not samples
+        assert frames[0].all() and frames[1].sum() == model._get_feat_extract_output_lengths(800)
+    assert audio_frame_mask(model, {"input_values": values}) is None
 
 
 def test_checkpoints_are_adapter_only(tmp_path):
@@ -136,6 +166,14 @@ def test_checkpoints_are_adapter_only(tmp_path):
         assert keys == set(adapter_state_dict(trainer.model))
         assert not any(".base." in key or "embeddings" in key for key in keys)
         assert (folder / "optimizer.pt").is_file() and (folder / "trainer_state.json").is_file()
+
+
+def test_model_without_adapters_trains_and_saves_as_with_the_trainer(tmp_path):
+    trainer = _trainer(tmp_path, model=tiny_bert_base(), max_steps=2, save_strategy="steps", save_steps=2)
+    trainer.train()
+    assert (tmp_path / "checkpoint-2" / "model.safetensors").is_file()
+    assert not (tmp_path / "checkpoint-2" / CONFIG_NAME).exists()
+    assert not any(key.startswith("fvae_") for entry in trainer.state.log_history for key in entry)
 
 
 def test_resuming_from_a_checkpoint_ends_bit_exact(tmp_path):
@@ -167,3 +205,19 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     for step in (2, 4):
         assert sorted(p.name for p in (tmp_path / f"checkpoint-{step}").glob("adapter_*")) == [CONFIG_NAME,
                                                                                                WEIGHTS_NAME]
+
+
+def test_evaluation_and_best_model_reload_use_the_adapter_checkpoints(tmp_path):
+    trainer = FVAETrainer(model=tiny_bert_classifier(), data_collator=pad_collate, train_dataset=ParityTask(),
+                          eval_dataset=ParityTask(size=8, seed=5),
+                          args=training_args(tmp_path, max_steps=4, eval_strategy="steps", eval_steps=2,
+                                             save_strategy="steps", save_steps=2, load_best_model_at_end=True,
+                                             metric_for_best_model="loss", greater_is_better=True))
+    trainer.train()
+    best = Path(trainer.state.best_model_checkpoint)  # "best" is the higher loss: not the last step's weights
+    assert best == tmp_path / "checkpoint-2" and (best / WEIGHTS_NAME).is_file()
+    saved = load_file(best / WEIGHTS_NAME)
+    for key, value in adapter_state_dict(trainer.model).items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
+    eval_logs = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    assert len(eval_logs) == 2 and not any(key.startswith("fvae_") for entry in eval_logs for key in entry)

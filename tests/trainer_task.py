@@ -11,12 +11,17 @@ from fvae_asr import AdapterConfig, FVAELoRAConfig, inject
 VOCAB, PAD = 50, 0
 
 
-def tiny_bert_classifier(seed: int = 0, adapter: AdapterConfig | None = None) -> BertForSequenceClassification:
-    """Tiny BERT (2 layers, hidden 32) with a 2-class head and adapters (default: FVAE on query/key, head trainable)."""
+def tiny_bert_base(seed: int = 0) -> BertForSequenceClassification:
+    """Tiny random BERT (2 layers, hidden 32) with a 2-class head, no adapters."""
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, num_labels=2, pad_token_id=PAD)
-    model = BertForSequenceClassification(cfg)
+    return BertForSequenceClassification(cfg)
+
+
+def tiny_bert_classifier(seed: int = 0, adapter: AdapterConfig | None = None) -> BertForSequenceClassification:
+    """``tiny_bert_base`` with adapters (default: FVAE on query/key, aux_weight 0.5, the head trainable)."""
+    model = tiny_bert_base(seed)
     inject(model, adapter or FVAELoRAConfig(rank=4, target_modules=["query", "key"], trainable_modules=["classifier"],
                                             aux_weight=0.5))
     return model

@@ -28,8 +28,7 @@ def has_adapters(model: nn.Module) -> bool:
 def token_frame_mask(inputs: dict[str, Any]) -> Tensor | None:
     """The batch's ``attention_mask`` as a bool frame mask when it is over tokens (text models), else None.
 
-    Only token inputs (``input_ids``/``inputs_embeds``) give one mask entry per position the adapted layers see;
-    an audio model's mask is over samples, not frames, and image models have none, so they get no mask.
+    Only token inputs (``input_ids``/``inputs_embeds``) give one mask entry per position the adapted layers see.
     """
     mask = inputs.get("attention_mask")
     if not isinstance(mask, Tensor) or mask.dim() != 2:
@@ -40,16 +39,35 @@ def token_frame_mask(inputs: dict[str, Any]) -> Tensor | None:
     return mask.bool()
 
 
+def audio_frame_mask(model: nn.Module, inputs: dict[str, Any]) -> Tensor | None:
+    """wav2vec2-style models: the batch's sample-level ``attention_mask`` turned into the encoder's frame mask.
+
+    Uses the model's own ``_get_feature_vector_attention_mask`` (wav2vec2, HuBERT, WavLM, data2vec-audio);
+    None when the batch has no mask (checkpoints with group-norm feature extractors are fed none) or the model
+    has no such method.
+    """
+    mask, values = inputs.get("attention_mask"), inputs.get("input_values")
+    if not (isinstance(mask, Tensor) and isinstance(values, Tensor)):
+        return None
+    if not hasattr(model, "_get_feature_vector_attention_mask"):
+        return None
+    frames = int(model._get_feat_extract_output_lengths(torch.tensor(values.shape[-1]), add_adapter=False))
+    return model._get_feature_vector_attention_mask(frames, mask, add_adapter=False).bool()
+
+
 class FVAETrainer(Trainer):
     """``transformers.Trainer`` that trains fvae-asr adapters: task loss + ``aux_weight * aux_loss`` in training.
 
     Logs the mean FVAE loss parts since the last log (``fvae_reconstruction``, ``fvae_kl_z1``, ``fvae_gamma``...),
-    masks padding tokens out of the FVAE terms for token inputs, and saves and resumes adapter-only checkpoints
+    keeps padding out of the FVAE terms (see ``frame_mask_for``), and saves and resumes adapter-only checkpoints
     (``adapter_config.json`` + ``adapter_model.safetensors``). A model without adapters trains as with ``Trainer``.
+    One process or DDP (``torchrun``); DeepSpeed and FSDP shard the weights, which adapter saving does not handle.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if has_adapters(self._adapted_model()) and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            raise ValueError("FVAETrainer supports one process or DDP; DeepSpeed and FSDP are not supported")
         self._part_sums: dict[str, Tensor] = {}
         self._part_batches = 0
 
@@ -59,6 +77,16 @@ class FVAETrainer(Trainer):
     def _aux_weight(self, model: nn.Module) -> float:
         """lambda of the model's FVAE config; 0 for plain LoRA, which has no auxiliary loss."""
         return getattr(getattr(model, ADAPTER_STATE_ATTR).config, "aux_weight", 0.0)
+
+    def frame_mask_for(self, model: nn.Module, inputs: dict[str, Any]) -> Tensor | None:
+        """The padding mask handed to the FVAE layers for this batch; override to change it.
+
+        Token inputs: their ``attention_mask``; wav2vec2-style audio: its mask mapped to encoder frames; anything
+        else (e.g. images, which have no padding): None. The mask must have the adapted layers' input shape
+        without the feature dim: for an encoder-decoder model whose decoder is adapted, return None or your own.
+        """
+        audio = audio_frame_mask(model, inputs)
+        return audio if audio is not None else token_frame_mask(inputs)
 
     def _task_loss_is_scaled_for_ga(self, num_items_in_batch: Tensor | int | None) -> bool:
         """The Trainer's own rule (``training_step``): is the returned loss already divided over the accumulation?"""
@@ -77,7 +105,7 @@ class FVAETrainer(Trainer):
         adapted = self._adapted_model(model)
         if not has_adapters(adapted):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with frame_mask(adapted, token_frame_mask(inputs)):
+        with frame_mask(adapted, self.frame_mask_for(adapted, inputs)):
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if not adapted.training:
             return result
@@ -104,6 +132,7 @@ class FVAETrainer(Trainer):
             for key, total in self._part_sums.items():
                 mean = (total / self._part_batches).detach().reshape(1)
                 logs[f"fvae_{key}"] = nested_gather(mean, self.args.parallel_mode).mean().item()
+        if "loss" in logs or "train_loss" in logs:  # a window left at the end of training is not carried over
             self._part_sums, self._part_batches = {}, 0
         super().log(logs, start_time)
 
