@@ -14,6 +14,7 @@ from fvae_asr import (
     LoRALinear,
     adapter_layers,
     aux_loss,
+    aux_weight,
     frame_mask,
     inject,
     loss_terms,
@@ -338,3 +339,12 @@ def test_aux_only_training_keeps_the_z1_variance_bounded_with_the_defaults():
     assert after <= 2 * before
     before, after = _train_mode_spread_before_and_after_aux_training(delta=1.0)  # delta = beta: degenerate
     assert after >= 20 * before
+
+
+def test_aux_weight_is_lambda_for_fvae_and_zero_otherwise():
+    assert aux_weight(nn.Linear(2, 2)) == 0.0
+    for config, expected in ((FVAELoRAConfig(aux_weight=0.25, target_modules=["0"]), 0.25),
+                             (LoRAConfig(target_modules=["0"]), 0.0)):  # fmt: skip
+        model = nn.Sequential(nn.Linear(4, 4))
+        inject(model, config)
+        assert aux_weight(model) == expected

@@ -9,6 +9,7 @@ from fvae_asr.adapters.layers import FVAELoRALinear, LoRALinear
 from fvae_asr.adapters.model import (
     adapter_layers,
     aux_loss,
+    aux_weight,
     frame_mask,
     inject,
     loss_terms,
@@ -25,6 +26,7 @@ __all__ = [
     "adapter_layers",
     "adapter_state_dict",
     "aux_loss",
+    "aux_weight",
     "base_state_dict",
     "frame_mask",
     "inject",

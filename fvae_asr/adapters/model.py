@@ -145,6 +145,13 @@ def aux_loss(model: nn.Module) -> Tensor:
     return torch.stack([t["total"] for t in terms]).mean()
 
 
+def aux_weight(model: nn.Module) -> float:
+    """lambda of the model's adapter config: the weight of ``aux_loss`` in the total loss (0 for plain LoRA and
+    for a model without adapters)."""
+    state = getattr(model, ADAPTER_STATE_ATTR, None)
+    return getattr(state.config, "aux_weight", 0.0) if state is not None else 0.0
+
+
 def loss_terms(model: nn.Module) -> dict[str, Tensor]:
     """The parts of ``aux_loss`` (reconstruction NLL, KL on z1, Gamma, ...) averaged over layers, detached."""
     terms = _layer_terms(model)

@@ -15,7 +15,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import nested_gather
 
 from fvae_asr.adapters.checkpoint import CONFIG_NAME, load_adapter, save_adapter
-from fvae_asr.adapters.model import ADAPTER_STATE_ATTR, aux_loss, frame_mask, loss_terms
+from fvae_asr.adapters.model import ADAPTER_STATE_ATTR, aux_loss, aux_weight, frame_mask, loss_terms
 
 MASK_INPUTS = ("input_ids", "inputs_embeds")  # token-level inputs: their attention_mask marks the layers' frames
 
@@ -74,10 +74,6 @@ class FVAETrainer(Trainer):
     def _adapted_model(self, model: nn.Module | None = None) -> nn.Module:
         return self.accelerator.unwrap_model(model if model is not None else self.model, keep_torch_compile=False)
 
-    def _aux_weight(self, model: nn.Module) -> float:
-        """lambda of the model's FVAE config; 0 for plain LoRA, which has no auxiliary loss."""
-        return getattr(getattr(model, ADAPTER_STATE_ATTR).config, "aux_weight", 0.0)
-
     def frame_mask_for(self, model: nn.Module, inputs: dict[str, Any]) -> Tensor | None:
         """The padding mask handed to the FVAE layers for this batch; override to change it.
 
@@ -110,7 +106,7 @@ class FVAETrainer(Trainer):
         if not adapted.training:
             return result
         loss, outputs = result if return_outputs else (result, None)
-        weight = self._aux_weight(adapted)
+        weight = aux_weight(adapted)
         if weight:
             aux = aux_loss(adapted)
             if self._task_loss_is_scaled_for_ga(num_items_in_batch):

@@ -14,7 +14,7 @@ import yaml
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from speechbrain.utils.distributed import if_main_process
 
-from fvae_asr.adapters import aux_loss, loss_terms
+from fvae_asr.adapters import aux_loss, aux_weight, loss_terms
 from fvae_asr.speech.checkpointing import RandomStates
 from fvae_asr.speech.metrics import alignments, error_report
 from fvae_asr.speech.model import greedy_decode
@@ -59,7 +59,7 @@ class PhoneCTCBrain(sb.Brain):
             if parts:
                 parts["aux"] = parts.pop("total")
             self._log_parts(ctc=ctc, **parts)
-            return ctc + self.aux_weight * aux
+            return ctc + aux_weight(self.hparams.model) * aux
         hypotheses = greedy_decode(log_probs, frame_lens, self.blank_index)
         self.ids.extend(batch.id)
         self.references.extend(batch.phn_list)
@@ -69,12 +69,6 @@ class PhoneCTCBrain(sb.Brain):
     @property
     def blank_index(self) -> int:
         return self.hparams.label_encoder.get_blank_index()
-
-    @property
-    def aux_weight(self) -> float:
-        """lambda of the adapter config (zero without FVAE adapters)."""
-        state = getattr(self.hparams.model, "adapter_state", None)
-        return getattr(state.config, "aux_weight", 0.0) if state is not None else 0.0
 
     def _log_parts(self, **parts: torch.Tensor) -> None:
         for name, value in parts.items():
