@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 from safetensors import safe_open
 
@@ -109,3 +110,87 @@ def test_model_from_a_local_directory(tmp_path, name, build):
     assert 0 <= results["eval_accuracy"] <= 1
     with safe_open(str(tmp_path / "out" / "adapter_model.safetensors"), "pt") as f:
         assert f.get_tensor("classifier.weight").shape[0] == 4  # re-headed for the four synthetic classes
+
+
+@pytest.fixture
+def offline_datasets(tmp_path, monkeypatch):
+    """No network and the `datasets` cache inside tmp_path; `datasets` reads these at import, so its config too."""
+    import datasets.config
+
+    cache = tmp_path / "hf_datasets_cache"
+    for name, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("HF_DATASETS_CACHE", str(cache))):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setattr(datasets.config, "DOWNLOADED_DATASETS_PATH", cache / "downloads")
+    monkeypatch.setattr(datasets.config, "EXTRACTED_DATASETS_PATH", cache / "downloads" / "extracted")
+    return cache
+
+
+WORDS = ("good", "great", "fine", "bad", "awful", "poor", "the", "film", "was", "plot")
+
+
+def save_tiny_bert_with_tokenizer(example: ModuleType, directory: Path) -> None:
+    """The example's tiny BERT and a word-level BertTokenizerFast over its vocabulary, saved as a checkpoint."""
+    from transformers import BertTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] 0 and [CLS] 2 as the tiny BERT expects
+    vocab = specials + list(WORDS)
+    vocab_file = directory.parent / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n")
+    example.tiny_bert(num_labels=2, seed=3).save_pretrained(directory)
+    BertTokenizerFast(vocab_file=str(vocab_file), model_max_length=example.MAX_LENGTH).save_pretrained(directory)
+
+
+def sentiment_rows(n: int) -> list[tuple[str, int]]:
+    """Short reviews whose label (1 positive, 0 negative) is which kind of adjective they hold."""
+    rows = []
+    for i in range(n):
+        label = i % 2
+        adjective = WORDS[i % 3] if label else WORDS[3 + i % 3]
+        rows.append((f"the {WORDS[7 + i % 3]} was {adjective}", label))
+    return rows
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_text_example_on_a_local_data_file(tmp_path, offline_datasets, suffix):
+    example = load_example("text_classification")
+    save_tiny_bert_with_tokenizer(example, tmp_path / "model")
+    rows = sentiment_rows(40)
+    data = tmp_path / f"reviews{suffix}"
+    if suffix == ".csv":
+        data.write_text("review,sentiment\n" + "".join(f"{text},{label}\n" for text, label in rows))
+    else:
+        data.write_text("".join(json.dumps({"review": text, "sentiment": label}) + "\n" for text, label in rows))
+    results, _ = run_example("text_classification", tmp_path / "out", "--model", str(tmp_path / "model"),
+                             "--dataset", str(data), "--text_column", "review", "--label_column", "sentiment",
+                             "--max_length", str(example.MAX_LENGTH), "--epochs", "1", "--batch_size", "8")
+    assert results["method"] == "fvae_lora" and 0 <= results["eval_accuracy"] <= 1
+    assert_adapter_only(tmp_path / "out", ("query", "key"))
+    with safe_open(str(tmp_path / "out" / "adapter_model.safetensors"), "pt") as f:
+        assert f.get_tensor("classifier.weight").shape[0] == 2  # the file's two labels
+    assert offline_datasets.is_dir()  # the `datasets` cache went to tmp_path
+
+
+def test_image_example_on_a_local_image_folder(tmp_path, offline_datasets):
+    from PIL import Image
+    from transformers import ViTImageProcessor
+
+    example = load_example("image_classification")
+    example.tiny_vit(num_labels=2, seed=3).save_pretrained(tmp_path / "model")
+    size = {"height": example.IMAGE_SIZE, "width": example.IMAGE_SIZE}
+    ViTImageProcessor(size=size).save_pretrained(tmp_path / "model")
+    rng = np.random.default_rng(0)
+    for class_index, colour in enumerate(("red", "green", "blue")):
+        (tmp_path / "images" / colour).mkdir(parents=True)
+        for i in range(8):
+            pixels = rng.integers(0, 64, size=(20, 24, 3), dtype=np.uint8)  # not the model's size: resized
+            pixels[..., class_index] = 200
+            Image.fromarray(pixels).save(tmp_path / "images" / colour / f"{i}.png")
+    results, _ = run_example("image_classification", tmp_path / "out", "--model", str(tmp_path / "model"),
+                             "--dataset", str(tmp_path / "images"), "--epochs", "1", "--batch_size", "8")
+    assert results["method"] == "fvae_lora" and 0 <= results["eval_accuracy"] <= 1
+    assert_adapter_only(tmp_path / "out", ("q_proj", "k_proj"))
+    with safe_open(str(tmp_path / "out" / "adapter_model.safetensors"), "pt") as f:
+        assert f.get_tensor("classifier.weight").shape[0] == 3  # one class per sub-folder
+    assert offline_datasets.is_dir()
