@@ -97,8 +97,25 @@ def load_dataset(args: argparse.Namespace, label_column: str) -> tuple[Any, Any,
     if label_column not in train.column_names:
         raise SystemExit(f"{args.dataset}: no column {label_column!r}; columns: {', '.join(train.column_names)}")
     feature = train.features[label_column]
-    num_labels = feature.num_classes if hasattr(feature, "num_classes") else len(set(train[label_column]))
-    return train, evaluation, num_labels
+    if hasattr(feature, "num_classes"):  # a ClassLabel: already numbered 0..num_classes-1
+        return train, evaluation, feature.num_classes
+    names = sorted(set(train[label_column]))
+    return number_labels(train, label_column, names), number_labels(evaluation, label_column, names), len(names)
+
+
+def number_labels(split: Any, label_column: str, names: list[Any]) -> Any:
+    """``split`` with its labels (words, or integers not counting from 0) replaced by their index in ``names``,
+    the training split's sorted labels, so that train and eval number every class alike."""
+    import datasets
+
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted(set(split[label_column]) - index.keys(), key=str)
+    if unknown:
+        raise SystemExit(f"labels {unknown} in column {label_column!r} are not in the training split's labels: {names}")
+    features = split.features.copy()  # without new features, map would cast the indices back to the column's type
+    features[label_column] = datasets.ClassLabel(names=[str(name) for name in names])
+    return split.map(lambda batch: {label_column: [index[v] for v in batch[label_column]]}, batched=True,
+                     features=features)
 
 
 def pretrained_classifier(auto_class: Any, name: str, num_labels: int) -> nn.Module:

@@ -159,7 +159,8 @@ def test_text_example_on_a_local_data_file(tmp_path, offline_datasets, suffix):
     rows = sentiment_rows(40)
     data = tmp_path / f"reviews{suffix}"
     if suffix == ".csv":
-        data.write_text("review,sentiment\n" + "".join(f"{text},{label}\n" for text, label in rows))
+        words = ("negative", "positive")  # labels as words in the CSV, as class indices in the JSON lines
+        data.write_text("review,sentiment\n" + "".join(f"{text},{words[label]}\n" for text, label in rows))
     else:
         data.write_text("".join(json.dumps({"review": text, "sentiment": label}) + "\n" for text, label in rows))
     results, _ = run_example("text_classification", tmp_path / "out", "--model", str(tmp_path / "model"),
@@ -194,3 +195,28 @@ def test_image_example_on_a_local_image_folder(tmp_path, offline_datasets):
     with safe_open(str(tmp_path / "out" / "adapter_model.safetensors"), "pt") as f:
         assert f.get_tensor("classifier.weight").shape[0] == 3  # one class per sub-folder
     assert offline_datasets.is_dir()
+
+
+@pytest.mark.parametrize("names", [("negative", "positive"), (1, 2)])
+def test_labels_that_are_not_class_indices_are_numbered_in_sorted_order(tmp_path, offline_datasets, names):
+    """A data file's labels may be words or integers that do not start at 0: both splits number them alike."""
+    common = load_example("text_classification").sys.modules["common"]
+    rows = [{"text": text, "label": names[label]} for text, label in sentiment_rows(40)]
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = common.argparse.Namespace(dataset=str(data), dataset_config=None, seed=0)
+    train, evaluation, num_labels = common.load_dataset(args, "label")
+    assert num_labels == 2
+    by_text = {row["text"]: names.index(row["label"]) for row in rows}
+    for split in (train, evaluation):
+        assert [by_text[text] for text in split["text"]] == list(split["label"])
+
+
+def test_an_eval_label_missing_from_train_is_a_clear_error(tmp_path, offline_datasets):
+    common = load_example("text_classification").sys.modules["common"]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text("text,label\nthe film was good,pos\nthe plot was bad,neg\n")
+    (tmp_path / "data" / "validation.csv").write_text("text,label\nthe film was fine,neutral\n")
+    args = common.argparse.Namespace(dataset=str(tmp_path / "data"), dataset_config=None, seed=0)
+    with pytest.raises(SystemExit, match=r"labels \['neutral'\] in column 'label' are not in the training split"):
+        common.load_dataset(args, "label")
