@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from fvae_asr.adapters.peft_format import PEFT_PREFIX
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CHANCE = 0.25  # both synthetic tasks have four balanced classes
 QUICK = ["--train_size", "64", "--epochs", "1"]  # the flow only; the default sizes are for learning
@@ -34,8 +36,9 @@ def run_example(name: str, out: Path, *argv: str) -> tuple[dict, float]:
 
 
 def saved_keys(out: Path) -> list[str]:
+    """Tensor names of the saved adapter (LoRA files carry PEFT's prefix, dropped here)."""
     with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
-        return sorted(f.keys())
+        return sorted(key.removeprefix(PEFT_PREFIX) for key in f.keys())
 
 
 def assert_adapter_only(out: Path, projections: tuple[str, str]) -> None:
@@ -65,7 +68,9 @@ def test_lora_saves_only_its_adapter_with_the_chosen_targets(tmp_path):
     results, _ = run_example("image_classification", tmp_path / "out", "--method", "lora", "--targets", "qv", *QUICK)
     assert results["method"] == "lora" and 0 <= results["eval_accuracy"] <= 1
     assert_adapter_only(tmp_path / "out", ("q_proj", "v_proj"))
-    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    saved = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert (saved["peft_type"], saved["r"], saved["target_modules"]) == ("LORA", 16, ["q_proj", "v_proj"])  # PEFT's
+    config = saved["fvae_asr"]  # ours, beside PEFT's fields
     assert (config["adapter_type"], config["rank"], config["target_modules"]) == ("lora", 16, ["q_proj", "v_proj"])
     assert (config["lora_alpha"], config["dropout"]) == (16.0, 0.1)  # the paper's LoRA settings
 
@@ -109,7 +114,7 @@ def test_model_from_a_local_directory(tmp_path, name, build):
     results, _ = run_example(name, tmp_path / "out", "--model", str(tmp_path / "model"), "--method", "lora", *QUICK)
     assert 0 <= results["eval_accuracy"] <= 1
     with safe_open(str(tmp_path / "out" / "adapter_model.safetensors"), "pt") as f:
-        assert f.get_tensor("classifier.weight").shape[0] == 4  # re-headed for the four synthetic classes
+        assert f.get_tensor(f"{PEFT_PREFIX}classifier.weight").shape[0] == 4  # re-headed for the 4 synthetic classes
 
 
 @pytest.fixture
