@@ -9,7 +9,6 @@ the default 8 suits the built-in synthetic tasks.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from torch import nn
 from transformers import TrainingArguments
 
 from fvae_asr import AdapterConfig, FVAELoRAConfig, LoRAConfig, inject
+from fvae_asr.files import write_json
 from fvae_asr.integrations.transformers import FVAETrainer
 
 METHODS = ("fvae_lora", "lora", "full")
@@ -184,7 +184,6 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, float]:
     total = sum(p.numel() for p in task.model.parameters())
     print(f"trainable parameters: {trainable} of {total}")
     trainer = FVAETrainer(  # for full fine-tuning (no adapters) it trains and saves as the plain Trainer
-
         model=task.model, args=training_arguments(args), train_dataset=task.train_set,
         eval_dataset=task.eval_set, data_collator=task.collator, compute_metrics=accuracy,
     )  # fmt: skip
@@ -195,6 +194,6 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, float]:
     results = {"method": args.method, "eval_accuracy": metrics["eval_accuracy"], "eval_loss": metrics["eval_loss"],
                "trainable_parameters": trainable, "train_seconds": round(time.perf_counter() - start, 2)}
     path = Path(args.output_dir) / "eval_results.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(path, results)
     print(f"eval accuracy: {results['eval_accuracy']:.4f} (written to {path})")
     return results

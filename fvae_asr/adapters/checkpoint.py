@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from fvae_asr.adapters.config import AdapterConfig, LoRAConfig, config_from_dict
 from fvae_asr.adapters.layers import AdaptedLinear
-from fvae_asr.adapters.model import ADAPTER_STATE_ATTR, adapter_layers, adapter_state, inject
+from fvae_asr.adapters.model import adapter_layers, adapter_state, has_adapters, inject
 from fvae_asr.adapters.peft_format import (
     OWN_CONFIG_KEY,
     config_from_peft,
@@ -83,6 +83,11 @@ def load_tensors(path: Path, what: str) -> dict[str, Tensor]:
     return tensors
 
 
+def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    """A safetensors file written atomically (no pickle), readable by ``load_tensors``."""
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+
+
 def save_adapter(model: nn.Module, directory: str | Path) -> Path:
     """Write the adapter config and weights (no base weights, no pickle) to ``directory``; returns it.
 
@@ -98,7 +103,7 @@ def save_adapter(model: nn.Module, directory: str | Path) -> Path:
         tensors = to_peft_names(tensors)
     else:
         config = {**state.config.to_dict(), "adapted_modules": state.adapted_modules}
-    write_atomically(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    save_tensors(tensors, directory / WEIGHTS_NAME)
     write_json(directory / CONFIG_NAME, config)
     return directory
 
@@ -125,7 +130,7 @@ def load_adapter(model: nn.Module, directory: str | Path) -> list[str]:
         except ValueError as err:
             raise ValueError(f"{weights_path}: {err}") from err
         _check_linear_owners(model, lora_owners(tensors), weights_path)
-    if getattr(model, ADAPTER_STATE_ATTR, None) is None:
+    if not has_adapters(model):
         inject(model, config)
     state = adapter_state(model)
     if saved_modules is not None and saved_modules != state.adapted_modules:

@@ -48,6 +48,11 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
 
 
+def has_adapters(model: nn.Module) -> bool:
+    """Whether ``inject`` put adapters into the model."""
+    return getattr(model, ADAPTER_STATE_ATTR, None) is not None
+
+
 def adapter_state(model: nn.Module) -> AdapterState:
     """The record ``inject`` left on the model; ValueError if the model has no adapters."""
     state = getattr(model, ADAPTER_STATE_ATTR, None)
@@ -62,7 +67,7 @@ def inject(model: nn.Module, config: AdapterConfig) -> list[str]:
     Parameters of modules matching ``config.trainable_modules`` (e.g. a CTC head) stay trainable.
     Returns the names of the adapted layers.
     """
-    if getattr(model, ADAPTER_STATE_ATTR, None) is not None:
+    if has_adapters(model):
         raise ValueError("the model already has adapters; inject into a fresh model")
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     targets = [name for name in linears if module_matches(name, config.target_modules)]

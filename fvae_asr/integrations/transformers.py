@@ -15,14 +15,9 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import nested_gather
 
 from fvae_asr.adapters.checkpoint import CONFIG_NAME, load_adapter, save_adapter
-from fvae_asr.adapters.model import ADAPTER_STATE_ATTR, aux_loss, aux_weight, frame_mask, loss_terms
+from fvae_asr.adapters.model import aux_loss, aux_weight, frame_mask, has_adapters, loss_terms
 
 MASK_INPUTS = ("input_ids", "inputs_embeds")  # token-level inputs: their attention_mask marks the layers' frames
-
-
-def has_adapters(model: nn.Module) -> bool:
-    """Whether ``fvae_asr.inject`` put adapters into the model."""
-    return getattr(model, ADAPTER_STATE_ATTR, None) is not None
 
 
 def token_frame_mask(inputs: dict[str, Any]) -> Tensor | None:

@@ -15,15 +15,14 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from torch import nn
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
 
 from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
-from fvae_asr.adapters.checkpoint import WEIGHTS_NAME, check_finite, load_tensors
+from fvae_asr.adapters.checkpoint import WEIGHTS_NAME, check_finite, load_tensors, save_tensors
 from fvae_asr.adapters.peft_format import PEFT_PREFIX
-from fvae_asr.files import read_json, respect_umask, write_atomically, write_json
+from fvae_asr.files import read_json, respect_umask, write_json
 from fvae_asr.speech.encoder import Wav2Vec2Encoder, is_hub_id, quiet_hf_loading
 from fvae_asr.speech.model import ADAPTER_KINDS, HEAD_NAME, CTCRecognizer, configure_training
 
@@ -39,11 +38,7 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_trainable(model: nn.Module, path: Path) -> None:
-    _save_tensors(trainable_state(model), path)
-
-
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    save_tensors(trainable_state(model), path)
 
 
 def load_trainable(model: nn.Module, path: Path) -> None:
@@ -110,7 +105,7 @@ def _save_backbone(encoder: Wav2Vec2Encoder, directory: Path) -> str:
     to ``directory``."""
     target = directory / BACKBONE_DIR
     encoder.model.config.save_pretrained(str(target))
-    _save_tensors(
+    save_tensors(
         {k: v.detach().contiguous().cpu() for k, v in base_state_dict(encoder.model).items()},
         target / "model.safetensors",
     )
