@@ -33,7 +33,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +43,6 @@ from torch.distributions import MultivariateNormal
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from fvae_asr import FVAELoRAConfig, FVAELoRALinear, LoRAConfig, aux_loss, frame_mask, inject
-from fvae_asr.adapters.layers import ADAPTER_LAYERS
 
 SAMPLE_RATE = 16_000
 CTC_VOCAB = 40  # a phone-set-sized CTC head (39 phones + blank)
@@ -173,7 +171,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 class AuthorsStyleFVAELoRALinear(FVAELoRALinear):
     """The benchmark's peer: FVAE-LoRA's objective computed in the style of the authors' published layer.
 
-    An implementation in the authors' style, written from shared/design/fvae-lora.md and a reading of their layer,
+    An implementation in the authors' style, written from docs/method.md and a reading of their layer,
     not their code: the same frozen Linear, the same parameters (names and shapes) and the same objective as
     ``FVAELoRALinear`` (equal losses under equal noise, see ``same_objective_gap``), computed their way:
     the reconstruction NLL by ``MultivariateNormal`` with ``scale_tril = diag(scale)`` (a d x d triangular solve,
@@ -387,9 +385,7 @@ class AdaptedSpeechModel:
         self.model = Wav2Vec2Model(wav2vec2_config(settings.size))
         self.model.freeze_feature_encoder()
         config = adapter_config(variant, settings.rank)
-        peer = {"fvae_lora": AuthorsStyleFVAELoRALinear} if variant == "authors" else {}
-        with mock.patch.dict(ADAPTER_LAYERS, peer):
-            inject(self.model, config)
+        inject(self.model, config, AuthorsStyleFVAELoRALinear if variant == "authors" else None)
         self.head = nn.Linear(self.model.config.hidden_size, CTC_VOCAB)
         self.model.to(device)
         self.head.to(device)

@@ -54,6 +54,17 @@ def test_inject_adapts_exactly_the_targets(kind, adapter):
     }
 
 
+def test_inject_wraps_the_targets_in_a_given_subclass_of_the_configs_layer():
+    class Variant(FVAELoRALinear):
+        pass
+
+    model = tiny_wav2vec2()
+    names = inject(model, FVAELoRAConfig(rank=4, target_modules=["q_proj"]), layer_type=Variant)
+    assert names and all(type(model.get_submodule(n)) is Variant for n in names)
+    with pytest.raises(TypeError, match="subclass of LoRALinear for a LoRAConfig"):
+        inject(tiny_wav2vec2(), LoRAConfig(rank=4, target_modules=["q_proj"]), layer_type=Variant)
+
+
 def test_no_match_lists_existing_linear_layers():
     model = tiny_wav2vec2()
     with pytest.raises(ValueError, match=r"matched no nn.Linear.*encoder.layers.0.attention.k_proj"):

@@ -12,7 +12,7 @@ import pytest
 from conftest import load_script
 from fvae_asr.speech.encoder import Wav2Vec2Encoder
 from fvae_asr.speech.export import export_hf_ctc
-from fvae_asr.speech.model import CTCRecognizer
+from fvae_asr.speech.recognizer import CTCRecognizer
 from fvae_asr.speech.timit import PHONES_39
 from tiny_models import tiny_wav2vec2
 

@@ -14,7 +14,7 @@ from conftest import HPARAMS, recipe_overrides
 from fvae_asr import FVAELoRAConfig
 from fvae_asr.speech.encoder import Wav2Vec2Encoder
 from fvae_asr.speech.export import export_hf_ctc
-from fvae_asr.speech.model import CTCRecognizer, configure_training, init_head_from_checkpoint
+from fvae_asr.speech.recognizer import CTCRecognizer, configure_training, init_head_from_checkpoint
 from fvae_asr.speech.recipe import run
 from fvae_asr.speech.timit import PHONES_39
 from tiny_models import TINY_WAV2VEC2, tiny_wav2vec2

@@ -17,15 +17,16 @@ import torchaudio.functional
 from safetensors.torch import load_file, save_file
 
 from fvae_asr import FVAELoRAConfig, LoRAConfig
-from fvae_asr.evaluate import main as evaluate_main
+from fvae_asr.audio import AudioError, load_audio
+from fvae_asr.cli.evaluate import main as evaluate_main
+from fvae_asr.cli.transcribe import main as transcribe_main
 from fvae_asr.speech.encoder import Wav2Vec2Encoder
 from fvae_asr.speech.evaluation import evaluate_manifest, read_manifest
 from fvae_asr.speech.export import export_hf_ctc, export_recognizer, load_recognizer
 from fvae_asr.speech.metrics import phoneme_error_rate
-from fvae_asr.speech.model import CTCRecognizer, configure_training, greedy_decode
+from fvae_asr.speech.recognizer import CTCRecognizer, configure_training, greedy_decode
 from fvae_asr.speech.timit import PHONES_39
-from fvae_asr.speech.transcriber import AudioError, Transcriber, load_audio
-from fvae_asr.transcribe import main as transcribe_main
+from fvae_asr.speech.transcriber import Transcriber
 from tiny_models import tiny_wav2vec2
 
 LABELS = ["<blank>", *PHONES_39]

@@ -113,7 +113,7 @@ class FVAELoRAConfig(AdapterConfig):
 
     Per adapted layer and real frame, the auxiliary loss is
     ``alpha * NLL(x) + beta * KL(q1 || N(0, I)) - delta * Gamma (+ beta_z2 * KL(q2 || p2))`` with the
-    single-sample ``Gamma = log p2(z2) - log p1(z1)`` in nats (see shared/design/fvae-lora.md).
+    single-sample ``Gamma = log p2(z2) - log p1(z1)`` in nats (see docs/method.md).
 
     Defaults reproduce the authors' published objective, not only the paper's table: rank 16, z2_dim = rank,
     encoder_hidden = rank (the paper's hidden = dim(z_i)), decoder hidden 128, prior mean of z2 = 1.5,

@@ -61,14 +61,20 @@ def adapter_state(model: nn.Module) -> AdapterState:
     return state
 
 
-def inject(model: nn.Module, config: AdapterConfig) -> list[str]:
+def inject(model: nn.Module, config: AdapterConfig, layer_type: type[AdaptedLinear] | None = None) -> list[str]:
     """Wrap every ``nn.Linear`` whose name matches ``config.target_modules`` in place; freeze the rest.
 
     Parameters of modules matching ``config.trainable_modules`` (e.g. a CTC head) stay trainable.
-    Returns the names of the adapted layers.
+    ``layer_type``, a subclass of the config's layer (e.g. another way of computing the objective, as the speed
+    benchmark's peer does), wraps the targets instead. Returns the names of the adapted layers.
     """
     if has_adapters(model):
         raise ValueError("the model already has adapters; inject into a fresh model")
+    default_type = ADAPTER_LAYERS[config.adapter_type]
+    layer_type = layer_type or default_type
+    if not (isinstance(layer_type, type) and issubclass(layer_type, default_type)):
+        raise TypeError(f"layer_type must be a subclass of {default_type.__name__} for a "
+                        f"{type(config).__name__}, got {layer_type!r}")  # fmt: skip
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     targets = [name for name in linears if module_matches(name, config.target_modules)]
     if not targets:
@@ -81,7 +87,6 @@ def inject(model: nn.Module, config: AdapterConfig) -> list[str]:
         raise ValueError(f"trainable_modules={config.trainable_modules!r} matched no module")
 
     model.requires_grad_(False)
-    layer_type = ADAPTER_LAYERS[config.adapter_type]
     for name in targets:
         _set_submodule(model, name, layer_type(model.get_submodule(name), config, name))
     for name in trainable:

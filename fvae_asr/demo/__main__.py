@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from fvae_asr.cli import positive_int
+from fvae_asr.cli.args import positive_int
 from fvae_asr.demo import size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.speech.recipe import run

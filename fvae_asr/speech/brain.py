@@ -17,7 +17,7 @@ from speechbrain.utils.distributed import if_main_process
 from fvae_asr.adapters import aux_loss, aux_weight, loss_terms
 from fvae_asr.speech.checkpointing import RandomStates
 from fvae_asr.speech.metrics import alignments, error_report
-from fvae_asr.speech.model import greedy_decode
+from fvae_asr.speech.recognizer import greedy_decode
 from fvae_asr.speech.run_folder import RunSettingsError
 
 logger = logging.getLogger(__name__)

@@ -22,9 +22,10 @@ from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
 from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
 from fvae_asr.adapters.checkpoint import WEIGHTS_NAME, check_finite, load_tensors, save_tensors
 from fvae_asr.adapters.peft_format import PEFT_PREFIX
+from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.files import read_json, respect_umask, write_json
 from fvae_asr.speech.encoder import Wav2Vec2Encoder, is_hub_id, quiet_hf_loading
-from fvae_asr.speech.model import ADAPTER_KINDS, HEAD_NAME, CTCRecognizer, configure_training
+from fvae_asr.speech.recognizer import ADAPTER_KINDS, HEAD_NAME, CTCRecognizer, configure_training
 
 DESCRIPTION_NAME = "recognizer.json"
 TRAINABLE_NAME = "trainable_model.safetensors"
@@ -87,7 +88,7 @@ def export_recognizer(model: CTCRecognizer, kind: str, labels: list[str], direct
         "adapter": kind,
         "labels": labels,
         "blank_index": 0,
-        "sample_rate": 16000,
+        "sample_rate": SAMPLE_RATE,
         "normalize_wav": encoder.normalize_wav,
         "freeze_feature_encoder": encoder.freeze_feature_encoder,
     }

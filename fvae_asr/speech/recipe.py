@@ -21,7 +21,7 @@ from fvae_asr.speech.brain import PhoneCTCBrain
 from fvae_asr.speech.checkpointing import CheckpointRecoveryError, CheckpointSaveError
 from fvae_asr.speech.data import dataio_prepare, labels_of, phone_encoder
 from fvae_asr.speech.export import export_recognizer
-from fvae_asr.speech.model import configure_training, count_parameters, init_head_from_checkpoint
+from fvae_asr.speech.recognizer import configure_training, count_parameters, init_head_from_checkpoint
 from fvae_asr.speech.run_folder import (
     RunFolderInUse,
     RunSettingsError,

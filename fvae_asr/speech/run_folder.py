@@ -28,7 +28,7 @@ from speechbrain.utils.run_opts import RunOptions
 from fvae_asr.files import read_json, write_atomically
 from fvae_asr.speech.checkpointing import STAGING_PREFIX
 from fvae_asr.speech.data import SORTINGS
-from fvae_asr.speech.model import ADAPTER_KINDS
+from fvae_asr.speech.recognizer import ADAPTER_KINDS
 
 logger = logging.getLogger(__name__)
 

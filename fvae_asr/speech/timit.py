@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.files import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 SILENCE = "sil"
 
 # Phones that are already members of the 39-phone set (they map to themselves).

@@ -10,26 +10,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
 import torch
-import torchaudio.functional
 from speechbrain.utils.data_utils import batch_pad_right
 from torch import Tensor
 
+from fvae_asr.audio import AudioError, header_duration, load_audio
 from fvae_asr.speech.export import load_recognizer
-from fvae_asr.speech.model import greedy_decode
-
-SAMPLE_RATE = 16000
-
-
-class AudioError(ValueError):
-    """Audio that cannot be transcribed; ``reason`` says why without repeating ``path``."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
+from fvae_asr.speech.recognizer import greedy_decode
 
 
 @dataclass(frozen=True)
@@ -39,33 +26,6 @@ class FileTranscription:
     path: str
     phones: list[str] | None = None
     error: str | None = None
-
-
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Tensor:
-    """A file soundfile can read (wav, flac, NIST SPHERE...) as a 1-D float32 tensor: channels averaged to
-    mono, resampled to ``sample_rate``. Raises ``AudioError`` naming the file when it is unusable.
-    """
-    samples, rate = _read(path)
-    if samples.shape[0] == 0:
-        raise AudioError(path, "no audio samples")
-    if not np.isfinite(samples).all():
-        raise AudioError(path, "non-finite (NaN or infinite) samples")
-    mono = torch.from_numpy(samples).mean(dim=1)
-    return mono if rate == sample_rate else torchaudio.functional.resample(mono, rate, sample_rate)
-
-
-def _read(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a file to (frames, channels) float32 and its sample rate; soundfile's failures become AudioError."""
-    if Path(path).is_dir():
-        raise AudioError(path, "is a directory, not an audio file")
-    if not Path(path).is_file():
-        raise AudioError(path, "no such file")
-    try:
-        return sf.read(str(path), dtype="float32", always_2d=True)
-    except sf.SoundFileError as err:
-        raise AudioError(path, f"cannot read audio: {getattr(err, 'error_string', err)}") from err
-    except TypeError as err:  # headerless (RAW) audio: soundfile wants a rate and channel count
-        raise AudioError(path, f"cannot read audio: {err}") from err
 
 
 class Transcriber:
@@ -98,7 +58,7 @@ class Transcriber:
     def transcribe_files(self, paths: Iterable[str | Path]) -> list[FileTranscription]:
         """Transcribe files in batches of similar duration; results in input order, failures reported per file."""
         paths = [str(path) for path in paths]
-        order = sorted(range(len(paths)), key=lambda i: _duration(paths[i]))
+        order = sorted(range(len(paths)), key=lambda i: header_duration(paths[i]))
         results: dict[int, FileTranscription] = {}
         for start in range(0, len(order), self.batch_size):
             group = order[start : start + self.batch_size]
@@ -137,10 +97,3 @@ class Transcriber:
             return f"too short: {wav.shape[0]} samples give no encoder frame"
         return None
 
-
-def _duration(path: str) -> float:
-    """Duration from the header, to sort files; unreadable ones sort first and are reported when loaded."""
-    try:
-        return sf.info(path).duration
-    except (sf.SoundFileError, TypeError):
-        return 0.0

@@ -32,7 +32,8 @@ import numpy as np
 from fvae_asr.files import read_json
 from fvae_asr.speech.timit import CORE_TEST_SPEAKERS, DEV_SPEAKERS, write_utterance
 from fvae_asr.synthetic.domains import DomainConfig, apply_channel, get_domain
-from fvae_asr.synthetic.espeak import SAMPLE_RATE, Espeak, Synthesis
+from fvae_asr.audio import SAMPLE_RATE
+from fvae_asr.synthetic.espeak import Espeak, Synthesis
 from fvae_asr.synthetic.phones import PAUSE, phone_segments
 from fvae_asr.synthetic.sentences import CALIBRATION_SENTENCES, make_sentences
 

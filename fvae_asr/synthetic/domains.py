@@ -20,7 +20,7 @@ import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
 from scipy.signal import fftconvolve, resample_poly
 
-from fvae_asr.synthetic.espeak import SAMPLE_RATE
+from fvae_asr.audio import SAMPLE_RATE
 
 _PEAK = 0.95  # audio louder than this after the channel is scaled down to it
 

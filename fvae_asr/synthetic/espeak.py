@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, BinaryIO
 if TYPE_CHECKING:
     import numpy as np
 
-SAMPLE_RATE = 16000
-_SAMPLES_PER_MS = SAMPLE_RATE // 1000
 
 # eSpeak NG API constants (speak_lib.h / espeak_ng.h, version 1.52).
 _ENS_OK = 0
@@ -64,7 +62,7 @@ class Synthesis:
     audio: np.ndarray
     phonemes: tuple[PhonemeEvent, ...]
     words: tuple[WordEvent, ...]
-    sample_rate: int = SAMPLE_RATE
+    sample_rate: int
 
 
 class _Event(ctypes.Structure):
@@ -273,9 +271,11 @@ class Espeak:
     def _to_16k(self, pcm: bytes, events: list) -> Synthesis:
         """Resample the native-rate audio to 16 kHz and express event times in 16 kHz samples."""
         # Imported here, not at module level: the helper process runs this file, and its per-request
-        # forks are markedly cheaper without numpy and scipy loaded.
+        # forks are markedly cheaper without numpy, scipy and the package (torch) loaded.
         import numpy as np
         from scipy.signal import resample_poly
+
+        from fvae_asr.audio import SAMPLE_RATE
 
         native = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         ratio = np.gcd(SAMPLE_RATE, self.native_rate)
@@ -283,12 +283,12 @@ class Espeak:
         n_samples = len(audio)
         phonemes, words = [], []
         for kind, milliseconds, text_position, length, name in events:
-            sample = min(milliseconds * _SAMPLES_PER_MS, n_samples)
+            sample = min(milliseconds * SAMPLE_RATE // 1000, n_samples)
             if kind == _EVENT_PHONEME:
                 phonemes.append(PhonemeEvent(sample, name.decode("utf-8", errors="replace"), text_position))
             else:
                 words.append(WordEvent(sample, text_position, length))
-        return Synthesis(np.clip(audio, -1.0, 1.0), tuple(phonemes), tuple(words))
+        return Synthesis(np.clip(audio, -1.0, 1.0), tuple(phonemes), tuple(words), SAMPLE_RATE)
 
     def close(self) -> None:
         """Stop the helper process (idempotent)."""
