@@ -4,11 +4,11 @@
 import json
 
 import pytest
-from hyperpyyaml import load_hyperpyyaml
 
 from fvae_asr.demo import size
 from fvae_asr.demo.__main__ import main, parse_args
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
+from fvae_asr.speech.hparams import load_hparams
 
 
 @pytest.mark.slow
@@ -28,8 +28,7 @@ def test_demo_writes_a_complete_summary(tmp_path):
 
 def test_demo_hparams_find_the_shipped_backbone_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with open(recipe_file("hparams/demo.yaml"), encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, {"data_folder": str(tmp_path)})
+    hparams = load_hparams(recipe_file("hparams/demo.yaml"), {"data_folder": str(tmp_path)})
     assert hparams["wav2vec2_source"] == str(ASSET_BACKBONE) and hparams["encoder"].source == str(ASSET_BACKBONE)
 
 

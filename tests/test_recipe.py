@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from conftest import HPARAMS, REPO, recipe_overrides
 from fvae_asr.speech.export import load_recognizer
+from fvae_asr.speech.hparams import load_hparams
 from fvae_asr.speech.recipe import run
 from tiny_models import TINY_WAV2VEC2
 
@@ -166,11 +167,7 @@ def test_ddp_with_two_cpu_processes(tone_corpus, tmp_path):
 @pytest.mark.parametrize("hparams_file", [HPARAMS, HPARAMS.parent / "hparams" / "demo.yaml"], ids=["timit", "demo"])
 @pytest.mark.parametrize("rank", [4, 16])
 def test_shipped_recipes_default_to_the_authors_weighting(hparams_file, rank, tmp_path):
-    from hyperpyyaml import load_hyperpyyaml
-
     overrides = {"data_folder": str(tmp_path), "output_folder": str(tmp_path), "rank": rank,
                  "wav2vec2_config": dict(TINY_WAV2VEC2), "init_head_from_checkpoint": False}  # fmt: skip
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    config = hparams["adapter_configs"]["fvae_lora"]
+    config = load_hparams(hparams_file, overrides)["adapter_configs"]["fvae_lora"]
     assert (config.rank, config.z2_dim, config.encoder_hidden, config.delta, config.beta) == (rank, rank, rank, 2 / rank, 1.0)

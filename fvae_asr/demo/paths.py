@@ -1,19 +1,19 @@
-"""Where the demo finds the recipe and its shipped tiny backbone."""
+"""Where the demo finds the recipe's hyperparameters and the shipped tiny backbone, in a checkout or an installed
+package alike (the recipe's folder ships as ``fvae_asr.recipes``)."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RECIPE_DIR = REPO_ROOT / "recipes" / "timit"
 ASSET_BACKBONE = Path(__file__).resolve().parents[1] / "assets" / "tiny_wav2vec2"
 
 
 def recipe_file(name: str) -> Path:
-    """A file of the TIMIT recipe; the demo runs the recipe users run, so it needs the source checkout."""
-    path = RECIPE_DIR / name
+    """A file of the TIMIT recipe, e.g. ``hparams/demo.yaml``: the demo runs the recipe users run."""
+    path = Path(str(files("fvae_asr.recipes.timit").joinpath(name)))
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run the demo from a source checkout of fvae-asr")
+        raise FileNotFoundError(f"{path} not found: the fvae_asr.recipes package is incomplete")
     return path
 
 

@@ -21,6 +21,7 @@ from fvae_asr.speech.brain import PhoneCTCBrain
 from fvae_asr.speech.checkpointing import CheckpointRecoveryError, CheckpointSaveError
 from fvae_asr.speech.data import dataio_prepare, labels_of, phone_encoder
 from fvae_asr.speech.export import export_recognizer
+from fvae_asr.speech.hparams import hparams_source
 from fvae_asr.speech.recognizer import configure_training, count_parameters, init_head_from_checkpoint
 from fvae_asr.speech.run_folder import (
     RunFolderInUse,
@@ -61,11 +62,17 @@ def _init_head(model: torch.nn.Module, hparams: dict[str, Any], labels: list[str
 def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overrides: str | dict = "") -> dict:
     """Run the whole recipe; returns the test report, the export path and counts (main process).
 
+    ``hparams_file`` may extend another (see ``fvae_asr.speech.hparams``).
+
     Before anything is written: invalid settings raise ``RunSettingsError`` (a ``ValueError``); then the main
     process locks the output folder (``RunFolderInUse`` if another run holds it) and refuses to resume a run
     whose settings changed, unless ``restart`` clears it.
     """
     run_opts = run_opts or {}
+    try:
+        hparams_file, overrides = hparams_source(hparams_file, overrides)  # a file that extends another: its base
+    except ValueError as err:
+        raise RunSettingsError(str(err)) from None
     plan = plan_run(hparams_file, overrides, run_opts)
     if not if_main_process():
         ddp_barrier()  # the main process has claimed the folder

@@ -1,0 +1,76 @@
+"""Hyperparameter files that extend another (the demo's yaml states only what differs from the recipe's)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import HPARAMS
+from fvae_asr.speech.hparams import hparams_source, load_hparams
+from fvae_asr.speech.recipe import run
+from fvae_asr.speech.run_folder import RunSettingsError, resolved_settings
+
+DEMO = HPARAMS.parent / "hparams" / "demo.yaml"
+
+BASE = """\
+seed: 1
+adapter: lora
+output_folder: !ref results/<adapter>/<seed>
+loader:
+    batch_size: 8
+    num_workers: 2
+"""
+
+
+def _files(tmp_path, child: str) -> tuple:
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text(child)
+    return tmp_path / "base.yaml", tmp_path / "sub" / "child.yaml"
+
+
+def test_an_extending_file_overrides_its_base_and_the_command_line_overrides_both(tmp_path):
+    _, child = _files(tmp_path, "extends: ../base.yaml\nseed: 5\noutput_folder: !ref demo/<adapter>/<seed>\n"
+                                "loader:\n    num_workers: 0\n")  # fmt: skip
+    hparams = load_hparams(child)
+    assert hparams["output_folder"] == "demo/lora/5"  # its !ref resolves against the base's keys
+    assert hparams["loader"] == {"batch_size": 8, "num_workers": 0}  # nested keys merge, not replace
+    assert load_hparams(child, "seed: 7\nloader:\n    batch_size: 2\n")["output_folder"] == "demo/lora/7"
+    assert load_hparams(child, {"loader": {"batch_size": 2}})["loader"] == {"batch_size": 2, "num_workers": 0}
+
+
+def test_a_plain_file_is_its_own_source(tmp_path):
+    base, _ = _files(tmp_path, "")
+    assert hparams_source(base, "seed: 3") == (base, {"seed": 3})
+
+
+@pytest.mark.parametrize(("child", "message"), [
+    ("extends: ../missing.yaml\nseed: 5\n", r"child.yaml: extends: .*missing.yaml does not exist"),
+    ("extends: ../base.yaml\nsed: 5\n", r"base.yaml has no sed"),
+])  # fmt: skip
+def test_a_bad_extending_file_is_named(tmp_path, child, message):
+    _, path = _files(tmp_path, child)
+    with pytest.raises(ValueError, match=message):
+        hparams_source(path)
+
+
+def test_the_recipe_refuses_a_bad_extending_file_before_writing_anything(tmp_path):
+    _, child = _files(tmp_path, "extends: ../base.yaml\nsed: 5\n")
+    with pytest.raises(RunSettingsError, match="has no sed"):
+        run(child, {}, {"output_folder": str(tmp_path / "out")})
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_demo_yaml_differs_from_the_recipe_only_where_it_says(tmp_path):
+    def settings(hparams_file):  # resolved, flat, nothing built
+        return resolved_settings(*hparams_source(hparams_file, {"data_folder": str(tmp_path)}), {})
+
+    recipe, demo = settings(HPARAMS), settings(DEMO)
+    objects = {key.split(".")[0] for key in recipe if key.count(".") == 1 and key.endswith(".<tag>")}  # built
+    differ = {key.split(".")[0] for key in set(recipe) | set(demo) if recipe.get(key) != demo.get(key)} - objects
+    assert differ == {"seed", "output_folder", "save_folder", "export_folder", "train_log", "test_results_file",
+                      "test_alignments_file", "wav2vec2_source", "init_head_from_checkpoint", "mask_time_prob",
+                      "head_dropout", "target_modules", "adapter_configs", "number_of_epochs", "lr", "train_sorting",
+                      "ckpt_interval_minutes", "train_dataloader_opts", "valid_dataloader_opts"}  # fmt: skip
+    assert demo["train_dataloader_opts.batch_size"] == recipe["batch_size"]
+    assert (demo["train_dataloader_opts.shuffle"], demo["train_dataloader_opts.num_workers"]) == (True, 0)
+    assert demo["adapter_configs.fvae_lora.target_modules"] == demo["target_modules"]

@@ -1,0 +1,48 @@
+"""The package as users install it: the wheel holds every package folder and the recipe's hyperparameters, and
+the demo and the command lines run from it, away from any checkout."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from conftest import REPO
+
+NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "results", "demo_out", "build", "*.egg-info", "__pycache__", "docs")
+
+
+def test_the_package_list_names_every_package_folder():
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "fvae_asr").rglob("__init__.py")}
+    recipes = {"fvae_asr." + ".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "recipes").rglob("__init__.py")}
+    assert listed == found | recipes
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout(tmp_path):
+    source, wheels, site, elsewhere = (tmp_path / name for name in ("source", "wheels", "site", "elsewhere"))
+    shutil.copytree(REPO, source, ignore=NOT_SOURCES)
+    pip = [sys.executable, "-m", "pip", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)], check=True)
+    (wheel,) = wheels.glob("fvae_asr-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True)
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+
+    def python(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], cwd=elsewhere, env=env, capture_output=True, text=True)
+
+    located = python("-c", "import fvae_asr, fvae_asr.recipes; print(fvae_asr.__file__)")
+    assert located.stdout.strip() == str(site / "fvae_asr" / "__init__.py"), located.stderr
+    demo = python("-m", "fvae_asr.demo", "--out", "out", "--train-speakers", "2", "--sentences-per-speaker", "2",
+                  "--epochs", "1")  # fmt: skip
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert (elsewhere / "out" / "summary.json").is_file() and not (source / "results").exists()
+    for script in ("fvae-asr-transcribe", "fvae-asr-evaluate", "fvae-asr-demo", "fvae-asr-synthetic"):
+        usage = subprocess.run([site / "bin" / script, "--help"], cwd=elsewhere, env=env, capture_output=True, text=True)
+        assert usage.returncode == 0 and usage.stdout.startswith("usage:"), (script, usage.stderr[-2000:])
