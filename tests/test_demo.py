@@ -30,7 +30,7 @@ def test_demo_hparams_find_the_shipped_backbone_from_any_folder(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     with open(recipe_file("hparams/demo.yaml"), encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, {"data_folder": str(tmp_path)})
-    assert hparams["wav2vec2_source"] == str(ASSET_BACKBONE) and hparams["encoder"].source == str(ASSET_BACKBONE)
+    assert hparams["encoder_source"] == str(ASSET_BACKBONE) and hparams["encoder"].source == str(ASSET_BACKBONE)
 
 
 def test_demo_usage_names_the_module_and_explains_every_option(capsys):

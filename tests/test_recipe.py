@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from conftest import HPARAMS, REPO, recipe_overrides
 from fvae_asr.speech.export import load_recognizer
 from fvae_asr.speech.recipe import run
-from tiny_models import TINY_WAV2VEC2
+from tiny_models import TINY_ENCODERS
 
 QUIET = {"noprogressbar": True}
 
@@ -80,8 +80,8 @@ def test_interrupted_run_resumes_where_it_stopped(tone_corpus, tmp_path):
 
 
 def _cli(corpus: Path, output: Path, *extra: str) -> list[str]:
-    config = json.dumps(TINY_WAV2VEC2).replace('"', "")  # a YAML flow mapping
-    return [str(HPARAMS), f"--data_folder={corpus}", f"--output_folder={output}", f"--wav2vec2_config={config}",
+    config = json.dumps(TINY_ENCODERS["wav2vec2"]).replace('"', "")  # a YAML flow mapping
+    return [str(HPARAMS), f"--data_folder={corpus}", f"--output_folder={output}", f"--encoder_config={config}",
             "--rank=4", "--batch_size=2", "--mask_time_prob=0.0", "--noprogressbar", *extra]
 
 
@@ -169,7 +169,7 @@ def test_shipped_recipes_default_to_the_authors_weighting(hparams_file, rank, tm
     from hyperpyyaml import load_hyperpyyaml
 
     overrides = {"data_folder": str(tmp_path), "output_folder": str(tmp_path), "rank": rank,
-                 "wav2vec2_config": dict(TINY_WAV2VEC2), "init_head_from_checkpoint": False}  # fmt: skip
+                 "encoder_config": TINY_ENCODERS["wav2vec2"], "init_head_from_checkpoint": False}  # fmt: skip
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     config = hparams["adapter_configs"]["fvae_lora"]

@@ -28,6 +28,7 @@ from speechbrain.utils.run_opts import RunOptions
 from fvae_asr.files import read_json, write_atomically
 from fvae_asr.speech.checkpointing import STAGING_PREFIX
 from fvae_asr.speech.data import SORTINGS
+from fvae_asr.speech.encoder import check_family
 from fvae_asr.speech.recognizer import ADAPTER_KINDS
 
 logger = logging.getLogger(__name__)
@@ -141,9 +142,21 @@ def _plain(value: Any) -> Any:
 
 
 CHOICES = {"adapter": ADAPTER_KINDS, "precision": PRECISIONS, "eval_precision": PRECISIONS, "train_sorting": SORTINGS}
+# Settings that have a new name: given under the old one (an override, or an older copy of a yaml) they are an
+# error naming the new one, not a KeyError from the yaml loader after the run folder was set up.
+RENAMED_KEYS = {"wav2vec2_source": "encoder_source", "wav2vec2_config": "encoder_config"}
 
 
 def _validate(flat: dict[str, Any]) -> None:
+    for old, new in RENAMED_KEYS.items():
+        if any(key == old or key.startswith(f"{old}.") for key in flat):
+            raise RunSettingsError(f"{old} is now called {new}: set {new} instead (on the command line or in the yaml)")
+    config_fields = [key for key in flat if key.startswith("encoder_config.")]
+    if config_fields:  # a randomly initialised encoder: its family must be named
+        try:
+            check_family(flat.get("encoder_config.model_type"), "encoder_config")
+        except ValueError as err:
+            raise RunSettingsError(str(err)) from None
     for key, allowed in CHOICES.items():
         if key in flat and flat[key] not in allowed:
             raise RunSettingsError(f"{key} must be one of {', '.join(map(str, allowed))}; got {flat[key]!r}")
