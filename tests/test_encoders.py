@@ -5,6 +5,7 @@ padding and frame masks, CNN freezing, SpecAugment, export round trips and the r
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -207,3 +208,17 @@ def test_the_recipe_adapts_each_family_from_a_local_directory(tone_corpus, saved
     model, description = load_recognizer(result["export"])
     assert type(model.encoder.model).__name__ == MODEL_CLASSES[TINY_ENCODERS[variant]["model_type"]]
     assert {layer.adapter_name.rsplit(".", 1)[1] for layer in adapter_layers(model)} == {"q_proj", "k_proj"}
+
+
+def test_a_run_recorded_under_the_old_names_resumes(tone_corpus, saved, tmp_path):
+    overrides = recipe_overrides(tone_corpus, tmp_path, encoder_source=str(saved / "wav2vec2"), encoder_config={},
+                                 number_of_epochs=1)  # fmt: skip
+    run(HPARAMS, {"noprogressbar": True}, overrides)
+    record = tmp_path / "save" / "run_config.json"  # as the recipe wrote it before the rename
+    old = {key.replace("encoder_source", "wav2vec2_source").replace("encoder_config", "wav2vec2_config"):
+           value.replace("SSLEncoder", "Wav2Vec2Encoder") if isinstance(value, str) else value
+           for key, value in json.loads(record.read_text()).items()}  # fmt: skip
+    assert "wav2vec2_source" in old and "!new:fvae_asr.speech.encoder.Wav2Vec2Encoder" in old.values()
+    record.write_text(json.dumps(old))
+    run(HPARAMS, {"noprogressbar": True}, {**overrides, "number_of_epochs": 2})
+    assert re.findall(r"^epoch: (\d+)", (tmp_path / "train_log.txt").read_text(), re.M) == ["1", "2"]
