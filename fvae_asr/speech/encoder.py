@@ -67,8 +67,9 @@ def config_from_fields(fields: dict[str, Any], **overrides: Any) -> PretrainedCo
     return AutoConfig.for_model(model_type, **fields)
 
 
-def load_encoder_model(source: str | Path, random_init_config: dict[str, Any] | None = None,
-                       **overrides: Any) -> PreTrainedModel:  # fmt: skip
+def load_encoder_model(
+    source: str | Path, random_init_config: dict[str, Any] | None = None, **overrides: Any
+) -> PreTrainedModel:
     """A pretrained encoder (``Wav2Vec2Model``, ``HubertModel``, ...) from a hub id or local directory, or, when
     ``random_init_config`` is a non-empty dict of config fields with ``model_type``, a randomly initialised one.
 

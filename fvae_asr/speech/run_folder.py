@@ -154,8 +154,7 @@ def _validate(flat: dict[str, Any]) -> None:
     for old, new in RENAMED_KEYS.items():
         if any(key == old or key.startswith(f"{old}.") for key in flat):
             raise RunSettingsError(f"{old} is now called {new}: set {new} instead (on the command line or in the yaml)")
-    config_fields = [key for key in flat if key.startswith("encoder_config.")]
-    if config_fields:  # a randomly initialised encoder: its family must be named
+    if any(key.startswith("encoder_config.") for key in flat):  # a randomly initialised encoder names its family
         try:
             check_family(flat.get("encoder_config.model_type"), "encoder_config")
         except ValueError as err:
