@@ -215,7 +215,7 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, Any], out: P
     before = epochs_logged(train_log)
     overrides: dict[str, Any] = {
         **METHODS[task.method], "seed": task.seed, "lr": task.lr, "output_folder": str(folder),
-        "data_folder": paths["corpora"][task.shift], "wav2vec2_source": paths["backbone"],
+        "data_folder": paths["corpora"][task.shift], "encoder_source": paths["backbone"],
         "number_of_epochs": settings["epochs"], "batch_size": settings["batch_size"],
     }  # fmt: skip
     if task.targets != SHARED:

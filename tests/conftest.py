@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tiny_models, for every test module
 
 from fvae_asr.speech.timit import write_utterance  # noqa: E402
-from tiny_models import TINY_WAV2VEC2  # noqa: E402
+from tiny_models import TINY_ENCODERS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HPARAMS = REPO / "recipes" / "timit" / "hparams.yaml"
@@ -66,7 +66,7 @@ def recipe_overrides(corpus: Path, output: Path, **extra) -> dict:
     return {
         "data_folder": str(corpus),
         "output_folder": str(output),
-        "wav2vec2_config": dict(TINY_WAV2VEC2),
+        "encoder_config": TINY_ENCODERS["wav2vec2"],
         "rank": 4,
         "number_of_epochs": 2,
         "batch_size": 4,

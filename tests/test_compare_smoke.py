@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import load_script
-from fvae_asr.speech.encoder import Wav2Vec2Encoder
+from fvae_asr.speech.encoder import SSLEncoder
 from fvae_asr.speech.export import export_hf_ctc
 from fvae_asr.speech.recognizer import CTCRecognizer
 from fvae_asr.speech.timit import PHONES_39
@@ -76,7 +76,7 @@ def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(t
     compare = load_script("compare_methods")
     tiny_wav2vec2().save_pretrained(tmp_path / "wav2vec2")
     labels = ["<blank>", *PHONES_39]  # a CTC checkpoint like the shipped one: demo.yaml starts from its head
-    recognizer = CTCRecognizer(Wav2Vec2Encoder(tmp_path / "wav2vec2"), len(labels))
+    recognizer = CTCRecognizer(SSLEncoder(tmp_path / "wav2vec2"), len(labels))
     backbone = export_hf_ctc(recognizer, labels, tmp_path / "backbone")
     out = tmp_path / "out"
     argv = ["--quick", "--jobs", "2", "--out", str(out), "--work", str(tmp_path / "work"), "--backbone", str(backbone)]

@@ -29,7 +29,7 @@ def test_demo_writes_a_complete_summary(tmp_path):
 def test_demo_hparams_find_the_shipped_backbone_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     hparams = load_hparams(recipe_file("hparams/demo.yaml"), {"data_folder": str(tmp_path)})
-    assert hparams["wav2vec2_source"] == str(ASSET_BACKBONE) and hparams["encoder"].source == str(ASSET_BACKBONE)
+    assert hparams["encoder_source"] == str(ASSET_BACKBONE) and hparams["encoder"].source == str(ASSET_BACKBONE)
 
 
 def test_demo_usage_names_the_module_and_explains_every_option(capsys):

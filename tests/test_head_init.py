@@ -12,12 +12,12 @@ from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
 
 from conftest import HPARAMS, recipe_overrides
 from fvae_asr import FVAELoRAConfig
-from fvae_asr.speech.encoder import Wav2Vec2Encoder
+from fvae_asr.speech.encoder import SSLEncoder
 from fvae_asr.speech.export import export_hf_ctc
 from fvae_asr.speech.recognizer import CTCRecognizer, configure_training, init_head_from_checkpoint
 from fvae_asr.speech.recipe import run
 from fvae_asr.speech.timit import PHONES_39
-from tiny_models import TINY_WAV2VEC2, tiny_wav2vec2
+from tiny_models import TINY_ENCODERS, tiny_wav2vec2
 
 LABELS = ["<blank>", *PHONES_39]
 
@@ -31,7 +31,7 @@ def backbone(tmp_path_factory) -> Path:
 
 def _recognizer(backbone: Path, labels: list[str], seed: int) -> CTCRecognizer:
     torch.manual_seed(seed)
-    return CTCRecognizer(Wav2Vec2Encoder(backbone), n_tokens=len(labels)).eval()
+    return CTCRecognizer(SSLEncoder(backbone), n_tokens=len(labels)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_hf_ctc_export_refuses_adapted_models(backbone, tmp_path):
 def test_recipe_starts_the_head_from_the_checkpoint(tone_corpus, ctc_checkpoint, backbone, tmp_path):
     directory, source = ctc_checkpoint
     overrides = recipe_overrides(tone_corpus, tmp_path, adapter="frozen", number_of_epochs=1, lr=0.0,
-                                 wav2vec2_config={}, wav2vec2_source=str(directory), init_head_from_checkpoint=True)
+                                 encoder_config={}, encoder_source=str(directory), init_head_from_checkpoint=True)
     result = run(HPARAMS, {"noprogressbar": True}, overrides)
     head = load_file(str(Path(result["export"]) / "trainable_model.safetensors"))  # lr 0: the head never moved
     recipe_labels = json.loads((Path(result["export"]) / "recognizer.json").read_text())["labels"]
@@ -102,8 +102,8 @@ def test_recipe_starts_the_head_from_the_checkpoint(tone_corpus, ctc_checkpoint,
     assert torch.equal(head["head.weight"], source.head.weight[rows]) and torch.equal(head["head.bias"], source.head.bias[rows])
 
     with pytest.raises(ValueError, match="no CTC head .*set it to False"):
-        run(HPARAMS, {"noprogressbar": True}, {**overrides, "wav2vec2_source": str(backbone),
+        run(HPARAMS, {"noprogressbar": True}, {**overrides, "encoder_source": str(backbone),
                                                 "output_folder": str(tmp_path / "plain")})
-    with pytest.raises(ValueError, match="wav2vec2_config is set"):
-        run(HPARAMS, {"noprogressbar": True}, {**overrides, "wav2vec2_config": dict(TINY_WAV2VEC2),
+    with pytest.raises(ValueError, match="encoder_config is set"):
+        run(HPARAMS, {"noprogressbar": True}, {**overrides, "encoder_config": TINY_ENCODERS["wav2vec2"],
                                                 "output_folder": str(tmp_path / "random_init")})

@@ -68,7 +68,7 @@ def test_the_demo_yaml_differs_from_the_recipe_only_where_it_says(tmp_path):
     objects = {key.split(".")[0] for key in recipe if key.count(".") == 1 and key.endswith(".<tag>")}  # built
     differ = {key.split(".")[0] for key in set(recipe) | set(demo) if recipe.get(key) != demo.get(key)} - objects
     assert differ == {"seed", "output_folder", "save_folder", "export_folder", "train_log", "test_results_file",
-                      "test_alignments_file", "wav2vec2_source", "init_head_from_checkpoint", "mask_time_prob",
+                      "test_alignments_file", "encoder_source", "init_head_from_checkpoint", "mask_time_prob",
                       "head_dropout", "target_modules", "adapter_configs", "number_of_epochs", "lr", "train_sorting",
                       "ckpt_interval_minutes", "train_dataloader_opts", "valid_dataloader_opts"}  # fmt: skip
     assert demo["train_dataloader_opts.batch_size"] == recipe["batch_size"]

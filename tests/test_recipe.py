@@ -19,7 +19,7 @@ from conftest import HPARAMS, REPO, recipe_overrides
 from fvae_asr.speech.export import load_recognizer
 from fvae_asr.speech.hparams import load_hparams
 from fvae_asr.speech.recipe import run
-from tiny_models import TINY_WAV2VEC2
+from tiny_models import TINY_ENCODERS
 
 QUIET = {"noprogressbar": True}
 
@@ -81,8 +81,8 @@ def test_interrupted_run_resumes_where_it_stopped(tone_corpus, tmp_path):
 
 
 def _cli(corpus: Path, output: Path, *extra: str) -> list[str]:
-    config = json.dumps(TINY_WAV2VEC2).replace('"', "")  # a YAML flow mapping
-    return [str(HPARAMS), f"--data_folder={corpus}", f"--output_folder={output}", f"--wav2vec2_config={config}",
+    config = json.dumps(TINY_ENCODERS["wav2vec2"]).replace('"', "")  # a YAML flow mapping
+    return [str(HPARAMS), f"--data_folder={corpus}", f"--output_folder={output}", f"--encoder_config={config}",
             "--rank=4", "--batch_size=2", "--mask_time_prob=0.0", "--noprogressbar", *extra]
 
 
@@ -168,6 +168,6 @@ def test_ddp_with_two_cpu_processes(tone_corpus, tmp_path):
 @pytest.mark.parametrize("rank", [4, 16])
 def test_shipped_recipes_default_to_the_authors_weighting(hparams_file, rank, tmp_path):
     overrides = {"data_folder": str(tmp_path), "output_folder": str(tmp_path), "rank": rank,
-                 "wav2vec2_config": dict(TINY_WAV2VEC2), "init_head_from_checkpoint": False}  # fmt: skip
+                 "encoder_config": TINY_ENCODERS["wav2vec2"], "init_head_from_checkpoint": False}  # fmt: skip
     config = load_hparams(hparams_file, overrides)["adapter_configs"]["fvae_lora"]
     assert (config.rank, config.z2_dim, config.encoder_hidden, config.delta, config.beta) == (rank, rank, rank, 2 / rank, 1.0)

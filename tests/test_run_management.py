@@ -21,7 +21,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 from conftest import HPARAMS, REPO, recipe_overrides
 from fvae_asr.speech import export
 from fvae_asr.speech.recipe import main, run
-from tiny_models import TINY_WAV2VEC2
+from tiny_models import TINY_ENCODERS
 
 QUIET = {"noprogressbar": True}
 STEPS_PER_EPOCH = 3  # 12 training utterances, batch 4
@@ -151,10 +151,10 @@ def test_the_lock_of_a_killed_process_does_not_outlive_it(tmp_path):
 def test_invalid_settings_are_one_line_usage_errors_before_anything_is_written(tone_corpus, tmp_path, capsys,
                                                                                 flag, field, allowed):
     output = tmp_path / "out"
-    config = json.dumps(TINY_WAV2VEC2).replace('"', "")
+    config = json.dumps(TINY_ENCODERS["wav2vec2"]).replace('"', "")
     with pytest.raises(SystemExit) as stopped:
         main([str(HPARAMS), f"--data_folder={tone_corpus}", f"--output_folder={output}",
-              f"--wav2vec2_config={config}", "--noprogressbar", flag])  # fmt: skip
+              f"--encoder_config={config}", "--noprogressbar", flag])  # fmt: skip
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and field in err[0] and allowed in err[0]

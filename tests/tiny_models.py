@@ -21,6 +21,22 @@ TINY_WAV2VEC2 = dict(
     layerdrop=0.0,  # LayerDrop skips layers at random; test_layerdrop_* covers it explicitly
 )
 
+_GROUP_NORM = dict(feat_extract_norm="group", do_stable_layer_norm=False)  # the base models' CNN and encoder
+# Recipe encoder_config of each wav2vec2-family variant the recipe supports, as tiny as TINY_WAV2VEC2: the
+# large-model layout (layer-normalised CNN, stable layer norm: wav2vec2-large-lv60, HuBERT/WavLM large) and the
+# base layout (group-normalised CNN: wav2vec2-base, HuBERT base, WavLM base/base+); data2vec-audio has one layout.
+TINY_ENCODERS = {
+    "wav2vec2": {"model_type": "wav2vec2", **TINY_WAV2VEC2},
+    "wav2vec2-base": {"model_type": "wav2vec2", **TINY_WAV2VEC2, **_GROUP_NORM},
+    "hubert": {"model_type": "hubert", **TINY_WAV2VEC2},
+    "hubert-base": {"model_type": "hubert", **TINY_WAV2VEC2, **_GROUP_NORM},
+    "wavlm": {"model_type": "wavlm", **TINY_WAV2VEC2, "num_buckets": 16, "max_bucket_distance": 32},
+    "wavlm-base": {"model_type": "wavlm", **TINY_WAV2VEC2, **_GROUP_NORM, "num_buckets": 16, "max_bucket_distance": 32},
+    "data2vec-audio": {"model_type": "data2vec-audio", **{k: v for k, v in TINY_WAV2VEC2.items() if k not in (
+        "feat_extract_norm", "do_stable_layer_norm", "num_conv_pos_embeddings")}, "num_conv_pos_embeddings": 2,
+        "conv_pos_kernel_size": 5},
+}
+
 
 def tiny_wav2vec2(seed: int = 0) -> Wav2Vec2Model:
     torch.manual_seed(seed)

@@ -44,7 +44,7 @@ def run_demo(out: Path, *, seed: int = 0, train_speakers: int, sentences_per_spe
     corpus = generate_corpus(out / "corpus", seed=seed, n_train_speakers=train_speakers, n_test_speakers=8,
                              sentences_per_speaker=sentences_per_speaker, domain="target", overwrite=True)
     hparams = recipe_file("hparams/demo.yaml")
-    common = {"seed": seed, "data_folder": str(corpus), "wav2vec2_source": str(backbone),
+    common = {"seed": seed, "data_folder": str(corpus), "encoder_source": str(backbone),
               "number_of_epochs": epochs}
     for kind in KINDS:  # a re-run starts afresh instead of resuming finished (maybe differently sized) runs
         shutil.rmtree(out / kind, ignore_errors=True)

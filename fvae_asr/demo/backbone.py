@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 # 20 ms frames as in wav2vec2 (strides multiply to 320) from a 4-layer CNN whose wide first stride keeps it
 # cheap on CPU (5x faster than a 5-layer stride-5 start), and a 4-layer transformer: 0.93 M parameters.
 TINY_BACKBONE_CONFIG = {
+    "model_type": "wav2vec2",
     "hidden_size": 128,
     "num_hidden_layers": 4,
     "num_attention_heads": 4,
@@ -60,7 +61,7 @@ def build_backbone(
             "data_folder": str(corpus),
             "output_folder": str(work_dir / "pretrain"),
             "adapter": "full",
-            "wav2vec2_config": TINY_BACKBONE_CONFIG,
+            "encoder_config": TINY_BACKBONE_CONFIG,
             "freeze_feature_encoder": False,
             "mask_time_prob": 0.05,
             "head_dropout": 0.0,

@@ -19,5 +19,5 @@ def recipe_file(name: str) -> Path:
 
 def shipped_backbone() -> str:
     """The shipped tiny backbone's folder as an absolute path, for ``demo.yaml``
-    (``wav2vec2_source: !apply:fvae_asr.demo.paths.shipped_backbone []``): the recipe then runs from any folder."""
+    (``encoder_source: !apply:fvae_asr.demo.paths.shipped_backbone []``): the recipe then runs from any folder."""
     return str(ASSET_BACKBONE)

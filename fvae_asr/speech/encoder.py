@@ -1,4 +1,5 @@
-"""wav2vec2 encoder from a hub id, a local HF directory or a config dict, with padding handled end to end."""
+"""Speech SSL encoder of the wav2vec2 family (wav2vec2, HuBERT, WavLM, data2vec-audio) from a hub id, a local HF
+directory or a config dict, through transformers' Auto classes, with padding handled end to end."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import transformers
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from torch import Tensor, nn
-from transformers import Wav2Vec2Config, Wav2Vec2Model
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from fvae_asr.adapters import set_frame_mask
+from fvae_asr.speech.wavlm_attention import route_wavlm_attention_through_modules
 
+# transformers' model_type of each family the recipe supports (and its tests build): same CNN front end, frame
+# rate and padding conventions, attention projections named q_proj/k_proj/v_proj/out_proj.
+ENCODER_FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 
 # Created only when SpecAugment is on: a checkpoint saved without it legitimately lacks it.
 OPTIONAL_WEIGHTS = {"masked_spec_embed"}
@@ -48,28 +53,55 @@ def quiet_hf_loading() -> Iterator[None]:
             transformers.logging.enable_progress_bar()
 
 
-def load_wav2vec2(source: str | Path, random_init_config: dict[str, Any] | None = None, **overrides: Any) -> Wav2Vec2Model:
-    """A pretrained ``Wav2Vec2Model`` from a hub id or local directory, or, when ``random_init_config`` is a
-    non-empty dict of config fields, a randomly initialised one (tests, training from scratch).
+def check_family(model_type: object, where: str) -> None:
+    """ValueError naming ``where`` unless ``model_type`` is one of ``ENCODER_FAMILIES``."""
+    if model_type not in ENCODER_FAMILIES:
+        raise ValueError(f"{where}: model_type must be one of {', '.join(ENCODER_FAMILIES)}; got {model_type!r}")
+
+
+def config_from_fields(fields: dict[str, Any], **overrides: Any) -> PretrainedConfig:
+    """The config of a randomly initialised encoder from its fields, ``model_type`` naming the family."""
+    fields = {**fields, **overrides}
+    model_type = fields.pop("model_type", None)
+    check_family(model_type, "encoder_config")
+    return AutoConfig.for_model(model_type, **fields)
+
+
+def load_encoder_model(
+    source: str | Path, random_init_config: dict[str, Any] | None = None, **overrides: Any
+) -> PreTrainedModel:
+    """A pretrained encoder (``Wav2Vec2Model``, ``HubertModel``, ...) from a hub id or local directory, or, when
+    ``random_init_config`` is a non-empty dict of config fields with ``model_type``, a randomly initialised one.
 
     ``overrides`` set config fields such as ``layerdrop`` or ``mask_time_prob``.
     """
     if random_init_config:
-        return Wav2Vec2Model(Wav2Vec2Config(**{**random_init_config, **overrides}))
+        model = AutoModel.from_config(config_from_fields(random_init_config, **overrides))
+        return route_wavlm_attention_through_modules(model)
     path = Path(source)
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
     if not path.exists() and not is_hub_id(source):
         raise FileNotFoundError(f"no backbone folder {path} (and it is not a Hugging Face hub id)")
     with quiet_hf_loading():
-        model, info = Wav2Vec2Model.from_pretrained(str(source), output_loading_info=True, **overrides)
+        config = AutoConfig.from_pretrained(str(source), **overrides)
+        check_family(config.model_type, f"{source} (config.json)")
+        model, info = AutoModel.from_pretrained(str(source), config=config, output_loading_info=True)
     missing = sorted(set(info["missing_keys"]) - OPTIONAL_WEIGHTS)
     if missing:  # transformers would initialise them randomly, with only a warning
         raise ValueError(f"{source}: the checkpoint lacks backbone weights {missing[:5]} ({len(missing)} in all)")
-    return model
+    return route_wavlm_attention_through_modules(model)
 
 
-class Wav2Vec2Encoder(nn.Module):
+def takes_attention_mask(config: PretrainedConfig) -> bool:
+    """Whether the encoder gets an attention mask over padded samples. As in Hugging Face's feature extractors:
+    yes for layer-normalised CNNs (wav2vec2-large-lv60, HuBERT/WavLM large, data2vec-audio, which has no
+    ``feat_extract_norm`` as its CNN is always layer-normalised); no for group-normalised ones (wav2vec2-base,
+    HuBERT base, WavLM base/base+), which were trained on zero padding without a mask."""
+    return getattr(config, "feat_extract_norm", "layer") == "layer"
+
+
+class SSLEncoder(nn.Module):
     """wavs (B, S) + relative lengths (B,) -> hidden states (B, T, C) and the valid-frame mask (B, T).
 
     The frame mask is handed to the FVAE adapters so that padded frames enter no loss term.
@@ -92,17 +124,21 @@ class Wav2Vec2Encoder(nn.Module):
         overrides = {"layerdrop": layerdrop}
         if mask_time_prob is not None:  # None keeps the backbone's own SpecAugment setting
             overrides["mask_time_prob"] = mask_time_prob
-        self.model = load_wav2vec2(source, random_init_config, **overrides)
+        self.model = load_encoder_model(source, random_init_config, **overrides)
         self.normalize_wav = normalize_wav
         self.freeze_feature_encoder = freeze_feature_encoder
         if freeze_feature_encoder:
-            self.model.freeze_feature_encoder()
-        # HF: models with layer-normalised CNNs take an attention mask; group-norm ones expect zero padding only.
-        self.use_attention_mask = self.model.config.feat_extract_norm == "layer"
+            self.freeze_cnn()
+        self.use_attention_mask = takes_attention_mask(self.model.config)
 
     @property
     def output_size(self) -> int:
         return self.model.config.hidden_size
+
+    def freeze_cnn(self) -> None:
+        """Freeze the CNN feature encoder, as transformers' ``freeze_feature_encoder`` (which ``HubertModel``
+        lacks) does in every family."""
+        self.model.feature_extractor._freeze_parameters()
 
     def sample_lengths(self, wavs: Tensor, wav_lens: Tensor) -> Tensor:
         """Relative lengths -> absolute sample counts (B,)."""
@@ -135,4 +171,3 @@ def _normalise_valid(wavs: Tensor, mask: Tensor) -> Tensor:
     mean = (wavs * weights).sum(1, keepdim=True) / count
     var = ((wavs - mean).square() * weights).sum(1, keepdim=True) / count
     return (wavs - mean) * torch.rsqrt(var + 1e-7) * weights
-

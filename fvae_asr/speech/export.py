@@ -17,14 +17,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from torch import nn
-from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
+from transformers import AutoModelForCTC, Wav2Vec2CTCTokenizer
 
 from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
 from fvae_asr.adapters.checkpoint import WEIGHTS_NAME, check_finite, load_tensors, save_tensors
 from fvae_asr.adapters.peft_format import PEFT_PREFIX
 from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.files import read_json, respect_umask, write_json
-from fvae_asr.speech.encoder import Wav2Vec2Encoder, is_hub_id, quiet_hf_loading
+from fvae_asr.speech.encoder import SSLEncoder, is_hub_id, quiet_hf_loading
 from fvae_asr.speech.recognizer import ADAPTER_KINDS, HEAD_NAME, CTCRecognizer, configure_training
 
 DESCRIPTION_NAME = "recognizer.json"
@@ -100,7 +100,7 @@ def export_recognizer(model: CTCRecognizer, kind: str, labels: list[str], direct
     return directory
 
 
-def _save_backbone(encoder: Wav2Vec2Encoder, directory: Path) -> str:
+def _save_backbone(encoder: SSLEncoder, directory: Path) -> str:
     """Save the backbone's base weights (adapters left out) and config beside the adapters, as a Hugging Face
     directory, so that the export does not depend on where the backbone came from; returns its path relative
     to ``directory``."""
@@ -114,17 +114,17 @@ def _save_backbone(encoder: Wav2Vec2Encoder, directory: Path) -> str:
 
 
 def export_hf_ctc(model: CTCRecognizer, labels: list[str], directory: str | Path, blank_index: int = 0) -> Path:
-    """Save a recogniser without adapters as a Hugging Face ``Wav2Vec2ForCTC`` directory (config, weights, CTC
-    tokenizer vocabulary with the blank as pad token), loadable by transformers and by the recipe's
-    ``init_head_from_checkpoint``."""
+    """Save a recogniser without adapters as a Hugging Face CTC directory of its family (``Wav2Vec2ForCTC``,
+    ``HubertForCTC``, ...: config, weights, CTC tokenizer vocabulary with the blank as pad token), loadable by
+    transformers and by the recipe's ``init_head_from_checkpoint``."""
     if adapter_layers(model):
-        raise ValueError("export_hf_ctc saves plain wav2vec2 + head; use export_recognizer for adapted models")
+        raise ValueError("export_hf_ctc saves a plain encoder + head; use export_recognizer for adapted models")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.encoder.model.config.to_dict()
     config.update(vocab_size=len(labels), pad_token_id=blank_index, bos_token_id=None, eos_token_id=None)
-    ctc = Wav2Vec2ForCTC(type(model.encoder.model.config).from_dict(config))
-    ctc.wav2vec2.load_state_dict(model.encoder.model.state_dict())
+    ctc = AutoModelForCTC.from_config(type(model.encoder.model.config).from_dict(config))
+    ctc.base_model.load_state_dict(model.encoder.model.state_dict())
     ctc.lm_head.load_state_dict(model.head.state_dict())
     with quiet_hf_loading():
         ctc.save_pretrained(str(directory))
@@ -187,7 +187,7 @@ def load_recognizer(directory: str | Path, device: str | torch.device = "cpu") -
     _check_head_fits(len(description["labels"]), weights, directory / DESCRIPTION_NAME)
     source = _backbone_source(directory, description["backbone"])
     try:
-        encoder = Wav2Vec2Encoder(
+        encoder = SSLEncoder(
             source,
             freeze_feature_encoder=description["freeze_feature_encoder"],
             normalize_wav=description["normalize_wav"],

@@ -16,12 +16,15 @@ from hyperpyyaml.core import recursive_update
 EXTENDS_KEY = "extends"
 
 
-def hparams_source(hparams_file: str | Path, overrides: str | Mapping | None = None) -> tuple[Path, dict[str, Any]]:
+def hparams_source(
+    hparams_file: str | Path, overrides: str | Mapping | None = None, renamed: Mapping[str, str] | None = None
+) -> tuple[Path, dict[str, Any]]:
     """The yaml file to load and the overrides to apply to it.
 
     A plain file comes back with ``overrides`` as a mapping; a file that extends another gives the base (followed
     to the end of a chain) with this file's keys updated by ``overrides``. Tags such as ``!ref`` are kept for
-    hyperpyyaml. Raises ``ValueError`` naming the file for a missing base or an override of a key it lacks.
+    hyperpyyaml. Raises ``ValueError`` naming the file for a missing base or an override of a key it lacks (an
+    old name in ``renamed``, old -> new, is named with its new name).
     """
     path = Path(hparams_file)
     given = _tagged_mapping(overrides)
@@ -32,8 +35,11 @@ def hparams_source(hparams_file: str | Path, overrides: str | Mapping | None = N
         if not base.is_file():
             raise ValueError(f"{path}: {EXTENDS_KEY}: {base} does not exist")
         recursive_update(tree, given)
-        return hparams_source(base, tree)
+        return hparams_source(base, tree, renamed)
     unknown = sorted(set(given) - set(tree))
+    for old in unknown:
+        if old in (renamed or {}):
+            raise ValueError(f"{old} is now called {renamed[old]}: set {renamed[old]} instead")
     if unknown:
         raise ValueError(f"{path} has no {', '.join(unknown)} (overrides, from the command line or from a file that "
                          "extends it, must name its keys)")  # fmt: skip

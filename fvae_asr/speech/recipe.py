@@ -24,6 +24,7 @@ from fvae_asr.speech.export import export_recognizer
 from fvae_asr.speech.hparams import hparams_source
 from fvae_asr.speech.recognizer import configure_training, count_parameters, init_head_from_checkpoint
 from fvae_asr.speech.run_folder import (
+    RENAMED_KEYS,
     RunFolderInUse,
     RunSettingsError,
     check_resumable,
@@ -48,15 +49,15 @@ def _schedule_steps(hparams: dict[str, Any], n_train: int) -> None:
 
 
 def _init_head(model: torch.nn.Module, hparams: dict[str, Any], labels: list[str], blank_index: int) -> None:
-    """``init_head_from_checkpoint``: the head starts from ``wav2vec2_source``'s own CTC head (a resumed run then
+    """``init_head_from_checkpoint``: the head starts from ``encoder_source``'s own CTC head (a resumed run then
     loads its checkpointed head over it)."""
-    if hparams["wav2vec2_config"]:
-        raise ValueError("init_head_from_checkpoint needs a pretrained wav2vec2_source; wav2vec2_config is set")
+    if hparams["encoder_config"]:
+        raise ValueError("init_head_from_checkpoint needs a pretrained encoder_source; encoder_config is set")
     try:
-        shared = init_head_from_checkpoint(model, hparams["wav2vec2_source"], labels, blank_index)
+        shared = init_head_from_checkpoint(model, hparams["encoder_source"], labels, blank_index)
     except ValueError as err:
         raise ValueError(f"init_head_from_checkpoint: {err} (set it to False for a fresh head)") from err
-    logger.info("CTC head started from %s for %d of %d labels", hparams["wav2vec2_source"], len(shared), len(labels))
+    logger.info("CTC head started from %s for %d of %d labels", hparams["encoder_source"], len(shared), len(labels))
 
 
 def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overrides: str | dict = "") -> dict:
@@ -70,7 +71,7 @@ def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overri
     """
     run_opts = run_opts or {}
     try:
-        hparams_file, overrides = hparams_source(hparams_file, overrides)  # a file that extends another: its base
+        hparams_file, overrides = hparams_source(hparams_file, overrides, RENAMED_KEYS)  # an extending file: its base
     except ValueError as err:
         raise RunSettingsError(str(err)) from None
     plan = plan_run(hparams_file, overrides, run_opts)

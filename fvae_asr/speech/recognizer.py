@@ -1,4 +1,5 @@
-"""A CTC phone recogniser (wav2vec2 + linear head) and the four ways of training it that the recipe compares."""
+"""A CTC phone recogniser (a wav2vec2-family encoder + linear head) and the four ways of training it that the recipe
+compares."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from pathlib import Path
 import torch
 from speechbrain.decoders.ctc import ctc_greedy_decode
 from torch import Tensor, nn
-from transformers import Wav2Vec2ForCTC
+from transformers import AutoModelForCTC
 from transformers.utils import cached_file
 
 from fvae_asr.adapters import AdapterConfig, inject
 from fvae_asr.files import read_json
-from fvae_asr.speech.encoder import Wav2Vec2Encoder, quiet_hf_loading
+from fvae_asr.speech.encoder import SSLEncoder, quiet_hf_loading
 
 ADAPTER_KINDS = ("fvae_lora", "lora", "full", "frozen")
 HEAD_NAME = "head"
@@ -23,7 +24,7 @@ HEAD_NAME = "head"
 class CTCRecognizer(nn.Module):
     """wavs (B, S), relative lengths (B,) -> CTC log-probabilities (B, T, V) in float32 and frame counts (B,)."""
 
-    def __init__(self, encoder: Wav2Vec2Encoder, n_tokens: int, head_dropout: float = 0.0) -> None:
+    def __init__(self, encoder: SSLEncoder, n_tokens: int, head_dropout: float = 0.0) -> None:
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(head_dropout)
@@ -38,14 +39,15 @@ class CTCRecognizer(nn.Module):
 def init_head_from_checkpoint(
     model: CTCRecognizer, source: str | Path, labels: Sequence[str], blank_index: int = 0
 ) -> list[str]:
-    """Start the head from the CTC head (``lm_head``) of a ``Wav2Vec2ForCTC`` checkpoint, row by row for the labels
-    its ``vocab.json`` shares with ``labels``; its pad token is the CTC blank, as in Hugging Face.
+    """Start the head from the CTC head (``lm_head``) of a CTC checkpoint (``Wav2Vec2ForCTC``, ``HubertForCTC``,
+    ``WavLMForCTC``, ...), row by row for the labels its ``vocab.json`` shares with ``labels``; its pad token is
+    the CTC blank, as in Hugging Face.
 
     Adapting a recogniser to a new domain then starts from what it already knows instead of a random head.
     Returns the labels initialised (the others keep their fresh initialisation).
     """
     with quiet_hf_loading():
-        ctc, info = Wav2Vec2ForCTC.from_pretrained(str(source), output_loading_info=True)
+        ctc, info = AutoModelForCTC.from_pretrained(str(source), output_loading_info=True)
     if {"lm_head.weight", "lm_head.bias"} & set(info["missing_keys"]):
         raise ValueError(f"{source}: the checkpoint has no CTC head (lm_head) to start the head from")
     vocab_file = cached_file(str(source), "vocab.json", _raise_exceptions_for_missing_entries=False)
@@ -82,10 +84,9 @@ def configure_training(model: CTCRecognizer, kind: str, adapter_config: AdapterC
     model.requires_grad_(kind == "full")
     model.head.requires_grad_(True)
     if kind == "full":
-        wav2vec2 = model.encoder.model
         if model.encoder.freeze_feature_encoder:
-            wav2vec2.freeze_feature_encoder()
-        embed = getattr(wav2vec2, "masked_spec_embed", None)
+            model.encoder.freeze_cnn()
+        embed = getattr(model.encoder.model, "masked_spec_embed", None)
         if embed is not None:
             # Only SpecAugment uses this embedding, and not on every batch: left trainable it would sometimes
             # get no gradient (DDP breaks) and would be saved with models that never use it at inference.

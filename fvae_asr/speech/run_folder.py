@@ -28,6 +28,7 @@ from speechbrain.utils.run_opts import RunOptions
 from fvae_asr.files import read_json, write_atomically
 from fvae_asr.speech.checkpointing import STAGING_PREFIX
 from fvae_asr.speech.data import SORTINGS
+from fvae_asr.speech.encoder import check_family
 from fvae_asr.speech.recognizer import ADAPTER_KINDS
 
 logger = logging.getLogger(__name__)
@@ -141,9 +142,23 @@ def _plain(value: Any) -> Any:
 
 
 CHOICES = {"adapter": ADAPTER_KINDS, "precision": PRECISIONS, "eval_precision": PRECISIONS, "train_sorting": SORTINGS}
+# Settings that have a new name: given under the old one (an override, or an older copy of a yaml) they are an
+# error naming the new one, not a KeyError from the yaml loader after the run folder was set up.
+RENAMED_KEYS = {"wav2vec2_source": "encoder_source", "wav2vec2_config": "encoder_config"}
+# Recorded values with a new name (classes the yaml builds): with RENAMED_KEYS, a run recorded before the
+# renames resumes (it computes the same).
+RENAMED_VALUES = {"!new:fvae_asr.speech.encoder.Wav2Vec2Encoder": "!new:fvae_asr.speech.encoder.SSLEncoder"}
 
 
 def _validate(flat: dict[str, Any]) -> None:
+    for old, new in RENAMED_KEYS.items():
+        if any(key == old or key.startswith(f"{old}.") for key in flat):
+            raise RunSettingsError(f"{old} is now called {new}: set {new} instead (on the command line or in the yaml)")
+    if any(key.startswith("encoder_config.") for key in flat):  # a randomly initialised encoder names its family
+        try:
+            check_family(flat.get("encoder_config.model_type"), "encoder_config")
+        except ValueError as err:
+            raise RunSettingsError(str(err)) from None
     for key, allowed in CHOICES.items():
         if key in flat and flat[key] not in allowed:
             raise RunSettingsError(f"{key} must be one of {', '.join(map(str, allowed))}; got {flat[key]!r}")
@@ -203,7 +218,7 @@ def check_resumable(plan: RunPlan, hparams_file: str | Path, overrides: str | Ma
         logger.warning("%s: checkpoints without %s (an older run): its settings cannot be checked",
                        plan.save_folder, RUN_RECORD_NAME)
         return
-    recorded = read_json(record_file, "run settings (written by the recipe)")
+    recorded = _current_names(read_json(record_file, "run settings (written by the recipe)"))
     pinned = {key: recorded[key] for key in RESUMABLE_KEYS if key in recorded}
     current = resolved_settings(hparams_file, {**_as_mapping(overrides), **pinned}, run_opts)
     changed = [key for key in sorted(set(recorded) | set(current), key=lambda k: (k.count("."), k))  # top level first
@@ -216,6 +231,17 @@ def check_resumable(plan: RunPlan, hparams_file: str | Path, overrides: str | Ma
             f"{plan.output_folder} holds a run with other settings ({details}{more}): resume it with its own "
             "settings, or pass --restart=True to delete its checkpoints and start afresh"
         )
+
+
+def _current_names(recorded: dict[str, Any]) -> dict[str, Any]:
+    """Recorded settings with the keys and values renamed since (``RENAMED_KEYS``, ``RENAMED_VALUES``)."""
+    renamed = {}
+    for key, value in recorded.items():
+        head, dot, rest = key.partition(".")
+        if isinstance(value, str):
+            value = RENAMED_VALUES.get(value, value)
+        renamed[RENAMED_KEYS.get(head, head) + dot + rest] = value
+    return renamed
 
 
 def _resumable(key: str) -> bool:
