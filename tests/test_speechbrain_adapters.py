@@ -177,6 +177,30 @@ def test_masked_padding_does_not_enter_the_aux_loss(kind):
     assert aux(junk, None) != aux(clean, None)  # without a mask the padded frames count
 
 
+def test_manual_insertion_adapts_the_weights_loaded_before_it():
+    """manual_adapter_insertion (for SpeechBrain's Pretrainer): weights loaded first, then wrapped unchanged."""
+    pretrained = linear_stack(seed=5)
+    model = AdaptedModel(linear_stack(seed=0), FVAELoRA, target_layers=["layer[12]"], adapter_kwargs=KWARGS,
+                         manual_adapter_insertion=True)  # fmt: skip
+    assert not adapter_layers(model)
+    model.adapted_model.load_state_dict(pretrained.state_dict())
+    model.insert_adapters()
+    assert len(adapter_layers(model)) == 2
+    model.eval(), pretrained.eval()
+    x = inputs("linear_stack")
+    torch.testing.assert_close(model(x), pretrained(x), rtol=0, atol=0)
+
+
+def test_aux_weight_of_adapted_models_that_disagree_is_an_error():
+    models = nn.ModuleDict({
+        name: AdaptedModel(linear_stack(), FVAELoRA, all_linear=True, adapter_kwargs={**KWARGS, "aux_weight": w})
+        for name, w in (("a", 0.1), ("b", 0.2))
+    })  # fmt: skip
+    assert aux_weight(models["a"]) == 0.1
+    with pytest.raises(ValueError, match=r"different aux_weight values \[0.1, 0.2\]"):
+        aux_weight(models)
+
+
 def test_wrong_targets_and_keywords_are_errors_naming_them():
     with pytest.raises(TypeError, match="nn.Linear layers only, got Conv1d"):
         AdaptedModel(nn.Sequential(nn.Conv1d(2, 2, 3)), FVAELoRA, all_conv=True)
@@ -282,7 +306,9 @@ def test_speechbrain_wav2vec2_wrapper_with_our_adapters(adapter, wav2vec2_dir):
 
     model.train()
     mask = wav2vec2_frame_mask(model, wavs, wav_lens)
-    assert mask.shape == (2, model(wavs, wav_lens).shape[1]) and mask[0].all() and 0 < mask[1].sum() < mask.shape[1]
+    half_frames = base.model._get_feat_extract_output_lengths(torch.tensor(800)).item()  # wav_lens 0.5 of 1600
+    assert mask.shape == (2, model(wavs, wav_lens).shape[1]) and mask[0].all()
+    assert mask[1].tolist() == [i < half_frames for i in range(mask.shape[1])]
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".base." not in n for n in trainable)
     torch.manual_seed(0)

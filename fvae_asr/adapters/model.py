@@ -198,7 +198,7 @@ def aux_weight(model: nn.Module) -> float:
         return getattr(state.config, "aux_weight", 0.0)
     weights = sorted({layer.config.aux_weight for layer in _fvae_layers(model)})
     if len(weights) > 1:
-        raise ValueError(f"the model's FVAE layers have different aux_weight values {weights}; weight aux_loss yourself")
+        raise ValueError(f"the model's FVAE layers have different aux_weight values {weights}; weigh aux_loss yourself")
     return weights[0] if weights else 0.0
 
 

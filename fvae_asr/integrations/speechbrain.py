@@ -29,7 +29,9 @@ NO_GRAD_WARNING = (
 )
 
 
-def layer_config(config_type: type[AdapterConfig], target_module: nn.Module, adapter_kwargs: dict[str, Any]) -> AdapterConfig:
+def _layer_config(
+    config_type: type[AdapterConfig], target_module: nn.Module, adapter_kwargs: dict[str, Any]
+) -> AdapterConfig:
     """The config of one SpeechBrain-built adapter layer; a wrong target or keyword is an error naming it."""
     name = config_type.__name__.removesuffix("Config")
     if not isinstance(target_module, nn.Linear):
@@ -40,12 +42,13 @@ def layer_config(config_type: type[AdapterConfig], target_module: nn.Module, ada
     model_level = sorted(set(adapter_kwargs) & set(MODEL_LEVEL_FIELDS))
     if model_level:
         raise TypeError(
-            f"{name} adapter_kwargs {model_level} are chosen by AdaptedModel: use its target_layers and unfrozen_layers"
+            f"{name} adapter_kwargs {model_level} are chosen by AdaptedModel: use its target_layers, unfrozen_layers"
         )
     known = sorted({f.name for f in dataclasses.fields(config_type)} - set(MODEL_LEVEL_FIELDS))
     unknown = sorted(set(adapter_kwargs) - set(known))
     if unknown:
-        hints = "".join(f" (SpeechBrain's '{k}' is our '{SPEECHBRAIN_NAMES[k]}')" for k in unknown if k in SPEECHBRAIN_NAMES)
+        hints = "".join(f" (SpeechBrain's '{k}' is our '{SPEECHBRAIN_NAMES[k]}')" for k in unknown
+                        if k in SPEECHBRAIN_NAMES)  # fmt: skip
         raise TypeError(f"unknown {name} adapter_kwargs {unknown}{hints}; known: {', '.join(known)}")
     return config_type(**adapter_kwargs)
 
@@ -57,7 +60,7 @@ class _SpeechBrainAdapter:
     config_type: ClassVar[type[AdapterConfig]]
 
     def __init__(self, target_module: nn.Module, **adapter_kwargs: Any) -> None:
-        config = layer_config(self.config_type, target_module, adapter_kwargs)
+        config = _layer_config(self.config_type, target_module, adapter_kwargs)
         name = f"Linear({target_module.in_features}, {target_module.out_features})"  # AdaptedModel passes no name
         super().__init__(target_module, config, name)
         target_module.requires_grad_(False)
@@ -83,7 +86,9 @@ class FVAELoRA(_SpeechBrainAdapter, FVAELoRALinear):
 
     and in ``compute_objectives``: ``loss = ctc + fvae_asr.aux_weight(model) * fvae_asr.aux_loss(model)``, with
     ``model`` the ``AdaptedModel`` that ran forward. Padded frames: ``with fvae_asr.frame_mask(model, mask):``
-    around the forward, ``mask`` (batch, frames) True on real frames.
+    around the forward, ``mask`` True on real frames, shaped as the adapted layers' input without its last dim:
+    (batch, frames) in the HuggingFace wrappers (``wav2vec2_frame_mask`` builds it), (frames, batch) in the
+    feed-forward blocks of SpeechBrain's own Transformer, which run time-first.
 
     SpeechBrain's HuggingFace wrappers (Wav2Vec2, WavLM, ...) with ``freeze: True`` run under ``torch.no_grad``,
     which silently stops the adapters' gradients: give the wrapper ``freeze: False`` (``AdaptedModel`` freezes
