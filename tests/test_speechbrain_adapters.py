@@ -324,6 +324,37 @@ def test_speechbrain_wav2vec2_wrapper_with_our_adapters(adapter, wav2vec2_dir):
         assert torch.isfinite(aux_loss(model)) and aux_loss(model) > 0
 
 
+README_YAML = """
+wav2vec2_hub: facebook/wav2vec2-large-lv60
+save_folder: results/save
+aux_weight: 0.001  # lambda: loss = ctc + lambda * FVAE loss
+
+wav2vec2: !new:speechbrain.nnet.adapters.AdaptedModel
+    model_to_adapt: !new:speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
+        source: !ref <wav2vec2_hub>
+        save_path: !ref <save_folder>/wav2vec2_checkpoint
+        freeze: False  # True would run it under no_grad: the adapters could not learn
+    adapter_class: !name:fvae_asr.integrations.speechbrain.FVAELoRA
+    target_layers: ["*.attention.q_proj", "*.attention.k_proj"]
+    adapter_kwargs:
+        rank: 16
+        lora_alpha: 16
+        aux_weight: !ref <aux_weight>
+"""
+
+
+def test_the_readme_yaml_adapts_speechbrains_wav2vec2_wrapper(wav2vec2_dir, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        hparams = load_hyperpyyaml(README_YAML, {"wav2vec2_hub": str(wav2vec2_dir), "save_folder": str(tmp_path)})
+    model = hparams["wav2vec2"]
+    assert [type(layer) for layer in adapter_layers(model)] == [FVAELoRA] * 4
+    assert adapter_layers(model)[0].config.rank == 16 and aux_weight(model) == 0.001
+    adapters = tuple(f"{name}." for name in adapter_names(model))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if n.startswith(adapters) and ".base." not in n}
+
+
 def test_frozen_speechbrain_wrapper_warns_that_adapters_cannot_train(wav2vec2_dir):
     model = AdaptedModel(sb_wav2vec2(wav2vec2_dir, freeze=True), FVAELoRA, target_layers=WAV2VEC2_TARGETS,
                          adapter_kwargs=KWARGS)  # fmt: skip
