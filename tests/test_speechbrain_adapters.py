@@ -12,8 +12,10 @@ import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.lobes.models.transformer.Transformer import TransformerEncoder
+import speechbrain as sb
 from speechbrain.nnet.adapters import AdaptedModel
 from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.epoch_loop import EpochCounter
 from torch import nn
 
 import fvae_asr
@@ -383,3 +385,34 @@ def test_an_injected_layer_is_not_relinked_by_aux_loss():
     aux_loss(nn.ModuleDict({"m": base}))
     assert {id(layer.recorder) for layer in adapter_layers(base)} == recorders and len(recorders) == 1
     assert isinstance(adapter_layers(base)[0], FVAELoRALinear)
+
+
+
+class RecipeBrain(sb.Brain):
+    """A minimal SpeechBrain recipe with the lines the README proposes: mask around the forward, aux in the loss."""
+
+    def compute_forward(self, batch, stage):
+        x, mask = batch
+        with fvae_asr.frame_mask(self.modules.model, mask.T):  # SpeechBrain's Transformer FFN runs time-first
+            return self.modules.model(x, padding=~mask)
+
+    def compute_objectives(self, predictions, batch, stage):
+        loss = predictions.square().mean()
+        if stage == sb.Stage.TRAIN:
+            loss = loss + fvae_asr.aux_weight(self.modules.model) * fvae_asr.aux_loss(self.modules.model)
+        return loss
+
+
+def test_a_speechbrain_brain_trains_only_the_adapters(tmp_path):
+    model, _ = adapted("sb_transformer", "fvae_lora", aux_weight=0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x = torch.randn(8, 6, 8, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(8, 6, dtype=torch.bool)
+    mask[::2, 4:] = False
+    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, mask), batch_size=4)
+    brain = RecipeBrain(modules={"model": model}, opt_class=lambda params: torch.optim.Adam(params, lr=0.01),
+                        run_opts={"device": "cpu"}, checkpointer=Checkpointer(tmp_path, {"model": model}))
+    brain.fit(EpochCounter(2), batches, batches)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any(".base." in n for n in changed)
