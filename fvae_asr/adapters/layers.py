@@ -136,21 +136,22 @@ class FVAELoRALinear(AdaptedLinear):
         self.lora_B = nn.Linear(r, base.out_features, bias=False, **factory)
         nn.init.normal_(self.lora_B.weight, std=config.b_init_std)
         self.frame_mask: Tensor | None = None  # (...,) bool over x's leading dims; set by set_frame_mask
-        # Terms of the model's last training forward, by layer name; inject() shares one dict across layers.
-        self.recorder: dict[str, dict[str, Tensor]] = {}
+        # Terms of the model's last training forward, by layer (not by name: layers built one by one, as by
+        # SpeechBrain's AdaptedModel, have no unique name); inject() shares one dict across layers.
+        self.recorder: dict[nn.Module, dict[str, Tensor]] = {}
 
     @property
     def last_terms(self) -> dict[str, Tensor] | None:
         """This layer's loss terms from the last training forward (None after eval or if skipped)."""
-        return self.recorder.get(self.adapter_name)
+        return self.recorder.get(self)
 
     def _record(self, terms: dict[str, Tensor] | None) -> None:
         # A layer that already has terms means a new forward began: drop every entry of the previous one, so
         # layers skipped this time (LayerDrop) contribute nothing stale.
-        if self.adapter_name in self.recorder:
+        if self in self.recorder:
             self.recorder.clear()
         if terms is not None:
-            self.recorder[self.adapter_name] = terms
+            self.recorder[self] = terms
 
     def forward(self, x: Tensor) -> Tensor:  # x: (..., d)
         self._check_input(x)

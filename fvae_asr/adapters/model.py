@@ -16,10 +16,15 @@ from fvae_asr.adapters.layers import ADAPTER_LAYERS, AdaptedLinear, FVAELoRALine
 ADAPTER_STATE_ATTR = "adapter_state"
 
 
-class _NewForward:
-    """Forward pre-hook on the injected model: each forward starts a fresh record of layer terms."""
+class SharedTerms(dict):
+    """The FVAE layers' terms of a model's last training forward, by layer: one record shared by the layers,
+    cleared by a forward pre-hook on the model (see ``_share_records``)."""
 
-    def __init__(self, recorder: dict[str, dict[str, Tensor]]) -> None:
+
+class _NewForward:
+    """Forward pre-hook on the adapted model: each forward starts a fresh record of layer terms."""
+
+    def __init__(self, recorder: SharedTerms) -> None:
         self.recorder = recorder
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
@@ -91,13 +96,10 @@ def inject(model: nn.Module, config: AdapterConfig, layer_type: type[AdaptedLine
         _set_submodule(model, name, layer_type(model.get_submodule(name), config, name))
     for name in trainable:
         model.get_submodule(name).requires_grad_(True)
-    recorder: dict[str, dict[str, Tensor]] = {}
     for layer in adapter_layers(model):
         layer.requires_grad_(True)
         layer.base.requires_grad_(any(layer.adapter_name.startswith(t + ".") for t in trainable))
-        if isinstance(layer, FVAELoRALinear):
-            layer.recorder = recorder
-    hook = model.register_forward_pre_hook(_NewForward(recorder))
+    hook = _share_records(model, _fvae_layers(model))
     setattr(model, ADAPTER_STATE_ATTR, AdapterState(config, targets, trainable, hook))
     return targets
 
@@ -105,6 +107,42 @@ def inject(model: nn.Module, config: AdapterConfig, layer_type: type[AdaptedLine
 def adapter_layers(model: nn.Module) -> list[AdaptedLinear]:
     """All adapter layers of the model, in module order."""
     return [m for m in model.modules() if isinstance(m, AdaptedLinear)]
+
+
+def _fvae_layers(model: nn.Module) -> list[FVAELoRALinear]:
+    return [m for m in model.modules() if isinstance(m, FVAELoRALinear)]
+
+
+def _share_records(model: nn.Module, layers: list[FVAELoRALinear]) -> torch.utils.hooks.RemovableHandle:
+    """Make the layers record into one ``SharedTerms`` that each forward of ``model`` clears: a layer that LayerDrop
+    skips then leaves no stale terms. Terms the layers hold already are kept. Returns the pre-hook's handle."""
+    shared = SharedTerms()
+    for layer in layers:
+        terms = layer.last_terms
+        layer.recorder = shared
+        if terms is not None:
+            shared[layer] = terms
+    return model.register_forward_pre_hook(_NewForward(shared))
+
+
+def _forward_roots(module: nn.Module) -> list[nn.Module]:
+    """The outermost modules under ``module`` that can run a forward: itself, or for a container (ModuleDict,
+    ModuleList, which have no forward) its children's roots."""
+    if type(module).forward is not nn.Module.forward:
+        return [module]
+    return [root for child in module.children() for root in _forward_roots(child)]
+
+
+def _recording_layers(model: nn.Module) -> list[FVAELoRALinear]:
+    """The model's FVAE layers, first made to share records if some do not (layers built one by one, as by
+    SpeechBrain's ``AdaptedModel``, rather than by ``inject``): one record per forward root of ``model``."""
+    layers = _fvae_layers(model)
+    if not all(isinstance(layer.recorder, SharedTerms) for layer in layers):
+        for root in _forward_roots(model):
+            root_layers = _fvae_layers(root)
+            if root_layers:
+                _share_records(root, root_layers)
+    return layers
 
 
 def set_frame_mask(model: nn.Module, mask: Tensor | None) -> None:
@@ -131,11 +169,7 @@ def frame_mask(model: nn.Module, mask: Tensor | None) -> Iterator[None]:
 
 def _layer_terms(model: nn.Module) -> list[dict[str, Tensor]]:
     """Terms of the FVAE layers that ran in the model's last training forward."""
-    return [
-        layer.last_terms
-        for layer in adapter_layers(model)
-        if isinstance(layer, FVAELoRALinear) and layer.last_terms is not None
-    ]
+    return [layer.last_terms for layer in _recording_layers(model) if layer.last_terms is not None]
 
 
 def _zero_like_model(model: nn.Module) -> Tensor:
@@ -146,8 +180,9 @@ def _zero_like_model(model: nn.Module) -> Tensor:
 def aux_loss(model: nn.Module) -> Tensor:
     """Mean over FVAE layers of their loss in the last (training) forward: a 0-dim tensor with gradient.
 
-    Zero for plain LoRA and after an eval-mode forward; layers skipped by LayerDrop do not count.
-    Weight it with ``config.aux_weight`` (lambda).
+    Zero for plain LoRA and after an eval-mode forward; layers skipped by LayerDrop do not count. Works on models
+    adapted by ``inject`` and on those whose layers were built one by one (SpeechBrain's ``AdaptedModel``): pass the
+    module you run forward on. Weight it with ``aux_weight(model)`` (lambda).
     """
     terms = _layer_terms(model)
     if not terms:
@@ -157,9 +192,14 @@ def aux_loss(model: nn.Module) -> Tensor:
 
 def aux_weight(model: nn.Module) -> float:
     """lambda of the model's adapter config: the weight of ``aux_loss`` in the total loss (0 for plain LoRA and
-    for a model without adapters)."""
+    for a model without adapters). Without ``inject`` (layers built one by one), the FVAE layers' common value."""
     state = getattr(model, ADAPTER_STATE_ATTR, None)
-    return getattr(state.config, "aux_weight", 0.0) if state is not None else 0.0
+    if state is not None:
+        return getattr(state.config, "aux_weight", 0.0)
+    weights = sorted({layer.config.aux_weight for layer in _fvae_layers(model)})
+    if len(weights) > 1:
+        raise ValueError(f"the model's FVAE layers have different aux_weight values {weights}; weigh aux_loss yourself")
+    return weights[0] if weights else 0.0
 
 
 def loss_terms(model: nn.Module) -> dict[str, Tensor]:
