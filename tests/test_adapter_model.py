@@ -21,7 +21,7 @@ from fvae_asr import (
     merge_adapters,
 )
 from fvae_asr.adapters.config import config_from_dict
-from tiny_models import BACKBONES, WithHead, tiny_inputs, tiny_wav2vec2
+from tiny_models import BACKBONES, TINY_ENCODERS, WithHead, tiny_inputs, tiny_wav2vec2
 
 CONFIGS = {"fvae_lora": FVAELoRAConfig, "lora": LoRAConfig}
 
@@ -63,6 +63,32 @@ def test_inject_wraps_the_targets_in_a_given_subclass_of_the_configs_layer():
     assert names and all(type(model.get_submodule(n)) is Variant for n in names)
     with pytest.raises(TypeError, match="subclass of LoRALinear for a LoRAConfig"):
         inject(tiny_wav2vec2(), LoRAConfig(rank=4, target_modules=["q_proj"]), layer_type=Variant)
+
+
+@pytest.mark.parametrize("adapter", sorted(CONFIGS))
+@pytest.mark.parametrize("training", [True, False])
+def test_inject_keeps_the_models_train_or_eval_mode(adapter, training):
+    model = tiny_wav2vec2().train(training)
+    inject(model, CONFIGS[adapter](rank=4, target_modules=["q_proj", "k_proj"]))
+    assert {m.training for m in model.modules()} == {training}
+
+
+@pytest.mark.parametrize("adapter", sorted(CONFIGS))
+def test_adapters_on_transformers_wavlm_attention_take_effect(adapter):
+    # transformers' WavLMAttention reads q_proj.weight itself: unless inject routes it, an adapter there never runs
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model(**TINY_ENCODERS["wavlm"])
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config).eval()
+    wavs = torch.randn(2, 1600)
+    with torch.no_grad():
+        base = model(wavs).last_hidden_state
+        inject(model, CONFIGS[adapter](rank=4, target_modules=["q_proj"]))
+        assert torch.equal(model(wavs).last_hidden_state, base)  # a fresh adapter: the same output
+        for parameter in (p for layer in adapter_layers(model) for p in layer.parameters() if p.requires_grad):
+            parameter.normal_()  # the adapters only: the frozen base keeps its weights
+        assert not torch.allclose(model(wavs).last_hidden_state, base)
 
 
 def test_no_match_lists_existing_linear_layers():

@@ -92,8 +92,10 @@ def inject(model: nn.Module, config: AdapterConfig, layer_type: type[AdaptedLine
         raise ValueError(f"trainable_modules={config.trainable_modules!r} matched no module")
 
     model.requires_grad_(False)
+    _call_projections_as_modules(model)
     for name in targets:
-        _set_submodule(model, name, layer_type(model.get_submodule(name), config, name))
+        base = model.get_submodule(name)
+        _set_submodule(model, name, layer_type(base, config, name).train(base.training))  # eval stays eval
     for name in trainable:
         model.get_submodule(name).requires_grad_(True)
     for layer in adapter_layers(model):
@@ -102,6 +104,15 @@ def inject(model: nn.Module, config: AdapterConfig, layer_type: type[AdaptedLine
     hook = _share_records(model, _fvae_layers(model))
     setattr(model, ADAPTER_STATE_ATTR, AdapterState(config, targets, trainable, hook))
     return targets
+
+
+def _call_projections_as_modules(model: nn.Module) -> None:
+    """transformers' ``WavLMAttention`` reads its projections' weights directly, past any adapter wrapping them:
+    make it call them (the same computation; see ``fvae_asr.adapters.wavlm_attention``)."""
+    if any(type(module).__name__ == "WavLMAttention" for module in model.modules()):
+        from fvae_asr.adapters.wavlm_attention import route_wavlm_attention_through_modules
+
+        route_wavlm_attention_through_modules(model)
 
 
 def adapter_layers(model: nn.Module) -> list[AdaptedLinear]:

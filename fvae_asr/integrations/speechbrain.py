@@ -5,6 +5,11 @@ SpeechBrain builds one adapter per target layer with ``adapter_class(target_modu
 ``AdaptedModel``'s (``target_layers``, ``all_linear``, ``unfrozen_layers``). ``fvae_asr.aux_loss``,
 ``loss_terms``, ``aux_weight`` and ``set_frame_mask``/``frame_mask`` work on the ``AdaptedModel``, and its
 checkpointer saves and loads the adapter weights (they are its trainable parameters).
+
+WavLM: transformers' ``WavLMAttention`` reads ``q_proj.weight`` and the other projections' weights itself, so an
+adapter wrapping them would never run. ``fvae_asr.inject`` reroutes it; with ``AdaptedModel``, pass the model
+through ``fvae_asr.adapters.wavlm_attention.route_wavlm_attention_through_modules`` first (it returns the model:
+``model_to_adapt: !apply:fvae_asr.adapters.wavlm_attention.route_wavlm_attention_through_modules [!ref <wavlm>]``).
 """
 
 from __future__ import annotations

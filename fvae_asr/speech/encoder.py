@@ -16,7 +16,6 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from fvae_asr.adapters import set_frame_mask
-from fvae_asr.speech.wavlm_attention import route_wavlm_attention_through_modules
 
 # transformers' model_type of each family the recipe supports (and its tests build): same CNN front end, frame
 # rate and padding conventions, attention projections named q_proj/k_proj/v_proj/out_proj.
@@ -76,8 +75,7 @@ def load_encoder_model(
     ``overrides`` set config fields such as ``layerdrop`` or ``mask_time_prob``.
     """
     if random_init_config:
-        model = AutoModel.from_config(config_from_fields(random_init_config, **overrides))
-        return route_wavlm_attention_through_modules(model)
+        return AutoModel.from_config(config_from_fields(random_init_config, **overrides))
     path = Path(source)
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
@@ -90,7 +88,7 @@ def load_encoder_model(
     missing = sorted(set(info["missing_keys"]) - OPTIONAL_WEIGHTS)
     if missing:  # transformers would initialise them randomly, with only a warning
         raise ValueError(f"{source}: the checkpoint lacks backbone weights {missing[:5]} ({len(missing)} in all)")
-    return route_wavlm_attention_through_modules(model)
+    return model
 
 
 def takes_attention_mask(config: PretrainedConfig) -> bool:
