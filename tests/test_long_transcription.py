@@ -18,7 +18,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 import fvae_asr
 from fvae_asr.audio import AudioReader, load_audio
 from fvae_asr.cli.transcribe import main as transcribe_main
-from fvae_asr.speech.alignment import PhoneSegment, frame_runs, phone_segments
+from fvae_asr.speech.alignment import PhoneSegment, frame_runs, greedy_phones, phone_segments
 from fvae_asr.speech.chunking import FrameGeometry, plan_chunks
 from fvae_asr.speech.recognizer import greedy_decode
 from fvae_asr.speech.transcriber import FileTranscription, Transcriber
@@ -124,7 +124,8 @@ def test_chunks_keep_every_frame_once_with_the_context_asked_for(samples, chunk_
 def test_phone_times_follow_the_frame_runs():
     labels = ["_", "a", "b", "c"]
     frame_ids = torch.tensor([0, 0, 1, 1, 0, 1, 2, 2, 2, 0, 0, 3])
-    assert frame_runs(frame_ids, blank_index=0) == [(1, 2, 4), (1, 5, 6), (2, 6, 9), (3, 11, 12)]
+    runs = [run.tolist() for run in frame_runs(frame_ids, blank_index=0)]
+    assert runs == [[1, 1, 2, 3], [2, 5, 6, 11], [4, 6, 9, 12]]  # labels, first frames, ends
     assert_same_segments(phone_segments(frame_ids, labels, 0, 0.02), [
         ("a", 0.04, 0.08), ("a", 0.10, 0.12), ("b", 0.12, 0.18), ("c", 0.22, 0.24)])  # fmt: skip
     assert phone_segments(torch.tensor([3, 3, 0]), labels, 3, 0.5) == [PhoneSegment("_", 1.0, 1.5)]  # blank 3
@@ -137,8 +138,9 @@ def test_phones_from_frame_runs_are_greedy_ctc_decoding():
     frame_lens = torch.tensor([60, 41, 17, 1])
     decoded = greedy_decode(log_probs, frame_lens, blank_index=2)
     for utterance, frames in enumerate(frame_lens.tolist()):
-        runs = frame_runs(log_probs[utterance, :frames].argmax(-1), blank_index=2)
-        assert [label for label, _, _ in runs] == decoded[utterance]
+        frame_ids = log_probs[utterance, :frames].argmax(-1)
+        assert frame_runs(frame_ids, blank_index=2)[0].tolist() == decoded[utterance]
+        assert greedy_phones(frame_ids, "abcdef", blank_index=2) == ["abcdef"[i] for i in decoded[utterance]]
 
 
 # ---- chunked transcription = whole-file transcription --------------------------------------------------------
@@ -189,7 +191,8 @@ def test_timestamps_of_a_long_file_are_its_frame_runs(local_checkpoint, long_fil
     transcriber = Transcriber(local_checkpoint, chunk_seconds=0.25, context_seconds=LOCAL_CONTEXT)
     result = transcriber.transcribe(long_file, timestamps=True)
     frame_ids = torch.cat([block.argmax(-1) for block in transcriber.frame_log_probs(long_file)])
-    expected = [(LABELS[label], start * 20 / RATE, end * 20 / RATE) for label, start, end in frame_runs(frame_ids, 0)]
+    runs = zip(*(run.tolist() for run in frame_runs(frame_ids, 0)))
+    expected = [(LABELS[label], start * 20 / RATE, end * 20 / RATE) for label, start, end in runs]
     assert_same_segments(result.segments, expected)
     assert result.phones == [s.phone for s in result.segments]
     assert result.duration == pytest.approx(3.2, abs=1e-4) and result.segments[-1].end <= result.duration
@@ -348,3 +351,36 @@ def test_cli_usage_errors_exit_2_before_loading_anything(tmp_path, capsys, extra
         transcribe_main(["--checkpoint", str(tmp_path / "not_loaded"), *extra])
     assert caught.value.code == 2 and message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- memory -----------------------------------------------------------------------------------------------------
+
+PEAK_RSS_SCRIPT = """
+import resource, sys
+from fvae_asr import Transcriber
+result = Transcriber(sys.argv[1]).transcribe(sys.argv[2], timestamps=True)  # 20 s chunks, 2 s context
+print(len(result.phones), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.slow
+def test_peak_memory_does_not_grow_with_the_length_of_the_file(tmp_path):
+    """1 and 10 minutes of 44.1 kHz stereo: reading the 10 minutes whole would take 200 MiB more (float32, two
+    channels); streamed in 20 s chunks they take the same memory (measured: +5 MiB)."""
+    torch.manual_seed(0)
+    wav2vec2_frames = {"conv_dim": (16,) * 4, "conv_stride": (5, 4, 4, 4), "conv_kernel": (10, 8, 4, 4)}  # 320 hop
+    Wav2Vec2Model(Wav2Vec2Config(**{**TINY_WAV2VEC2, **wav2vec2_frames})).save_pretrained(tmp_path / "backbone")
+    checkpoint = _exported(tmp_path / "model", "frozen", tmp_path / "backbone")
+    ten_seconds = np.repeat(_tones(44100, 10.0)[:, None], 2, axis=1)
+    peaks = {}
+    for minutes in (1, 10):
+        path = tmp_path / f"{minutes}min.wav"
+        with sf.SoundFile(path, "w", 44100, 2, subtype="PCM_16") as handle:
+            for _ in range(6 * minutes):
+                handle.write(ten_seconds)
+        proc = subprocess.run([sys.executable, "-c", PEAK_RSS_SCRIPT, str(checkpoint), str(path)],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        phones, peaks[minutes] = map(int, proc.stdout.split())
+        assert phones > 0
+    assert peaks[10] - peaks[1] < 30, peaks  # MiB

@@ -23,23 +23,26 @@ class PhoneSegment(NamedTuple):
     end: float
 
 
-def frame_runs(frame_ids: Tensor, blank_index: int) -> list[tuple[int, int, int]]:
-    """(label, first frame, frame after the last) of each run of one non-blank label in a (T,) tensor."""
+def frame_runs(frame_ids: Tensor, blank_index: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Label, first frame and frame after the last of each run of one non-blank label in a (T,) tensor, as three
+    (N,) tensors (tensors, not Python lists: an hour of frames stays small)."""
     labels, counts = torch.unique_consecutive(frame_ids, return_counts=True)
     ends = counts.cumsum(0)
-    starts = ends - counts
-    return [
-        (label, start, end)
-        for label, start, end in zip(labels.tolist(), starts.tolist(), ends.tolist())
-        if label != blank_index
-    ]
+    phone = labels != blank_index
+    return labels[phone], (ends - counts)[phone], ends[phone]
 
 
 def phone_segments(
     frame_ids: Tensor, labels: Sequence[str], blank_index: int, seconds_per_frame: float
 ) -> list[PhoneSegment]:
     """The phones of a (T,) tensor of per-frame best labels, each with its start and end time."""
+    ids, starts, ends = frame_runs(frame_ids, blank_index)
     return [
         PhoneSegment(labels[label], start * seconds_per_frame, end * seconds_per_frame)
-        for label, start, end in frame_runs(frame_ids, blank_index)
+        for label, start, end in zip(ids.tolist(), starts.tolist(), ends.tolist())
     ]
+
+
+def greedy_phones(frame_ids: Tensor, labels: Sequence[str], blank_index: int) -> list[str]:
+    """The phones alone (greedy CTC decoding of the per-frame best labels)."""
+    return [labels[label] for label in frame_runs(frame_ids, blank_index)[0].tolist()]

@@ -20,7 +20,7 @@ from speechbrain.utils.data_utils import batch_pad_right
 from torch import Tensor
 
 from fvae_asr.audio import AudioError, AudioReader, header_duration, load_audio
-from fvae_asr.speech.alignment import PhoneSegment, phone_segments
+from fvae_asr.speech.alignment import PhoneSegment, greedy_phones, phone_segments
 from fvae_asr.speech.chunking import Chunk, FrameGeometry, frames_for, plan_chunks
 from fvae_asr.speech.export import load_recognizer
 from fvae_asr.speech.recognizer import greedy_decode
@@ -178,13 +178,12 @@ class Transcriber:
             return self.model(wavs.to(self.device), wav_lens.to(self.device))
 
     def _result(self, path: str, frame_ids: Tensor, samples: int, timestamps: bool) -> FileTranscription:
+        duration = samples / self.sample_rate
+        if not timestamps:
+            found = greedy_phones(frame_ids, self.labels, self.blank_index)
+            return FileTranscription(path, phones=found, duration=duration)
         segments = phone_segments(frame_ids, self.labels, self.blank_index, self.seconds_per_frame)
-        return FileTranscription(
-            path,
-            phones=[segment.phone for segment in segments],
-            duration=samples / self.sample_rate,
-            segments=segments if timestamps else None,
-        )
+        return FileTranscription(path, [s.phone for s in segments], duration=duration, segments=segments)
 
     def _load(self, path: str | Path) -> Tensor:
         """``load_audio`` at the model's rate, also rejecting audio too short to give one encoder frame."""
