@@ -37,9 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=output_dir,
                         help="write one file per input here, named after it (a.wav -> a.TextGrid), instead of stdout")
     parser.add_argument("--chunk-seconds", type=positive_float, default=DEFAULT_CHUNK_SECONDS,
-                        help="longer files are transcribed in chunks of this length")  # fmt: skip
+                        help="longer files are transcribed in chunks of this length (default %(default)s)")  # fmt: skip
     parser.add_argument("--context-seconds", type=non_negative_float, default=DEFAULT_CONTEXT_SECONDS,
-                        help="audio either side of each chunk that the model hears but whose frames are dropped")
+                        help="audio either side of each chunk that the model hears but whose frames are "
+                        "dropped (default %(default)s)")
     args = parser.parse_args(argv)
     _check_outputs(parser, args)
     return args

@@ -5,7 +5,8 @@ Rule: the file's frames are cut into runs of ``chunk_frames``; a chunk's input i
 either side (fewer at the file's ends) plus, on the right, the samples the convolutions need to compute its last
 frame. Frame ``g`` of the file is then frame ``g - first_frame`` of its chunk, computed from the same samples: a
 model whose output at a frame depends on no more than ``context_frames`` frames either side gives exactly the
-whole-file frames; wav2vec2's transformer attends to the whole input, so there chunking only approximates it.
+whole-file frames; wav2vec2's transformer attends to the whole input, so there chunking only approximates it
+(and so does the group-normalised first convolution of wav2vec2-base, which normalises over the whole input).
 """
 
 from __future__ import annotations

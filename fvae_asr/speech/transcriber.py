@@ -10,7 +10,7 @@ the best label of each frame, collapsed as greedy CTC decoding does (``fvae_asr.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +48,9 @@ class Transcriber:
     Files of at most ``chunk_seconds`` go through the model whole (``batch_size`` at a time); longer ones in
     chunks of ``chunk_seconds`` with ``context_seconds`` of audio either side whose frames are dropped, after
     normalising the waveform with the whole file's mean and variance (as the model does for a whole file).
+    Memory for a long file is bounded by the chunk: ``chunk_seconds + 2 * context_seconds`` of audio (at the
+    file's rate and channels, and at the model's rate) and the model's activations for it, plus the result (one
+    label index per frame, 8 bytes: 1.4 MB per hour at wav2vec2's 50 frames a second, and the phones).
     """
 
     def __init__(
@@ -107,15 +110,19 @@ class Transcriber:
         results = dict(self.transcribe_each(paths, timestamps))
         return [results[i] for i in range(len(paths))]
 
-    def transcribe_each(self, paths: list[str], timestamps: bool = False) -> Iterator[tuple[int, FileTranscription]]:
+    def transcribe_each(
+        self, paths: Sequence[str | Path], timestamps: bool = False
+    ) -> Iterator[tuple[int, FileTranscription]]:
         """(index in ``paths``, result) for each file as soon as it is done: short files in batches of similar
         duration, then long ones one by one, chunk by chunk."""
-        order = sorted(range(len(paths)), key=lambda i: header_duration(paths[i]))
-        short = [i for i in order if not self._is_long(header_duration(paths[i]))]
+        paths = [str(path) for path in paths]
+        durations = [header_duration(path) for path in paths]
+        order = sorted(range(len(paths)), key=durations.__getitem__)
+        short = [i for i in order if not self._is_long(durations[i])]
         for start in range(0, len(short), self.batch_size):
             group = short[start : start + self.batch_size]
             yield from zip(group, self._transcribe_group([paths[i] for i in group], timestamps))
-        for i in order[len(short) :]:
+        for i in (i for i in order if self._is_long(durations[i])):
             try:
                 yield i, self.transcribe(paths[i], timestamps)
             except AudioError as err:
