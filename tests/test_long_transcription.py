@@ -4,6 +4,7 @@ phone times from CTC frames, the output formats (text, JSON lines, CTM, TextGrid
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -329,6 +330,20 @@ def test_cli_json_and_ctm_on_stdout_keep_the_input_order(local_checkpoint, long_
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert [row[4] for row in rows] == records[0]["phones"] + records[1]["phones"]
     assert {row[0] for row in rows} == {"long", "short"} and {row[1] for row in rows} == {"1"}
+
+
+def test_cli_a_file_that_cannot_be_written_is_reported_and_the_others_are_written(local_checkpoint, long_file,
+                                                                                 checkpoint_and_short_file,
+                                                                                 tmp_path, capsys):  # fmt: skip
+    _, short = checkpoint_and_short_file
+    (tmp_path / "long.json").write_text("previous\n")
+    (tmp_path / f".long.json.{os.getpid()}.tmp").mkdir()  # the write cannot happen
+    args = ["--checkpoint", str(local_checkpoint), "--format", "json", "--out-dir", str(tmp_path)]
+    assert transcribe_main([*args, str(long_file), str(short)]) == 1
+    [error] = capsys.readouterr().err.splitlines()
+    assert error.startswith(f"{long_file}: error: cannot write {tmp_path / 'long.json'}")
+    assert (tmp_path / "long.json").read_text() == "previous\n"
+    assert json.loads((tmp_path / "short.json").read_text())["path"] == str(short)
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,18 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             parser.error(f"a CTM file name cannot contain white space or be empty: {', '.join(spaced)}")
 
 
+def _write_into(folder: Path, result: FileTranscription, format_name: str) -> str | None:
+    """Write one file's transcription into ``folder`` (atomically); returns what went wrong, if anything."""
+    render, extension = FORMATS[format_name]
+    target = folder / f"{file_id(result.path)}{extension}"
+    text = render(result, file_id(result.path))
+    try:
+        write_atomically(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except OSError as err:
+        return f"cannot write {target}: {err.strerror or err}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     args = parse_args(argv)
@@ -75,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if args.out_dir is not None:
-        args.out_dir.mkdir(exist_ok=True)
-    render, extension = FORMATS[args.format]
+        try:
+            args.out_dir.mkdir(exist_ok=True)
+        except OSError as err:
+            print(f"error: cannot create {args.out_dir}: {err.strerror or err}", file=sys.stderr)
+            return 1
+    render = FORMATS[args.format][0]
     timestamps = args.timestamps or args.format in TIMED_FORMATS
     done: dict[int, FileTranscription] = {}
     printed = 0  # stdout keeps input order: a file is printed once all before it are
@@ -88,13 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                 progress.write(f"{result.path}: error: {result.error}", file=sys.stderr)
                 failed = True
             elif args.out_dir is not None:
-                target = args.out_dir / f"{file_id(result.path)}{extension}"
-                text = render(result, file_id(result.path))
-                try:
-                    write_atomically(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-                except OSError as err:
-                    progress.write(f"{result.path}: error: cannot write {target}: {err.strerror or err}",
-                                   file=sys.stderr)  # fmt: skip
+                problem = _write_into(args.out_dir, result, args.format)
+                if problem:
+                    progress.write(f"{result.path}: error: {problem}", file=sys.stderr)
                     failed = True
             done[index] = result
             while printed in done:
