@@ -3,7 +3,7 @@
 from fvae_asr.adapters import *  # noqa: F401,F403  (the public adapter API)
 from fvae_asr.adapters import __all__ as _adapter_api
 
-__all__ = [*_adapter_api, "phoneme_error_rate"]
+__all__ = [*_adapter_api, "phoneme_error_rate", "Transcriber"]
 
 
 def __getattr__(name: str):
@@ -12,4 +12,8 @@ def __getattr__(name: str):
         from fvae_asr.speech.metrics import phoneme_error_rate
 
         return phoneme_error_rate
+    if name == "Transcriber":
+        from fvae_asr.speech.transcriber import Transcriber
+
+        return Transcriber
     raise AttributeError(f"module 'fvae_asr' has no attribute {name!r}")
