@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import soundfile as sf
 import torch
 
 from fvae_asr import FVAELoRAConfig, FVAELoRALinear, LoRAConfig, adapter_layers, inject, latent_ablation
+from fvae_asr.analysis.probes import UNLABELLED, ProbeSettings, ProbeTask, held_out_groups, majority_rate
+from fvae_asr.cli.evaluate import main as evaluate_main
+from fvae_asr.cli.latents import main as latents_main
+from fvae_asr.speech.encoder import Wav2Vec2Encoder
+from fvae_asr.speech.export import export_recognizer
+from fvae_asr.speech.latents import conv_geometry, frame_centres, frame_phones
+from fvae_asr.speech.recognizer import CTCRecognizer, configure_training
+from fvae_asr.speech.timit import PHONES_39, prepare_timit
 from tiny_models import WithHead, tiny_inputs, tiny_wav2vec2
 
 TARGETS = ["q_proj", "k_proj", "v_proj"]
@@ -85,3 +100,210 @@ def test_ablation_errors():
     with latent_ablation(model.train(), z1=True), pytest.raises(RuntimeError, match="inference only"):
         model(tiny_inputs("wav2vec2"))
     assert isinstance(adapter_layers(model)[0], FVAELoRALinear)
+
+
+# ---- probes -------------------------------------------------------------------------------------------------
+
+
+def _frames(seed: int, planted: bool) -> ProbeTask:
+    """2400 frames of 12 speakers, 4 balanced classes; with ``planted``, feature 3 is the class plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(2400) % 4
+    speakers = [f"S{i // 200}" for i in range(2400)]
+    held = held_out_groups(speakers, 0.25, seed=0)
+    features = torch.randn(2400, 8, generator=generator)
+    if planted:
+        features[:, 3] += 3 * labels
+    task = ProbeTask("label", ["a", "b", "c", "d"], labels, torch.tensor([s in held for s in speakers]), "speakers")
+    return task, features
+
+
+def test_probe_reads_a_planted_label_and_sits_at_chance_on_noise():
+    settings = ProbeSettings()
+    task, planted = _frames(0, planted=True)
+    assert task.summary() == {"held_out": "speakers", "train_frames": 1800, "held_out_frames": 600, "classes": 4,
+                              "chance": 0.25}  # fmt: skip
+    assert task.accuracy(planted, settings) > 0.9
+    _, noise = _frames(0, planted=False)
+    assert abs(task.accuracy(noise, settings) - 0.25) < 0.06
+    assert task.accuracy(planted, settings) == task.accuracy(planted, settings)  # deterministic
+
+
+def test_majority_rate_and_unlabelled_frames():
+    assert majority_rate(torch.tensor([2, 2, 1, 2])) == 0.75
+    labels = torch.tensor([0, 1, UNLABELLED, 1, 0, UNLABELLED])
+    task = ProbeTask("p", ["x", "y"], labels, torch.tensor([False, False, False, True, True, True]), "speakers")
+    assert task.summary()["train_frames"] == 2 and task.summary()["held_out_frames"] == 2
+    with pytest.raises(ValueError, match="probe 'p': no labelled held-out frames"):
+        ProbeTask("p", ["x"], torch.tensor([0, UNLABELLED]), torch.tensor([False, True]), "speakers")
+
+
+def test_held_out_groups():
+    speakers = ["A", "A", "B", "C", "D"]
+    held = held_out_groups(speakers, 0.25, seed=0)
+    assert len(held) == 1 and held <= set(speakers)
+    assert held_out_groups(speakers, 0.25, seed=0) == held
+    # Within strata: every speaker with two utterances or more keeps one in training and gives one to testing.
+    utterances = ["A1", "A2", "A3", "A4", "B1", "B2", "C1"]
+    strata = ["A", "A", "A", "A", "B", "B", "C"]
+    held = held_out_groups(utterances, 0.25, seed=3, strata=strata)
+    assert len(held & {"A1", "A2", "A3", "A4"}) == 1 and len(held & {"B1", "B2"}) == 1 and "C1" not in held
+    with pytest.raises(ValueError, match="at least two speakers"):
+        held_out_groups(["A", "A"], 0.25, seed=0)
+
+
+# ---- frames and phones ----------------------------------------------------------------------------------------
+
+
+def test_frames_are_labelled_with_the_phone_at_their_centre():
+    # wav2vec2's front end: 7 convolutions, 20 ms stride and a 25 ms field at 16 kHz.
+    config = SimpleNamespace(conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
+    assert conv_geometry(config) == (320, 400)
+    centres = frame_centres(6, 320, 400)
+    assert centres.tolist() == [200, 520, 840, 1160, 1480, 1800]
+    segments = [[1200, 2000, "s"], [0, 400, "sil"], [400, 1000, "aa"]]  # any order; [1000, 1200) is no phone's
+    assert frame_phones(segments, centres) == ["sil", "aa", "aa", None, "s", "s"]
+    assert frame_phones([[0, 200, "sil"], [200, 520, "aa"]], centres[:2]) == ["aa", None]  # start in, end out
+
+
+def test_frame_geometry_matches_the_encoders_frame_count():
+    model = tiny_wav2vec2()
+    stride, field = conv_geometry(model.config)
+    for samples in (field, field + stride - 1, 16000, 16001):
+        expected = int(model._get_feat_extract_output_lengths(torch.tensor(samples)))
+        assert (samples - field) // stride + 1 == expected
+
+
+# ---- the command line -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("backbone")
+    tiny_wav2vec2().save_pretrained(directory)
+    return directory
+
+
+def _export(directory: Path, kind: str, backbone: Path) -> Path:
+    """A tiny exported recogniser of the given kind, trainable weights moved off their initial values."""
+    torch.manual_seed(0)
+    model = CTCRecognizer(Wav2Vec2Encoder(backbone), n_tokens=len(PHONES_39) + 1)
+    config = {"fvae_lora": FVAELoRAConfig(rank=4, target_modules=TARGETS), "lora": LoRAConfig(rank=4)}.get(kind)
+    configure_training(model, kind, config)
+    return export_recognizer(_nudged(model), kind, ["<blank>", *PHONES_39], directory)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, backbone) -> dict[str, Path]:
+    return {kind: _export(tmp_path_factory.mktemp(kind), kind, backbone) for kind in ("fvae_lora", "lora", "frozen")}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory, tone_corpus) -> Path:
+    """The tone corpus' train manifest: 3 speakers, 4 utterances each, with phone segments."""
+    return prepare_timit(tone_corpus, tmp_path_factory.mktemp("manifests"))[0]
+
+
+def _run(*argv: str) -> int:
+    return latents_main(list(argv))
+
+
+def test_cli_on_an_fvae_lora_recogniser(exports, manifest, tmp_path):
+    out = tmp_path / "out"
+    assert _run("--checkpoint", str(exports["fvae_lora"]), "--manifest", str(manifest), "--out", str(out),
+                "--no-ablations", "--probes", "phone") == 0  # fmt: skip
+    report = json.loads((out / "latents.json").read_text())
+    assert sorted(path.name for path in out.iterdir()) == ["latents.json", "probe_accuracy.png", "projection_phone.png"]
+    assert report["adapter"] == "fvae_lora" and report["latents"] == ["z1", "z2"] and report["utterances"] == 12
+    # Every real frame of every utterance, and only those (the encoder's frame count of each file).
+    entries = json.loads(manifest.read_text()).values()
+    model = tiny_wav2vec2()
+    expected = sum(int(model._get_feat_extract_output_lengths(torch.tensor(sf.info(e["wav"]).frames))) for e in entries)
+    assert report["frames"] == expected
+    layers = [layer["layer"] for layer in report["layers"]]
+    assert len(layers) == 6 and all(name.endswith(tuple(TARGETS)) for name in layers)
+    phone = report["probes"]["phone"]
+    assert phone["held_out"] == "speakers" and phone["classes"] == 9  # 8 tones and sil
+    assert phone["train_frames"] + phone["held_out_frames"] == expected  # every frame lies inside a phone
+    for layer in report["layers"]:
+        assert set(layer["probe"]) == {"phone"}
+        assert set(layer["probe"]["phone"]) == {"z1", "z2", "chance"}
+        assert layer["probe"]["phone"]["chance"] == phone["chance"]
+        assert all(0 <= layer["probe"]["phone"][latent] <= 1 for latent in ("z1", "z2"))
+        mse = layer["reconstruction"]["mse"]
+        assert set(mse) == {"trained", "z1_prior", "z2_prior"} and mse["z2_prior"] != mse["trained"]
+        assert layer["reconstruction"]["input_variance"] > 0
+    assert "ablations" not in report
+
+
+@pytest.mark.slow
+def test_cli_per_ablations(exports, manifest, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run("--checkpoint", str(exports["fvae_lora"]), "--manifest", str(manifest), "--out", str(out)) == 0
+    report = json.loads((out / "latents.json").read_text())
+    assert (out / "per_ablation.png").is_file() and (out / "projection_speaker.png").is_file()
+    speaker = report["probes"]["speaker"]
+    assert speaker["held_out"] == "utterances of each speaker" and speaker["classes"] == 3
+    assert speaker["held_out_frames"] < speaker["train_frames"]
+    # As trained, the PER is the evaluator's; z1 = 0 in every layer, or in some layer alone, changes it.
+    per = report["ablations"]["per"]
+    assert evaluate_main(["--checkpoint", str(exports["fvae_lora"]), "--manifest", str(manifest)]) == 0
+    assert f"PER {per['trained']:.2f}%" in capsys.readouterr().out
+    assert per["z1_prior_all_layers"] != per["trained"]
+    assert {layer["per_z1_prior"] for layer in report["layers"]} != {per["trained"]}
+
+
+def test_cli_on_a_lora_recogniser_probes_ax(exports, manifest, tmp_path):
+    out = tmp_path / "out"
+    assert _run("--checkpoint", str(exports["lora"]), "--manifest", str(manifest), "--out", str(out),
+                "--probes", "speaker") == 0  # fmt: skip
+    report = json.loads((out / "latents.json").read_text())
+    assert report["adapter"] == "lora" and report["latents"] == ["Ax"] and "ablations" not in report
+    assert [set(layer["probe"]["speaker"]) for layer in report["layers"]] == [{"Ax", "chance"}] * 4  # q, k x 2
+    assert "reconstruction" not in report["layers"][0]
+    assert sorted(path.name for path in out.iterdir()) == ["latents.json", "probe_accuracy.png", "projection_speaker.png"]
+
+
+def _without(manifest: Path, tmp_path: Path, field: str) -> Path:
+    entries = json.loads(manifest.read_text())
+    path = tmp_path / f"no_{field}.json"
+    path.write_text(json.dumps({k: {f: v for f, v in e.items() if f != field} for k, e in entries.items()}))
+    return path
+
+
+def test_cli_errors(exports, manifest, tmp_path, capsys):
+    out = tmp_path / "out"
+    common = ["--manifest", str(manifest), "--out", str(out)]
+    assert _run("--checkpoint", str(exports["frozen"]), *common) == 1
+    assert "is a 'frozen' recogniser: it has no adapter layers" in capsys.readouterr().err
+    old = _without(manifest, tmp_path, "phn_segments")
+    assert _run("--checkpoint", str(exports["fvae_lora"]), "--manifest", str(old), "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert f"manifest {old}: entry 'FCJF0_SX10' has no 'phn_segments' (phone boundaries)" in err
+    assert len(err.strip().splitlines()) == 1
+    # Without the phone probe, such a manifest is fine; a domain the manifest lacks is not.
+    assert _run("--checkpoint", str(exports["fvae_lora"]), "--manifest", str(old), "--out", str(out),
+                "--probes", "speaker", "--no-ablations") == 0  # fmt: skip
+    shutil.rmtree(out)
+    assert _run("--checkpoint", str(exports["fvae_lora"]), *common, "--probes", "domain") == 1
+    assert "has no 'domain': leave domain out of --probes" in capsys.readouterr().err
+    assert _run("--checkpoint", str(tmp_path / "missing"), *common) == 1
+    assert not out.exists()  # nothing written on errors
+    for bad in (["--probes", "phone,accent"], ["--probes", "phone,phone"], ["--held-out", "1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            _run("--checkpoint", str(exports["fvae_lora"]), *common, *bad)
+        assert exit_info.value.code == 2
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        _run("--checkpoint", str(exports["fvae_lora"]), "--manifest", str(manifest), "--out", str(tmp_path / "file"))
+    assert exit_info.value.code == 2 and "is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_module_alias_fails_in_one_line(exports, manifest, tmp_path):
+    command = [sys.executable, "-m", "fvae_asr.latents", "--checkpoint", str(exports["frozen"]),
+               "--manifest", str(manifest), "--out", str(tmp_path / "out")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    [error] = result.stderr.splitlines()  # nothing but the error: no loading chatter
+    assert error.startswith(f"error: checkpoint {exports['frozen']} is a 'frozen' recogniser")
