@@ -16,6 +16,7 @@ import torch
 
 from fvae_asr import FVAELoRAConfig, FVAELoRALinear, LoRAConfig, adapter_layers, inject, latent_ablation
 from fvae_asr.analysis.probes import UNLABELLED, ProbeSettings, ProbeTask, held_out_groups, majority_rate
+from fvae_asr.analysis.recorder import LatentRecorder, LayerRecord, record_latents
 from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.latents import main as latents_main
 from fvae_asr.speech.encoder import Wav2Vec2Encoder
@@ -100,6 +101,48 @@ def test_ablation_errors():
     with latent_ablation(model.train(), z1=True), pytest.raises(RuntimeError, match="inference only"):
         model(tiny_inputs("wav2vec2"))
     assert isinstance(adapter_layers(model)[0], FVAELoRALinear)
+
+
+# ---- recording ---------------------------------------------------------------------------------------------------
+
+
+def test_recorder_keeps_the_real_frames_of_each_item():
+    model, _ = _fvae_model()
+    layer = adapter_layers(model)[1]
+    inputs = tiny_inputs("wav2vec2")
+    seen = []
+    handle = layer.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+
+    def run(batch: torch.Tensor) -> torch.Tensor:  # any model: run it, say which frames are real
+        model(batch)
+        mask = torch.ones(seen[-1].shape[:2], dtype=torch.bool)
+        mask[1, 3:] = False  # the second item has 3 real frames
+        return mask
+
+    recorder = record_latents(model, [inputs], run)
+    handle.remove()
+    n_frames = seen[0].shape[1]
+    assert recorder.kind == "fvae_lora" and recorder.frames_per_item == [n_frames, 3]
+    record = recorder.records[layer.adapter_name]
+    with torch.no_grad():
+        mu1, mu2 = layer.latent_means(seen[0])
+    assert [tuple(t.shape) for t in record.features["z1"]] == [(n_frames, 4), (3, 4)]
+    torch.testing.assert_close(record.features["z1"][1], mu1[1, :3])
+    torch.testing.assert_close(record.stacked("z2"), torch.cat([mu2[0], mu2[1, :3]]))
+    assert record.frames == n_frames + 3 and set(record.squared_error) == {"trained", "z1_prior", "z2_prior"}
+    assert all(not layer._forward_hooks for layer in adapter_layers(model))  # the recorder's hooks are gone
+
+
+def test_layer_record_summaries():
+    record = LayerRecord({"z1": [torch.tensor([[1.0, 5.0], [3.0, 5.0]])]}, {"trained": 8.0},
+                         torch.tensor([2.0, 0.0]), torch.tensor([4.0, 2.0]), frames=2)  # fmt: skip
+    assert record.active_units("z1") == 1  # the second dimension never moves
+    assert record.reconstruction() == {"mse": {"trained": 2.0}, "input_variance": 1.0}
+
+
+def test_recorder_needs_adapters():
+    with pytest.raises(ValueError, match="no adapter layers"):
+        LatentRecorder(WithHead(tiny_wav2vec2()))
 
 
 # ---- probes -------------------------------------------------------------------------------------------------
@@ -233,6 +276,7 @@ def test_cli_on_an_fvae_lora_recogniser(exports, manifest, tmp_path):
         mse = layer["reconstruction"]["mse"]
         assert set(mse) == {"trained", "z1_prior", "z2_prior"} and mse["z2_prior"] != mse["trained"]
         assert layer["reconstruction"]["input_variance"] > 0
+        assert set(layer["active_units"]) == {"z1", "z2"} and all(0 <= n <= 4 for n in layer["active_units"].values())
     assert "ablations" not in report
 
 

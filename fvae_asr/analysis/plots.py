@@ -105,17 +105,19 @@ def plot_projections(features: dict[str, dict[str, Tensor]], task: ProbeTask, pa
 def plot_per_ablation(report: dict, path: Path) -> None:
     """PER with z1 at its prior mean in each layer alone (bars), as trained and in all layers (lines)."""
     layers, per = report["layers"], report["ablations"]["per"]
-    figure = Figure(figsize=(max(6.0, 0.32 * len(layers) + 2), 3.8), layout="constrained")
+    figure = Figure(figsize=(max(6.0, 0.32 * len(layers) + 2), 5.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     x = list(range(len(layers)))
-    axes.bar(x, [layer["per_z1_prior"] for layer in layers], color="tab:blue", label="z1 = 0 in this layer only")
+    bars = [layer["per_z1_prior"] for layer in layers]
+    axes.bar(x, bars, color="tab:blue", label="z1 = 0 in this layer only")
     axes.axhline(per["trained"], color="black", label=f"as trained ({per['trained']:.1f})")
     axes.axhline(per["z1_prior_all_layers"], color="tab:red", linestyle="--",
                  label=f"z1 = 0 in every layer ({per['z1_prior_all_layers']:.1f})")  # fmt: skip
     axes.set_xticks(x, short_names([layer["layer"] for layer in layers]), rotation=90, fontsize=7)
+    axes.set_ylim(0, 1.3 * max(*bars, per["trained"], per["z1_prior_all_layers"]))
     axes.set_ylabel("PER (%)")
     axes.set_title("PER with z1 replaced by its prior mean", fontsize=10)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="upper right", ncols=3)
     axes.grid(alpha=0.3, axis="y")
     _save(figure, path)

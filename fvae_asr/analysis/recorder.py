@@ -38,6 +38,11 @@ class LayerRecord:
         """(all real frames, dim): every item's frames in recording order."""
         return torch.cat(self.features[latent])
 
+    def active_units(self, latent: str, threshold: float = 0.01) -> int:
+        """Dimensions whose mean varies across frames (variance above ``threshold``, Burda et al.'s active units):
+        the others sit at one value whatever the input (a collapsed latent dimension)."""
+        return int((self.stacked(latent).var(0) > threshold).sum())
+
     def reconstruction(self) -> dict[str, float | dict[str, float]]:
         """Mean squared reconstruction error per input element, by setting, beside the input's mean variance
         (the error of always answering the input's mean): 1 - mse / variance is the share of variance explained."""

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from fvae_asr.adapters import latent_ablation
 from fvae_asr.analysis.probes import UNLABELLED, ProbeSettings, ProbeTask, held_out_groups
-from fvae_asr.analysis.recorder import LatentRecorder, record_latents
+from fvae_asr.analysis.recorder import LatentRecorder, LayerRecord, record_latents
 from fvae_asr.audio import load_audio
 from fvae_asr.speech.evaluation import evaluate_manifest, read_manifest
 from fvae_asr.speech.recognizer import CTCRecognizer
@@ -160,6 +160,20 @@ def per_ablations(transcriber: Transcriber, manifest_path: Path, layers: list[st
             "z1_prior_per_layer": {name: per[name] for name in layers}}  # fmt: skip
 
 
+def _layer_entry(name: str, record: LayerRecord, tasks: list[ProbeTask], summaries: dict[str, dict],
+                 settings: ProbeSettings) -> dict:  # fmt: skip
+    """One layer's part of the report: probe accuracies beside chance, active units, reconstruction errors."""
+    probes = {}
+    for task in tasks:
+        probes[task.name] = {latent: task.accuracy(record.stacked(latent), settings) for latent in record.features}
+        probes[task.name]["chance"] = summaries[task.name]["chance"]
+    entry = {"layer": name, "probe": probes,
+             "active_units": {latent: record.active_units(latent) for latent in record.features}}  # fmt: skip
+    if record.squared_error:
+        entry["reconstruction"] = record.reconstruction()
+    return entry
+
+
 @dataclass
 class LatentAnalysis:
     """The report (``latents.json``) and what the plots need."""
@@ -181,15 +195,8 @@ def analyse_latents(transcriber: Transcriber, manifest_path: Path, probes: Seque
     geometry = conv_geometry(model.encoder.model.config)
     tasks = probe_tasks(manifest, ids, recorder.frames_per_item, probes, geometry, settings)
     summaries = {task.name: task.summary() for task in tasks}
-    layers = []
-    for name, record in tqdm(recorder.records.items(), desc="probes", unit="layer", disable=None):
-        entry = {"layer": name, "probe": {task.name: {**{latent: task.accuracy(record.stacked(latent), settings)
-                                                        for latent in record.features},
-                                                     "chance": summaries[task.name]["chance"]}
-                                          for task in tasks}}  # fmt: skip
-        if record.squared_error:
-            entry["reconstruction"] = record.reconstruction()
-        layers.append(entry)
+    layers = [_layer_entry(name, record, tasks, summaries, settings)
+              for name, record in tqdm(recorder.records.items(), desc="probes", unit="layer", disable=None)]
     report = {
         "manifest": str(manifest_path), "adapter": recorder.kind,
         "latents": list(next(iter(recorder.records.values())).features), "utterances": len(ids),
