@@ -305,7 +305,8 @@ def test_cli_on_a_lora_recogniser_probes_ax(exports, manifest, tmp_path):
     assert report["adapter"] == "lora" and report["latents"] == ["Ax"] and "ablations" not in report
     assert [set(layer["probe"]["speaker"]) for layer in report["layers"]] == [{"Ax", "chance"}] * 4  # q, k x 2
     assert "reconstruction" not in report["layers"][0]
-    assert sorted(path.name for path in out.iterdir()) == ["latents.json", "probe_accuracy.png", "projection_speaker.png"]
+    assert sorted(path.name for path in out.iterdir()) == [
+        "latents.json", "probe_accuracy.png", "projection_speaker.png"]
 
 
 def _without(manifest: Path, tmp_path: Path, field: str) -> Path:

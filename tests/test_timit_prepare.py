@@ -172,7 +172,9 @@ def test_manifests_without_phone_segments_are_rebuilt_and_still_train(corpus, tm
     save = tmp_path / "save"
     paths = prepare_timit(corpus, save)
     for path in paths:
-        path.write_text(json.dumps({k: {f: v for f, v in e.items() if f != "phn_segments"} for k, e in _load(path).items()}))
+        entries = {key: {field: value for field, value in entry.items() if field != "phn_segments"}
+                   for key, entry in _load(path).items()}  # fmt: skip
+        path.write_text(json.dumps(entries))
     record = _load(save / "prepare_opts.json")
     del record["manifest_format"]
     (save / "prepare_opts.json").write_text(json.dumps(record))

@@ -65,7 +65,7 @@ def probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Ten
     Features are standardised with the training set's statistics; labels are class indices (held-out classes
     never seen in training count as errors).
     """
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    mean, std = train_x.mean(0), train_x.std(0, correction=0).clamp_min(1e-6)
     train, test = ((x.double() - mean) / std for x in (train_x, test_x))
     n_classes = int(max(train_y.max(), test_y.max())) + 1
     weight = torch.zeros(train.shape[1], n_classes, dtype=torch.float64, requires_grad=True)

@@ -38,6 +38,17 @@ class LayerRecord:
         """(all real frames, dim): every item's frames in recording order."""
         return torch.cat(self.features[latent])
 
+    def add_reconstruction(self, inputs: Tensor, squared_errors: dict[str, float]) -> None:
+        """Count the real frames' inputs (frames, d) and their summed squared reconstruction errors by setting."""
+        inputs = inputs.double().cpu()
+        if self.input_sum is None:
+            self.input_sum = torch.zeros(inputs.shape[1:], dtype=torch.float64)
+            self.input_square_sum = torch.zeros(inputs.shape[1:], dtype=torch.float64)
+        self.input_sum += inputs.sum(0)
+        self.input_square_sum += inputs.square().sum(0)
+        for name, error in squared_errors.items():
+            self.squared_error[name] = self.squared_error.get(name, 0.0) + error
+
     def active_units(self, latent: str, threshold: float = 0.01) -> int:
         """Dimensions whose mean varies across frames (variance above ``threshold``, Burda et al.'s active units):
         the others sit at one value whatever the input (a collapsed latent dimension)."""
@@ -120,14 +131,9 @@ class LatentRecorder:
         for latent, per_item in record.features.items():
             per_item += [item[real].float().cpu() for item, real in zip(values[latent], mask)]
         record.frames += int(mask.sum())
-        if "input" not in values:
-            return
-        real_inputs = values["input"][mask].double().cpu()
-        record.input_sum = real_inputs.sum(0) + (0 if record.input_sum is None else record.input_sum)
-        squares = real_inputs.square().sum(0)
-        record.input_square_sum = squares + (0 if record.input_square_sum is None else record.input_square_sum)
-        for name in RECONSTRUCTIONS:
-            record.squared_error[name] = record.squared_error.get(name, 0.0) + values[f"error/{name}"][mask].sum().item()
+        if "input" in values:
+            errors = {name: values[f"error/{name}"][mask].sum().item() for name in RECONSTRUCTIONS}
+            record.add_reconstruction(values["input"][mask], errors)
 
 
 def record_latents(model: nn.Module, batches: Iterable[Batch], run: Callable[[Batch], Tensor]) -> LatentRecorder:

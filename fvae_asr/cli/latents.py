@@ -77,7 +77,8 @@ def summary(report: dict) -> list[str]:
                      f"{len(report['layers'])} layers; chance {info['chance']:.2f}")  # fmt: skip
     if "ablations" in report:
         per = report["ablations"]["per"]
-        lines.append(f"PER {per['trained']:.2f}% as trained, {per['z1_prior_all_layers']:.2f}% with z1 = 0 in every layer")
+        lines.append(f"PER {per['trained']:.2f}% as trained, "
+                     f"{per['z1_prior_all_layers']:.2f}% with z1 = 0 in every layer")  # fmt: skip
     return lines
 
 
@@ -111,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         transcriber = Transcriber(args.checkpoint, args.device, args.batch_size)
         kind = transcriber.description["adapter"]
         if kind not in ADAPTER_FORMAT_KINDS:
-            raise ValueError(f"checkpoint {args.checkpoint} is a '{kind}' recogniser: it has no adapter layers to "
-                             "look inside (give an FVAE-LoRA export for z1 and z2, or a LoRA export for A x)")  # fmt: skip
+            raise ValueError(
+                f"checkpoint {args.checkpoint} is a '{kind}' recogniser: it has no adapter layers to look inside "
+                "(give an FVAE-LoRA export for z1 and z2, or a LoRA export for A x)"
+            )
         analysis = analyse_latents(transcriber, args.manifest, args.probes, settings, ablations=not args.no_ablations)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

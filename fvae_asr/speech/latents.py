@@ -200,7 +200,8 @@ def analyse_latents(transcriber: Transcriber, manifest_path: Path, probes: Seque
     report = {
         "manifest": str(manifest_path), "adapter": recorder.kind,
         "latents": list(next(iter(recorder.records.values())).features), "utterances": len(ids),
-        "frames": sum(recorder.frames_per_item), "frame_geometry": {"stride": geometry[0], "receptive_field": geometry[1]},
+        "frames": sum(recorder.frames_per_item),
+        "frame_geometry": {"stride": geometry[0], "receptive_field": geometry[1]},
         "probe_settings": {"model": "multinomial logistic regression, full-batch LBFGS, standardised features",
                            "l2": settings.l2, "max_iter": settings.max_iter,
                            "held_out_fraction": settings.held_out_fraction, "seed": settings.seed},
