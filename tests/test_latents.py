@@ -21,7 +21,7 @@ from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.latents import main as latents_main
 from fvae_asr.speech.encoder import Wav2Vec2Encoder
 from fvae_asr.speech.export import export_recognizer
-from fvae_asr.speech.latents import conv_geometry, frame_centres, frame_phones
+from fvae_asr.speech.latents import check_manifest, conv_geometry, frame_centres, frame_phones, probe_tasks
 from fvae_asr.speech.recognizer import CTCRecognizer, configure_training
 from fvae_asr.speech.timit import PHONES_39, prepare_timit
 from tiny_models import WithHead, tiny_inputs, tiny_wav2vec2
@@ -207,6 +207,43 @@ def test_frames_are_labelled_with_the_phone_at_their_centre():
     segments = [[1200, 2000, "s"], [0, 400, "sil"], [400, 1000, "aa"]]  # any order; [1000, 1200) is no phone's
     assert frame_phones(segments, centres) == ["sil", "aa", "aa", None, "s", "s"]
     assert frame_phones([[0, 200, "sil"], [200, 520, "aa"]], centres[:2]) == ["aa", None]  # start in, end out
+
+
+def _manifest(speakers: int = 4, utterances: int = 2) -> dict[str, dict]:
+    return {f"S{s}_U{u}": {"wav": "x.wav", "phn": "sil aa", "spk_id": f"S{s}", "domain": "ab"[s % 2],
+                           "phn_segments": [[0, 500, "sil"], [500, 1000, "aa"]]}
+            for s in range(speakers) for u in range(utterances)}  # fmt: skip
+
+
+def test_probe_tasks_label_every_frame_and_hold_out_whole_groups():
+    manifest = _manifest()
+    ids = sorted(manifest)
+    phone, speaker, domain = probe_tasks(manifest, ids, [3] * len(ids), ["phone", "speaker", "domain"], (320, 400),
+                                         ProbeSettings())  # fmt: skip
+    assert phone.classes == ["aa", "sil"] and phone.labels.tolist() == [1, 0, 0] * 8  # centres 200, 520, 840
+    held_speakers = {ids[i // 3][:2] for i in phone.held_out.nonzero().squeeze(1).tolist()}
+    assert len(held_speakers) == 1 and phone.held_out.sum() == 6  # one speaker: 2 utterances of 3 frames
+    assert domain.classes == ["a", "b"] and domain.split == "speakers"
+    assert speaker.classes == ["S0", "S1", "S2", "S3"] and speaker.split == "utterances of each speaker"
+    held_utterances = {ids[i // 3] for i in speaker.held_out.nonzero().squeeze(1).tolist()}
+    assert sorted(utt[:2] for utt in held_utterances) == ["S0", "S1", "S2", "S3"]  # one of each speaker's two
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda e: e.update(phn_segments=[[0, 500, "sil"], [500, 1000, "iy"]]), "labels of 'phn_segments' are not"),
+        (lambda e: e.update(phn_segments=[[600, 500, "sil"], [500, 1000, "aa"]]), r"\[start, end, label\] with 0"),
+        (lambda e: e.update(phn_segments="0 500 sil"), "must be a list"),
+        (lambda e: e.update(domain=""), "'domain' must be a non-empty string"),
+        (lambda e: e.pop("spk_id"), "has no 'spk_id'"),
+    ],
+)
+def test_manifest_checks(change, message):
+    manifest = _manifest()
+    change(manifest["S1_U0"])
+    with pytest.raises(ValueError, match=f"manifest m.json: entry 'S1_U0'.*{message}"):
+        check_manifest(manifest, Path("m.json"), ["phone", "speaker", "domain"])
 
 
 def test_frame_geometry_matches_the_encoders_frame_count():
