@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from fvae_asr.speech.data import dataio_prepare, phone_encoder
 from fvae_asr.speech.timit import (
     CORE_TEST_SPEAKERS,
     DEV_SPEAKERS,
     PHONES_39,
     PHONES_61,
+    fold_segments_to_39,
     fold_to_39,
     prepare_timit,
     write_utterance,
@@ -22,6 +24,9 @@ from fvae_asr.speech.timit import (
 N_SAMPLES = 9600  # 0.6 s at 16 kHz
 SHE_HAD = ["h#", "sh", "iy", "hv", "ae", "dcl", "d", "q", "h#"]
 SHE_HAD_39 = "sil sh iy hh ae sil d sil"  # by hand: h#,dcl -> sil; hv -> hh; q dropped
+# Their spans in the utterance (``_segments``: 9 equal parts of 9600 samples); q's part [7466, 8533) is no phone's.
+SHE_HAD_39_SEGMENTS = [[0, 1066, "sil"], [1066, 2133, "sh"], [2133, 3200, "iy"], [3200, 4266, "hh"],
+                       [4266, 5333, "ae"], [5333, 6400, "sil"], [6400, 7466, "d"], [8533, 9600, "sil"]]
 WORDS = [(800, 4000, "she"), (4000, 8800, "had")]
 
 # (split, dialect, speaker, utterance): two train speakers, a core-test and a dev speaker, SA sentences
@@ -101,6 +106,14 @@ def test_fold_to_39(phones, expected):
     assert " ".join(fold_to_39(phones.split())) == expected
 
 
+def test_fold_segments_to_39_merges_silences_and_leaves_q_uncovered():
+    segments = [(0, 10, "h#"), (10, 20, "bcl"), (20, 30, "b"), (30, 40, "q"), (40, 50, "ix"), (50, 60, "pau"),
+                (60, 70, "q"), (70, 80, "h#")]  # fmt: skip
+    assert fold_segments_to_39(segments) == [(0, 20, "sil"), (20, 30, "b"), (40, 50, "ih"), (50, 80, "sil")]
+    with pytest.raises(ValueError, match="unknown TIMIT phone 'xx'"):
+        fold_segments_to_39([(0, 1, "xx")])
+
+
 def test_fold_unknown_phone():
     with pytest.raises(ValueError, match="unknown TIMIT phone 'xx'"):
         fold_to_39(["h#", "xx"])
@@ -143,12 +156,37 @@ def test_prepare_splits_and_entries(tmp_path, uppercase):
         "spk_id": "FAKS0",
         "phn": SHE_HAD_39,
         "wrd": "she had",
+        "phn_segments": SHE_HAD_39_SEGMENTS,
     }
 
 
 def test_prepare_phn_set_61_keeps_original_labels(corpus, tmp_path):
     train, _, _ = prepare_timit(corpus, tmp_path / "save", phn_set=61)
-    assert _load(train)["FCJF0_SI1027"]["phn"] == " ".join(SHE_HAD)
+    entry = _load(train)["FCJF0_SI1027"]
+    assert entry["phn"] == " ".join(SHE_HAD)
+    assert entry["phn_segments"] == [list(segment) for segment in _segments(SHE_HAD)]
+
+
+def test_manifests_without_phone_segments_are_rebuilt_and_still_train(corpus, tmp_path, caplog):
+    # Manifests written before phn_segments existed: their record has no manifest_format.
+    save = tmp_path / "save"
+    paths = prepare_timit(corpus, save)
+    for path in paths:
+        entries = {key: {field: value for field, value in entry.items() if field != "phn_segments"}
+                   for key, entry in _load(path).items()}  # fmt: skip
+        path.write_text(json.dumps(entries))
+    record = _load(save / "prepare_opts.json")
+    del record["manifest_format"]
+    (save / "prepare_opts.json").write_text(json.dumps(record))
+    # Loaded as they are (skip_prep), they still make training datasets.
+    encoder = phone_encoder(tmp_path / "label_encoder.txt", 39)
+    datasets = dataio_prepare(dict(zip(["train", "dev", "test"], paths)), encoder)
+    assert datasets["dev"][0]["phn_list"] == SHE_HAD_39.split()
+    # Prepared again, they are rebuilt with their segments, saying why.
+    with caplog.at_level(logging.WARNING, logger="fvae_asr.speech.timit"):
+        prepare_timit(corpus, save)
+    assert "Rebuilding the TIMIT manifests" in caplog.text and "manifest_format was None, now 2" in caplog.text
+    assert _load(paths[1])["FAKS0_SI2203"]["phn_segments"] == SHE_HAD_39_SEGMENTS
 
 
 def test_prepare_explicit_layout(corpus, tmp_path):

@@ -118,11 +118,15 @@ def _decoder(latent: int, hidden: int, layers: int, out_features: int, **factory
     return nn.Sequential(*blocks)
 
 
+LATENTS = ("z1", "z2")
+
+
 class FVAELoRALinear(AdaptedLinear):
     """y = W x + s * B z1, where z1 is the task-salient latent of a two-latent VAE over x.
 
     Training samples z1 and records the per-layer FVAE loss (see ``last_terms``); eval uses mu1 and runs only
-    the z1 encoder and B. Padded frames (``frame_mask`` false) enter no loss term.
+    the z1 encoder and B. Padded frames (``frame_mask`` false) enter no loss term. Latents named in
+    ``ablated_latents`` (set by ``latent_ablation``) are replaced by their prior mean in eval.
     """
 
     def __init__(self, base: nn.Linear, config: FVAELoRAConfig, name: str) -> None:
@@ -136,6 +140,7 @@ class FVAELoRALinear(AdaptedLinear):
         self.lora_B = nn.Linear(r, base.out_features, bias=False, **factory)
         nn.init.normal_(self.lora_B.weight, std=config.b_init_std)
         self.frame_mask: Tensor | None = None  # (...,) bool over x's leading dims; set by set_frame_mask
+        self.ablated_latents: frozenset[str] = frozenset()  # of LATENTS; set by latent_ablation, eval only
         # Terms of the model's last training forward, by layer (not by name: layers built one by one, as by
         # SpeechBrain's AdaptedModel, have no unique name); inject() shares one dict across layers.
         self.recorder: dict[nn.Module, dict[str, Tensor]] = {}
@@ -158,10 +163,29 @@ class FVAELoRALinear(AdaptedLinear):
         if not self.training:
             self._record(None)
             mu1, _ = self.encoder_z1(x, with_logvar=False)
-            return self._add_update(self.base(x), mu1)
+            return self._add_update(self.base(x), self._prior_if_ablated("z1", mu1))
+        if self.ablated_latents:
+            raise RuntimeError(f"adapted layer '{self.adapter_name}': latents are ablated for inference only; "
+                               "call model.eval() inside latent_ablation")  # fmt: skip
         z1, terms = self._sample_and_score(x, self._mask_for(x))
         self._record(terms)
         return self._add_update(self.base(x), z1)
+
+    def prior_mean(self, latent: str) -> float:
+        """The mean of a latent's prior: 0 for z1, ``prior_mean_z2`` for z2."""
+        return {"z1": 0.0, "z2": self.config.prior_mean_z2}[latent]
+
+    def _prior_if_ablated(self, latent: str, mu: Tensor) -> Tensor:
+        return torch.full_like(mu, self.prior_mean(latent)) if latent in self.ablated_latents else mu
+
+    def latent_means(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu1, mu2) of x, each replaced by its prior mean where ablated: what the latents carry (use in eval)."""
+        mu1, _, mu2, _ = self._encode_both(x)
+        return self._prior_if_ablated("z1", mu1), self._prior_if_ablated("z2", mu2)
+
+    def reconstruction(self, x: Tensor) -> Tensor:
+        """The decoder's mean of x from (mu1, mu2), prior means where ablated (use in eval)."""
+        return self.decoder(torch.cat(self.latent_means(x), dim=-1))
 
     def _add_update(self, base_out: Tensor, latent: Tensor) -> Tensor:
         """base_out + s * B latent as one addmm: one new (..., out) tensor instead of three (mm, scale, add)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from fvae_asr.adapters.config import AdapterConfig, TargetSpec
-from fvae_asr.adapters.layers import ADAPTER_LAYERS, AdaptedLinear, FVAELoRALinear, LoRALinear
+from fvae_asr.adapters.layers import ADAPTER_LAYERS, LATENTS, AdaptedLinear, FVAELoRALinear, LoRALinear
 
 ADAPTER_STATE_ATTR = "adapter_state"
 
@@ -176,6 +176,35 @@ def frame_mask(model: nn.Module, mask: Tensor | None) -> Iterator[None]:
         yield
     finally:
         set_frame_mask(model, None)
+
+
+@contextmanager
+def latent_ablation(
+    model: nn.Module, z1: bool = False, z2: bool = False, layers: Iterable[str] | None = None
+) -> Iterator[list[str]]:
+    """Replace z1 and/or z2 by their prior means (0 and ``prior_mean_z2``) in eval, within a ``with`` block.
+
+    Applies to the FVAE layers named in ``layers`` (adapter names, i.e. module names; all when None) and yields
+    their names. Ablating z1 removes a layer's update (y = W x); z2 never reaches the output, so ablating it
+    changes only ``reconstruction``. The previous setting is restored on exit, so nested blocks combine.
+    """
+    fvae = {layer.adapter_name: layer for layer in adapter_layers(model) if isinstance(layer, FVAELoRALinear)}
+    if not fvae:
+        raise ValueError("the model has no FVAE-LoRA layers whose latents could be ablated")
+    names = list(fvae) if layers is None else list(layers)
+    unknown = [name for name in names if name not in fvae]
+    if unknown:
+        listed = ", ".join(list(fvae)[:8]) + (", ..." if len(fvae) > 8 else "")
+        raise ValueError(f"no FVAE-LoRA layer named {', '.join(map(repr, unknown))}; the layers are: {listed}")
+    ablated = frozenset(latent for latent, on in zip(LATENTS, (z1, z2)) if on)
+    previous = {name: fvae[name].ablated_latents for name in names}
+    try:
+        for name in names:
+            fvae[name].ablated_latents = previous[name] | ablated
+        yield names
+    finally:
+        for name, setting in previous.items():
+            fvae[name].ablated_latents = setting
 
 
 def _layer_terms(model: nn.Module) -> list[dict[str, Tensor]]:

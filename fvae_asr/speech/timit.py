@@ -63,21 +63,36 @@ CALIBRATION_SENTENCES = frozenset({"SA1", "SA2"})
 
 SPLITS = ("train", "dev", "test")
 _OPTS_FILE = "prepare_opts.json"
+# Version of the manifest entries, kept in the preparation record: manifests of an older version are rebuilt.
+# 2 added ``phn_segments``; manifests of version 1 (no record of it) still train and evaluate as before.
+MANIFEST_FORMAT = 2
 _PHONE_SETS = (39, 61)
 
 
-def fold_to_39(phones: Iterable[str]) -> list[str]:
-    """Fold TIMIT 61-phone labels to the 39-phone set: map, drop ``q``, collapse runs of ``sil``."""
-    folded: list[str] = []
-    for phone in phones:
+Segment = tuple[int, int, str]  # (start sample, end sample, label), as in .PHN files
+
+
+def fold_segments_to_39(segments: Iterable[Segment]) -> list[Segment]:
+    """Fold TIMIT 61-phone segments to the 39-phone set: map, drop ``q`` (its samples then belong to no segment,
+    unless it sat between two silences), merge runs of ``sil`` into one segment from the first start to the last end.
+    """
+    folded: list[Segment] = []
+    for start, end, phone in segments:
         if phone == DROPPED_PHONE:
             continue
         if phone not in PHONE_MAP_61_TO_39:
             raise ValueError(f"unknown TIMIT phone {phone!r}")
         target = PHONE_MAP_61_TO_39[phone]
-        if not (target == SILENCE and folded and folded[-1] == SILENCE):
-            folded.append(target)
+        if target == SILENCE and folded and folded[-1][2] == SILENCE:
+            folded[-1] = (folded[-1][0], end, SILENCE)
+        else:
+            folded.append((start, end, target))
     return folded
+
+
+def fold_to_39(phones: Iterable[str]) -> list[str]:
+    """Fold TIMIT 61-phone labels to the 39-phone set: map, drop ``q``, collapse runs of ``sil``."""
+    return [label for _, _, label in fold_segments_to_39((0, 0, phone) for phone in phones)]
 
 
 def _cased(name: str, uppercase: bool) -> str:
@@ -133,7 +148,9 @@ def prepare_timit(
     """Write ``train.json``, ``dev.json`` and ``test.json`` manifests for a TIMIT corpus; return their paths.
 
     Each manifest maps an utterance id (``FCJF0_SI1027``, always upper-case whatever the layout) to ``wav``
-    (absolute path), ``duration`` (s), ``spk_id`` (upper-case), ``phn`` and ``wrd`` (space-separated).
+    (absolute path), ``duration`` (s), ``spk_id`` (upper-case), ``phn`` and ``wrd`` (space-separated) and
+    ``phn_segments``, the ``[start, end, label]`` sample spans of the phones of ``phn``, one per phone, in the
+    same phone set (SpeechBrain's TIMIT preparation keeps the ends as ``ground_truth_phn_ends``).
     ``phn_set=39`` folds phones as SpeechBrain does; ``phn_set=61`` keeps TIMIT's own 61 labels untouched
     (``h#`` and ``q`` included, no collapsing; SpeechBrain's "60" set renames ``h#`` to ``sil`` instead).
     ``uppercase=None`` detects the layout. Manifests are reused when ``prepare_opts.json`` records the same
@@ -155,7 +172,7 @@ def prepare_timit(
     uppercase = _detect_uppercase(root) if uppercase is None else uppercase
     split_wavs = _split_wavs(root, uppercase)
     record = {
-        "data_folder": str(root), "phn_set": phn_set, "uppercase": uppercase,
+        "data_folder": str(root), "phn_set": phn_set, "uppercase": uppercase, "manifest_format": MANIFEST_FORMAT,
         "corpus_files": _corpus_files(root, [wav for wavs in split_wavs for wav in wavs], uppercase),
     }  # fmt: skip
     reason = _why_prepare(paths, save_dir / _OPTS_FILE, record)
@@ -275,16 +292,18 @@ def _manifest(wavs: Iterable[Path], uppercase: bool, phn_set: int) -> dict[str, 
 
 
 def _entry(wav: Path, uppercase: bool, phn_set: int) -> dict:
-    """One manifest entry: audio path, duration, speaker, phones and words (all inside the audio)."""
+    """One manifest entry: audio path, duration, speaker, phones, their segments and words (all inside the audio)."""
     phn_path = wav.with_suffix(_cased(".phn", uppercase))
     wrd_path = wav.with_suffix(_cased(".wrd", uppercase))
     n_samples = _n_samples(wav)
+    phones = _convert_phones(_read_labels(phn_path, wav, n_samples), phn_path, phn_set)
     return {
         "wav": str(wav),
         "duration": n_samples / SAMPLE_RATE,
         "spk_id": _speaker(wav),
-        "phn": " ".join(_convert_phones(_read_labels(phn_path, wav, n_samples), phn_path, phn_set)),
-        "wrd": " ".join(label for _, label in _read_labels(wrd_path, wav, n_samples)),
+        "phn": " ".join(label for _, _, label in phones),
+        "wrd": " ".join(label for _, (_, _, label) in _read_labels(wrd_path, wav, n_samples)),
+        "phn_segments": [list(segment) for segment in phones],
     }
 
 
@@ -300,8 +319,8 @@ def _n_samples(wav: Path) -> int:
     return info.frames
 
 
-def _read_labels(path: Path, wav: Path, n_samples: int) -> list[tuple[int, str]]:
-    """Labels of a ``start end label`` file with their line numbers; rejects malformed lines and segments
+def _read_labels(path: Path, wav: Path, n_samples: int) -> list[tuple[int, Segment]]:
+    """Segments of a ``start end label`` file with their line numbers; rejects malformed lines and segments
     that end beyond the ``n_samples`` of ``wav`` (a truncated audio file)."""
     if not path.is_file():
         raise FileNotFoundError(f"TIMIT label file not found: {path}")
@@ -309,17 +328,18 @@ def _read_labels(path: Path, wav: Path, n_samples: int) -> list[tuple[int, str]]
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
-                end, label = _parse_segment(line, path, number)
-                if end > n_samples:
+                segment = _parse_segment(line, path, number)
+                if segment[1] > n_samples:
                     raise ValueError(
-                        f"{path}, line {number}: end {end} is beyond the {n_samples} samples of {wav} (truncated?)"
+                        f"{path}, line {number}: end {segment[1]} is beyond the {n_samples} samples of {wav} "
+                        "(truncated?)"
                     )
-                labels.append((number, label))
+                labels.append((number, segment))
     return labels
 
 
-def _parse_segment(line: str, path: Path, number: int) -> tuple[int, str]:
-    """Validate one ``start end label`` line and return its end and label."""
+def _parse_segment(line: str, path: Path, number: int) -> Segment:
+    """Validate one ``start end label`` line and return it as a segment."""
     fields = line.split()
     if len(fields) != 3:
         raise ValueError(f"{path}, line {number}: expected 'start end label', got {line.strip()!r}")
@@ -329,13 +349,13 @@ def _parse_segment(line: str, path: Path, number: int) -> tuple[int, str]:
         raise ValueError(f"{path}, line {number}: non-integer sample index in {line.strip()!r}") from None
     if end < start:
         raise ValueError(f"{path}, line {number}: end {end} is before start {start}")
-    return end, fields[2]
+    return start, end, fields[2]
 
 
-def _convert_phones(phones: list[tuple[int, str]], path: Path, phn_set: int) -> list[str]:
-    """Check every phone is a TIMIT phone, then fold to 39 when asked."""
-    for number, phone in phones:
+def _convert_phones(phones: list[tuple[int, Segment]], path: Path, phn_set: int) -> list[Segment]:
+    """Check every phone is a TIMIT phone, then fold the segments to 39 when asked."""
+    for number, (_, _, phone) in phones:
         if phone not in _PHONE_SET_61:
             raise ValueError(f"{path}, line {number}: unknown TIMIT phone {phone!r}")
-    labels = [phone for _, phone in phones]
-    return labels if phn_set == 61 else fold_to_39(labels)
+    segments = [segment for _, segment in phones]
+    return segments if phn_set == 61 else fold_segments_to_39(segments)

@@ -1,0 +1,389 @@
+"""A look inside the latents: the ablation switch, the probes, frame labelling, and ``python -m fvae_asr.latents``."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from fvae_asr import FVAELoRAConfig, FVAELoRALinear, LoRAConfig, adapter_layers, inject, latent_ablation
+from fvae_asr.analysis.probes import UNLABELLED, ProbeSettings, ProbeTask, held_out_groups, majority_rate
+from fvae_asr.analysis.recorder import LatentRecorder, LayerRecord, record_latents
+from fvae_asr.cli.evaluate import main as evaluate_main
+from fvae_asr.cli.latents import main as latents_main
+from fvae_asr.speech.encoder import SSLEncoder
+from fvae_asr.speech.export import export_recognizer
+from fvae_asr.speech.chunking import FrameGeometry
+from fvae_asr.speech.latents import check_manifest, frame_centres, frame_phones, probe_tasks
+from fvae_asr.speech.recognizer import CTCRecognizer, configure_training
+from fvae_asr.speech.timit import PHONES_39, prepare_timit
+from tiny_models import WithHead, tiny_inputs, tiny_wav2vec2
+
+TARGETS = ["q_proj", "k_proj", "v_proj"]
+
+
+def _nudged(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Trainable weights moved off their initial values (zero heads would make every latent mean 0)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.3 * torch.randn(param.shape, generator=generator))
+    return model
+
+
+def _fvae_model(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """An FVAE-adapted tiny wav2vec2 with a head (eval mode) and a copy of it without adapters."""
+    plain = WithHead(tiny_wav2vec2(seed)).eval()
+    model = copy.deepcopy(plain)
+    inject(model, FVAELoRAConfig(rank=4, target_modules=TARGETS, trainable_modules=["head"]))
+    _nudged(model)
+    plain.head.load_state_dict(model.head.state_dict())
+    return model.eval(), plain
+
+
+def test_ablation_of_z1_everywhere_gives_the_base_model_and_is_undone_bit_exactly():
+    model, plain = _fvae_model()
+    inputs = tiny_inputs("wav2vec2")
+    with torch.no_grad():
+        before = model(inputs)
+        with latent_ablation(model, z1=True) as names:
+            ablated = model(inputs)
+        after = model(inputs)
+        base = plain(inputs)
+    assert names == [layer.adapter_name for layer in adapter_layers(model)] and len(names) == 6
+    assert torch.equal(before, after)  # bit for bit
+    assert not torch.allclose(before, ablated, atol=1e-3)  # the adapters did change the output
+    torch.testing.assert_close(ablated, base, rtol=0, atol=1e-6)  # y = W x in every layer
+    assert all(layer.ablated_latents == frozenset() for layer in adapter_layers(model))
+
+
+def test_ablation_of_one_layer_and_of_z2():
+    model, _ = _fvae_model()
+    inputs = tiny_inputs("wav2vec2")
+    layer = adapter_layers(model)[2]
+    x = torch.randn(3, 5, layer.in_features)
+    with torch.no_grad():
+        before, recon = model(inputs), layer.reconstruction(x)
+        with latent_ablation(model, z2=True):
+            assert torch.equal(model(inputs), before)  # z2 never reaches the output
+            mu1, mu2 = layer.latent_means(x)
+            assert torch.equal(mu2, torch.full_like(mu2, 1.5)) and mu1.abs().min() > 0
+            assert not torch.allclose(layer.reconstruction(x), recon)
+        with latent_ablation(model, z1=True, layers=[layer.adapter_name]):
+            one = model(inputs)
+            with latent_ablation(model, z2=True):  # nested blocks combine, and unwind one at a time
+                assert layer.ablated_latents == {"z1", "z2"}
+                assert adapter_layers(model)[0].ablated_latents == {"z2"}
+            assert layer.ablated_latents == {"z1"} and adapter_layers(model)[0].ablated_latents == frozenset()
+        assert torch.equal(model(inputs), before) and torch.equal(layer.reconstruction(x), recon)
+    assert not torch.allclose(one, before, atol=1e-4)
+
+
+def test_ablation_errors():
+    model, plain = _fvae_model()
+    with pytest.raises(ValueError, match="no FVAE-LoRA layer named 'backbone.nope'; the layers are: backbone"):
+        with latent_ablation(model, z1=True, layers=["backbone.nope"]):
+            pass
+    lora = copy.deepcopy(plain)
+    inject(lora, LoRAConfig(rank=4, target_modules=TARGETS))
+    for other in (plain, lora):
+        with pytest.raises(ValueError, match="no FVAE-LoRA layers"):
+            with latent_ablation(other, z1=True):
+                pass
+    with latent_ablation(model.train(), z1=True), pytest.raises(RuntimeError, match="inference only"):
+        model(tiny_inputs("wav2vec2"))
+    assert isinstance(adapter_layers(model)[0], FVAELoRALinear)
+
+
+# ---- recording ---------------------------------------------------------------------------------------------------
+
+
+def test_recorder_keeps_the_real_frames_of_each_item():
+    model, _ = _fvae_model()
+    layer = adapter_layers(model)[1]
+    inputs = tiny_inputs("wav2vec2")
+    seen = []
+    handle = layer.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+
+    def run(batch: torch.Tensor) -> torch.Tensor:  # any model: run it, say which frames are real
+        model(batch)
+        mask = torch.ones(seen[-1].shape[:2], dtype=torch.bool)
+        mask[1, 3:] = False  # the second item has 3 real frames
+        return mask
+
+    recorder = record_latents(model, [inputs], run)
+    handle.remove()
+    n_frames = seen[0].shape[1]
+    assert recorder.kind == "fvae_lora" and recorder.frames_per_item == [n_frames, 3]
+    record = recorder.records[layer.adapter_name]
+    with torch.no_grad():
+        mu1, mu2 = layer.latent_means(seen[0])
+    assert [tuple(t.shape) for t in record.features["z1"]] == [(n_frames, 4), (3, 4)]
+    torch.testing.assert_close(record.features["z1"][1], mu1[1, :3])
+    torch.testing.assert_close(record.stacked("z2"), torch.cat([mu2[0], mu2[1, :3]]))
+    assert record.frames == n_frames + 3 and set(record.squared_error) == {"trained", "z1_prior", "z2_prior"}
+    assert all(not layer._forward_hooks for layer in adapter_layers(model))  # the recorder's hooks are gone
+
+
+def test_layer_record_summaries():
+    record = LayerRecord({"z1": [torch.tensor([[1.0, 5.0], [3.0, 5.0]])]}, {"trained": 8.0},
+                         torch.tensor([2.0, 0.0]), torch.tensor([4.0, 2.0]), frames=2)  # fmt: skip
+    assert record.active_units("z1") == 1  # the second dimension never moves
+    assert record.reconstruction() == {"mse": {"trained": 2.0}, "input_variance": 1.0}
+
+
+def test_recorder_needs_adapters():
+    with pytest.raises(ValueError, match="no adapter layers"):
+        LatentRecorder(WithHead(tiny_wav2vec2()))
+
+
+# ---- probes -------------------------------------------------------------------------------------------------
+
+
+def _frames(seed: int, planted: bool) -> ProbeTask:
+    """2400 frames of 12 speakers, 4 balanced classes; with ``planted``, feature 3 is the class plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(2400) % 4
+    speakers = [f"S{i // 200}" for i in range(2400)]
+    held = held_out_groups(speakers, 0.25, seed=0)
+    features = torch.randn(2400, 8, generator=generator)
+    if planted:
+        features[:, 3] += 3 * labels
+    task = ProbeTask("label", ["a", "b", "c", "d"], labels, torch.tensor([s in held for s in speakers]), "speakers")
+    return task, features
+
+
+def test_probe_reads_a_planted_label_and_sits_at_chance_on_noise():
+    settings = ProbeSettings()
+    task, planted = _frames(0, planted=True)
+    assert task.summary() == {"held_out": "speakers", "train_frames": 1800, "held_out_frames": 600, "classes": 4,
+                              "chance": 0.25}  # fmt: skip
+    assert task.accuracy(planted, settings) > 0.9
+    _, noise = _frames(0, planted=False)
+    assert abs(task.accuracy(noise, settings) - 0.25) < 0.06
+    assert task.accuracy(planted, settings) == task.accuracy(planted, settings)  # deterministic
+
+
+def test_majority_rate_and_unlabelled_frames():
+    assert majority_rate(torch.tensor([2, 2, 1, 2])) == 0.75
+    labels = torch.tensor([0, 1, UNLABELLED, 1, 0, UNLABELLED])
+    task = ProbeTask("p", ["x", "y"], labels, torch.tensor([False, False, False, True, True, True]), "speakers")
+    assert task.summary()["train_frames"] == 2 and task.summary()["held_out_frames"] == 2
+    with pytest.raises(ValueError, match="probe 'p': no labelled held-out frames"):
+        ProbeTask("p", ["x"], torch.tensor([0, UNLABELLED]), torch.tensor([False, True]), "speakers")
+
+
+def test_held_out_groups():
+    speakers = ["A", "A", "B", "C", "D"]
+    held = held_out_groups(speakers, 0.25, seed=0)
+    assert len(held) == 1 and held <= set(speakers)
+    assert held_out_groups(speakers, 0.25, seed=0) == held
+    # Within strata: every speaker with two utterances or more keeps one in training and gives one to testing.
+    utterances = ["A1", "A2", "A3", "A4", "B1", "B2", "C1"]
+    strata = ["A", "A", "A", "A", "B", "B", "C"]
+    held = held_out_groups(utterances, 0.25, seed=3, strata=strata)
+    assert len(held & {"A1", "A2", "A3", "A4"}) == 1 and len(held & {"B1", "B2"}) == 1 and "C1" not in held
+    with pytest.raises(ValueError, match="at least two speakers"):
+        held_out_groups(["A", "A"], 0.25, seed=0)
+
+
+# ---- frames and phones ----------------------------------------------------------------------------------------
+
+
+def test_frames_are_labelled_with_the_phone_at_their_centre():
+    centres = frame_centres(6, FrameGeometry(hop=320, receptive_field=400))  # wav2vec2: 20 ms hop, 25 ms field
+    assert centres.tolist() == [200, 520, 840, 1160, 1480, 1800]
+    segments = [[1200, 2000, "s"], [0, 400, "sil"], [400, 1000, "aa"]]  # any order; [1000, 1200) is no phone's
+    assert frame_phones(segments, centres) == ["sil", "aa", "aa", None, "s", "s"]
+    assert frame_phones([[0, 200, "sil"], [200, 520, "aa"]], centres[:2]) == ["aa", None]  # start in, end out
+
+
+def _manifest(speakers: int = 4, utterances: int = 2) -> dict[str, dict]:
+    return {f"S{s}_U{u}": {"wav": "x.wav", "phn": "sil aa", "spk_id": f"S{s}", "domain": "ab"[s % 2],
+                           "phn_segments": [[0, 500, "sil"], [500, 1000, "aa"]]}
+            for s in range(speakers) for u in range(utterances)}  # fmt: skip
+
+
+def test_probe_tasks_label_every_frame_and_hold_out_whole_groups():
+    manifest = _manifest()
+    ids = sorted(manifest)
+    phone, speaker, domain = probe_tasks(manifest, ids, [3] * len(ids), ["phone", "speaker", "domain"], FrameGeometry(320, 400),
+                                         ProbeSettings())  # fmt: skip
+    assert phone.classes == ["aa", "sil"] and phone.labels.tolist() == [1, 0, 0] * 8  # centres 200, 520, 840
+    held_speakers = {ids[i // 3][:2] for i in phone.held_out.nonzero().squeeze(1).tolist()}
+    assert len(held_speakers) == 1 and phone.held_out.sum() == 6  # one speaker: 2 utterances of 3 frames
+    assert domain.classes == ["a", "b"] and domain.split == "speakers"
+    assert speaker.classes == ["S0", "S1", "S2", "S3"] and speaker.split == "utterances of each speaker"
+    held_utterances = {ids[i // 3] for i in speaker.held_out.nonzero().squeeze(1).tolist()}
+    assert sorted(utt[:2] for utt in held_utterances) == ["S0", "S1", "S2", "S3"]  # one of each speaker's two
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda e: e.update(phn_segments=[[0, 500, "sil"], [500, 1000, "iy"]]), "labels of 'phn_segments' are not"),
+        (lambda e: e.update(phn_segments=[[600, 500, "sil"], [500, 1000, "aa"]]), r"\[start, end, label\] with 0"),
+        (lambda e: e.update(phn_segments="0 500 sil"), "must be a list"),
+        (lambda e: e.update(domain=""), "'domain' must be a non-empty string"),
+        (lambda e: e.pop("spk_id"), "has no 'spk_id'"),
+    ],
+)
+def test_manifest_checks(change, message):
+    manifest = _manifest()
+    change(manifest["S1_U0"])
+    with pytest.raises(ValueError, match=f"manifest m.json: entry 'S1_U0'.*{message}"):
+        check_manifest(manifest, Path("m.json"), ["phone", "speaker", "domain"])
+
+
+def test_frame_geometry_matches_the_encoders_frame_count():
+    model = tiny_wav2vec2()
+    geometry = FrameGeometry.from_frame_lengths(model._get_feat_extract_output_lengths)
+    stride, field = geometry.hop, geometry.receptive_field
+    for samples in (field, field + stride - 1, 16000, 16001):
+        expected = int(model._get_feat_extract_output_lengths(torch.tensor(samples)))
+        assert (samples - field) // stride + 1 == expected
+
+
+# ---- the command line -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("backbone")
+    tiny_wav2vec2().save_pretrained(directory)
+    return directory
+
+
+def _export(directory: Path, kind: str, backbone: Path) -> Path:
+    """A tiny exported recogniser of the given kind, trainable weights moved off their initial values."""
+    torch.manual_seed(0)
+    model = CTCRecognizer(SSLEncoder(backbone), n_tokens=len(PHONES_39) + 1)
+    config = {"fvae_lora": FVAELoRAConfig(rank=4, target_modules=TARGETS), "lora": LoRAConfig(rank=4)}.get(kind)
+    configure_training(model, kind, config)
+    return export_recognizer(_nudged(model), kind, ["<blank>", *PHONES_39], directory)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, backbone) -> dict[str, Path]:
+    return {kind: _export(tmp_path_factory.mktemp(kind), kind, backbone) for kind in ("fvae_lora", "lora", "frozen")}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory, tone_corpus) -> Path:
+    """The tone corpus' train manifest: 3 speakers, 4 utterances each, with phone segments."""
+    return prepare_timit(tone_corpus, tmp_path_factory.mktemp("manifests"))[0]
+
+
+def _run(*argv: str) -> int:
+    return latents_main(list(argv))
+
+
+def test_cli_on_an_fvae_lora_recogniser(exports, manifest, tmp_path):
+    out = tmp_path / "out"
+    assert _run("--checkpoint", str(exports["fvae_lora"]), "--manifest", str(manifest), "--out", str(out),
+                "--no-ablations", "--probes", "phone") == 0  # fmt: skip
+    report = json.loads((out / "latents.json").read_text())
+    assert sorted(path.name for path in out.iterdir()) == ["latents.json", "probe_accuracy.png", "projection_phone.png"]
+    assert report["adapter"] == "fvae_lora" and report["latents"] == ["z1", "z2"] and report["utterances"] == 12
+    # Every real frame of every utterance, and only those (the encoder's frame count of each file).
+    entries = json.loads(manifest.read_text()).values()
+    model = tiny_wav2vec2()
+    expected = sum(int(model._get_feat_extract_output_lengths(torch.tensor(sf.info(e["wav"]).frames))) for e in entries)
+    assert report["frames"] == expected
+    layers = [layer["layer"] for layer in report["layers"]]
+    assert len(layers) == 6 and all(name.endswith(tuple(TARGETS)) for name in layers)
+    phone = report["probes"]["phone"]
+    assert phone["held_out"] == "speakers" and phone["classes"] == 9  # 8 tones and sil
+    assert phone["train_frames"] + phone["held_out_frames"] == expected  # every frame lies inside a phone
+    for layer in report["layers"]:
+        assert set(layer["probe"]) == {"phone"}
+        assert set(layer["probe"]["phone"]) == {"z1", "z2", "chance"}
+        assert layer["probe"]["phone"]["chance"] == phone["chance"]
+        assert all(0 <= layer["probe"]["phone"][latent] <= 1 for latent in ("z1", "z2"))
+        mse = layer["reconstruction"]["mse"]
+        assert set(mse) == {"trained", "z1_prior", "z2_prior"} and mse["z2_prior"] != mse["trained"]
+        assert layer["reconstruction"]["input_variance"] > 0
+        assert set(layer["active_units"]) == {"z1", "z2"} and all(0 <= n <= 4 for n in layer["active_units"].values())
+    assert "ablations" not in report
+
+
+@pytest.mark.slow
+def test_cli_per_ablations(exports, manifest, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run("--checkpoint", str(exports["fvae_lora"]), "--manifest", str(manifest), "--out", str(out)) == 0
+    report = json.loads((out / "latents.json").read_text())
+    assert (out / "per_ablation.png").is_file() and (out / "projection_speaker.png").is_file()
+    speaker = report["probes"]["speaker"]
+    assert speaker["held_out"] == "utterances of each speaker" and speaker["classes"] == 3
+    assert speaker["held_out_frames"] < speaker["train_frames"]
+    # As trained, the PER is the evaluator's; z1 = 0 in every layer, or in some layer alone, changes it.
+    per = report["ablations"]["per"]
+    assert evaluate_main(["--checkpoint", str(exports["fvae_lora"]), "--manifest", str(manifest)]) == 0
+    assert f"PER {per['trained']:.2f}%" in capsys.readouterr().out
+    assert per["z1_prior_all_layers"] != per["trained"]
+    assert {layer["per_z1_prior"] for layer in report["layers"]} != {per["trained"]}
+
+
+def test_cli_on_a_lora_recogniser_probes_ax(exports, manifest, tmp_path):
+    out = tmp_path / "out"
+    assert _run("--checkpoint", str(exports["lora"]), "--manifest", str(manifest), "--out", str(out),
+                "--probes", "speaker") == 0  # fmt: skip
+    report = json.loads((out / "latents.json").read_text())
+    assert report["adapter"] == "lora" and report["latents"] == ["Ax"] and "ablations" not in report
+    assert [set(layer["probe"]["speaker"]) for layer in report["layers"]] == [{"Ax", "chance"}] * 4  # q, k x 2
+    assert "reconstruction" not in report["layers"][0]
+    assert sorted(path.name for path in out.iterdir()) == [
+        "latents.json", "probe_accuracy.png", "projection_speaker.png"]
+
+
+def _without(manifest: Path, tmp_path: Path, field: str) -> Path:
+    entries = json.loads(manifest.read_text())
+    path = tmp_path / f"no_{field}.json"
+    path.write_text(json.dumps({k: {f: v for f, v in e.items() if f != field} for k, e in entries.items()}))
+    return path
+
+
+def test_cli_errors(exports, manifest, tmp_path, capsys):
+    out = tmp_path / "out"
+    common = ["--manifest", str(manifest), "--out", str(out)]
+    assert _run("--checkpoint", str(exports["frozen"]), *common) == 1
+    assert "is a 'frozen' recogniser: it has no adapter layers" in capsys.readouterr().err
+    old = _without(manifest, tmp_path, "phn_segments")
+    assert _run("--checkpoint", str(exports["fvae_lora"]), "--manifest", str(old), "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert f"manifest {old}: entry 'FCJF0_SX10' has no 'phn_segments' (phone boundaries)" in err
+    assert len(err.strip().splitlines()) == 1
+    # Without the phone probe, such a manifest is fine; a domain the manifest lacks is not.
+    assert _run("--checkpoint", str(exports["fvae_lora"]), "--manifest", str(old), "--out", str(out),
+                "--probes", "speaker", "--no-ablations") == 0  # fmt: skip
+    shutil.rmtree(out)
+    assert _run("--checkpoint", str(exports["fvae_lora"]), *common, "--probes", "domain") == 1
+    assert "has no 'domain': leave domain out of --probes" in capsys.readouterr().err
+    assert _run("--checkpoint", str(tmp_path / "missing"), *common) == 1
+    assert not out.exists()  # nothing written on errors
+    for bad in (["--probes", "phone,accent"], ["--probes", "phone,phone"], ["--held-out", "1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            _run("--checkpoint", str(exports["fvae_lora"]), *common, *bad)
+        assert exit_info.value.code == 2
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        _run("--checkpoint", str(exports["fvae_lora"]), "--manifest", str(manifest), "--out", str(tmp_path / "file"))
+    assert exit_info.value.code == 2 and "is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_module_alias_fails_in_one_line(exports, manifest, tmp_path):
+    command = [sys.executable, "-m", "fvae_asr.latents", "--checkpoint", str(exports["frozen"]),
+               "--manifest", str(manifest), "--out", str(tmp_path / "out")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    [error] = result.stderr.splitlines()  # nothing but the error: no loading chatter
+    assert error.startswith(f"error: checkpoint {exports['frozen']} is a 'frozen' recogniser")
