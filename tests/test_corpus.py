@@ -18,6 +18,7 @@ from fvae_asr.speech.annotations import AnnotationError, corpus_of, read_annotat
 from fvae_asr.speech.data import dataio_prepare, labels_of, phone_encoder
 from fvae_asr.speech.export import load_recognizer
 from fvae_asr.speech.recipe import main, run
+from fvae_asr.speech.timit import PHONES_39
 from fvae_asr.speech.run_folder import RunSettingsError, check_resumable, plan_run, record_settings
 from fvae_asr.speech.transcriber import Transcriber
 
@@ -243,7 +244,6 @@ def test_resuming_with_a_changed_annotation_is_refused(ipa_corpus, tmp_path):
 # ---- end to end -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_the_recipe_trains_tests_exports_and_evaluates_a_non_timit_corpus(ipa_corpus, tmp_path, capsys):
     output = tmp_path / "out"
     (output / "save").mkdir(parents=True)
@@ -271,3 +271,21 @@ def test_the_recipe_trains_tests_exports_and_evaluates_a_non_timit_corpus(ipa_co
     (tmp_path / "other.json").write_text(json.dumps(manifest), encoding="utf-8")
     assert evaluate_main(["--checkpoint", result["export"], "--manifest", str(tmp_path / "other.json")]) == 1
     assert "test0: phones outside the model's inventory: ʔ" in capsys.readouterr().err
+
+
+def test_a_run_recorded_before_the_annotation_settings_existed_resumes(tone_corpus, tmp_path):
+    """Settings added since a run started, at their null defaults, are not changes; other values still are."""
+    overrides = recipe_overrides(tone_corpus, tmp_path)
+    plan = plan_run(HPARAMS, overrides, QUIET)
+    record_settings(plan)
+    (plan.save_folder / "CKPT+1").mkdir()
+    record_file = plan.save_folder / "run_config.json"
+    record = json.loads(record_file.read_text(encoding="utf-8"))
+    for key in ("train_annotation", "valid_annotation", "test_annotation", "phone_inventory"):
+        del record[key]
+    record_file.write_text(json.dumps(record), encoding="utf-8")
+    check_resumable(plan, HPARAMS, overrides, QUIET)
+    inventory = tmp_path / "phones.txt"
+    inventory.write_text("\n".join(PHONES_39) + "\n", encoding="utf-8")
+    with pytest.raises(RunSettingsError, match=r"phone_inventory: '<unset>' -> '.*phones\.txt'"):
+        check_resumable(plan, HPARAMS, {**overrides, "phone_inventory": str(inventory)}, QUIET)

@@ -228,8 +228,9 @@ def check_resumable(plan: RunPlan, hparams_file: str | Path, overrides: str | Ma
     recorded = read_json(record_file, "run settings (written by the recipe)")
     pinned = {key: recorded[key] for key in RESUMABLE_KEYS if key in recorded}
     current = resolved_settings(hparams_file, {**as_mapping(overrides), **pinned}, run_opts)
+    # A setting added since the run started, at a null default, is no change (missing and null compare equal).
     changed = [key for key in sorted(set(recorded) | set(current), key=lambda k: (k.count("."), k))  # top level first
-               if not _resumable(key) and recorded.get(key, "<unset>") != current.get(key, "<unset>")]  # fmt: skip
+               if not _resumable(key) and recorded.get(key) != current.get(key)]  # fmt: skip
     if changed:
         details = "; ".join(f"{key}: {recorded.get(key, '<unset>')!r} -> {current.get(key, '<unset>')!r}"
                             for key in changed[:8])  # fmt: skip
