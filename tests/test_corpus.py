@@ -113,7 +113,10 @@ def test_the_inventory_is_the_sorted_phones_of_the_training_annotation(ipa_corpu
 def test_the_label_encoder_depends_on_the_inventory_alone(tmp_path):
     first = phone_encoder(tmp_path / "a.txt", ["ʃ", "æ", "n", "iː"])
     second = phone_encoder(tmp_path / "b.txt", ["iː", "n", "æ", "ʃ"])
-    assert labels_of(first) == labels_of(second) and labels_of(first)[0] == "<blank>"
+    assert labels_of(first) == labels_of(second)
+    # SpeechBrain's construction, as for TIMIT before (its label files and checkpoints stay valid): the blank
+    # inserted at 0 moves the first sorted phone to the end.
+    assert labels_of(first) == ["<blank>", "n", "æ", "ʃ", "iː"]  # sorted: iː n æ ʃ
     assert (tmp_path / "a.txt").read_text(encoding="utf-8") == (tmp_path / "b.txt").read_text(encoding="utf-8")
     assert first.encode_sequence(["n", "ʃ"]) == [labels_of(first).index("n"), labels_of(first).index("ʃ")]
     with pytest.raises(ValueError, match=r"a\.txt: lists other labels .*extra: iː; missing: s"):
@@ -175,6 +178,20 @@ def test_an_annotation_error_is_one_line_exit_1_and_missing_settings_exit_2(ipa_
         err = capsys.readouterr().err.strip().splitlines()
         assert stopped.value.code == code and len(err) == 1 and expected in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_annotation_that_is_not_utf8_text_is_an_error_naming_it(ipa_corpus, tmp_path):
+    for name, data in (("latin1.csv", "ID, duration, wav, phn\nu1, 1.0, a.wav, \xe6\n".encode("latin-1")),
+                       ("latin1.json", '{"u1": {"duration": 1, "wav": "a.wav", "phn": "\xe6"}}'.encode("latin-1"))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(AnnotationError, match=rf"{name}: cannot read"):
+            read_annotation(tmp_path / name)
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(ipa_corpus, tmp_path):
+    text = (ipa_corpus / "train.csv").read_text(encoding="utf-8")
+    (tmp_path / "bom.csv").write_text("\ufeff" + text.replace("wavs/", f"{ipa_corpus}/wavs/"), encoding="utf-8")
+    assert read_annotation(tmp_path / "bom.csv").entries == read_annotation(ipa_corpus / "train.csv").entries
 
 
 def test_data_root_needs_a_data_folder(ipa_corpus, tmp_path):

@@ -94,7 +94,10 @@ def read_annotation(path: str | Path, data_root: str | None = None) -> Annotatio
         raise AnnotationError(f"{path}: an annotation must be a .csv or a .json file")
     if not path.is_file():
         raise AnnotationError(f"{path}: no such annotation file")
-    raw = _csv_rows(path) if suffix == ".csv" else _json_rows(path)
+    try:
+        raw = list(_csv_rows(path) if suffix == ".csv" else _json_rows(path))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise AnnotationError(f"{path}: cannot read it as UTF-8 {suffix[1:].upper()} ({err})") from None
     entries, rows = {}, {}
     for row, utt_id, fields in raw:
         where = f"{path}, {row} (ID {utt_id!r})"
@@ -113,7 +116,7 @@ def read_annotation(path: str | Path, data_root: str | None = None) -> Annotatio
 
 def _csv_rows(path: Path):
     """(row, id, fields) of a SpeechBrain CSV, read as SpeechBrain's ``load_data_csv`` reads it."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # a byte order mark (Excel's) is no part of "ID"
         reader = csv.DictReader(handle, skipinitialspace=True)
         missing = [column for column in CSV_COLUMNS if column not in (reader.fieldnames or [])]
         if missing:
@@ -132,7 +135,7 @@ def _json_rows(path: Path):
     """(row, id, fields) of a JSON manifest."""
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except json.JSONDecodeError as err:
         raise AnnotationError(f"{path}: not JSON ({err})") from None
     if not isinstance(manifest, dict):
         raise AnnotationError(f"{path}: expected a JSON object keyed by utterance id")
