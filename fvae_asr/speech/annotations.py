@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
+from speechbrain.dataio.encoder import DEFAULT_BLANK
 
 from fvae_asr.speech.timit import PHONES_39, PHONES_61
 
@@ -26,8 +27,7 @@ from fvae_asr.speech.timit import PHONES_39, PHONES_61
 ANNOTATION_KEYS = {"train": "train_annotation", "dev": "valid_annotation", "test": "test_annotation"}
 INVENTORY_KEY = "phone_inventory"
 CSV_COLUMNS = ("ID", "duration", "wav", "phn")
-DATA_ROOT = "data_root"
-BLANK_LABEL = "<blank>"  # SpeechBrain's CTC blank: no phone may be spelled like it
+DATA_ROOT = "data_root"  # the one placeholder of wav paths: data_folder
 TIMIT_INVENTORIES = {39: PHONES_39, 61: PHONES_61}  # by phn_set
 _PLACEHOLDERS = {".csv": re.compile(r"\$([\w.]+)"), ".json": re.compile(r"\{([\w.]+)\}")}  # SpeechBrain's syntax
 
@@ -196,9 +196,9 @@ def read_inventory(path: str | Path) -> list[str]:
         phone = line.strip()
         if not phone:
             continue
-        if len(phone.split()) > 1 or phone == BLANK_LABEL or phone in phones:
+        if len(phone.split()) > 1 or phone == DEFAULT_BLANK or phone in phones:
             problem = ("holds more than one phone" if len(phone.split()) > 1 else
-                       f"{BLANK_LABEL} is the CTC blank, not a phone" if phone == BLANK_LABEL else
+                       f"{DEFAULT_BLANK} is the CTC blank, not a phone" if phone == DEFAULT_BLANK else
                        f"repeats line {phones.get(phone)}")  # fmt: skip
             raise AnnotationError(f"{path}, line {number}: {problem} ({line!r})")
         phones[phone] = number
@@ -210,9 +210,9 @@ def read_inventory(path: str | Path) -> list[str]:
 def phones_of(annotation: Annotation) -> list[str]:
     """Every phone of an annotation, sorted (the inventory a training annotation implies)."""
     phones = sorted({phone for entry in annotation.entries.values() for phone in entry["phn"].split()})
-    if BLANK_LABEL in phones:
-        utt_id = next(i for i, e in annotation.entries.items() if BLANK_LABEL in e["phn"].split())
-        raise AnnotationError(f"{annotation.where(utt_id)}: {BLANK_LABEL} is the CTC blank, not a phone")
+    if DEFAULT_BLANK in phones:
+        utt_id = next(i for i, e in annotation.entries.items() if DEFAULT_BLANK in e["phn"].split())
+        raise AnnotationError(f"{annotation.where(utt_id)}: {DEFAULT_BLANK} is the CTC blank, not a phone")
     return phones
 
 

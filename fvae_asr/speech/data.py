@@ -8,7 +8,7 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
-from speechbrain.dataio.encoder import CTCTextEncoder
+from speechbrain.dataio.encoder import DEFAULT_BLANK, CTCTextEncoder
 
 from fvae_asr.audio import load_audio
 
@@ -24,8 +24,8 @@ def phone_encoder(path: str | Path, phones: list[str]) -> CTCTextEncoder:
     encoder.load_or_create(
         path=str(path), from_iterables=[[sorted(phones)]], sequence_input=True, special_labels={"blank_label": 0}
     )
-    expected = {*phones, encoder.blank_label}
-    if set(encoder.lab2ind) != expected or encoder.get_blank_index() != 0:
+    expected = {*phones, DEFAULT_BLANK}
+    if set(encoder.lab2ind) != expected or encoder.lab2ind[DEFAULT_BLANK] != 0:
         extra, missing = sorted(set(encoder.lab2ind) - expected), sorted(expected - set(encoder.lab2ind))
         raise ValueError(
             f"{path}: lists other labels than this run's phone inventory (extra: {' '.join(extra) or '-'}; missing: "
