@@ -114,7 +114,8 @@ def _train_test_export(
     splits = corpus.splits if corpus.splits is not None else _prepared_timit(hparams, corpus.phones)
     label_encoder = phone_encoder(Path(hparams["save_folder"]) / LABEL_ENCODER_NAME, corpus.phones)
     hparams["label_encoder"] = label_encoder
-    datasets = dataio_prepare({split: a.entries for split, a in splits.items()}, label_encoder, hparams["train_sorting"])
+    entries = {split: annotation.entries for split, annotation in splits.items()}
+    datasets = dataio_prepare(entries, label_encoder, hparams["train_sorting"])
 
     model = hparams["model"]
     if hparams["init_head_from_checkpoint"]:
