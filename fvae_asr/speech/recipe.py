@@ -1,4 +1,5 @@
-"""The TIMIT recipe's flow (``recipes/timit/train.py`` calls ``main``): prepare, train, test, export.
+"""The TIMIT recipe's flow (``recipes/timit/train.py`` calls ``main``): prepare, train, test, export; on TIMIT, or
+on any phone-labelled corpus given by annotation files (``fvae_asr.speech.annotations``).
 
 It lives in the package so that the offline demo and the comparison study run exactly the recipe users run.
 """
