@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import speechbrain as sb
 import torch
-from speechbrain.dataio.dataio import read_audio
 from speechbrain.dataio.dataset import DynamicItemDataset
-from speechbrain.dataio.encoder import CTCTextEncoder
+from speechbrain.dataio.encoder import DEFAULT_BLANK, CTCTextEncoder
 
-from fvae_asr.speech.timit import PHONES_39, PHONES_61
+from fvae_asr.audio import load_audio
 
 
-def phone_encoder(path: str | Path, phn_set: int) -> CTCTextEncoder:
-    """The phone inventory with the CTC blank at index 0, created once and reloaded (DDP-safe)."""
+def phone_encoder(path: str | Path, phones: list[str]) -> CTCTextEncoder:
+    """The CTC labels of a phone inventory, written to ``path`` once and reloaded (DDP-safe).
+
+    The order depends on the inventory alone, as SpeechBrain builds it from the sorted phones: the blank at index
+    0 and the phones in sorted order, except the first, which the blank's insertion moves to the end. A file
+    that lists other labels (left by an earlier run) is an error naming it.
+    """
     encoder = CTCTextEncoder()
-    phones = PHONES_39 if phn_set == 39 else PHONES_61
     encoder.load_or_create(
-        path=str(path), from_iterables=[[phones]], sequence_input=True, special_labels={"blank_label": 0}
+        path=str(path), from_iterables=[[sorted(phones)]], sequence_input=True, special_labels={"blank_label": 0}
     )
-    encoder.expect_len(len(phones) + 1)
+    expected = {*phones, DEFAULT_BLANK}
+    if set(encoder.lab2ind) != expected or encoder.lab2ind[DEFAULT_BLANK] != 0:
+        extra, missing = sorted(set(encoder.lab2ind) - expected), sorted(expected - set(encoder.lab2ind))
+        raise ValueError(
+            f"{path}: lists other labels than this run's phone inventory (extra: {' '.join(extra) or '-'}; missing: "
+            f"{' '.join(missing) or '-'}); it belongs to another run: pass --restart=True or choose another "
+            "output_folder"
+        )
     return encoder
 
 
@@ -33,15 +44,17 @@ SORTINGS = ("ascending", "descending", "random")
 
 
 def dataio_prepare(
-    manifests: dict[str, str | Path], encoder: CTCTextEncoder, train_sorting: str = "ascending"
+    splits: Mapping[str, Mapping[str, dict]], encoder: CTCTextEncoder, train_sorting: str = "ascending"
 ) -> dict[str, DynamicItemDataset]:
-    """Datasets with ``sig``, ``phn_list``, ``phn_encoded``; eval splits sorted by duration (less padding).
+    """Datasets with ``sig``, ``phn_list``, ``phn_encoded`` from each split's entries (id -> ``wav``,
+    ``duration``, ``phn``, as ``annotations.read_annotation`` gives them); eval splits sorted by duration (less
+    padding). Audio of any sample rate and channel count is downmixed and resampled to the models' 16 kHz.
 
     ``train_sorting`` is ``ascending``/``descending`` by duration, or ``random`` (then shuffle in the loader).
     """
     if train_sorting not in SORTINGS:
         raise ValueError(f"train_sorting must be one of {SORTINGS}, got {train_sorting!r}")
-    datasets = {split: DynamicItemDataset.from_json(json_path=str(path)) for split, path in manifests.items()}
+    datasets = {split: DynamicItemDataset(dict(entries)) for split, entries in splits.items()}
     for split, dataset in datasets.items():
         if split != "train" or train_sorting != "random":
             reverse = split == "train" and train_sorting == "descending"
@@ -50,7 +63,7 @@ def dataio_prepare(
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav: str) -> torch.Tensor:
-        return read_audio(wav)
+        return load_audio(wav)
 
     @sb.utils.data_pipeline.takes("phn")
     @sb.utils.data_pipeline.provides("phn_list", "phn_encoded")

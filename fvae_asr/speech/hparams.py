@@ -27,7 +27,7 @@ def hparams_source(
     old name in ``renamed``, old -> new, is named with its new name).
     """
     path = Path(hparams_file)
-    given = _tagged_mapping(overrides)
+    given = as_mapping(overrides)
     with open(path, encoding="utf-8") as fin:
         tree = _round_trip().load(fin) or {}
     if EXTENDS_KEY in tree:
@@ -54,12 +54,12 @@ def load_hparams(hparams_file: str | Path, overrides: str | Mapping | None = Non
         return load_hyperpyyaml(fin, merged)
 
 
-def _round_trip() -> ruamel.yaml.YAML:
-    return ruamel.yaml.YAML()  # round trip: keeps hyperpyyaml's tags
-
-
-def _tagged_mapping(overrides: str | Mapping | None) -> dict[str, Any]:
+def as_mapping(overrides: str | Mapping | None) -> dict[str, Any]:
+    """Overrides as SpeechBrain passes them (a yaml string) or as a mapping, as a dict (tags kept)."""
     if isinstance(overrides, str):
         return dict(_round_trip().load(io.StringIO(overrides)) or {})
     return dict(overrides or {})
 
+
+def _round_trip() -> ruamel.yaml.YAML:
+    return ruamel.yaml.YAML()  # round trip: keeps hyperpyyaml's tags

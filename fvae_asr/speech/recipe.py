@@ -1,4 +1,5 @@
-"""The TIMIT recipe's flow (``recipes/timit/train.py`` calls ``main``): prepare, train, test, export.
+"""The TIMIT recipe's flow (``recipes/timit/train.py`` calls ``main``): prepare, train, test, export; on TIMIT, or
+on any phone-labelled corpus given by annotation files (``fvae_asr.speech.annotations``).
 
 It lives in the package so that the offline demo and the comparison study run exactly the recipe users run.
 """
@@ -17,13 +18,22 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
 
+from fvae_asr.speech.annotations import (
+    Annotation,
+    AnnotationError,
+    Corpus,
+    check_audio,
+    check_phones,
+    read_annotation,
+)
 from fvae_asr.speech.brain import PhoneCTCBrain
 from fvae_asr.speech.checkpointing import CheckpointRecoveryError, CheckpointSaveError
 from fvae_asr.speech.data import dataio_prepare, labels_of, phone_encoder
 from fvae_asr.speech.export import export_recognizer
-from fvae_asr.speech.hparams import hparams_source
+from fvae_asr.speech.hparams import as_mapping, hparams_source
 from fvae_asr.speech.recognizer import configure_training, count_parameters, init_head_from_checkpoint
 from fvae_asr.speech.run_folder import (
+    LABEL_ENCODER_NAME,
     RENAMED_KEYS,
     RunFolderInUse,
     RunSettingsError,
@@ -65,9 +75,10 @@ def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overri
 
     ``hparams_file`` may extend another (see ``fvae_asr.speech.hparams``).
 
-    Before anything is written: invalid settings raise ``RunSettingsError`` (a ``ValueError``); then the main
-    process locks the output folder (``RunFolderInUse`` if another run holds it) and refuses to resume a run
-    whose settings changed, unless ``restart`` clears it.
+    Before anything is written: invalid settings raise ``RunSettingsError`` (a ``ValueError``), and a corpus
+    given by annotations whose files, rows, phones or audio cannot be used raises ``AnnotationError`` (also a
+    ``ValueError``); then the main process locks the output folder (``RunFolderInUse`` if another run holds it)
+    and refuses to resume a run whose settings changed, unless ``restart`` clears it.
     """
     run_opts = run_opts or {}
     try:
@@ -76,8 +87,10 @@ def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overri
         raise RunSettingsError(str(err)) from None
     plan = plan_run(hparams_file, overrides, run_opts)
     if not if_main_process():
-        ddp_barrier()  # the main process has claimed the folder
-        return _train_test_export(hparams_file, run_opts, overrides)
+        ddp_barrier()  # the main process has checked the audio and claimed the folder
+        return _train_test_export(hparams_file, run_opts, overrides, plan.corpus)
+    if plan.corpus.splits is not None:
+        check_audio(plan.corpus.splits)
     with run_folder_lock(plan.output_folder):
         if plan.restart:
             clear_previous_run(plan)
@@ -86,21 +99,31 @@ def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overri
             remove_unfinished_checkpoints(plan)
         record_settings(plan)
         ddp_barrier()
-        return _train_test_export(hparams_file, run_opts, overrides)
+        return _train_test_export(hparams_file, run_opts, overrides, plan.corpus)
 
 
-def _train_test_export(hparams_file: str | Path, run_opts: dict[str, Any], overrides: str | dict) -> dict:
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+def _prepared_timit(hparams: dict[str, Any], phones: list[str]) -> dict[str, Annotation]:
+    """TIMIT's manifests, written once (other processes wait), read back and checked against the inventory."""
+    prep = {"data_folder": hparams["data_folder"], "save_folder": hparams["save_folder"], "phn_set": hparams["phn_set"]}
+    run_on_main(prepare_timit, kwargs=prep)
+    splits = {split: read_annotation(path) for split, path in zip(SPLITS, prepare_timit(**prep, skip_prep=True))}
+    check_phones(splits, phones, hparams.get("phone_inventory") or f"TIMIT's {hparams['phn_set']} phones")
+    return splits
+
+
+def _train_test_export(
+    hparams_file: str | Path, run_opts: dict[str, Any], overrides: str | dict, corpus: Corpus
+) -> dict:
+    with open(hparams_file, encoding="utf-8") as fin:  # the head sized for the corpus's phones and the blank
+        hparams = load_hyperpyyaml(fin, {**as_mapping(overrides), "n_tokens": len(corpus.phones) + 1})
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=str(hparams_file), overrides=overrides
     )
-    prep = {"data_folder": hparams["data_folder"], "save_folder": hparams["save_folder"], "phn_set": hparams["phn_set"]}
-    run_on_main(prepare_timit, kwargs=prep)  # writes the manifests once; other processes wait
-    manifests = dict(zip(SPLITS, prepare_timit(**prep, skip_prep=True)))
-    label_encoder = phone_encoder(Path(hparams["save_folder"]) / "label_encoder.txt", hparams["phn_set"])
+    splits = corpus.splits if corpus.splits is not None else _prepared_timit(hparams, corpus.phones)
+    label_encoder = phone_encoder(Path(hparams["save_folder"]) / LABEL_ENCODER_NAME, corpus.phones)
     hparams["label_encoder"] = label_encoder
-    datasets = dataio_prepare(manifests, label_encoder, hparams["train_sorting"])
+    entries = {split: annotation.entries for split, annotation in splits.items()}
+    datasets = dataio_prepare(entries, label_encoder, hparams["train_sorting"])
 
     model = hparams["model"]
     if hparams["init_head_from_checkpoint"]:
@@ -140,7 +163,7 @@ def _train_test_export(hparams_file: str | Path, run_opts: dict[str, Any], overr
         "trainable_parameters": trainable,
         "total_parameters": total,
         "train_seconds": train_seconds,
-        "manifests": {k: str(v) for k, v in manifests.items()},
+        "manifests": {split: str(annotation.path) for split, annotation in splits.items()},
     }
 
 
@@ -153,6 +176,6 @@ def main(argv: list[str] | None = None) -> dict:
     except RunSettingsError as err:  # a usage error
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except (RunFolderInUse, CheckpointSaveError, CheckpointRecoveryError) as err:
+    except (AnnotationError, RunFolderInUse, CheckpointSaveError, CheckpointRecoveryError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

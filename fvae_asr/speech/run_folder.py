@@ -26,15 +26,18 @@ from hyperpyyaml import resolve_references
 from speechbrain.utils.run_opts import RunOptions
 
 from fvae_asr.files import read_json, write_atomically
+from fvae_asr.speech.annotations import ANNOTATION_KEYS, TIMIT_INVENTORIES, Corpus, corpus_of
 from fvae_asr.speech.checkpointing import STAGING_PREFIX
 from fvae_asr.speech.data import SORTINGS
 from fvae_asr.speech.encoder import check_family
+from fvae_asr.speech.hparams import as_mapping
 from fvae_asr.speech.recognizer import ADAPTER_KINDS
 
 logger = logging.getLogger(__name__)
 
 RUN_RECORD_NAME = "run_config.json"  # in save_folder, beside the checkpoints it describes
 LOCK_NAME = "run.lock"  # in output_folder
+LABEL_ENCODER_NAME = "label_encoder.txt"  # in save_folder, the labels its checkpoints' heads are trained on
 CHECKPOINT_PREFIX = "CKPT+"  # SpeechBrain's checkpoint folders
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -61,9 +64,11 @@ class RunFolderInUse(RuntimeError):
 
 @dataclass
 class RunPlan:
-    """The resolved settings of one run: ``flat`` maps dotted keys to plain values (yaml tags included)."""
+    """The resolved settings of one run: ``flat`` maps dotted keys to plain values (yaml tags included);
+    ``corpus`` is what it trains on (its phone inventory, and its annotations unless it is TIMIT)."""
 
     flat: dict[str, Any]
+    corpus: Corpus
     output_folder: Path
     save_folder: Path
     train_log: Path
@@ -71,13 +76,14 @@ class RunPlan:
 
 
 def plan_run(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mapping | RunOptions) -> RunPlan:
-    """Resolve the yaml with its overrides (no object is built, nothing is written) and check the settings
-    that have a fixed set of values; raises ``RunSettingsError`` naming the field and what it allows."""
-    flat = resolved_settings(hparams_file, overrides, run_opts)
-    _validate(flat)
+    """Resolve the yaml with its overrides (no object is built, nothing is written), check the settings that
+    have a fixed set of values (``RunSettingsError`` naming the field and what it allows) and read the corpus's
+    annotations (``AnnotationError`` naming the file and row)."""
+    flat, corpus = _resolve(hparams_file, overrides, run_opts)
     restart = flat.get("restart", False)
     return RunPlan(
         flat=flat,
+        corpus=corpus,
         output_folder=Path(flat["output_folder"]),
         save_folder=Path(flat["save_folder"]),
         train_log=Path(flat["train_log"]),
@@ -86,11 +92,15 @@ def plan_run(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mappi
 
 
 def resolved_settings(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mapping | RunOptions) -> dict:
-    """Flat settings of the yaml after overrides, with the effective values of ``SETTING_RUN_OPTS`` and the
-    number of processes."""
+    """Flat settings of the yaml after overrides, with the effective values of ``SETTING_RUN_OPTS``, the number
+    of processes and the corpus's (``Corpus.settings``: the label count, the checksums of its annotations)."""
+    return _resolve(hparams_file, overrides, run_opts)[0]
+
+
+def _resolve(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mapping | RunOptions) -> tuple[dict, Corpus]:
     with open(hparams_file, encoding="utf-8") as fin:
         try:
-            resolved = resolve_references(fin, _as_mapping(overrides))
+            resolved = resolve_references(fin, as_mapping(overrides))
         except ValueError as err:  # e.g. "'data_folder' is a !PLACEHOLDER and must be replaced."
             raise RunSettingsError(f"{hparams_file}: {err}") from None
     tree = ruamel.yaml.YAML().load(resolved)
@@ -101,13 +111,10 @@ def resolved_settings(hparams_file: str | Path, overrides: str | Mapping, run_op
     for name in SETTING_RUN_OPTS:
         flat[name] = given[name] if name in given else flat.get(name, getattr(defaults, name))
     flat["world_size"] = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    return json.loads(json.dumps(flat))  # plain JSON values, as they come back from the record
-
-
-def _as_mapping(overrides: str | Mapping) -> dict:
-    if isinstance(overrides, str):
-        return dict(ruamel.yaml.YAML(typ="safe").load(overrides) or {})
-    return dict(overrides or {})
+    flat = json.loads(json.dumps(flat))  # plain JSON values, as they come back from the record
+    _validate(flat)
+    corpus = corpus_of(flat)
+    return {**flat, **corpus.settings}, corpus
 
 
 def _given_run_opts(run_opts: Mapping | RunOptions) -> dict:
@@ -141,7 +148,8 @@ def _plain(value: Any) -> Any:
     return None if value is None else str(value)
 
 
-CHOICES = {"adapter": ADAPTER_KINDS, "precision": PRECISIONS, "eval_precision": PRECISIONS, "train_sorting": SORTINGS}
+CHOICES = {"adapter": ADAPTER_KINDS, "precision": PRECISIONS, "eval_precision": PRECISIONS, "train_sorting": SORTINGS,
+           "phn_set": tuple(TIMIT_INVENTORIES)}  # fmt: skip
 # Settings that have a new name: given under the old one (an override, or an older copy of a yaml) they are an
 # error naming the new one, not a KeyError from the yaml loader after the run folder was set up.
 RENAMED_KEYS = {"wav2vec2_source": "encoder_source", "wav2vec2_config": "encoder_config"}
@@ -167,6 +175,14 @@ def _validate(flat: dict[str, Any]) -> None:
     intervals = {key: flat[key] for key in ("ckpt_interval_minutes", "ckpt_interval_steps")}
     if all(value and value > 0 for value in intervals.values()):
         raise RunSettingsError(f"set only one of ckpt_interval_minutes and ckpt_interval_steps (got {intervals})")
+    annotations = {key: flat.get(key) for key in ANNOTATION_KEYS.values()}
+    if any(annotations.values()) and not all(annotations.values()):
+        unset = [key for key, value in annotations.items() if not value]
+        raise RunSettingsError(f"{', '.join(unset)} not set: a corpus given by annotations needs all of "
+                               f"{', '.join(annotations)}")  # fmt: skip
+    if not any(annotations.values()) and not flat.get("data_folder"):
+        raise RunSettingsError(f"data_folder not set: give the TIMIT root (--data_folder=...), or another corpus's "
+                               f"{', '.join(annotations)}")  # fmt: skip
 
 
 @contextmanager
@@ -220,9 +236,10 @@ def check_resumable(plan: RunPlan, hparams_file: str | Path, overrides: str | Ma
         return
     recorded = _current_names(read_json(record_file, "run settings (written by the recipe)"))
     pinned = {key: recorded[key] for key in RESUMABLE_KEYS if key in recorded}
-    current = resolved_settings(hparams_file, {**_as_mapping(overrides), **pinned}, run_opts)
+    current = resolved_settings(hparams_file, {**as_mapping(overrides), **pinned}, run_opts)
+    # A setting added since the run started, at a null default, is no change (missing and null compare equal).
     changed = [key for key in sorted(set(recorded) | set(current), key=lambda k: (k.count("."), k))  # top level first
-               if not _resumable(key) and recorded.get(key, "<unset>") != current.get(key, "<unset>")]  # fmt: skip
+               if not _resumable(key) and recorded.get(key) != current.get(key)]  # fmt: skip
     if changed:
         details = "; ".join(f"{key}: {recorded.get(key, '<unset>')!r} -> {current.get(key, '<unset>')!r}"
                             for key in changed[:8])  # fmt: skip
@@ -249,10 +266,16 @@ def _resumable(key: str) -> bool:
 
 
 def remove_unfinished_checkpoints(plan: RunPlan) -> None:
-    """Delete the staging folders of checkpoint saves that a killed process left (never loaded anyway)."""
+    """Delete the staging folders of checkpoint saves that a killed process left (never loaded anyway), and a
+    label encoder that no checkpoint uses (a start that ended before its first checkpoint, perhaps on another
+    corpus): it is rebuilt from this run's phone inventory."""
     for path in plan.save_folder.glob(STAGING_PREFIX + "*") if plan.save_folder.is_dir() else []:
         shutil.rmtree(path)
         logger.info("Removed %s, a checkpoint whose save was interrupted", path)
+    label_encoder = plan.save_folder / LABEL_ENCODER_NAME
+    if label_encoder.is_file() and not has_checkpoints(plan.save_folder):
+        label_encoder.unlink()
+        logger.info("Removed %s, which no checkpoint uses", label_encoder)
 
 
 def clear_previous_run(plan: RunPlan) -> None:
@@ -263,7 +286,7 @@ def clear_previous_run(plan: RunPlan) -> None:
             if path.is_dir() and path.name.startswith((CHECKPOINT_PREFIX, STAGING_PREFIX)):
                 shutil.rmtree(path)
                 removed.append(path.name)
-        for name in (RUN_RECORD_NAME, "label_encoder.txt"):
+        for name in (RUN_RECORD_NAME, LABEL_ENCODER_NAME):
             if (plan.save_folder / name).is_file():
                 (plan.save_folder / name).unlink()
                 removed.append(name)
