@@ -374,7 +374,8 @@ class Study:
 
 
 def run_study(args: argparse.Namespace, settings: dict[str, Any], paths: dict[str, str]) -> Study:
-    """Run what is due, ``--jobs`` at a time, until every run has a record (finished ones are read, not rerun)."""
+    """Run what is due, ``--jobs`` at a time, until every run has a record (finished ones are read, not rerun);
+    with ``--report-only``, only read the records there are."""
     study = Study(args.size)
     in_flight: dict[Future, Task] = {}
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
@@ -387,7 +388,7 @@ def run_study(args: argparse.Namespace, settings: dict[str, Any], paths: dict[st
                 if record is not None:
                     study.records[task] = record
                     found = True
-                elif len(in_flight) < args.jobs:
+                elif len(in_flight) < args.jobs and not args.report_only:
                     logger.info("running %s", task.key)
                     in_flight[pool.submit(run_task, task, settings, paths, args.out)] = task
             if found:
@@ -473,15 +474,15 @@ def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command
         "Command (the study resumes from the records in records/; a re-run only rewrites these reports):", "",
         f"    {command}", "",
         "## Results", "",
-        "| method | lr | val acc by lr | avg acc | worst-group acc | gap | trainable params |",
-        "|---|---|---|---|---|---|---|",
+        "| method | lr | val acc by lr | seeds | avg acc | worst-group acc | gap | trainable params |",
+        "|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for e in entries:
         grid = ", ".join(f"{lr}: {acc:.1f}" for lr, acc in e["val_acc_by_lr"].items()) or f"({e['lr_from']}'s)"
         lr = "n/a" if e["lr"] is None else f"{e['lr']:g}"
         params = "n/a" if e["trainable_params"] is None else f"{e['trainable_params']:,}"
-        lines.append(f"| {e['method']} | {lr} | {grid} | {_pm(e['avg_acc'])} | {_pm(e['worst_group_acc'])} | "
-                     f"{_pm(e['gap'])} | {params} |")  # fmt: skip
+        lines.append(f"| {e['method']} | {lr} | {grid} | {len(e['seeds'])} | {_pm(e['avg_acc'])} | "
+                     f"{_pm(e['worst_group_acc'])} | {_pm(e['gap'])} | {params} |")  # fmt: skip
     lines += ["", "Accuracies in %; val acc: in-distribution validation accuracy with the first seed, the selection "
               "criterion. accuracy.png plots the same figures."]  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -518,6 +519,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the generated corpus, not committed (default: %(default)s)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a CI-sized smoke study (under a minute)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each (default: 1)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the reports from the records there are; run nothing")  # fmt: skip
     parser.add_argument("--backbone", type=Path, default=ASSET_BACKBONE,
                         help="Hugging Face wav2vec2 directory (default: the shipped tiny backbone)")  # fmt: skip
     parser.add_argument("--corpus-seed", type=int, default=0, help="seed of the generated corpus (default: 0)")
@@ -564,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     study = run_study(args, settings, paths)
     entries = results_entries(study)
     results = {"size": args.size, "settings": settings, "corpus_options": corpus_options(args.size, args.corpus_seed),
-               "results": entries, "runs": [study.records[task] for task in study.due()],
+               "results": entries, "runs": [study.records[task] for task in study.due() if task in study.records],
                "seconds_this_call": round(time.perf_counter() - started, 1)}  # fmt: skip
     write_json(args.out / "results.json", results)
     command = " ".join(["python benchmarks/spurious.py", *(sys.argv[1:] if argv is None else argv)])

@@ -162,3 +162,9 @@ def test_quick_study_writes_the_schema_and_never_reruns_a_finished_run(tmp_path:
     again = spurious.main(argv)
     assert [r.stat().st_mtime_ns for r in records] == stamps  # nothing ran again
     assert again["results"] == returned["results"]
+
+    (out / "records" / "same_prior" / "lr0.01" / "seed0.json").unlink()
+    partial = {e["method"]: e for e in spurious.main([*argv, "--report-only"])["results"]}
+    assert not (out / "records" / "same_prior" / "lr0.01" / "seed0.json").exists()  # nothing ran
+    assert partial["same_prior"]["seeds"] == [] and partial["delta0"]["seeds"] == [0]
+    assert "| same_prior | 0.01 | (fvae_lora's) | 0 | n/a |" in (out / "results.md").read_text()
