@@ -429,6 +429,17 @@ def results_entries(study: Study) -> list[dict[str, Any]]:
     return entries
 
 
+def fvae_minus_lora(entries: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """FVAE-LoRA minus LoRA, seed by seed (the seeds both have), for average and worst-group accuracy."""
+    by_method = {e["method"]: e for e in entries}
+    if not {"fvae_lora", "lora"} <= by_method.keys():
+        return {}
+    fvae, lora = by_method["fvae_lora"], by_method["lora"]
+    seeds = [seed for seed in fvae["seeds"] if seed in lora["seeds"]]
+    return {key: [fvae[key][fvae["seeds"].index(s)] - lora[key][lora["seeds"].index(s)] for s in seeds]
+            for key in ("avg_acc", "worst_group_acc")}  # fmt: skip
+
+
 def _pm(values: Sequence[float]) -> str:
     mean, std = mean_std(values)
     if mean is None:
@@ -483,6 +494,11 @@ def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command
         params = "n/a" if e["trainable_params"] is None else f"{e['trainable_params']:,}"
         lines.append(f"| {e['method']} | {lr} | {grid} | {len(e['seeds'])} | {_pm(e['avg_acc'])} | "
                      f"{_pm(e['worst_group_acc'])} | {_pm(e['gap'])} | {params} |")  # fmt: skip
+    paired = fvae_minus_lora(entries)
+    if paired:
+        lines += ["", "FVAE-LoRA minus LoRA, same seed: average accuracy "
+                  f"{', '.join(f'{d:+.1f}' for d in paired['avg_acc'])}; worst-group accuracy "
+                  f"{', '.join(f'{d:+.1f}' for d in paired['worst_group_acc'])}."]  # fmt: skip
     lines += ["", "Accuracies in %; val acc: in-distribution validation accuracy with the first seed, the selection "
               "criterion. accuracy.png plots the same figures."]  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -567,7 +583,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     study = run_study(args, settings, paths)
     entries = results_entries(study)
     results = {"size": args.size, "settings": settings, "corpus_options": corpus_options(args.size, args.corpus_seed),
-               "results": entries, "runs": [study.records[task] for task in study.due() if task in study.records],
+               "results": entries, "fvae_minus_lora": fvae_minus_lora(entries),
+               "runs": [study.records[task] for task in study.due() if task in study.records],
                "seconds_this_call": round(time.perf_counter() - started, 1)}  # fmt: skip
     write_json(args.out / "results.json", results)
     command = " ".join(["python benchmarks/spurious.py", *(sys.argv[1:] if argv is None else argv)])

@@ -128,6 +128,8 @@ def test_each_method_runs_its_seeds_at_its_best_validation_rate_and_ablations_at
     assert entries["fvae_lora"]["avg_acc"] == [80.0, 81.0] and entries["fvae_lora"]["gap"] == [40.0, 40.0]
     assert entries["fvae_lora"]["val_acc_by_lr"] == {"0.001": 90.0, "0.01": 95.0, "0.05": 95.0}
     assert entries["delta0"]["lr"] == 0.01 and entries["delta0"]["val_acc_by_lr"] == {}
+    entries["lora"]["worst_group_acc"] = [45.0, 30.0]
+    assert spurious.fvae_minus_lora(list(entries.values())) == {"avg_acc": [0.0, 0.0], "worst_group_acc": [-5.0, 11.0]}
 
 
 @pytest.mark.slow
