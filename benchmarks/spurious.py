@@ -79,8 +79,8 @@ from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight  
 from fvae_asr.demo.paths import ASSET_BACKBONE  # noqa: E402
 from fvae_asr.files import read_json, write_atomically, write_json  # noqa: E402
 from fvae_asr.speech.classifier import PooledClassifier  # noqa: E402
-from fvae_asr.speech.encoder import Wav2Vec2Encoder  # noqa: E402
-from fvae_asr.speech.model import configure_training, count_parameters  # noqa: E402
+from fvae_asr.speech.encoder import SSLEncoder  # noqa: E402
+from fvae_asr.speech.recognizer import configure_training, count_parameters  # noqa: E402
 from fvae_asr.synthetic import SOURCE, Espeak, make_speaker, synthesize_utterance  # noqa: E402
 
 logger = logging.getLogger("fvae_asr.spurious")
@@ -231,7 +231,7 @@ class Task:
 def build_model(method: str, backbone: str, seed: int) -> PooledClassifier:
     """The pooled classifier with the method's adapters injected (or its weights set to train); seeded."""
     torch.manual_seed(seed)
-    model = PooledClassifier(Wav2Vec2Encoder(backbone), len(WORDS))
+    model = PooledClassifier(SSLEncoder(backbone), len(WORDS))
     spec = METHODS[method]
     kind = spec["adapter"]
     overrides = spec.get("adapter_configs", {}).get(kind, {})

@@ -15,8 +15,8 @@ from conftest import load_script
 from fvae_asr.adapters import FVAELoRALinear, LoRALinear, adapter_layers
 from fvae_asr.adapters.model import adapter_state
 from fvae_asr.speech.classifier import PooledClassifier, masked_mean_pool
-from fvae_asr.speech.encoder import Wav2Vec2Encoder
-from tiny_models import TINY_WAV2VEC2
+from fvae_asr.speech.encoder import SSLEncoder
+from tiny_models import TINY_ENCODERS
 
 
 def test_training_groups_hold_the_correlation_rate_exactly_and_test_groups_are_balanced():
@@ -75,7 +75,7 @@ def test_masked_mean_pool_averages_only_the_real_frames():
 
 def test_a_padded_utterance_pools_as_it_does_alone():
     torch.manual_seed(0)
-    model = PooledClassifier(Wav2Vec2Encoder("unused", random_init_config=TINY_WAV2VEC2), 4).eval()
+    model = PooledClassifier(SSLEncoder("unused", random_init_config=TINY_ENCODERS["wav2vec2"]), 4).eval()
     short, long = torch.randn(1, 1600), torch.randn(1, 4000)
     batch = torch.zeros(2, 4000)
     batch[0, :1600], batch[1] = short, long

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from fvae_asr.speech.encoder import Wav2Vec2Encoder
+from fvae_asr.speech.encoder import SSLEncoder
 
 
 def masked_mean_pool(hidden: Tensor, frame_mask: Tensor) -> Tensor:
@@ -20,7 +20,7 @@ def masked_mean_pool(hidden: Tensor, frame_mask: Tensor) -> Tensor:
 class PooledClassifier(nn.Module):
     """wavs (B, S), relative lengths (B,) -> class logits (B, K) in float32."""
 
-    def __init__(self, encoder: Wav2Vec2Encoder, n_classes: int, head_dropout: float = 0.0) -> None:
+    def __init__(self, encoder: SSLEncoder, n_classes: int, head_dropout: float = 0.0) -> None:
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(head_dropout)

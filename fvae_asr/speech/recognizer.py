@@ -68,9 +68,10 @@ def init_head_from_checkpoint(
     return [labels[i] for i in sorted(rows)]
 
 
-def configure_training(model: CTCRecognizer, kind: str, adapter_config: AdapterConfig | None = None) -> list[str]:
-    """Set what trains: adapters + head (``fvae_lora``, ``lora``), everything but the CNN (``full``), the head only
-    (``frozen``). Returns the adapted module names (empty without adapters).
+def configure_training(model: nn.Module, kind: str, adapter_config: AdapterConfig | None = None) -> list[str]:
+    """Set what trains in a model with an ``encoder`` and a ``head`` (``CTCRecognizer``, ``PooledClassifier``):
+    adapters + head (``fvae_lora``, ``lora``), everything but the CNN (``full``), the head only (``frozen``).
+    Returns the adapted module names (empty without adapters).
     """
     if kind not in ADAPTER_KINDS:
         raise ValueError(f"adapter must be one of {', '.join(ADAPTER_KINDS)}; got {kind!r}")
