@@ -284,6 +284,10 @@ def test_the_recipe_trains_tests_exports_and_evaluates_a_non_timit_corpus(ipa_co
 
     assert evaluate_main(["--checkpoint", result["export"], "--manifest", str(ipa_corpus / "test.json")]) == 0
     assert f"on {ROWS['test']} utterances" in capsys.readouterr().out
+    dev_csv = ["--checkpoint", result["export"], "--manifest", str(ipa_corpus / "dev.csv")]  # wav: $data_root/...
+    assert evaluate_main([*dev_csv, "--data-folder", str(ipa_corpus)]) == 0
+    assert f"on {ROWS['dev']} utterances" in capsys.readouterr().out
+    assert evaluate_main(dev_csv) == 1 and "data_root" in capsys.readouterr().err
     manifest = json.loads((ipa_corpus / "test.json").read_text(encoding="utf-8"))
     manifest["test0"]["phn"] += " ʔ"
     (tmp_path / "other.json").write_text(json.dumps(manifest), encoding="utf-8")

@@ -1,5 +1,5 @@
-"""Score an exported recogniser on a prepared manifest: ``python -m fvae_asr.evaluate --checkpoint DIR
---manifest test.json [--alignments out.txt] [--json out.json] [--skip-invalid]``.
+"""Score an exported recogniser on a manifest: ``python -m fvae_asr.evaluate --checkpoint DIR --manifest test.json
+[--alignments out.txt] [--json out.json] [--skip-invalid]`` (or ``--manifest test.csv [--data-folder DIR]``).
 
 Prints the PER with its substitution, deletion and insertion counts, then writes the requested files; exits 1
 on a bad checkpoint, manifest (an empty reference or a phone the model cannot output included, unless
@@ -23,7 +23,9 @@ from fvae_asr.speech.transcriber import Transcriber
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m fvae_asr.evaluate", description="Phone error rate on a manifest.")
     parser.add_argument("--checkpoint", required=True, help="directory written by export_recognizer")
-    parser.add_argument("--manifest", required=True, type=Path, help="JSON manifest (wav and phn per utterance)")
+    parser.add_argument("--manifest", required=True, type=Path,
+                        help="JSON manifest (wav and phn per utterance) or annotation CSV (ID, duration, wav, phn)")
+    parser.add_argument("--data-folder", help="what $data_root stands for in a CSV's wav paths")
     parser.add_argument("--alignments", type=output_file, help="write per-utterance REF/HYP alignments here")
     parser.add_argument("--json", type=output_file, help="write the full report (PER, counts, transcripts) here")
     parser.add_argument("--skip-invalid", action="store_true",
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         transcriber = Transcriber(args.checkpoint, args.device, args.batch_size)
-        report = evaluate_manifest(transcriber, args.manifest, args.skip_invalid)
+        report = evaluate_manifest(transcriber, args.manifest, args.skip_invalid, args.data_folder)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

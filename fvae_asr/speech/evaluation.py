@@ -1,4 +1,5 @@
-"""Evaluate an exported recogniser on a prepared manifest (``prepare_timit`` output): PER and its edit counts.
+"""Evaluate an exported recogniser on a manifest (``prepare_timit`` output, or an annotation CSV with ``ID, duration,
+wav, phn``): PER and its edit counts.
 
 References must use the model's phone inventory: a label it cannot output (61-phone TIMIT labels for a 39-phone
 model, a typo) or an empty reference would inflate or skew the PER, so they are errors unless explicitly skipped.
@@ -10,18 +11,22 @@ from collections.abc import Collection
 from pathlib import Path
 
 from fvae_asr.files import read_json
+from fvae_asr.speech.annotations import read_annotation
 from fvae_asr.speech.metrics import alignments, error_report
 from fvae_asr.speech.transcriber import Transcriber
 
 REQUIRED_FIELDS = ("wav", "phn")
 
 
-def read_manifest(path: str | Path) -> dict[str, dict]:
-    """A manifest's entries by utterance id; each needs string ``wav`` and ``phn`` fields.
+def read_manifest(path: str | Path, data_root: str | None = None) -> dict[str, dict]:
+    """A manifest's entries by utterance id; each needs string ``wav`` and ``phn`` fields. A ``.csv`` is read as a
+    recipe annotation (``$data_root`` in its wav paths stands for ``data_root``).
 
     Raises FileNotFoundError or ValueError naming the manifest (and the entry, where one is at fault).
     """
     path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return read_annotation(path, data_root).entries
     manifest = read_json(path, "manifest")
     if not manifest:
         raise ValueError(f"manifest {path}: expected a non-empty JSON object keyed by utterance id")
@@ -52,7 +57,9 @@ def invalid_references(manifest: dict[str, dict], phones: Collection[str]) -> di
     return problems
 
 
-def evaluate_manifest(transcriber: Transcriber, manifest_path: str | Path, skip_invalid: bool = False) -> dict:
+def evaluate_manifest(
+    transcriber: Transcriber, manifest_path: str | Path, skip_invalid: bool = False, data_root: str | None = None
+) -> dict:
     """Transcribe every utterance of a manifest and score it against its ``phn`` reference.
 
     Returns ``error_report``'s fields (``per``, ``substitutions``, ``deletions``, ``insertions``,
@@ -61,7 +68,7 @@ def evaluate_manifest(transcriber: Transcriber, manifest_path: str | Path, skip_
     the utterance, unless ``skip_invalid`` leaves such utterances out (listed in ``skipped``). A file that cannot
     be transcribed is an error naming the manifest and the file.
     """
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path, data_root)
     skipped = invalid_references(manifest, transcriber.phones)
     if skipped and not skip_invalid:
         listed = "; ".join(f"{utt_id}: {reason}" for utt_id, reason in list(skipped.items())[:5])
