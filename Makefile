@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench compare
+.PHONY: setup demo test test-fast bench compare spurious
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,6 @@ bench: setup  ## adapter speed: FVAE-LoRA vs an authors'-style implementation vs
 
 compare: setup  ## frozen / LoRA / FVAE-LoRA / full (+ ablations), tuned learning rates, 2 shifts x 2 target settings
 	$(PY) benchmarks/compare_methods.py --out docs/compare --work results/compare --jobs 2
+
+spurious: setup  ## spurious correlations in audio: 4 words, noise colour correlated 90% in training, group-balanced test
+	$(PY) benchmarks/spurious.py --out docs/spurious --work results/spurious --jobs 2
