@@ -179,8 +179,8 @@ def test_manifests_without_phone_segments_are_rebuilt_and_still_train(corpus, tm
     del record["manifest_format"]
     (save / "prepare_opts.json").write_text(json.dumps(record))
     # Loaded as they are (skip_prep), they still make training datasets.
-    encoder = phone_encoder(tmp_path / "label_encoder.txt", 39)
-    datasets = dataio_prepare(dict(zip(["train", "dev", "test"], paths)), encoder)
+    encoder = phone_encoder(tmp_path / "label_encoder.txt", PHONES_39)
+    datasets = dataio_prepare({split: _load(path) for split, path in zip(["train", "dev", "test"], paths)}, encoder)
     assert datasets["dev"][0]["phn_list"] == SHE_HAD_39.split()
     # Prepared again, they are rebuilt with their segments, saying why.
     with caplog.at_level(logging.WARNING, logger="fvae_asr.speech.timit"):
