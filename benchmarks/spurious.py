@@ -36,7 +36,11 @@ drawn afresh for each utterance. ``--quick``: 6 utterances per word at rate 0.5,
 rate and one seed.
 
 Resumable: each finished run leaves ``OUT/records/<method>/lr<lr>/seed<k>.json`` and never runs again with the
-same settings. The corpus is generated once under ``WORK/corpus/<fingerprint of its options>``.
+same settings. ``--export DIR`` also keeps every run's trained classifier, ``DIR/<method>/lr<lr>/seed<k>``
+(``export_recognizer``'s format with task "classification": load it with ``load_exported``; a run with a record
+but no export runs again), and writes the test split as a manifest for ``python -m fvae_asr.latents``:
+``DIR/test.json`` (per utterance: ``wav``, ``duration``, ``label`` the word, ``nuisance`` the noise colour) with
+its audio in ``DIR/test_wavs``. The corpus is generated once under ``WORK/corpus/<fingerprint of its options>``.
 ``--jobs N`` runs N single-threaded trainings side by side. Writes ``OUT/results.json``, ``OUT/results.md``
 (also printed) and ``OUT/accuracy.png``.
 
@@ -63,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -76,10 +81,12 @@ if SCRIPT_DIR not in sys.path:  # the sibling script, also when this one is load
 from compare_methods import ABLATIONS, METHODS, STUDY, TARGETS, TUNED, backbone_digest, mean_std  # noqa: E402
 
 from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight  # noqa: E402
+from fvae_asr.audio import SAMPLE_RATE  # noqa: E402
 from fvae_asr.demo.paths import ASSET_BACKBONE  # noqa: E402
 from fvae_asr.files import read_json, write_atomically, write_json  # noqa: E402
 from fvae_asr.speech.classifier import PooledClassifier  # noqa: E402
 from fvae_asr.speech.encoder import SSLEncoder  # noqa: E402
+from fvae_asr.speech.export import DESCRIPTION_NAME, export_recognizer  # noqa: E402
 from fvae_asr.speech.recognizer import configure_training, count_parameters  # noqa: E402
 from fvae_asr.synthetic import SOURCE, Espeak, make_speaker, synthesize_utterance  # noqa: E402
 
@@ -203,6 +210,23 @@ def load_split(folder: Path, split: str) -> dict[str, Any]:
         return {"wavs": wavs, "label": torch.from_numpy(data["label"]), "nuisance": torch.from_numpy(data["nuisance"])}
 
 
+def write_test_manifest(corpus: Path, directory: Path) -> Path:
+    """The test split as wav files in ``directory/test_wavs`` and a manifest ``directory/test.json`` naming each
+    utterance's word (``label``) and noise colour (``nuisance``); returns the manifest's path."""
+    split = load_split(corpus, "test")
+    wav_dir = directory / "test_wavs"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {}
+    for i, wav in enumerate(split["wavs"]):
+        utt_id = f"test{i:04d}"
+        path = (wav_dir / f"{utt_id}.wav").resolve()
+        write_atomically(path, lambda tmp, w=wav: sf.write(tmp, w.numpy(), SAMPLE_RATE, format="WAV"))
+        manifest[utt_id] = {"wav": str(path), "duration": len(wav) / SAMPLE_RATE,
+                            "label": WORDS[int(split["label"][i])], "nuisance": list(NOISES)[int(split["nuisance"][i])]}  # fmt: skip
+    write_json(directory / "test.json", manifest)
+    return directory / "test.json"
+
+
 def pad_batch(wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-padded (B, S) waveforms and their relative lengths (B,), as SpeechBrain batches them."""
     longest = max(len(w) for w in wavs)
@@ -294,10 +318,16 @@ def record_path(out: Path, task: Task) -> Path:
     return out / "records" / f"{task.key}.json"
 
 
-def read_record(out: Path, task: Task, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The finished run's record if it was made with these settings."""
+def export_path(exports: Path, task: Task) -> Path:
+    return exports / task.key
+
+
+def read_record(out: Path, task: Task, settings: dict[str, Any], exports: Path | None = None) -> dict[str, Any] | None:
+    """The finished run's record if it was made with these settings (and, with ``exports``, its model exported)."""
     path = record_path(out, task)
     if not path.is_file():
+        return None
+    if exports is not None and not (export_path(exports, task) / DESCRIPTION_NAME).is_file():
         return None
     record = read_json(path, "run record")
     return record if record.get("settings") == settings else None
@@ -314,6 +344,8 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, str], out: P
     val_correct = correct_predictions(model, splits["val"], settings["batch_size"])
     test_groups = group_accuracies(correct_predictions(model, splits["test"], settings["batch_size"]), splits["test"])
     trainable, total = count_parameters(model)
+    if "exports" in paths:
+        export_recognizer(model, METHODS[task.method]["adapter"], list(WORDS), export_path(Path(paths["exports"]), task))
     record = {
         "method": task.method, "lr": task.lr, "seed": task.seed,
         "val_acc": 100.0 * val_correct.float().mean().item(),
@@ -384,7 +416,7 @@ def run_study(args: argparse.Namespace, settings: dict[str, Any], paths: dict[st
             for task in study.due():
                 if task in study.records or task in in_flight.values():
                     continue
-                record = read_record(args.out, task, settings)
+                record = read_record(args.out, task, settings, args.export)
                 if record is not None:
                     study.records[task] = record
                     found = True
@@ -533,6 +565,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="results, plot and per-run records (default: %(default)s)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("results/spurious"),
                         help="the generated corpus, not committed (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--export", type=Path,
+                        help="keep each run's trained classifier in EXPORT/<method>/lr<lr>/seed<k> and write the test "
+                        "split's manifest EXPORT/test.json (with its audio) for python -m fvae_asr.latents")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a CI-sized smoke study (under a minute)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each (default: 1)")
     parser.add_argument("--report-only", action="store_true",
@@ -580,6 +615,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = {**{key: args.size[key] for key in ("epochs", "batch_size")}, "corpus": corpus.name,
                 "backbone": backbone_digest(args.backbone)}  # fmt: skip
     paths = {"corpus": str(corpus.resolve()), "backbone": str(args.backbone.resolve())}
+    if args.export is not None:
+        paths["exports"] = str(args.export.resolve())
+        logger.info("wrote the test manifest %s", write_test_manifest(corpus, args.export))
     study = run_study(args, settings, paths)
     entries = results_entries(study)
     results = {"size": args.size, "settings": settings, "corpus_options": corpus_options(args.size, args.corpus_seed),

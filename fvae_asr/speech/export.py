@@ -1,6 +1,8 @@
-"""Saving and loading trained recognisers: small, pickle-free safetensors files plus a JSON description.
+"""Saving and loading trained models: small, pickle-free safetensors files plus a JSON description.
 
-A recogniser directory holds ``recognizer.json`` (backbone, training kind, labels, encoder options), the backbone
+Two tasks share the format (``task`` in the description): a CTC phone recogniser (``CTCRecognizer``, labels = its
+token inventory with a blank) and an utterance classifier (``PooledClassifier``, labels = its class names).
+An export directory holds ``recognizer.json`` (task, backbone, training kind, labels, encoder options), the backbone
 (a Hugging Face directory ``backbone/``, unless it came from the hub: then its hub id) and either an adapter
 checkpoint (``adapter_config.json`` + ``adapter_model.safetensors``, adapters + head) or, for ``full``/``frozen``,
 ``trainable_model.safetensors`` with the weights that were trained. Nothing in it refers to a path outside it, so
@@ -24,6 +26,7 @@ from fvae_asr.adapters.checkpoint import WEIGHTS_NAME, check_finite, load_tensor
 from fvae_asr.adapters.peft_format import PEFT_PREFIX
 from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.files import read_json, respect_umask, write_json
+from fvae_asr.speech.classifier import PooledClassifier
 from fvae_asr.speech.encoder import SSLEncoder, is_hub_id, quiet_hf_loading
 from fvae_asr.speech.recognizer import ADAPTER_KINDS, HEAD_NAME, CTCRecognizer, configure_training
 
@@ -31,6 +34,10 @@ DESCRIPTION_NAME = "recognizer.json"
 TRAINABLE_NAME = "trainable_model.safetensors"
 BACKBONE_DIR = "backbone"
 ADAPTER_FORMAT_KINDS = ("fvae_lora", "lora")  # saved as an adapter checkpoint; the other kinds as trainable weights
+# task -> the model class; exports written before classifiers could be exported have no "task": they are CTC
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"ctc": CTCRecognizer, "classification": PooledClassifier}
+DEFAULT_TASK = "ctc"
+ExportedModel = CTCRecognizer | PooledClassifier
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -72,8 +79,9 @@ class TrainableWeights:
         load_trainable(self.model, Path(path))
 
 
-def export_recognizer(model: CTCRecognizer, kind: str, labels: list[str], directory: str | Path) -> Path:
-    """Write a self-contained recogniser directory for transcription and evaluation.
+def export_recognizer(model: ExportedModel, kind: str, labels: list[str], directory: str | Path) -> Path:
+    """Write a self-contained directory of a recogniser (for transcription and evaluation) or of a classifier
+    (``labels``: its class names, in the order of the head's outputs).
 
     A backbone loaded from a local folder (or randomly initialised) is saved into the export; one from the
     Hugging Face hub is recorded by its hub id. ``recognizer.json`` is written last: a directory without it is
@@ -81,13 +89,18 @@ def export_recognizer(model: CTCRecognizer, kind: str, labels: list[str], direct
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    task = next((name for name, cls in MODEL_CLASSES.items() if isinstance(model, cls)), None)
+    if task is None:
+        exportable = ", ".join(cls.__name__ for cls in MODEL_CLASSES.values())
+        raise TypeError(f"cannot export a {type(model).__name__}: the exportable models are {exportable}")
     encoder = model.encoder
     description = {
+        "task": task,
         "backbone": encoder.source if is_hub_id(encoder.source) and not encoder.random_init_config
         else _save_backbone(encoder, directory),
         "adapter": kind,
         "labels": labels,
-        "blank_index": 0,
+        **({"blank_index": 0} if task == "ctc" else {}),
         "sample_rate": SAMPLE_RATE,
         "normalize_wav": encoder.normalize_wav,
         "freeze_feature_encoder": encoder.freeze_feature_encoder,
@@ -138,19 +151,26 @@ def export_hf_ctc(model: CTCRecognizer, labels: list[str], directory: str | Path
 
 
 def read_description(directory: str | Path) -> dict[str, Any]:
-    """The ``recognizer.json`` of an exported recogniser, checked field by field (ValueError naming the field)."""
+    """The ``recognizer.json`` of an exported model, checked field by field (ValueError naming the field); a
+    description without ``task`` (written before classifiers could be exported) gets ``task`` "ctc"."""
     path = Path(directory) / DESCRIPTION_NAME
-    description = read_json(path, "recogniser description (written by export_recognizer)")
+    description = read_json(path, "model description (written by export_recognizer)")
+    description = {"task": DEFAULT_TASK, **description}
+    if description["task"] not in MODEL_CLASSES:
+        raise ValueError(f"{path}: field 'task' must be one of {', '.join(MODEL_CLASSES)}, got {description['task']!r}")
     for field, (valid, expected) in _DESCRIPTION_FIELDS.items():
+        if field == "blank_index" and description["task"] != "ctc":
+            continue
         if field not in description:
             raise ValueError(f"{path}: missing field '{field}' ({expected})")
         if not valid(description[field]):
             raise ValueError(f"{path}: field '{field}' must be {expected}, got {description[field]!r}")
-    labels, blank = description["labels"], description["blank_index"]
+    labels = description["labels"]
     if len(set(labels)) != len(labels):
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         raise ValueError(f"{path}: field 'labels' repeats a label: {repeated}")
-    if not 0 <= blank < len(labels):
+    blank = description.get("blank_index", 0)
+    if description["task"] == "ctc" and not 0 <= blank < len(labels):
         raise ValueError(f"{path}: field 'blank_index' is {blank}, outside the {len(labels)} labels")
     return description
 
@@ -165,7 +185,7 @@ _DESCRIPTION_FIELDS = {
     "adapter": (lambda v: v in ADAPTER_KINDS, f"one of {', '.join(ADAPTER_KINDS)}"),
     "labels": (
         lambda v: isinstance(v, list) and len(v) > 1 and all(isinstance(x, str) and x.split() == [x] for x in v),
-        "a list of at least two labels (blank included), each a string without spaces",
+        "a list of at least two labels (a CTC model's blank included), each a string without spaces",
     ),
     "blank_index": (_is_int, "an integer"),
     "sample_rate": (lambda v: _is_int(v) and v > 0, "a positive integer"),
@@ -175,7 +195,18 @@ _DESCRIPTION_FIELDS = {
 
 
 def load_recognizer(directory: str | Path, device: str | torch.device = "cpu") -> tuple[CTCRecognizer, dict]:
-    """Rebuild an exported recogniser (in eval mode) and return it with its description.
+    """Rebuild an exported recogniser (in eval mode) and return it with its description; an exported classifier
+    is an error naming the file."""
+    model, description = load_exported(directory, device)
+    if description["task"] != "ctc":
+        raise ValueError(f"{Path(directory) / DESCRIPTION_NAME}: this export is a '{description['task']}' model "
+                         "(an utterance classifier), not a CTC recogniser")  # fmt: skip
+    return model, description
+
+
+def load_exported(directory: str | Path, device: str | torch.device = "cpu") -> tuple[ExportedModel, dict]:
+    """Rebuild an exported recogniser or classifier (its description's ``task``), in eval mode, with its
+    description.
 
     Every problem (a bad field, a missing backbone, labels that do not fit the head, non-finite weights) is an
     error naming the file and the field or tensor.
@@ -195,7 +226,7 @@ def load_recognizer(directory: str | Path, device: str | torch.device = "cpu") -
     except OSError as err:
         raise ValueError(f"{directory / DESCRIPTION_NAME}: cannot load backbone '{source}': {err}") from err
     check_finite(encoder.model.state_dict(), f"backbone {source}")
-    model = CTCRecognizer(encoder, n_tokens=len(description["labels"]))
+    model = MODEL_CLASSES[description["task"]](encoder, len(description["labels"]))
     if kind in ADAPTER_FORMAT_KINDS:
         load_adapter(model, directory)
     else:
