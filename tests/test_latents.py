@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -19,7 +20,8 @@ from fvae_asr.analysis.recorder import LatentRecorder, LayerRecord, record_laten
 from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.latents import main as latents_main
 from fvae_asr.speech.encoder import SSLEncoder
-from fvae_asr.speech.export import export_recognizer
+from fvae_asr.speech.classifier import PooledClassifier
+from fvae_asr.speech.export import export_recognizer, load_exported, load_recognizer
 from fvae_asr.speech.chunking import FrameGeometry
 from fvae_asr.speech.latents import check_manifest, frame_centres, frame_phones, probe_tasks
 from fvae_asr.speech.recognizer import CTCRecognizer, configure_training
@@ -387,3 +389,150 @@ def test_module_alias_fails_in_one_line(exports, manifest, tmp_path):
     assert result.returncode == 1 and result.stdout == ""
     [error] = result.stderr.splitlines()  # nothing but the error: no loading chatter
     assert error.startswith(f"error: checkpoint {exports['frozen']} is a 'frozen' recogniser")
+
+
+# ---- classifiers ------------------------------------------------------------------------------------------------
+
+CLASSES = ["low", "high"]
+NUISANCES = {"quiet": 0.01, "noisy": 0.3}  # noise amplitude
+
+
+def _classifier(kind: str, backbone: Path) -> PooledClassifier:
+    """A tiny pooled classifier of the given kind, trainable weights moved off their initial values."""
+    torch.manual_seed(0)
+    model = PooledClassifier(SSLEncoder(backbone), len(CLASSES))
+    config = {"fvae_lora": FVAELoRAConfig(rank=4, target_modules=TARGETS, trainable_modules=["head"]),
+              "lora": LoRAConfig(rank=4, trainable_modules=["head"])}.get(kind)  # fmt: skip
+    configure_training(model, kind, config)
+    return _nudged(model).eval()
+
+
+@pytest.fixture(scope="module")
+def classifier_exports(tmp_path_factory, backbone) -> dict[str, Path]:
+    return {kind: export_recognizer(_classifier(kind, backbone), kind, CLASSES, tmp_path_factory.mktemp(kind))
+            for kind in ("fvae_lora", "lora", "frozen")}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def classifier_manifest(tmp_path_factory) -> Path:
+    """16 utterances, 4 per (class, nuisance) group: a low or high tone in quiet or loud noise, 0.2 to 0.4 s."""
+    folder = tmp_path_factory.mktemp("classifier_manifest")
+    rng = np.random.default_rng(0)
+    manifest = {}
+    for i in range(16):
+        label, nuisance = CLASSES[i % 2], list(NUISANCES)[i // 2 % 2]
+        samples = int(rng.integers(3200, 6400))
+        tone = 0.5 * np.sin(2 * np.pi * (300 if label == "low" else 2000) * np.arange(samples) / 16000)
+        audio = (tone + NUISANCES[nuisance] * rng.standard_normal(samples)).astype(np.float32)
+        sf.write(folder / f"u{i:02d}.wav", audio, 16000)
+        manifest[f"u{i:02d}"] = {"wav": str(folder / f"u{i:02d}.wav"), "duration": samples / 16000,
+                                 "label": label, "nuisance": nuisance}  # fmt: skip
+    path = folder / "test.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fvae_lora", "lora", "full"])
+def test_an_exported_classifier_reloads_to_identical_outputs(kind, backbone, tmp_path):
+    model = _classifier(kind, backbone)
+    exported = export_recognizer(model, kind, CLASSES, tmp_path / "export")
+    description = json.loads((exported / "recognizer.json").read_text())
+    assert description["task"] == "classification" and description["labels"] == CLASSES
+    assert "blank_index" not in description
+    reloaded, read = load_exported(exported)
+    assert isinstance(reloaded, PooledClassifier) and read["task"] == "classification"
+    wavs, lengths = torch.randn(3, 4000), torch.tensor([1.0, 0.8, 0.55])
+    with torch.no_grad():
+        assert torch.equal(reloaded(wavs, lengths), model(wavs, lengths))
+    with pytest.raises(ValueError, match=r"recognizer.json: this export is a 'classification' model"):
+        load_recognizer(exported)
+
+
+def test_an_export_without_a_task_is_a_recogniser_and_a_bad_task_is_named(exports, tmp_path):
+    copied = tmp_path / "old"
+    shutil.copytree(exports["lora"], copied)
+    description = json.loads((copied / "recognizer.json").read_text())
+    assert description.pop("task") == "ctc"
+    (copied / "recognizer.json").write_text(json.dumps(description))
+    model, read = load_recognizer(copied)
+    assert isinstance(model, CTCRecognizer) and read["task"] == "ctc"
+    (copied / "recognizer.json").write_text(json.dumps({**description, "task": "regression"}))
+    with pytest.raises(ValueError, match=r"recognizer.json: field 'task' must be one of ctc, classification, got 'regr"):
+        load_recognizer(copied)
+
+
+def _frame_count(wav: str) -> int:
+    return int(tiny_wav2vec2()._get_feat_extract_output_lengths(torch.tensor(sf.info(wav).frames)))
+
+
+def test_cli_on_an_fvae_lora_classifier(classifier_exports, classifier_manifest, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run("--checkpoint", str(classifier_exports["fvae_lora"]), "--manifest", str(classifier_manifest),
+                "--out", str(out)) == 0  # fmt: skip
+    report = json.loads((out / "latents.json").read_text())
+    assert sorted(path.name for path in out.iterdir()) == [
+        "accuracy_ablation.png", "latents.json", "probe_accuracy.png", "projection_label.png",
+        "projection_label_pooled.png", "projection_nuisance.png", "projection_nuisance_pooled.png",
+        "worst_group_accuracy_ablation.png"]  # fmt: skip
+    entries = json.loads(classifier_manifest.read_text())
+    frames = sum(_frame_count(e["wav"]) for e in entries.values())
+    assert report["adapter"] == "fvae_lora" and report["classes"] == CLASSES and report["utterances"] == 16
+    assert report["frames"] == frames
+    probes = report["probes"]
+    assert list(probes) == ["label", "label_pooled", "nuisance", "nuisance_pooled"]
+    # One utterance of each of the 4 (label, nuisance) groups held out (a quarter of 4), frames and pools alike.
+    assert probes["label_pooled"]["held_out_frames"] == probes["nuisance_pooled"]["held_out_frames"] == 4
+    assert probes["label_pooled"]["train_frames"] == 12 and probes["label_pooled"]["chance"] == 0.5
+    assert probes["label"]["train_frames"] + probes["label"]["held_out_frames"] == frames
+    for layer in report["layers"]:
+        assert set(layer["probe"]) == set(probes)
+        assert all(set(accuracies) == {"z1", "z2", "chance"} for accuracies in layer["probe"].values())
+        assert set(layer["reconstruction"]["mse"]) == {"trained", "z1_prior", "z2_prior"}
+        assert {"accuracy_z1_prior", "worst_group_accuracy_z1_prior"} <= set(layer)
+    # As trained: the accuracy of the classifier on each utterance alone, averaged over the 4 groups.
+    model, _ = load_exported(classifier_exports["fvae_lora"])
+    hits: dict[tuple[str, str], list[bool]] = {}
+    with torch.no_grad():
+        for e in entries.values():
+            wav = torch.from_numpy(sf.read(e["wav"], dtype="float32")[0])[None]
+            predicted = CLASSES[int(model(wav, torch.ones(1)).argmax())]
+            hits.setdefault((e["label"], e["nuisance"]), []).append(predicted == e["label"])
+    groups = [100.0 * sum(h) / len(h) for h in hits.values()]
+    accuracy, worst = report["ablations"]["accuracy"], report["ablations"]["worst_group_accuracy"]
+    assert accuracy["trained"] == pytest.approx(sum(groups) / 4) and worst["trained"] == pytest.approx(min(groups))
+    assert 0 <= worst["z1_prior_all_layers"] <= accuracy["z1_prior_all_layers"] <= 100
+    assert f"accuracy {accuracy['trained']:.2f}% as trained" in capsys.readouterr().out
+
+
+def test_cli_on_a_lora_classifier_probes_ax(classifier_exports, classifier_manifest, tmp_path):
+    out = tmp_path / "out"
+    assert _run("--checkpoint", str(classifier_exports["lora"]), "--manifest", str(classifier_manifest),
+                "--out", str(out), "--probes", "nuisance") == 0  # fmt: skip
+    report = json.loads((out / "latents.json").read_text())
+    assert report["latents"] == ["Ax"] and "ablations" not in report and list(report["probes"]) == [
+        "nuisance", "nuisance_pooled"]  # fmt: skip
+    assert [set(layer["probe"]["nuisance_pooled"]) for layer in report["layers"]] == [{"Ax", "chance"}] * 4
+
+
+def test_cli_errors_on_classifiers(classifier_exports, classifier_manifest, tmp_path, capsys):
+    out = tmp_path / "out"
+    checkpoint = ["--checkpoint", str(classifier_exports["fvae_lora"])]
+    no_nuisance = _without(classifier_manifest, tmp_path, "nuisance")
+    assert _run(*checkpoint, "--manifest", str(no_nuisance), "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert f"manifest {no_nuisance}: entry 'u00' has no 'nuisance' string (the utterance's spurious attribute)" in err
+    assert len(err.strip().splitlines()) == 1
+    no_label = _without(classifier_manifest, tmp_path, "label")
+    assert _run(*checkpoint, "--manifest", str(no_label), "--out", str(out), "--probes", "nuisance") == 1
+    assert "entry 'u00' has no 'label' string (the utterance's class)" in capsys.readouterr().err
+    entries = json.loads(classifier_manifest.read_text())
+    entries["u03"]["label"] = "middle"
+    (tmp_path / "unknown.json").write_text(json.dumps(entries))
+    assert _run(*checkpoint, "--manifest", str(tmp_path / "unknown.json"), "--out", str(out)) == 1
+    assert "entry 'u03': label 'middle' is not one of the classifier's classes: low, high" in capsys.readouterr().err
+    assert _run(*checkpoint, "--manifest", str(classifier_manifest), "--out", str(out), "--probes", "phone") == 1
+    assert "probe(s) phone are for recognisers; a classifier's probes are: label, nuisance" in capsys.readouterr().err
+    assert _run("--checkpoint", str(classifier_exports["frozen"]), "--manifest", str(classifier_manifest),
+                "--out", str(out)) == 1  # fmt: skip
+    assert "is a 'frozen' classifier: it has no adapter layers" in capsys.readouterr().err
+    assert not out.exists()  # nothing written on errors

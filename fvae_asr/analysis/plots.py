@@ -1,5 +1,6 @@
 """Figures of a latent analysis (matplotlib's Agg canvas, no pyplot state): probe accuracy per layer against
-chance, 2-D projections of the latents coloured by label, and the PER when z1 is ablated layer by layer."""
+chance, 2-D projections of the latents coloured by label, and a metric (the PER, a classifier's accuracy) when z1 is
+ablated layer by layer."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from fvae_asr.analysis.probes import UNLABELLED, ProbeTask
 from fvae_asr.files import write_atomically
 
 LATENT_STYLES = {"z1": ("tab:blue", "o"), "z2": ("tab:orange", "s"), "Ax": ("tab:green", "^")}
+METRIC_NAMES = {"per": "PER (%)", "accuracy": "average group accuracy (%)",
+                "worst_group_accuracy": "worst-group accuracy (%)"}  # fmt: skip
 COLOURED_CLASSES = 8  # the most frequent classes get a colour each in projections, the others are grey
 
 
@@ -72,8 +75,9 @@ def pca_2d(features: Tensor) -> Tensor:
 
 
 def plot_projections(features: dict[str, dict[str, Tensor]], task: ProbeTask, path: Path,
-                     max_points: int = 2000, seed: int = 0) -> None:  # fmt: skip
-    """Rows: layers; columns: latents; each a 2-D PCA of the (labelled) frames coloured by ``task``'s label."""
+                     max_points: int = 2000, seed: int = 0, unit: str = "frames") -> None:  # fmt: skip
+    """Rows: layers; columns: latents; each a 2-D PCA of the (labelled) frames (or other ``unit``s, such as
+    utterances) coloured by ``task``'s label."""
     labelled = (task.labels != UNLABELLED).nonzero().squeeze(1)
     generator = torch.Generator().manual_seed(seed)
     chosen = labelled[torch.randperm(len(labelled), generator=generator)[:max_points]]
@@ -98,26 +102,29 @@ def plot_projections(features: dict[str, dict[str, Tensor]], task: ProbeTask, pa
             axes.set_yticks([])
     handles, legend_labels = figure.axes[0].get_legend_handles_labels()
     figure.legend(handles, legend_labels, loc="outside right center", markerscale=4, fontsize=8, title=task.name)
-    figure.suptitle(f"PCA of the latent means, coloured by {task.name} ({len(chosen)} frames)", fontsize=10)
+    figure.suptitle(f"PCA of the latent means, coloured by {task.name} ({len(chosen)} {unit})", fontsize=10)
     _save(figure, path)
 
 
-def plot_per_ablation(report: dict, path: Path) -> None:
-    """PER with z1 at its prior mean in each layer alone (bars), as trained and in all layers (lines)."""
-    layers, per = report["layers"], report["ablations"]["per"]
+def plot_ablation(report: dict, metric: str, path: Path) -> None:
+    """A metric of ``report["ablations"]`` with z1 at its prior mean in each layer alone (bars), as trained and in
+    all layers (lines)."""
+    layers, per = report["layers"], report["ablations"][metric]
+    name = METRIC_NAMES.get(metric, metric)
     figure = Figure(figsize=(max(6.0, 0.32 * len(layers) + 2), 5.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     x = list(range(len(layers)))
-    bars = [layer["per_z1_prior"] for layer in layers]
+    bars = [layer[f"{metric}_z1_prior"] for layer in layers]
     axes.bar(x, bars, color="tab:blue", label="z1 = 0 in this layer only")
     axes.axhline(per["trained"], color="black", label=f"as trained ({per['trained']:.1f})")
     axes.axhline(per["z1_prior_all_layers"], color="tab:red", linestyle="--",
                  label=f"z1 = 0 in every layer ({per['z1_prior_all_layers']:.1f})")  # fmt: skip
     axes.set_xticks(x, short_names([layer["layer"] for layer in layers]), rotation=90, fontsize=7)
-    axes.set_ylim(0, 1.3 * max(*bars, per["trained"], per["z1_prior_all_layers"]))
-    axes.set_ylabel("PER (%)")
-    axes.set_title("PER with z1 replaced by its prior mean", fontsize=10)
+    top = max(*bars, per["trained"], per["z1_prior_all_layers"])
+    axes.set_ylim(0, 1.3 * top if top > 0 else 1.0)
+    axes.set_ylabel(name)
+    axes.set_title(f"{name.split(' (')[0]} with z1 replaced by its prior mean", fontsize=10)
     axes.legend(fontsize=8, loc="upper right", ncols=3)
     axes.grid(alpha=0.3, axis="y")
     _save(figure, path)

@@ -38,6 +38,10 @@ class LayerRecord:
         """(all real frames, dim): every item's frames in recording order."""
         return torch.cat(self.features[latent])
 
+    def pooled(self, latent: str) -> Tensor:
+        """(items, dim): each item's mean over its real frames."""
+        return torch.stack([frames.mean(0) for frames in self.features[latent]])
+
     def add_reconstruction(self, inputs: Tensor, squared_errors: dict[str, float]) -> None:
         """Count the real frames' inputs (frames, d) and their summed squared reconstruction errors by setting."""
         inputs = inputs.double().cpu()

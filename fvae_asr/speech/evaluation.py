@@ -7,7 +7,7 @@ model, a typo) or an empty reference would inflate or skew the PER, so they are 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from fvae_asr.files import read_json
@@ -18,9 +18,11 @@ from fvae_asr.speech.transcriber import Transcriber
 REQUIRED_FIELDS = ("wav", "phn")
 
 
-def read_manifest(path: str | Path, data_root: str | None = None) -> dict[str, dict]:
-    """A manifest's entries by utterance id; each needs string ``wav`` and ``phn`` fields. A ``.csv`` is read as a
-    recipe annotation (``$data_root`` in its wav paths stands for ``data_root``).
+def read_manifest(path: str | Path, data_root: str | None = None,
+                  required: Sequence[str] = REQUIRED_FIELDS) -> dict[str, dict]:  # fmt: skip
+    """A manifest's entries by utterance id; each needs the ``required`` string fields (``wav`` and ``phn`` for
+    scoring a recogniser). A ``.csv`` is read as a recipe annotation (``$data_root`` in its wav paths stands for
+    ``data_root``).
 
     Raises FileNotFoundError or ValueError naming the manifest (and the entry, where one is at fault).
     """
@@ -31,15 +33,15 @@ def read_manifest(path: str | Path, data_root: str | None = None) -> dict[str, d
     if not manifest:
         raise ValueError(f"manifest {path}: expected a non-empty JSON object keyed by utterance id")
     for utt_id, entry in manifest.items():
-        _check_entry(path, utt_id, entry)
+        _check_entry(path, utt_id, entry, required)
     return manifest
 
 
-def _check_entry(path: Path, utt_id: str, entry: object) -> None:
-    """One manifest entry must be an object with string ``wav`` and ``phn`` fields."""
+def _check_entry(path: Path, utt_id: str, entry: object, required: Sequence[str]) -> None:
+    """One manifest entry must be an object with the ``required`` string fields."""
     if not isinstance(entry, dict):
         raise ValueError(f"manifest {path}: entry {utt_id!r} is not a JSON object")
-    for field in REQUIRED_FIELDS:
+    for field in required:
         if not isinstance(entry.get(field), str):
             raise ValueError(f"manifest {path}: entry {utt_id!r} has no '{field}' string")
 
