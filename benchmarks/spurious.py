@@ -220,7 +220,8 @@ def write_test_manifest(corpus: Path, directory: Path) -> Path:
     for i, wav in enumerate(split["wavs"]):
         utt_id = f"test{i:04d}"
         path = (wav_dir / f"{utt_id}.wav").resolve()
-        write_atomically(path, lambda tmp, w=wav: sf.write(tmp, w.numpy(), SAMPLE_RATE, format="WAV"))
+        # float samples: the model hears exactly the audio it was tested on (16-bit PCM would round it)
+        write_atomically(path, lambda tmp, w=wav: sf.write(tmp, w.numpy(), SAMPLE_RATE, format="WAV", subtype="FLOAT"))
         manifest[utt_id] = {"wav": str(path), "duration": len(wav) / SAMPLE_RATE,
                             "label": WORDS[int(split["label"][i])], "nuisance": list(NOISES)[int(split["nuisance"][i])]}  # fmt: skip
     write_json(directory / "test.json", manifest)

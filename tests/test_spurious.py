@@ -14,8 +14,10 @@ import torch
 from conftest import load_script
 from fvae_asr.adapters import FVAELoRALinear, LoRALinear, adapter_layers
 from fvae_asr.adapters.model import adapter_state
+from fvae_asr.audio import load_audio
 from fvae_asr.speech.classifier import PooledClassifier, masked_mean_pool
 from fvae_asr.speech.encoder import SSLEncoder
+from fvae_asr.speech.export import load_exported
 from tiny_models import TINY_ENCODERS
 
 
@@ -170,3 +172,32 @@ def test_quick_study_writes_the_schema_and_never_reruns_a_finished_run(tmp_path:
     assert not (out / "records" / "same_prior" / "lr0.01" / "seed0.json").exists()  # nothing ran
     assert partial["same_prior"]["seeds"] == [] and partial["delta0"]["seeds"] == [0]
     assert "| same_prior | 0.01 | (fvae_lora's) | 0 | n/a |" in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_export_keeps_each_runs_classifier_and_writes_the_test_manifest(tmp_path: Path) -> None:
+    pytest.importorskip("espeakng_loader")
+    spurious = load_script("spurious")
+    out, exports = tmp_path / "out", tmp_path / "exports"
+    argv = ["--quick", "--methods", "fvae_lora", "--out", str(out), "--work", str(tmp_path / "work"),
+            "--export", str(exports)]  # fmt: skip
+    [record] = spurious.main(argv)["runs"]
+    manifest = json.loads((exports / "test.json").read_text())
+    (corpus,) = (tmp_path / "work" / "corpus").iterdir()
+    test = spurious.load_split(corpus, "test")
+    assert [(e["label"], e["nuisance"]) for e in manifest.values()] == [
+        (spurious.WORDS[w], list(spurious.NOISES)[n]) for w, n in zip(test["label"].tolist(), test["nuisance"].tolist())]
+    assert all(torch.equal(load_audio(e["wav"]), wav) for e, wav in zip(manifest.values(), test["wavs"]))
+    # The exported model is the run's: the same test accuracy, group by group.
+    model, description = load_exported(exports / "fvae_lora" / "lr0.01" / "seed0")
+    assert description["task"] == "classification" and description["labels"] == list(spurious.WORDS)
+    correct = spurious.correct_predictions(model, test, 8)
+    assert spurious.group_accuracies(correct, test) == record["test_group_acc"]
+    # A finished run with its export never runs again; one whose export is gone does.
+    stamp = (out / "records" / "fvae_lora" / "lr0.01" / "seed0.json").stat().st_mtime_ns
+    spurious.main(argv)
+    assert (out / "records" / "fvae_lora" / "lr0.01" / "seed0.json").stat().st_mtime_ns == stamp
+    (exports / "fvae_lora" / "lr0.01" / "seed0" / "recognizer.json").unlink()
+    spurious.main(argv)
+    assert (out / "records" / "fvae_lora" / "lr0.01" / "seed0.json").stat().st_mtime_ns != stamp
+    assert (exports / "fvae_lora" / "lr0.01" / "seed0" / "recognizer.json").is_file()
