@@ -156,7 +156,7 @@ def read_description(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / DESCRIPTION_NAME
     description = read_json(path, "model description (written by export_recognizer)")
     description = {"task": DEFAULT_TASK, **description}
-    if description["task"] not in MODEL_CLASSES:
+    if not isinstance(description["task"], str) or description["task"] not in MODEL_CLASSES:
         raise ValueError(f"{path}: field 'task' must be one of {', '.join(MODEL_CLASSES)}, got {description['task']!r}")
     for field, (valid, expected) in _DESCRIPTION_FIELDS.items():
         if field == "blank_index" and description["task"] != "ctc":
