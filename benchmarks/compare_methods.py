@@ -46,6 +46,7 @@ from matplotlib.figure import Figure
 
 from fvae_asr.demo import size as demo_size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
+from fvae_asr.files import read_json
 from fvae_asr.speech.export import load_recognizer
 from fvae_asr.speech.recipe import run
 from fvae_asr.synthetic import generate_corpus
@@ -190,8 +191,8 @@ def read_record(out: Path, task: Task, settings: dict[str, Any]) -> dict[str, An
     path = record_path(out, task)
     if not path.is_file():
         return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    return record if record["settings"] == settings else None
+    record = read_json(path, "run record")
+    return record if record.get("settings") == settings else None
 
 
 def backbone_digest(backbone: Path) -> str:

@@ -78,7 +78,10 @@ SCRIPT_DIR = str(Path(__file__).resolve().parent)
 if SCRIPT_DIR not in sys.path:  # the sibling script, also when this one is loaded by path (tests, workers)
     sys.path.append(SCRIPT_DIR)
 
-from compare_methods import ABLATIONS, METHODS, STUDY, TARGETS, TUNED, backbone_digest, mean_std  # noqa: E402
+from compare_methods import (  # noqa: E402
+    ABLATIONS, METHODS, STUDY, TARGETS, TUNED, backbone_digest, mean_std, record_path,
+)
+from compare_methods import read_record as finished_record  # noqa: E402
 
 from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight  # noqa: E402
 from fvae_asr.audio import SAMPLE_RATE  # noqa: E402
@@ -315,23 +318,15 @@ def train(model: PooledClassifier, split: dict[str, Any], task: Task, settings: 
     return losses
 
 
-def record_path(out: Path, task: Task) -> Path:
-    return out / "records" / f"{task.key}.json"
-
-
 def export_path(exports: Path, task: Task) -> Path:
     return exports / task.key
 
 
 def read_record(out: Path, task: Task, settings: dict[str, Any], exports: Path | None = None) -> dict[str, Any] | None:
     """The finished run's record if it was made with these settings (and, with ``exports``, its model exported)."""
-    path = record_path(out, task)
-    if not path.is_file():
-        return None
     if exports is not None and not (export_path(exports, task) / DESCRIPTION_NAME).is_file():
         return None
-    record = read_json(path, "run record")
-    return record if record.get("settings") == settings else None
+    return finished_record(out, task, settings)
 
 
 def run_task(task: Task, settings: dict[str, Any], paths: dict[str, str], out: Path) -> dict[str, Any]:
