@@ -3,6 +3,7 @@ the demo and the command lines run from it, away from any checkout."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -43,6 +44,9 @@ def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout
                   "--epochs", "1")  # fmt: skip
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert (elsewhere / "out" / "summary.json").is_file() and not (source / "results").exists()
-    for script in ("fvae-asr-transcribe", "fvae-asr-evaluate", "fvae-asr-demo", "fvae-asr-synthetic"):
+    wav = json.loads((elsewhere / "out" / "summary.json").read_text())["transcription"]["wav"]
+    grid = python("-m", "fvae_asr.transcribe", "--checkpoint", "out/fvae_lora/model", "--format", "textgrid", wav)
+    assert grid.returncode == 0 and grid.stdout.startswith('File type = "ooTextFile"'), grid.stderr[-2000:]
+    for script in ("fvae-asr-transcribe", "fvae-asr-evaluate", "fvae-asr-latents", "fvae-asr-demo", "fvae-asr-synthetic"):
         usage = subprocess.run([site / "bin" / script, "--help"], cwd=elsewhere, env=env, capture_output=True, text=True)
         assert usage.returncode == 0 and usage.stdout.startswith("usage:"), (script, usage.stderr[-2000:])

@@ -163,9 +163,8 @@ def set_frame_mask(model: nn.Module, mask: Tensor | None) -> None:
     """
     if mask is not None and mask.dtype != torch.bool:
         raise ValueError(f"frame mask must be a bool tensor, got dtype {mask.dtype}")
-    for layer in adapter_layers(model):
-        if isinstance(layer, FVAELoRALinear):
-            layer.frame_mask = mask
+    for layer in _fvae_layers(model):
+        layer.frame_mask = mask
 
 
 @contextmanager
@@ -188,7 +187,7 @@ def latent_ablation(
     their names. Ablating z1 removes a layer's update (y = W x); z2 never reaches the output, so ablating it
     changes only ``reconstruction``. The previous setting is restored on exit, so nested blocks combine.
     """
-    fvae = {layer.adapter_name: layer for layer in adapter_layers(model) if isinstance(layer, FVAELoRALinear)}
+    fvae = {layer.adapter_name: layer for layer in _fvae_layers(model)}
     if not fvae:
         raise ValueError("the model has no FVAE-LoRA layers whose latents could be ablated")
     names = list(fvae) if layers is None else list(layers)
