@@ -12,7 +12,9 @@ import tomllib
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, recipe_overrides
+from test_corpus import make_ipa_corpus
+from tiny_models import TINY_ENCODERS
 
 NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "results", "demo_out", "build", "*.egg-info", "__pycache__", "docs")
 
@@ -47,6 +49,18 @@ def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout
     wav = json.loads((elsewhere / "out" / "summary.json").read_text())["transcription"]["wav"]
     grid = python("-m", "fvae_asr.transcribe", "--checkpoint", "out/fvae_lora/model", "--format", "textgrid", wav)
     assert grid.returncode == 0 and grid.stdout.startswith('File type = "ooTextFile"'), grid.stderr[-2000:]
+    # The recipe from the package, on a CSV corpus at 22.05 kHz stereo, with a HuBERT encoder
+    corpus = make_ipa_corpus(tmp_path / "ipa")
+    overrides = recipe_overrides(corpus, elsewhere / "hubert", encoder_config=TINY_ENCODERS["hubert"],
+                                 number_of_epochs=1, train_annotation=str(corpus / "train.csv"),
+                                 valid_annotation=str(corpus / "dev.csv"), test_annotation=str(corpus / "test.json"))
+    recipe = python("-m", "fvae_asr.recipes.timit.train", str(site / "fvae_asr" / "recipes" / "timit" / "hparams.yaml"),
+                    *(f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()),
+                    "--noprogressbar")  # fmt: skip
+    assert recipe.returncode == 0, recipe.stderr[-3000:]
+    assert json.loads((elsewhere / "hubert" / "model" / "backbone" / "config.json").read_text())["model_type"] == "hubert"
+    adapters = python("-c", "from fvae_asr.integrations.speechbrain import FVAELoRA, LoRA; print(FVAELoRA.__module__)")
+    assert adapters.stdout.strip() == "fvae_asr.integrations.speechbrain", adapters.stderr[-2000:]
     for script in ("fvae-asr-transcribe", "fvae-asr-evaluate", "fvae-asr-latents", "fvae-asr-demo", "fvae-asr-synthetic"):
         usage = subprocess.run([site / "bin" / script, "--help"], cwd=elsewhere, env=env, capture_output=True, text=True)
         assert usage.returncode == 0 and usage.stdout.startswith("usage:"), (script, usage.stderr[-2000:])
