@@ -79,10 +79,12 @@ STUDY = {"train_speakers": 32, "sentences_per_speaker": 8, "test_speakers": 16, 
          "methods": list(METHODS), "targets": list(TARGETS)}  # fmt: skip
 SIZES = {
     "study": STUDY,
-    # The demo's corpus and budget, to pick the demo's rates by dev PER (the demo's test speakers: 4 dev, 4 test).
+    # The demo's corpus, budget and rate grid, to pick the demo's rates by dev PER (its 8 test speakers: 4 dev,
+    # 4 test), with LoRA beside it (fvae_asr/demo/size.py says how).
     "demo": {**STUDY, "train_speakers": demo_size.TRAIN_SPEAKERS, "test_speakers": 8, "epochs": demo_size.EPOCHS,
-             "sentences_per_speaker": demo_size.SENTENCES_PER_SPEAKER, "seeds": [0], "shifts": ["target"],
-             "methods": ["frozen", "fvae_lora"], "targets": ["all_linear"]},
+             "sentences_per_speaker": demo_size.SENTENCES_PER_SPEAKER, "lr_grid": demo_size.RATE_GRID,
+             "seeds": [0], "shifts": ["target"], "methods": ["frozen", "lora", "fvae_lora"],
+             "targets": ["all_linear"]},
     "quick": {**STUDY, "train_speakers": 3, "sentences_per_speaker": 2, "test_speakers": 2, "epochs": 1,
               "lr_grid": [0.003, 0.05], "seeds": [0], "shifts": ["target"]},
 }  # fmt: skip
