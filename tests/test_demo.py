@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from conftest import REPO
 from fvae_asr.demo import size
 from fvae_asr.demo.__main__ import main, parse_args
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
@@ -24,6 +25,20 @@ def test_demo_writes_a_complete_summary(tmp_path):
     assert settings["lr"] == size.LEARNING_RATES and settings["epochs"] == 1 and settings["train_utterances"] == 6
     assert settings["target_modules"] == ["projection", "q_proj", "k_proj", "v_proj", "out_proj",
                                           "intermediate_dense", "output_dense"] and "study" in settings["why"]  # fmt: skip
+
+
+def test_the_demo_trains_at_the_rates_its_dev_grid_picked():
+    """The demo's size and rates are those of its committed rate study (docs/demo_rates), and each rate is the
+    one with the lowest dev PER there (the study's test PERs play no part)."""
+    study = json.loads((REPO / "docs" / "demo_rates" / "results.json").read_text())
+    ran = study["size"]
+    assert (ran["train_speakers"], ran["sentences_per_speaker"], ran["epochs"], ran["lr_grid"]) == (
+        size.TRAIN_SPEAKERS, size.SENTENCES_PER_SPEAKER, size.EPOCHS, size.RATE_GRID)
+    entries = {entry["method"]: entry for entry in study["results"]}
+    for kind, lr in size.LEARNING_RATES.items():
+        dev_per = entries[kind]["dev_per_by_lr"]
+        assert sorted(map(float, dev_per)) == size.RATE_GRID, kind
+        assert lr == entries[kind]["lr"] == min(size.RATE_GRID, key=lambda rate: (dev_per[f"{rate:g}"], rate)), kind
 
 
 def test_demo_hparams_find_the_shipped_backbone_from_any_folder(tmp_path, monkeypatch):
