@@ -34,9 +34,8 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +50,13 @@ from fvae_asr.speech.export import load_recognizer
 from fvae_asr.speech.recipe import run
 from fvae_asr.synthetic import generate_corpus
 
-logger = logging.getLogger("fvae_asr.compare")
 SCRIPT_DIR = str(Path(__file__).resolve().parent)
+if SCRIPT_DIR not in sys.path:  # the sibling module, also when this script is loaded by path (tests, workers)
+    sys.path.append(SCRIPT_DIR)
+
+from study_runner import run_due  # noqa: E402
+
+logger = logging.getLogger("fvae_asr.compare")
 
 TARGETS: dict[str, list[str]] = {
     "qk": ["q_proj", "k_proj"],
@@ -289,34 +293,10 @@ class Study:
 def run_study(args: argparse.Namespace, settings: dict[str, Any], paths: dict[str, Any]) -> Study:
     """Run what is due, ``--jobs`` at a time, until every run of the study has a record."""
     study = Study(args.size)
-    in_flight: dict[Future, Task] = {}
-    context = get_context("spawn")  # fresh interpreters: no thread pools or torch state inherited
-    # Workers unpickle run_task by module name and start from this process's sys.path: let them import this
-    # script also when it was loaded by path (tests).
-    if SCRIPT_DIR not in sys.path:
-        sys.path.append(SCRIPT_DIR)
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
-        while True:
-            found = False  # a record found on disk can make more runs due (seeds after a finished grid)
-            for task in study.due():
-                if task in study.records or task in in_flight.values():
-                    continue
-                record = read_record(args.out, task, settings)
-                if record is not None:
-                    study.records[task] = record
-                    found = True
-                elif len(in_flight) < args.jobs:
-                    logger.info("running %s", task.key)
-                    in_flight[pool.submit(run_task, task, settings, paths, args.out)] = task
-            if found:
-                continue
-            if not in_flight:
-                return study
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in done:
-                task = in_flight.pop(future)
-                study.records[task] = future.result()
-                logger.info("finished %s: test PER %.2f", task.key, study.records[task]["test_per"])
+    run_due(study, jobs=args.jobs, finished=partial(read_record, args.out, settings=settings),
+            run=partial(run_task, settings=settings, paths=paths, out=args.out),
+            describe=lambda record: f"test PER {record['test_per']:.2f}", logger=logger)  # fmt: skip
+    return study
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:

@@ -59,10 +59,9 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from fractions import Fraction
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +81,7 @@ from compare_methods import (  # noqa: E402
     ABLATIONS, METHODS, STUDY, TARGETS, TUNED, backbone_digest, mean_std, record_path,
 )
 from compare_methods import read_record as finished_record  # noqa: E402
+from study_runner import run_due  # noqa: E402
 
 from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight  # noqa: E402
 from fvae_asr.audio import SAMPLE_RATE  # noqa: E402
@@ -405,31 +405,15 @@ def run_study(args: argparse.Namespace, settings: dict[str, Any], paths: dict[st
     """Run what is due, ``--jobs`` at a time, until every run has a record (finished ones are read, not rerun);
     with ``--report-only``, only read the records there are."""
     study = Study(args.size)
-    in_flight: dict[Future, Task] = {}
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        while True:
-            found = False  # a record read from disk can make more runs due
-            for task in study.due():
-                if task in study.records or task in in_flight.values():
-                    continue
-                record = read_record(args.out, task, settings, args.export)
-                if record is not None:
-                    study.records[task] = record
-                    found = True
-                elif len(in_flight) < args.jobs and not args.report_only:
-                    logger.info("running %s", task.key)
-                    in_flight[pool.submit(run_task, task, settings, paths, args.out)] = task
-            if found:
-                continue
-            if not in_flight:
-                return study
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in done:
-                task = in_flight.pop(future)
-                study.records[task] = record = future.result()
-                logger.info("finished %s: val %.1f, test avg %.1f, worst group %.1f (%.0f s)", task.key,
-                            record["val_acc"], record["avg_acc"], record["worst_group_acc"],
-                            record["seconds"])  # fmt: skip
+    run_due(study, jobs=args.jobs, finished=partial(read_record, args.out, settings=settings, exports=args.export),
+            run=partial(run_task, settings=settings, paths=paths, out=args.out), describe=describe_run,
+            logger=logger, start_runs=not args.report_only)  # fmt: skip
+    return study
+
+
+def describe_run(record: dict[str, Any]) -> str:
+    return (f"val {record['val_acc']:.1f}, test avg {record['avg_acc']:.1f}, worst group "
+            f"{record['worst_group_acc']:.1f} ({record['seconds']:.0f} s)")
 
 
 # ---- the report ---------------------------------------------------------------------------------------------

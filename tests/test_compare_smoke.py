@@ -61,15 +61,18 @@ def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_l
 
 def test_a_study_of_some_methods_and_targets_plans_only_those():
     compare = load_script("compare_methods")
-    study = compare.Study(compare.SIZES["demo"])  # the demo's two runs: frozen head, FVAE-LoRA on all linears
-    assert {(t.method, t.targets) for t in study.due()} == {("frozen", "shared"), ("fvae_lora", "all_linear")}
+    study = compare.Study(compare.SIZES["demo"])  # the demo's runs, and LoRA beside them, on all linears
+    demo = [("frozen", "shared"), ("lora", "all_linear"), ("fvae_lora", "all_linear")]
+    assert {(t.method, t.targets) for t in study.due()} == set(demo)
     for task in study.due():
-        _finish(study, task, [40.0 - task.lr])  # the highest rate wins
-    assert study.due() == study.grid("target", "frozen", "shared") + study.grid("target", "fvae_lora", "all_linear")
+        _finish(study, task, [40.0 - task.lr], test_per=30.0 + task.lr * (task.method == "fvae_lora"))
+    assert study.due() == [task for method, targets in demo for task in study.grid("target", method, targets)]
+    top = max(compare.SIZES["demo"]["lr_grid"])  # the highest rate wins
     entries = compare.results_entries(study)
-    assert [(e["method"], e["targets"], e["lr"]) for e in entries] == [("frozen", "all_linear", 0.05),
-                                                                        ("fvae_lora", "all_linear", 0.05)]
-    assert compare.paired_differences(entries) == []  # no LoRA to pair with
+    assert [(e["method"], e["targets"], e["lr"]) for e in entries] == [(method, "all_linear", top)
+                                                                        for method, _ in demo]  # fmt: skip
+    (pair,) = compare.paired_differences(entries)
+    assert (pair["targets"], pair["seeds"], pair["mean"]) == ("all_linear", 1, pytest.approx(top))
 
 
 def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(tmp_path: Path, capsys) -> None:

@@ -1,0 +1,60 @@
+"""The scheduling loop the studies share: every run a study lists as due is done once, ``jobs`` single-threaded
+trainings at a time in fresh interpreters, and a run that already left its record is read instead of rerun."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from typing import Any, Protocol
+
+
+class Schedule(Protocol):
+    """What the loop needs of a study: the runs due so far (more may become due as records arrive: the seeds
+    after a finished grid) and the records found or made, by run."""
+
+    records: dict[Any, dict[str, Any]]
+
+    def due(self) -> list[Any]: ...
+
+
+def run_due(
+    study: Schedule,
+    *,
+    jobs: int,
+    finished: Callable[[Any], dict[str, Any] | None],
+    run: Callable[[Any], dict[str, Any]],
+    describe: Callable[[dict[str, Any]], str],
+    logger: logging.Logger,
+    start_runs: bool = True,
+) -> None:
+    """Fill ``study.records`` until every due run has a record: ``finished(task)`` reads a finished run's
+    record (None if there is none), ``run(task)`` trains one in a worker (picklable: a module-level function or
+    a ``functools.partial`` of one) and ``describe(record)`` words its result for the log. With
+    ``start_runs=False`` only records already on disk are read."""
+    in_flight: dict[Future, Hashable] = {}
+    # spawn: fresh interpreters, no thread pools or torch state inherited; they import the scripts by name
+    # from this process's sys.path
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        while True:
+            found = False  # a record read from disk can make more runs due
+            for task in study.due():
+                if task in study.records or task in in_flight.values():
+                    continue
+                record = finished(task)
+                if record is not None:
+                    study.records[task] = record
+                    found = True
+                elif len(in_flight) < jobs and start_runs:
+                    logger.info("running %s", task.key)
+                    in_flight[pool.submit(run, task)] = task
+            if found:
+                continue
+            if not in_flight:
+                return
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = in_flight.pop(future)
+                study.records[task] = future.result()
+                logger.info("finished %s: %s", task.key, describe(study.records[task]))
