@@ -45,6 +45,8 @@ def test_demo_hparams_find_the_shipped_backbone_from_any_folder(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     hparams = load_hparams(recipe_file("hparams/demo.yaml"), {"data_folder": str(tmp_path)})
     assert hparams["encoder_source"] == str(ASSET_BACKBONE) and hparams["encoder"].source == str(ASSET_BACKBONE)
+    # run directly (python recipes/timit/train.py .../demo.yaml), the yaml trains FVAE-LoRA as the demo does
+    assert (hparams["number_of_epochs"], hparams["lr"]) == (size.EPOCHS, size.LEARNING_RATES["fvae_lora"])
 
 
 def test_demo_usage_names_the_module_and_explains_every_option(capsys):
