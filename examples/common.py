@@ -196,4 +196,5 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, float]:
     path = Path(args.output_dir) / "eval_results.json"
     write_json(path, results)
     print(f"eval accuracy: {results['eval_accuracy']:.4f} (written to {path})")
+    trainer.end()  # under torchrun: destroys the process group, as torch.distributed asks before exit
     return results
