@@ -1,8 +1,11 @@
-"""Shared fixtures: a tiny learnable TIMIT-layout corpus (one tone per phone) and recipe overrides."""
+"""Shared fixtures: a tiny learnable TIMIT-layout corpus (one tone per phone), recipe overrides, a 2-process launch."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -59,6 +62,17 @@ def load_script(name: str) -> ModuleType:
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def torchrun_on_two_cpu_processes(script: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """``torch.distributed.run --nproc_per_node=2 script args`` on a free port, one thread per process."""
+    with socket.socket() as probe:  # a free port: torch.distributed.run with --master_port=0 hangs on rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+               str(script), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def recipe_overrides(corpus: Path, output: Path, **extra) -> dict:

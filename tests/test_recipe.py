@@ -15,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import HPARAMS, REPO, recipe_overrides
+from conftest import HPARAMS, REPO, recipe_overrides, torchrun_on_two_cpu_processes
 from fvae_asr.speech.export import load_recognizer
 from fvae_asr.speech.hparams import load_hparams
 from fvae_asr.speech.recipe import run
@@ -153,11 +153,9 @@ def test_bf16_precision_runs(tone_corpus, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tone_corpus, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           str(REPO / "recipes/timit/train.py"), *_cli(tone_corpus, tmp_path, "--number_of_epochs=2",
-                                                       "--distributed_backend=gloo")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    proc = torchrun_on_two_cpu_processes(REPO / "recipes/timit/train.py",
+                                         *_cli(tone_corpus, tmp_path, "--number_of_epochs=2",
+                                               "--distributed_backend=gloo"), timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert _epochs_logged(tmp_path) == [1, 2]
     assert json.loads((tmp_path / "test_results.json").read_text())["utterances"] == 4

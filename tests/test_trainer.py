@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +12,7 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification  # noqa: E402
 
+from conftest import torchrun_on_two_cpu_processes  # noqa: E402
 from fvae_asr import (  # noqa: E402
     FVAELoRAConfig,
     FVAELoRALinear,
@@ -193,13 +190,7 @@ def test_resuming_from_a_checkpoint_ends_bit_exact(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tmp_path):
-    script = Path(__file__).with_name("ddp_trainer_run.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    with socket.socket() as probe:  # a free port: torch.distributed.run with --master_port=0 hangs on rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-                          str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    run = torchrun_on_two_cpu_processes(Path(__file__).with_name("ddp_trainer_run.py"), str(tmp_path), timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "DDP_DONE" in run.stdout
     for step in (2, 4):
