@@ -82,6 +82,13 @@ MODEL_SIZES: dict[str, dict] = {
     ),
 }
 DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}  # None: no autocast
+# AdamW's implementation, the same for every variant: torch's default (on CPU a loop over the parameter tensors,
+# which costs FVAE-LoRA's many small tensors more than LoRA's few) or its multi-tensor kernels.
+ADAMW_IMPLEMENTATIONS: dict[str, dict[str, bool]] = {
+    "default": {},
+    "foreach": {"foreach": True},
+    "fused": {"fused": True},
+}
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class Settings:
     short_fraction: float
     rank: int
     seed: int
+    adamw: str = "default"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -128,6 +136,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=None, help="utterances per batch (default cpu 2, cuda 8)")
     parser.add_argument("--rank", type=int, default=16, help="adapter rank (default 16, the paper's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--adamw",
+        choices=sorted(ADAMW_IMPLEMENTATIONS),
+        default="default",
+        help="AdamW's implementation for every variant: torch's default (on CPU one parameter tensor at a time), "
+        "foreach or fused (default: default)",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the figures here as JSON")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -162,6 +177,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         short_fraction=0.7,
         rank=args.rank,
         seed=args.seed,
+        adamw=args.adamw,
     )
 
 
@@ -390,7 +406,7 @@ class AdaptedSpeechModel:
         self.model.to(device)
         self.head.to(device)
         params = [p for p in self.model.parameters() if p.requires_grad] + list(self.head.parameters())
-        self.optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE)
+        self.optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE, **ADAMW_IMPLEMENTATIONS[settings.adamw])
         self.aux_weight = getattr(config, "aux_weight", 0.0)
         # wav2vec2-base's group-norm CNN takes no attention mask (as Hugging Face recommends); large takes one.
         self.takes_attention_mask = self.model.config.feat_extract_norm == "layer"
@@ -469,7 +485,7 @@ def format_report(results: dict) -> str:
         f"{s['clock']} clock",
         f"wav2vec2 {s['size']} (hidden {model.hidden_size}, {model.num_hidden_layers} layers) | q/k rank {s['rank']} "
         f"| batch {s['batch']} x {s['seconds']:g} s ({r['frames']} frames, {r['valid_frames']} valid) "
-        f"| rounds {s['rounds']}",
+        f"| rounds {s['rounds']} | AdamW {s['adamw']}",
         f"{'':28}{'FVAE-LoRA':>12}{'authors-style':>15}{'LoRA':>10}",
     ]
     for kind in ("train", "eval"):

@@ -69,6 +69,7 @@ def test_quick_tiny_run_writes_every_goal_and_positive_finite_figures(tmp_path: 
         ["--clock", "gpu"],
         ["--rounds", "0"],
         ["--seconds", "-1"],
+        ["--adamw", "sgd"],
     ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], capsys) -> None:
@@ -154,3 +155,19 @@ def test_large_style_model_takes_the_attention_mask_and_steps_in_bf16() -> None:
     assert all(mask is batch.sample_mask for mask in seen) and len(seen) == 2
     assert any(not torch.equal(b, p) for b, p in zip(before, trainable))
     assert all(torch.isfinite(p).all() for p in trainable)
+
+
+@pytest.mark.parametrize("adamw", ["default", "foreach", "fused"])
+def test_every_variant_steps_with_the_chosen_adamw_implementation(adamw: str) -> None:
+    bench = load_script("adapter_speed")
+    settings = bench.settings_from_args(bench.parse_args(["--size", "tiny", "--quick", "--rank", "4", "--adamw", adamw]))
+    assert settings.adamw == adamw
+    for variant in VARIANTS:
+        runner = bench.AdaptedSpeechModel(variant, settings, torch.device("cpu"))
+        defaults = runner.optimizer.defaults
+        assert (defaults["foreach"], defaults["fused"]) == {"default": (None, None), "foreach": (True, None),
+                                                            "fused": (None, True)}[adamw], variant  # fmt: skip
+        trainable = [p for p in runner.model.parameters() if p.requires_grad]
+        before = [p.detach().clone() for p in trainable]
+        runner.train_step(bench.make_batch(runner.model, settings, torch.device("cpu")))
+        assert all(not torch.equal(b, p) for b, p in zip(before, trainable)), variant  # every tensor took a step
