@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -43,6 +42,7 @@ from torch.distributions import MultivariateNormal
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from fvae_asr import FVAELoRAConfig, FVAELoRALinear, LoRAConfig, aux_loss, frame_mask, inject
+from fvae_asr.files import write_json
 
 SAMPLE_RATE = 16_000
 CTC_VOCAB = 40  # a phone-set-sized CTC head (39 phones + blank)
@@ -539,6 +539,13 @@ def load_line(results: dict) -> str:
     return line
 
 
+def save_json(path: Path | None, results: dict) -> None:
+    """The figures as JSON at ``path`` (its folder made if needed), written atomically; nothing when path is None."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, results)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Check the peer, run the comparison, print the table, write the JSON if asked, and return the figures."""
     args = parse_args(argv)
@@ -564,9 +571,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["goals"] = {name: f"{op} {bound:g}" for name, (op, bound) in GOALS.items()}
     results["goals_met"] = goal_verdicts(results)
     print(format_report(results))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    save_json(args.json, results)
     return results
 
 
