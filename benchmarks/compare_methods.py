@@ -9,10 +9,17 @@ shipped tiny wav2vec2, on synthetic acoustic shifts. Fair by construction:
 - the same corpus, epochs, batch size and schedule (warm-up 10 %, linear decay) for all.
 
 Methods: frozen (head only), lora, fvae_lora, full (every weight but the CNN), delta0 (VAE2LAT: delta = 0 and a
-KL of q2 toward p2), same_prior (prior mean of z2 = 0: identical priors).
+KL of q2 toward p2), same_prior (prior mean of z2 = 0: identical priors). Every one trains under the recipe's
+common setting: the authors' FVAE-LoRA defaults and the gradient norm of ``task + lambda * aux`` clipped at 1e-3.
+Two controls, each tuned on its own grid like the methods, show what the recipe does: lora_task_clip (LoRA
+clipped at norm 1 on its task loss, as the authors' LoRA baseline: the asymmetric comparison the paper ran) and
+fvae_lora_old (FVAE-LoRA with this package's 0.1 defaults: scale 1, one decoder layer without dropout, log-variance
+clamp 10, clip 5).
 
 Resumable: each finished run leaves a record ``OUT/records/<shift>/<targets>/<method>/lr<lr>/seed<k>.json``
-(small, committed with the results) and is never run again with the same settings; an interrupted run resumes
+(small, committed with the results, with the commit it ran on) and is never run again with the same settings
+(the study's size, corpus and backbone, and the run's resolved adapter config and gradient clipping: a changed
+default runs again); an interrupted run resumes
 from the recipe's checkpoints under ``--work``. ``--jobs N`` runs N single-threaded trainings side by side.
 
 Writes ``OUT/results.json`` (one entry per method, targets and shift), ``OUT/results.md`` (tables, also
@@ -31,11 +38,12 @@ import logging
 import math
 import re
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +55,7 @@ from fvae_asr.demo import size as demo_size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.files import read_json
 from fvae_asr.speech.export import load_recognizer
+from fvae_asr.speech.hparams import load_hparams
 from fvae_asr.speech.recipe import run
 from fvae_asr.synthetic import generate_corpus
 
@@ -71,15 +80,21 @@ METHODS: dict[str, dict[str, Any]] = {
     "full": {"adapter": "full"},
     "delta0": {"adapter": "fvae_lora", "adapter_configs": {"fvae_lora": {"delta": 0.0, "beta_z2": 1.0}}},
     "same_prior": {"adapter": "fvae_lora", "adapter_configs": {"fvae_lora": {"prior_mean_z2": 0.0}}},
+    # Controls: the authors' LoRA-baseline clipping (norm 1 on the plain task loss), and this package's 0.1 defaults.
+    "lora_task_clip": {"adapter": "lora", "max_grad_norm": 1.0},
+    "fvae_lora_old": {"adapter": "fvae_lora", "max_grad_norm": 5.0, "fvae_lora_alpha": 16, "adapter_configs": {
+        "fvae_lora": {"decoder_layers": 1, "decoder_dropout": 0.0, "logvar_clamp": 10.0}}},
 }
-TUNED = ("frozen", "lora", "fvae_lora", "full")  # each with its own grid; the ablations use fvae_lora's rate
+# Each with its own grid; the ablations use fvae_lora's rate.
+TUNED = ("frozen", "lora", "fvae_lora", "full", "lora_task_clip", "fvae_lora_old")
 ABLATIONS = ("delta0", "same_prior")
+CONTROLS = {"lora_task_clip": "lora", "fvae_lora_old": "fvae_lora"}  # control -> the method it varies
 NOT_RUN_AT_INFERENCE = ("encoder_z2.", "decoder.", "decoder_log_scale")  # FVAE parts that only train
 EPOCH_LINE = re.compile(r"^epoch: (\d+),.*valid PER: ([-+0-9.eE]+|nan|inf)", re.MULTILINE)
 
 # The study's size, fixed before it ran (see the README): small enough for 96 runs in a few hours on 2 cores.
 STUDY = {"train_speakers": 32, "sentences_per_speaker": 8, "test_speakers": 16, "epochs": 4, "batch_size": 8,
-         "lr_grid": [0.001, 0.003, 0.01, 0.05], "seeds": [0, 1, 2], "shifts": ["target", "noisy_room"],
+         "lr_grid": [0.0005, 0.001, 0.003, 0.01, 0.05], "seeds": [0, 1, 2], "shifts": ["target", "noisy_room"],
          "methods": list(METHODS), "targets": list(TARGETS)}  # fmt: skip
 SIZES = {
     "study": STUDY,
@@ -188,17 +203,54 @@ def parameter_counts(export: str) -> tuple[int, int]:
     return sum(p.numel() for _, p in named), used
 
 
-def record_path(out: Path, task: Task) -> Path:
+def record_path(out: Path, task: Any) -> Path:
     return out / "records" / f"{task.key}.json"
 
 
-def read_record(out: Path, task: Task, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The finished run's record if it was made with these settings."""
+@lru_cache(maxsize=None)
+def recipe_settings(method: str, targets: str) -> dict[str, Any]:
+    """What a run of ``method`` trains with beyond the study's size: the resolved adapter config (None for frozen
+    and full) and the gradient clipping, read from the recipe as it stands, so that a changed default runs again."""
+    hparams = load_hparams(recipe_file("hparams/demo.yaml"), run_overrides(method, targets))
+    config = hparams["adapter_configs"].get(hparams["adapter"])
+    return {"adapter_config": None if config is None else config.to_dict(), "max_grad_norm": hparams["max_grad_norm"]}
+
+
+def run_overrides(method: str, targets: str) -> dict[str, Any]:
+    """The recipe overrides that make ``method`` on ``targets``."""
+    overrides = dict(METHODS[method])
+    if targets != SHARED:
+        overrides["target_modules"] = TARGETS[targets]
+    return overrides
+
+
+def task_settings(task: Task, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run's record must match: the study's, then the method's own."""
+    return {**settings, **recipe_settings(task.method, task.targets)}
+
+
+def read_record(out: Path, task: Any, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished run's record if it was made with exactly these settings."""
     path = record_path(out, task)
     if not path.is_file():
         return None
     record = read_json(path, "run record")
     return record if record.get("settings") == settings else None
+
+
+def read_task_record(out: Path, task: Task, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished run's record if it was made with the study's ``settings`` and the method's own."""
+    return read_record(out, task, task_settings(task, settings))
+
+
+def source_commit() -> str:
+    """The commit this code runs on (with ``+changes`` when the work tree differs from it), for the records."""
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=SCRIPT_DIR, capture_output=True, text=True, check=False)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def backbone_digest(backbone: Path) -> str:
@@ -221,12 +273,10 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, Any], out: P
     train_log = folder / "train_log.txt"
     before = epochs_logged(train_log)
     overrides: dict[str, Any] = {
-        **METHODS[task.method], "seed": task.seed, "lr": task.lr, "output_folder": str(folder),
+        **run_overrides(task.method, task.targets), "seed": task.seed, "lr": task.lr, "output_folder": str(folder),
         "data_folder": paths["corpora"][task.shift], "encoder_source": paths["backbone"],
         "number_of_epochs": settings["epochs"], "batch_size": settings["batch_size"],
     }  # fmt: skip
-    if task.targets != SHARED:
-        overrides["target_modules"] = TARGETS[task.targets]
     result = run(recipe_file("hparams/demo.yaml"), {"noprogressbar": True}, overrides)
     trained_now = epochs_logged(train_log) - before
     test = result["test"]
@@ -240,7 +290,8 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, Any], out: P
         "total_params": total,
         "params_inference": used_at_inference,
         "seconds_per_epoch": result["train_seconds"] / trained_now if trained_now else None,
-        "settings": settings,
+        "commit": paths["commit"],
+        "settings": task_settings(task, settings),
     }
     path = record_path(out, task)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -293,7 +344,7 @@ class Study:
 def run_study(args: argparse.Namespace, settings: dict[str, Any], paths: dict[str, Any]) -> Study:
     """Run what is due, ``--jobs`` at a time, until every run of the study has a record."""
     study = Study(args.size)
-    run_due(study, jobs=args.jobs, finished=partial(read_record, args.out, settings=settings),
+    run_due(study, jobs=args.jobs, finished=partial(read_task_record, args.out, settings=settings),
             run=partial(run_task, settings=settings, paths=paths, out=args.out),
             describe=lambda record: f"test PER {record['test_per']:.2f}", logger=logger)  # fmt: skip
     return study
@@ -352,12 +403,32 @@ def paired_differences(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return pairs
 
 
+def control_effects(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each control beside the method it varies, per (targets, shift): best dev PER over each one's own grid (the
+    first seed) and mean test PER; ``recipe_helped`` says whether the recipe's setting won on dev."""
+    index = {(e["method"], e["targets"], e["shift"]): e for e in entries}
+    effects = []
+    for (control, targets, shift), entry in index.items():
+        method = index.get((CONTROLS.get(control), targets, shift))
+        if method is None or not entry["dev_per_by_lr"] or not method["dev_per_by_lr"]:
+            continue
+        dev = {name: min(e["dev_per_by_lr"].values()) for name, e in (("recipe", method), ("control", entry))}
+        effects.append({"method": method["method"], "control": control, "targets": targets, "shift": shift,
+                        "dev_per_recipe": dev["recipe"], "dev_per_control": dev["control"],
+                        "test_per_recipe": mean_std(method["test_per"])[0],
+                        "test_per_control": mean_std(entry["test_per"])[0],
+                        "recipe_helped": dev["recipe"] < dev["control"]})  # fmt: skip
+    return effects
+
+
 def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def markdown_tables(entries: list[dict[str, Any]], pairs: list[dict[str, Any]], size: dict[str, Any]) -> str:
-    """A table per (shift, targets), then the paired FVAE-LoRA - LoRA differences."""
+def markdown_tables(
+    entries: list[dict[str, Any]], pairs: list[dict[str, Any]], size: dict[str, Any], effects: list[dict[str, Any]]
+) -> str:
+    """A table per (shift, targets), the paired FVAE-LoRA - LoRA differences, then what the controls show."""
     lines = [f"Test PER (%) after {size['epochs']} epochs ({size['train_speakers']} x "
              f"{size['sentences_per_speaker']} training utterances); mean ± sample std over seeds at each method's "
              "picked learning rate (best dev PER over the grid with the first seed; the ablations use FVAE-LoRA's).",
@@ -382,6 +453,16 @@ def markdown_tables(entries: list[dict[str, Any]], pairs: list[dict[str, Any]], 
     for p in pairs:
         lines.append(f"| {p['shift']} | {p['targets']} | {p['seeds']} | {_fmt(p['mean'], '+.2f')} | "
                      f"[{_fmt(p['min'], '+.2f')}, {_fmt(p['max'], '+.2f')}] |")  # fmt: skip
+    if effects:
+        lines += ["", "**What the recipe does**: each method under the common recipe (clip 1e-3; FVAE-LoRA with the "
+                  "authors' defaults) beside its control, each at its own best rate; best dev PER over the grid "
+                  "(first seed), mean test PER", "",
+                  "| shift | targets | method | control | dev PER, recipe | dev PER, control | recipe better on dev | "
+                  "test PER, recipe | test PER, control |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for e in effects:
+        lines.append(f"| {e['shift']} | {e['targets']} | {e['method']} | {e['control']} | {e['dev_per_recipe']:.2f} | "
+                     f"{e['dev_per_control']:.2f} | {'yes' if e['recipe_helped'] else 'no'} | "
+                     f"{_fmt(e['test_per_recipe'])} | {_fmt(e['test_per_control'])} |")  # fmt: skip
     lines += ["", "s / epoch: wall time of training plus the dev pass per epoch, one thread per run, mean over the "
               "seeds timed; params at inference exclude FVAE's z2 encoder and decoder, which only train."]  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -449,15 +530,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = {**{k: args.size[k] for k in ("train_speakers", "sentences_per_speaker", "test_speakers", "epochs",
                                              "batch_size")},
                 "corpus_seed": args.corpus_seed, "backbone": backbone_digest(args.backbone)}  # fmt: skip
-    paths = {"corpora": prepare_corpora(args), "backbone": str(args.backbone.resolve()), "work": str(args.work.resolve())}
+    paths = {"corpora": prepare_corpora(args), "backbone": str(args.backbone.resolve()), "work": str(args.work.resolve()),
+             "commit": source_commit()}  # fmt: skip
     study = run_study(args, settings, paths)
     entries = results_entries(study)
     pairs = paired_differences(entries)
-    results = {"size": args.size, "settings": settings, "results": entries, "fvae_minus_lora": pairs,
+    effects = control_effects(entries)
+    command = " ".join(["python benchmarks/compare_methods.py", *(argv if argv is not None else sys.argv[1:])])
+    results = {"size": args.size, "settings": settings, "commit": paths["commit"], "command": command,
+               "results": entries, "fvae_minus_lora": pairs, "controls": effects,
                "runs": [study.records[task] for task in study.due()],
                "seconds_this_call": round(time.perf_counter() - started, 1)}  # fmt: skip
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    table = markdown_tables(entries, pairs, args.size)
+    table = f"`{command}` at commit {paths['commit']}.\n\n" + markdown_tables(entries, pairs, args.size, effects)
     (args.out / "results.md").write_text(table, encoding="utf-8")
     plot_dev_per(entries, args.size, args.out / "dev_per.png")
     plot_test_per(entries, args.size, args.out / "test_per.png")

@@ -13,13 +13,15 @@ Model: the shipped tiny wav2vec2 (fvae_asr/assets/tiny_wav2vec2, loaded from tha
 averaged over the real (non-padded) frames, then a fresh linear head (``PooledClassifier``). Methods, as in
 benchmarks/compare_methods.py (same definitions, imported): frozen (head only), lora, fvae_lora, full (all but
 the CNN), and the FVAE-LoRA ablations delta0 (VAE2LAT: delta = 0 and a KL of q2 toward p2) and same_prior
-(prior mean of z2 = 0). Adapters: rank 16, LoRA alpha 16, dropout 0.1, FVAE defaults (delta = 2 / rank,
-lambda = 1e-3), on every linear layer of the transformer and the feature projection (the comparison study's
+(prior mean of z2 = 0). Adapters: rank 16, LoRA with alpha 16 and dropout 0.1, FVAE-LoRA with the package's
+defaults (the authors' code: scale 0.5, a 3-layer decoder with dropout 0.1, delta = 2 / rank, lambda = 1e-3), on
+every linear layer of the transformer and the feature projection (the comparison study's
 ``all_linear``; on q/k alone adapters did no better than the frozen head there).
 
 Protocol, fixed before the study ran:
 - training: AdamW (weight decay 0.01), batch 16, linear warm-up over 10 % of the steps then linear decay to 0,
-  gradient norm clipped at 5, cross-entropy + lambda * FVAE auxiliary loss; the model after the last epoch is
+  cross-entropy + lambda * FVAE auxiliary loss with its gradient norm clipped at 1e-3 for every method (the
+  recipe's clipping: the authors' norm 1 on 1000 * task + aux; it was 5 before the authors' defaults); the model after the last epoch is
   evaluated (no early stopping);
 - learning rate: for each of frozen, lora, fvae_lora and full, the rate of ``--lr-grid`` with the best
   IN-DISTRIBUTION validation average accuracy with the first seed (ties: the lower rate). This is the strict
@@ -35,8 +37,9 @@ variants of the source domain recur across splits; rate, pitch, the noise and th
 drawn afresh for each utterance. ``--quick``: 6 utterances per word at rate 0.5, 1 per test group, 1 epoch, one
 rate and one seed.
 
-Resumable: each finished run leaves ``OUT/records/<method>/lr<lr>/seed<k>.json`` and never runs again with the
-same settings. ``--export DIR`` also keeps every run's trained classifier, ``DIR/<method>/lr<lr>/seed<k>``
+Resumable: each finished run leaves ``OUT/records/<method>/lr<lr>/seed<k>.json`` (with the commit it ran on) and
+never runs again with the same settings (the sizes, corpus and backbone, and the run's adapter config and
+clipping: a changed default runs again). ``--export DIR`` also keeps every run's trained classifier, ``DIR/<method>/lr<lr>/seed<k>``
 (``export_recognizer``'s format with task "classification": load it with ``load_exported``; a run with a record
 but no export runs again), and writes the test split as a manifest for ``python -m fvae_asr.latents``:
 ``DIR/test.json`` (per utterance: ``wav``, ``duration``, ``label`` the word, ``nuisance`` the noise colour) with
@@ -78,8 +81,9 @@ if SCRIPT_DIR not in sys.path:  # the sibling script, also when this one is load
     sys.path.append(SCRIPT_DIR)
 
 from compare_methods import (  # noqa: E402
-    ABLATIONS, METHODS, STUDY, TARGETS, TUNED, backbone_digest, mean_std, record_path,
+    ABLATIONS, CONTROLS, METHODS, STUDY, TARGETS, backbone_digest, mean_std, record_path, source_commit,
 )
+from compare_methods import TUNED as COMPARED_TUNED  # noqa: E402
 from compare_methods import read_record as finished_record  # noqa: E402
 from study_runner import run_due  # noqa: E402
 
@@ -100,11 +104,16 @@ NOISES = {"blue": -1.0, "white": 0.0, "pink": 1.0, "brown": 2.0}  # the nuisance
 SNR_DB = 10.0
 TARGET_MODULES = TARGETS["all_linear"]
 SPLITS = ("train", "val", "test")
+# The recipe's clipping (recipes/timit/hparams.yaml, max_grad_norm) for every method: the authors' FVAE-LoRA norm 1
+# on 1000 * task + aux, in the units of task + lambda * aux.
+MAX_GRAD_NORM = 1e-3
+STUDY_METHODS = [method for method in METHODS if method not in CONTROLS]  # the recipe's controls are not run here
+TUNED = tuple(method for method in COMPARED_TUNED if method in STUDY_METHODS)  # each with its own grid
 
 # The study's size, fixed before it ran. Per word: 240 training and 60 validation utterances (90 % with the
 # word's own noise); test: 30 utterances per (word, noise) group.
 STUDY_SIZE = {"train_per_class": 240, "val_per_class": 60, "test_per_group": 30, "rate": 0.9, "epochs": 6,
-              "batch_size": 16, "lr_grid": STUDY["lr_grid"], "seeds": [0, 1, 2], "methods": list(METHODS)}  # fmt: skip
+              "batch_size": 16, "lr_grid": STUDY["lr_grid"], "seeds": [0, 1, 2], "methods": STUDY_METHODS}  # fmt: skip
 SIZES = {
     "study": STUDY_SIZE,
     "quick": {**STUDY_SIZE, "train_per_class": 6, "val_per_class": 6, "test_per_group": 1, "rate": 0.5, "epochs": 1,
@@ -256,19 +265,28 @@ class Task:
         return f"{self.method}/lr{self.lr:g}/seed{self.seed}"
 
 
+def adapter_config(method: str) -> FVAELoRAConfig | LoRAConfig | None:
+    """The method's adapter config (None for frozen and full)."""
+    kind = METHODS[method]["adapter"]
+    overrides = METHODS[method].get("adapter_configs", {}).get(kind, {})
+    if kind == "fvae_lora":
+        return FVAELoRAConfig(target_modules=TARGET_MODULES, trainable_modules=["head"], **overrides)
+    if kind == "lora":
+        return LoRAConfig(dropout=0.1, target_modules=TARGET_MODULES, trainable_modules=["head"], **overrides)
+    return None
+
+
+def task_settings(task: Task, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run's record must match: the study's, then the method's adapter config and clipping."""
+    config = adapter_config(task.method)
+    return {**settings, "adapter_config": None if config is None else config.to_dict(), "max_grad_norm": MAX_GRAD_NORM}
+
+
 def build_model(method: str, backbone: str, seed: int) -> PooledClassifier:
     """The pooled classifier with the method's adapters injected (or its weights set to train); seeded."""
     torch.manual_seed(seed)
     model = PooledClassifier(SSLEncoder(backbone), len(WORDS))
-    spec = METHODS[method]
-    kind = spec["adapter"]
-    overrides = spec.get("adapter_configs", {}).get(kind, {})
-    config = None
-    if kind == "fvae_lora":
-        config = FVAELoRAConfig(target_modules=TARGET_MODULES, trainable_modules=["head"], **overrides)
-    elif kind == "lora":
-        config = LoRAConfig(dropout=0.1, target_modules=TARGET_MODULES, trainable_modules=["head"], **overrides)
-    configure_training(model, kind, config)
+    configure_training(model, METHODS[method]["adapter"], adapter_config(method))
     return model
 
 
@@ -311,7 +329,7 @@ def train(model: PooledClassifier, split: dict[str, Any], task: Task, settings: 
             loss = F.cross_entropy(logits, split["label"][batch]) + aux_weight(model) * aux_loss(model)
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 5.0)
+            torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
             optimizer.step()
             total += loss.item() * len(batch)
         losses.append(total / n)
@@ -326,7 +344,7 @@ def read_record(out: Path, task: Task, settings: dict[str, Any], exports: Path |
     """The finished run's record if it was made with these settings (and, with ``exports``, its model exported)."""
     if exports is not None and not (export_path(exports, task) / DESCRIPTION_NAME).is_file():
         return None
-    return finished_record(out, task, settings)
+    return finished_record(out, task, task_settings(task, settings))
 
 
 def run_task(task: Task, settings: dict[str, Any], paths: dict[str, str], out: Path) -> dict[str, Any]:
@@ -352,7 +370,8 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, str], out: P
         "train_loss": losses,
         "trainable_params": trainable, "total_params": total,
         "seconds": round(time.perf_counter() - started, 1),
-        "settings": settings,
+        "commit": paths["commit"],
+        "settings": task_settings(task, settings),
     }  # fmt: skip
     path = record_path(out, task)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -478,12 +497,14 @@ def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command
         "- Model: the shipped tiny wav2vec2 (fvae_asr/assets/tiny_wav2vec2), hidden states averaged over the real "
         "(non-padded) frames, a fresh linear head. Methods: frozen (head only), lora, fvae_lora, full (all but the "
         "CNN), and the FVAE-LoRA ablations delta0 (VAE2LAT: delta = 0, KL of q2 toward p2) and same_prior (prior "
-        "mean of z2 = 0), defined as in benchmarks/compare_methods.py. Adapters: rank 16, alpha 16, dropout 0.1, "
-        "FVAE defaults (delta = 2 / rank, lambda = 1e-3), on every linear layer of the transformer and the feature "
-        f"projection ({', '.join(TARGET_MODULES)}).",
+        "mean of z2 = 0), defined as in benchmarks/compare_methods.py. Adapters: rank 16; LoRA alpha 16, dropout "
+        "0.1; FVAE-LoRA with the package's defaults, which follow the authors' code (scale 0.5, a decoder of 3 "
+        "hidden layers with dropout 0.1, delta = 2 / rank, lambda = 1e-3); on every linear layer of the transformer "
+        f"and the feature projection ({', '.join(TARGET_MODULES)}).",
         f"- Training: {size['epochs']} epochs, batch {size['batch_size']}, AdamW (weight decay 0.01), linear warm-up "
-        "over 10 % of the steps then linear decay to 0, gradient norm clipped at 5; the last epoch's model is "
-        "evaluated (no early stopping).",
+        f"over 10 % of the steps then linear decay to 0, gradient norm of task + lambda * aux clipped at "
+        f"{MAX_GRAD_NORM:g} for every method (the recipe's clipping, the authors' in our units); the last epoch's "
+        "model is evaluated (no early stopping).",
         f"- Learning rate: each of frozen, lora, fvae_lora and full takes the rate of {size['lr_grid']} with the best "
         f"in-distribution validation average accuracy with seed {size['seeds'][0]} (ties: the lower rate); no group "
         "labels are used for selection (the stricter rule; worst-group accuracy on a group-balanced split would be the "
@@ -555,7 +576,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backbone", type=Path, default=ASSET_BACKBONE,
                         help="Hugging Face wav2vec2 directory (default: the shipped tiny backbone)")  # fmt: skip
     parser.add_argument("--corpus-seed", type=int, default=0, help="seed of the generated corpus (default: 0)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods (default: all)")
+    parser.add_argument("--methods", nargs="+", choices=STUDY_METHODS, help="methods (default: all)")
     parser.add_argument("--train-per-class", type=int, help=f"default {STUDY_SIZE['train_per_class']}")
     parser.add_argument("--val-per-class", type=int, help=f"default {STUDY_SIZE['val_per_class']}")
     parser.add_argument("--test-per-group", type=int, help=f"default {STUDY_SIZE['test_per_group']}")
@@ -594,19 +615,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # What a record depends on (no paths: records stay valid wherever the folders live).
     settings = {**{key: args.size[key] for key in ("epochs", "batch_size")}, "corpus": corpus.name,
                 "backbone": backbone_digest(args.backbone)}  # fmt: skip
-    paths = {"corpus": str(corpus.resolve()), "backbone": str(args.backbone.resolve())}
+    paths = {"corpus": str(corpus.resolve()), "backbone": str(args.backbone.resolve()), "commit": source_commit()}
     if args.export is not None:
         paths["exports"] = str(args.export.resolve())
         logger.info("wrote the test manifest %s", write_test_manifest(corpus, args.export))
     study = run_study(args, settings, paths)
     entries = results_entries(study)
-    results = {"size": args.size, "settings": settings, "corpus_options": corpus_options(args.size, args.corpus_seed),
+    command = " ".join(["python benchmarks/spurious.py", *(sys.argv[1:] if argv is None else argv)])
+    results = {"size": args.size, "settings": settings, "commit": paths["commit"], "command": command,
+               "corpus_options": corpus_options(args.size, args.corpus_seed),
                "results": entries, "fvae_minus_lora": fvae_minus_lora(entries),
                "runs": [study.records[task] for task in study.due() if task in study.records],
                "seconds_this_call": round(time.perf_counter() - started, 1)}  # fmt: skip
     write_json(args.out / "results.json", results)
-    command = " ".join(["python benchmarks/spurious.py", *(sys.argv[1:] if argv is None else argv)])
-    table = markdown_report(entries, args.size, command)
+    table = markdown_report(entries, args.size, f"{command}   # at commit {paths['commit']}")
     write_atomically(args.out / "results.md", lambda tmp: tmp.write_text(table, encoding="utf-8"))
     plot_accuracy(entries, args.out / "accuracy.png")
     print(table)

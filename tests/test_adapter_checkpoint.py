@@ -8,7 +8,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from fvae_asr import FVAELoRAConfig, LoRAConfig, aux_loss, inject, load_adapter, save_adapter
+from fvae_asr import FVAELoRAConfig, LoRAConfig, adapter_layers, aux_loss, inject, load_adapter, save_adapter
 from tiny_models import WithHead, tiny_inputs, tiny_wav2vec2
 
 
@@ -163,3 +163,31 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
     with pytest.raises((OSError, SafetensorError), match="directory"):
         save_adapter(_trained(CONFIGS[0], steps=1), tmp_path)
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()} == before
+
+
+def test_an_adapter_written_before_the_authors_defaults_loads_as_it_trained(tmp_path):
+    """A 0.1 file: scale 1 (lora_alpha 16), a 1-layer decoder without dropout, clamp 10, and no decoder_dropout
+    field. It loads with its own numbers, not today's defaults: same eval output, same training loss."""
+    old = FVAELoRAConfig(rank=4, lora_alpha=16, decoder_layers=1, decoder_dropout=0.0, logvar_clamp=10.0,
+                         trainable_modules=["head"])  # fmt: skip
+    model = _trained(old)
+    save_adapter(model, tmp_path)
+    config_path = tmp_path / "adapter_config.json"
+    written = json.loads(config_path.read_text())
+    del written["decoder_dropout"]  # the field did not exist in 0.1
+    config_path.write_text(json.dumps(written))
+
+    fresh = WithHead(tiny_wav2vec2(seed=0))
+    load_adapter(fresh, tmp_path)
+    loaded = fresh.adapter_state.config
+    assert (loaded.lora_alpha, loaded.decoder_layers, loaded.decoder_dropout, loaded.logvar_clamp) == (16, 1, 0.0, 10.0)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(tiny_inputs("wav2vec2")), model(tiny_inputs("wav2vec2")))
+        for trained, reloaded in zip(adapter_layers(model), adapter_layers(fresh), strict=True):
+            x = torch.randn(2, 5, trained.in_features)
+            terms = []
+            for layer in (trained, reloaded):  # the same noise and dropout masks
+                torch.manual_seed(7)
+                layer.train()(x)
+                terms.append(layer.last_terms["total"])
+            assert torch.equal(*terms)

@@ -81,7 +81,7 @@ def test_checkpoint_names_are_unchanged():
     names = set(_layer().state_dict())
     parts = ("hidden", "mean", "logvar")
     encoders = {f"encoder_z{i}.{part}.{p}" for i in (1, 2) for part in parts for p in ("weight", "bias")}
-    decoder = {f"decoder.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
+    decoder = {f"decoder.{i}.{p}" for i in (0, 2, 4, 6) for p in ("weight", "bias")}  # 3 hidden layers + output
     assert names == encoders | decoder | {"decoder_log_scale", "lora_B.weight", "base.weight", "base.bias"}
 
 

@@ -296,7 +296,8 @@ def test_lora_merges_and_fvae_refuses():
 @pytest.mark.parametrize(
     "field,value",
     [("rank", 0), ("z2_dim", -1), ("dropout", 1.0), ("beta", -1.0), ("aux_weight", "x"), ("decoder_layers", 0),
-     ("target_modules", []), ("target_modules", "("), ("logvar_clamp", 0)],
+     ("decoder_dropout", 1.0), ("decoder_dropout", -0.1), ("target_modules", []), ("target_modules", "("),
+     ("logvar_clamp", 0)],
 )
 def test_invalid_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -313,16 +314,53 @@ def test_non_finite_config_values_are_rejected(field, value):
         FVAELoRAConfig(**{field: value})
 
 
-def test_config_defaults_follow_the_paper_and_the_authors_weighting():
+def test_config_defaults_follow_the_authors_released_code():
     cfg = FVAELoRAConfig()
-    assert (cfg.rank, cfg.z2_dim, cfg.lora_alpha, cfg.scaling) == (16, 16, 16, 1.0)
-    assert (cfg.encoder_hidden, cfg.decoder_hidden, cfg.decoder_layers, cfg.dropout) == (16, 128, 1, 0.1)
+    assert (cfg.rank, cfg.z2_dim, cfg.lora_alpha, cfg.scaling) == (16, 16, 8.0, 0.5)  # their default lora_alpha 8
+    assert (cfg.encoder_hidden, cfg.decoder_hidden, cfg.decoder_layers) == (16, 128, 3)
+    assert (cfg.dropout, cfg.decoder_dropout, cfg.logvar_clamp) == (0.1, 0.1, 20.0)
     assert (cfg.prior_mean_z2, cfg.alpha, cfg.beta, cfg.delta, cfg.aux_weight) == (1.5, 1.0, 1.0, 2 / 16, 1e-3)
+    lora = LoRAConfig()  # their LoRA baseline passes lora_alpha 16, as PEFT's convention at rank 16
+    assert (lora.rank, lora.lora_alpha, lora.scaling) == (16, 16.0, 1.0)
     assert LoRAConfig(rank=16, lora_alpha=16, use_rslora=True).scaling == 4.0
     small = FVAELoRAConfig(rank=4)  # delta and the encoder width follow the rank unless given
-    assert (small.delta, small.encoder_hidden, small.z2_dim) == (0.5, 4, 4)
+    assert (small.delta, small.encoder_hidden, small.z2_dim, small.scaling) == (0.5, 4, 4, 2.0)
     assert (FVAELoRAConfig(rank=4, delta=1.0, encoder_hidden=32).delta, FVAELoRAConfig(encoder_hidden=32).encoder_hidden) == (1.0, 32)
     assert config_from_dict(small.to_dict()) == small
+
+
+def test_default_layer_has_the_authors_structure():
+    """Encoders Linear -> ReLU -> Dropout(0.1) -> zero heads; decoder 3 x [Linear(128) -> ReLU -> Dropout(0.1)]
+    -> Linear(d); scale 0.5; the decoder's Linear layers keep the checkpoint names decoder.0, .2, .4, .6."""
+    layer = FVAELoRALinear(torch.nn.Linear(40, 24), FVAELoRAConfig(), "q")
+    linears = [(name, m.in_features, m.out_features) for name, m in layer.decoder.named_children()
+               if isinstance(m, torch.nn.Linear)]  # fmt: skip
+    assert linears == [("0", 32, 128), ("2", 128, 128), ("4", 128, 128), ("6", 128, 40)]
+    blocks = [m for m in layer.decoder if not isinstance(m, torch.nn.Linear)]
+    assert len(blocks) == 3
+    for block in blocks:
+        relu, dropout = block
+        assert isinstance(relu, torch.nn.ReLU) and isinstance(dropout, torch.nn.Dropout) and dropout.p == 0.1
+    assert [layer.encoder_z1.hidden.out_features, layer.encoder_z2.hidden.out_features] == [16, 16]
+    assert layer.encoder_z1.dropout.p == layer.encoder_z2.dropout.p == 0.1
+    assert layer.config.scaling == 0.5 and "scaling=0.5" in repr(layer)
+    paper_table = FVAELoRALinear(torch.nn.Linear(40, 24), FVAELoRAConfig(decoder_layers=1, decoder_dropout=0.0), "q")
+    assert [k for k in paper_table.state_dict() if k.startswith("decoder.")] == [
+        "decoder.0.weight", "decoder.0.bias", "decoder.2.weight", "decoder.2.bias"]  # the names of 0.1 files
+
+
+def test_decoder_dropout_acts_in_training_only():
+    torch.manual_seed(0)
+    layer = FVAELoRALinear(torch.nn.Linear(12, 10), FVAELoRAConfig(rank=4, decoder_dropout=0.5), "q")
+    latents = torch.randn(64, 8)
+    layer.train()
+    assert not torch.equal(layer.decoder(latents), layer.decoder(latents))  # fresh masks each call
+    layer.eval()
+    first = layer.decoder(latents)
+    assert torch.equal(first, layer.decoder(latents))
+    no_dropout = FVAELoRALinear(torch.nn.Linear(12, 10), FVAELoRAConfig(rank=4, decoder_dropout=0.0), "q")
+    no_dropout.load_state_dict(layer.state_dict())
+    assert torch.equal(first, no_dropout.train().decoder(latents))  # eval = the decoder without dropout
 
 
 def test_a_degenerate_delta_logs_why(caplog):

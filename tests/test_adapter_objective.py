@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from fvae_asr import FVAELoRAConfig, FVAELoRALinear
+from fvae_asr import FVAELoRAConfig, FVAELoRALinear, adapter_layers, aux_loss, inject
 from fvae_asr.adapters.objective import (
     gaussian_nll,
     kl_to_unit_gaussian,
@@ -123,3 +123,21 @@ def test_mask_shape_mismatch_names_the_layer():
     layer.frame_mask = torch.ones(2, 5, dtype=torch.bool)
     with pytest.raises(ValueError, match="'layer'"):
         layer(torch.randn(2, 6, 12))
+
+
+def test_default_aux_loss_is_reconstruction_plus_kl_minus_two_over_rank_gamma():
+    """With today's defaults (the authors' 3-layer decoder with dropout, scale 0.5), the model's aux loss is still
+    the mean over layers of ``reconstruction + kl_z1 - (2 / rank) * gamma``."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 40), torch.nn.Tanh(), torch.nn.Linear(40, 24))
+    config = FVAELoRAConfig(target_modules=["0", "2"])
+    inject(model, config)
+    with torch.no_grad():  # away from the zero init, so every term is non-trivial
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    model.train()(torch.randn(3, 7, 40))
+    per_layer = [layer.last_terms for layer in adapter_layers(model)]
+    expected = torch.stack([t["reconstruction"] + t["kl_z1"] - (2 / config.rank) * t["gamma"] for t in per_layer])
+    torch.testing.assert_close(aux_loss(model), expected.mean())
+    assert all(t["gamma"].abs() > 0 and t["kl_z1"] > 0 for t in per_layer)

@@ -17,7 +17,8 @@ from fvae_asr.speech.timit import PHONES_39
 from tiny_models import tiny_wav2vec2
 
 SIZE = {"shifts": ["target"], "lr_grid": [0.001, 0.01, 0.05], "seeds": [0, 1],
-        "methods": ["frozen", "lora", "fvae_lora", "full", "delta0", "same_prior"], "targets": ["qk", "all_linear"]}
+        "methods": ["frozen", "lora", "fvae_lora", "full", "delta0", "same_prior", "lora_task_clip", "fvae_lora_old"],
+        "targets": ["qk", "all_linear"]}
 
 
 def _finish(study, task, dev_per, test_per=50.0):
@@ -32,7 +33,8 @@ def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_l
     assert {t.seed for t in first} == {0} and {t.method for t in first} == set(compare.TUNED)
     assert {(t.method, t.targets) for t in first if t.method in ("frozen", "full")} == {
         ("frozen", "shared"), ("full", "shared")}  # no adapters: one grid per shift, not one per target setting
-    assert len(first) == 3 * (2 + 2 * 2)  # lr grid x (frozen, full, lora x 2 targets, fvae_lora x 2 targets)
+    # lr grid x (frozen, full, then lora, fvae_lora and their two controls on 2 target settings each)
+    assert len(first) == 3 * (2 + 4 * 2)
 
     dev = {0.001: [60.0, 40.0], 0.01: [45.0, 41.0], 0.05: [39.0, 70.0]}  # best epoch decides: 0.05 (39.0)
     for task in study.grid("target", "fvae_lora", "qk"):
@@ -107,12 +109,36 @@ def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(t
     assert (out / "test_per.png").read_bytes().startswith(b"\x89PNG")
     assert (out / "results.md").read_text() in capsys.readouterr().out
 
+    assert {(c["method"], c["control"]) for c in results["controls"]} == {
+        ("lora", "lora_task_clip"), ("fvae_lora", "fvae_lora_old")}  # fmt: skip
+    assert results["commit"] and results["command"].startswith("python benchmarks/compare_methods.py --quick")
+
     records = sorted((out / "records").rglob("*.json"))
-    assert len(records) == 2 * 6 + 2 * 2  # the grid of 6 settings, then 2 ablations x 2 target settings
+    assert len(records) == 2 * 10 + 2 * 2  # the grid of 10 settings, then 2 ablations x 2 target settings
+    by_path = {str(r.relative_to(out / "records")): json.loads(r.read_text()) for r in records}
+    old = by_path["target/qk/fvae_lora_old/lr0.003/seed0.json"]["settings"]
+    new = by_path["target/qk/fvae_lora/lr0.003/seed0.json"]["settings"]
+    assert (new["max_grad_norm"], new["adapter_config"]["decoder_layers"], new["adapter_config"]["lora_alpha"]) == (
+        0.001, 3, 8)  # fmt: skip
+    assert (old["max_grad_norm"], old["adapter_config"]["decoder_layers"], old["adapter_config"]["lora_alpha"]) == (
+        5.0, 1, 16)  # fmt: skip
+    assert by_path["target/shared/frozen/lr0.003/seed0.json"]["settings"]["adapter_config"] is None
+    assert by_path["target/qk/lora_task_clip/lr0.003/seed0.json"]["settings"]["max_grad_norm"] == 1.0
+    assert all(record["commit"] == results["commit"] for record in by_path.values())
     stamps = [r.stat().st_mtime_ns for r in records]
     again = compare.main(argv)
     assert [r.stat().st_mtime_ns for r in records] == stamps  # nothing ran again
     assert again["results"] == returned["results"]
+
+    # A record made under another default (here the decoder's depth) is not this run's: it would run again.
+    task = compare.Task("target", "fvae_lora", "qk", 0.003, 0)
+    study_settings = results["settings"]
+    assert compare.read_task_record(out, task, study_settings) is not None
+    path = out / "records" / f"{task.key}.json"
+    record = json.loads(path.read_text())
+    record["settings"]["adapter_config"]["decoder_layers"] = 1
+    path.write_text(json.dumps(record))
+    assert compare.read_task_record(out, task, study_settings) is None
 
 
 def test_missing_backbone_is_a_clear_error(tmp_path: Path, capsys) -> None:

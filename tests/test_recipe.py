@@ -169,3 +169,44 @@ def test_shipped_recipes_default_to_the_authors_weighting(hparams_file, rank, tm
                  "encoder_config": TINY_ENCODERS["wav2vec2"], "init_head_from_checkpoint": False}  # fmt: skip
     config = load_hparams(hparams_file, overrides)["adapter_configs"]["fvae_lora"]
     assert (config.rank, config.z2_dim, config.encoder_hidden, config.delta, config.beta) == (rank, rank, rank, 2 / rank, 1.0)
+
+
+@pytest.mark.parametrize("kind", ["fvae_lora", "lora"])
+def test_the_recipe_clips_the_gradient_of_its_training_loss_at_1e_3(tone_corpus, tmp_path, monkeypatch, kind):
+    """Every method's step gets the gradient of ``ctc + aux_weight * aux`` clipped to norm 1e-3 (the authors'
+    norm 1 on ``1000 * task + aux``): measured on the gradients the optimiser receives."""
+    import speechbrain as sb
+
+    from fvae_asr.speech.brain import PhoneCTCBrain
+
+    loss_gradients, clips = [], []
+    compute_objectives, clip_grad_norm = PhoneCTCBrain.compute_objectives, torch.nn.utils.clip_grad_norm_
+
+    def objectives(self, predictions, batch, stage):
+        loss = compute_objectives(self, predictions, batch, stage)
+        if stage == sb.Stage.TRAIN and not loss_gradients:  # the gradient of the loss the recipe says it trains
+            params = [p for p in self.modules.parameters() if p.requires_grad]
+            loss_gradients.append(dict(zip(params, torch.autograd.grad(loss, params, retain_graph=True))))
+        return loss
+
+    def clip(parameters, max_norm, *args, **kwargs):
+        parameters = [p for p in parameters if p.grad is not None]
+        before = [p.grad.clone() for p in parameters]
+        norm = clip_grad_norm(parameters, max_norm, *args, **kwargs)
+        clips.append((max_norm, norm.item(), parameters, before, [p.grad.clone() for p in parameters]))
+        return norm
+
+    monkeypatch.setattr(PhoneCTCBrain, "compute_objectives", objectives)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, adapter=kind, number_of_epochs=1))
+
+    assert clips and all(max_norm == 1e-3 for max_norm, *_ in clips)
+    assert all(norm > 1e-3 for _, norm, *_ in clips)  # it fires on every step: each step's gradient is normalised
+    _, norm, parameters, before, after = clips[0]
+    expected = loss_gradients[0]
+    assert set(parameters) == set(expected)  # every trainable weight is clipped together
+    for p, raw, clipped in zip(parameters, before, after):
+        torch.testing.assert_close(raw, expected[p], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(clipped, raw * (1e-3 / (norm + 1e-6)))
+    clipped_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in after]))
+    assert clipped_norm.item() == pytest.approx(1e-3, rel=1e-3)

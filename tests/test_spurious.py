@@ -144,7 +144,8 @@ def test_quick_study_writes_the_schema_and_never_reruns_a_finished_run(tmp_path:
 
     results = json.loads((out / "results.json").read_text())
     assert results == json.loads(json.dumps(returned))
-    assert [e["method"] for e in results["results"]] == list(spurious.METHODS)
+    assert [e["method"] for e in results["results"]] == spurious.STUDY_METHODS  # the recipe's controls are not run
+    assert spurious.STUDY_METHODS == ["frozen", "lora", "fvae_lora", "full", "delta0", "same_prior"]
     for e in results["results"]:
         assert {"method", "lr", "seeds", "avg_acc", "worst_group_acc"} <= set(e)
         assert e["seeds"] == [0] and e["lr"] == 0.01
@@ -162,6 +163,9 @@ def test_quick_study_writes_the_schema_and_never_reruns_a_finished_run(tmp_path:
 
     records = sorted((out / "records").rglob("*.json"))
     assert len(records) == 6
+    fvae = json.loads((out / "records" / "fvae_lora" / "lr0.01" / "seed0.json").read_text())
+    assert fvae["settings"]["max_grad_norm"] == 1e-3 and fvae["settings"]["adapter_config"]["decoder_layers"] == 3
+    assert fvae["commit"] == results["commit"] and "--quick" in results["command"]
     stamps = [r.stat().st_mtime_ns for r in records]
     again = spurious.main(argv)
     assert [r.stat().st_mtime_ns for r in records] == stamps  # nothing ran again

@@ -63,6 +63,7 @@ class AdapterConfig:
     """Fields shared by every adapter kind: where to inject and what else stays trainable."""
 
     adapter_type: ClassVar[str] = ""
+    absent_in_old_files: ClassVar[dict[str, Any]] = {}
 
     rank: int = 16
     lora_alpha: float = 16.0
@@ -115,11 +116,16 @@ class FVAELoRAConfig(AdapterConfig):
     ``alpha * NLL(x) + beta * KL(q1 || N(0, I)) - delta * Gamma (+ beta_z2 * KL(q2 || p2))`` with the
     single-sample ``Gamma = log p2(z2) - log p1(z1)`` in nats (see docs/method.md).
 
-    Defaults reproduce the authors' published objective, not only the paper's table: rank 16, z2_dim = rank,
-    encoder_hidden = rank (the paper's hidden = dim(z_i)), decoder hidden 128, prior mean of z2 = 1.5,
-    alpha = beta = 1, lambda = 1e-3, and ``delta = 2 / rank``. The authors write the repulsion as
-    ``mean((z2 - 1.5)^2) - mean(z1^2)``, means over latent elements, which equals ``-(2 / rank) * Gamma``
-    when z2_dim = rank: so their weight 1 is our delta = 2 / rank, and the default loss equals theirs.
+    Defaults reproduce what the authors' released code ran (idiap/FVAE-LoRA, ``image_main.py``), not only the
+    paper's table: rank 16, z2_dim = rank, encoder_hidden = rank, prior mean of z2 = 1.5, alpha = beta = 1,
+    lambda = 1e-3, ``delta = 2 / rank``; a decoder of 3 hidden layers of 128 with dropout 0.1 after each; the
+    update scale ``lora_alpha / rank`` with ``lora_alpha = 8`` (s = 0.5 at rank 16: their FVAE-LoRA never passes
+    ``lora_alpha``, so their config's default 8 applies); log-variances clamped to [-20, 20]. The paper's table
+    variant is ``decoder_layers=1, decoder_dropout=0.0``.
+
+    The authors write the repulsion as ``mean((z2 - 1.5)^2) - mean(z1^2)``, means over latent elements, which
+    equals ``-(2 / rank) * Gamma`` when z2_dim = rank: so their weight 1 is our delta = 2 / rank, and the default
+    loss equals theirs.
 
     The paper's literal ``delta = 1`` (= beta) degenerates: in expectation under q1, ``-delta * Gamma`` holds
     ``+delta * E[log p1(z1)]``, which cancels the cross-entropy part of ``beta * KL(q1 || p1)`` and leaves only
@@ -129,19 +135,23 @@ class FVAELoRAConfig(AdapterConfig):
     """
 
     adapter_type: ClassVar[str] = "fvae_lora"
+    # Fields that files written by older versions lack, with the value those versions used (not today's default).
+    absent_in_old_files: ClassVar[dict[str, Any]] = {"decoder_dropout": 0.0}
 
+    lora_alpha: float = 8.0  # s = lora_alpha / rank = 0.5 at rank 16, as the authors' code ran
     z2_dim: int | None = None  # residual latent size; None means equal to rank
     encoder_hidden: int | None = None  # width of each encoder's hidden layer; None means equal to rank
     decoder_hidden: int = 128
-    decoder_layers: int = 1
-    dropout: float = 0.1
+    decoder_layers: int = 3
+    dropout: float = 0.1  # after each encoder's hidden layer
+    decoder_dropout: float = 0.1  # after each of the decoder's hidden layers
     prior_mean_z2: float = 1.5
     alpha: float = 1.0  # weight of the reconstruction negative log-likelihood
     beta: float = 1.0  # weight of KL(q1 || N(0, I))
     delta: float | None = None  # weight of the repulsive term Gamma; None means 2 / rank (the authors' weight)
     beta_z2: float = 0.0  # weight of KL(q2 || p2): the VAE2LAT ablation, 0 in FVAE-LoRA
     aux_weight: float = 1e-3  # lambda in L = L_task + lambda * aux
-    logvar_clamp: float = 10.0  # log-variances are clamped to [-logvar_clamp, logvar_clamp]
+    logvar_clamp: float = 20.0  # log-variances are clamped to [-logvar_clamp, logvar_clamp]
     b_init_std: float = 0.02  # B ~ N(0, std) as in the authors' code (fresh eval output still equals base)
 
     def __post_init__(self) -> None:
@@ -157,6 +167,7 @@ class FVAELoRAConfig(AdapterConfig):
         for name in ("alpha", "beta", "delta", "beta_z2", "aux_weight", "b_init_std"):
             _check_non_negative(self, name)
         _check_probability(self, "dropout")
+        _check_probability(self, "decoder_dropout")
         _check_finite_number(self, "prior_mean_z2")
         if not (isinstance(self.logvar_clamp, (int, float)) and 0 < self.logvar_clamp <= 30):
             raise ValueError(f"FVAELoRAConfig.logvar_clamp must be in (0, 30], got {self.logvar_clamp!r}")
@@ -173,7 +184,11 @@ CONFIG_TYPES: dict[str, type[AdapterConfig]] = {c.adapter_type: c for c in (LoRA
 
 
 def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
-    """Rebuild a config from ``to_dict`` output; unknown types or fields raise ValueError naming them."""
+    """Rebuild a config from ``to_dict`` output; unknown types or fields raise ValueError naming them.
+
+    A field that a file written by an older version lacks takes the value that version used, not today's default,
+    so an old adapter loads as it trained (``absent_in_old_files``).
+    """
     data = dict(data)
     kind = data.pop("adapter_type", None)
     if kind not in CONFIG_TYPES:
@@ -183,4 +198,4 @@ def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-    return cls(**data)
+    return cls(**{**cls.absent_in_old_files, **data})

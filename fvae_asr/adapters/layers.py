@@ -107,12 +107,18 @@ class GaussianEncoder(nn.Module):
         return self.mean(h), self.logvar(h) if with_logvar else None
 
 
-def _decoder(latent: int, hidden: int, layers: int, out_features: int, **factory) -> nn.Sequential:
-    """concat(z1, z2) -> [Linear -> ReLU] * layers -> Linear(hidden -> d): the mean of p(x | z1, z2)."""
+def _decoder(
+    latent: int, hidden: int, layers: int, out_features: int, dropout: float, **factory
+) -> nn.Sequential:
+    """concat(z1, z2) -> [Linear -> ReLU -> Dropout] * layers -> Linear(hidden -> d): the mean of p(x | z1, z2).
+
+    ReLU and Dropout sit in one parameterless block, so the Linear layers keep the indices 0, 2, 4, ... that
+    checkpoints name, with or without dropout.
+    """
     blocks: list[nn.Module] = []
     width = latent
     for _ in range(layers):
-        blocks += [nn.Linear(width, hidden, **factory), nn.ReLU()]
+        blocks += [nn.Linear(width, hidden, **factory), nn.Sequential(nn.ReLU(), nn.Dropout(dropout))]
         width = hidden
     blocks.append(nn.Linear(width, out_features, **factory))
     return nn.Sequential(*blocks)
@@ -135,7 +141,9 @@ class FVAELoRALinear(AdaptedLinear):
         d, r, r2 = base.in_features, config.rank, config.z2_dim
         self.encoder_z1 = GaussianEncoder(d, config.encoder_hidden, r, config.dropout, **factory)
         self.encoder_z2 = GaussianEncoder(d, config.encoder_hidden, r2, config.dropout, **factory)
-        self.decoder = _decoder(r + r2, config.decoder_hidden, config.decoder_layers, d, **factory)
+        self.decoder = _decoder(
+            r + r2, config.decoder_hidden, config.decoder_layers, d, config.decoder_dropout, **factory
+        )
         self.decoder_log_scale = nn.Parameter(torch.zeros(d, **factory))  # learned diagonal scale, init 1
         self.lora_B = nn.Linear(r, base.out_features, bias=False, **factory)
         nn.init.normal_(self.lora_B.weight, std=config.b_init_std)
