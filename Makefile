@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench compare spurious
+.PHONY: setup demo test test-fast docs bench compare spurious
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,14 @@ setup: $(STAMP)
 demo: setup  ## offline end-to-end demo on the embedded synthetic corpus
 	$(PY) -m fvae_asr.demo --out demo_out
 
-test: setup  ## the whole test suite, slow end-to-end tests included
+test: setup docs  ## the docs build (strict) and the whole test suite, slow end-to-end tests included
 	$(PY) -m pytest -q
 
 test-fast: setup  ## everything but the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
+
+docs: setup  ## the documentation site from docs/ into site/; broken links and missing references fail
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 bench: setup  ## adapter speed: FVAE-LoRA vs an authors'-style implementation vs LoRA, whole model
 	$(PY) benchmarks/adapter_speed.py --threads 1 --clock cpu
