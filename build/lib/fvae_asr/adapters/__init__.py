@@ -1,0 +1,42 @@
+"""Modality-agnostic adapter core: FVAE-LoRA and LoRA layers, injection, the FVAE objective, checkpoints.
+
+Nothing here imports speech code: the same core adapts text, image and speech transformers.
+"""
+
+from fvae_asr.adapters.checkpoint import adapter_state_dict, base_state_dict, load_adapter, save_adapter
+from fvae_asr.adapters.config import AdapterConfig, FVAELoRAConfig, LoRAConfig
+from fvae_asr.adapters.layers import FVAELoRALinear, LoRALinear
+from fvae_asr.adapters.model import (
+    adapter_layers,
+    aux_loss,
+    aux_weight,
+    frame_mask,
+    has_adapters,
+    inject,
+    latent_ablation,
+    loss_terms,
+    merge_adapters,
+    set_frame_mask,
+)
+
+__all__ = [
+    "AdapterConfig",
+    "FVAELoRAConfig",
+    "FVAELoRALinear",
+    "LoRAConfig",
+    "LoRALinear",
+    "adapter_layers",
+    "adapter_state_dict",
+    "aux_loss",
+    "aux_weight",
+    "base_state_dict",
+    "frame_mask",
+    "has_adapters",
+    "inject",
+    "latent_ablation",
+    "load_adapter",
+    "loss_terms",
+    "merge_adapters",
+    "save_adapter",
+    "set_frame_mask",
+]

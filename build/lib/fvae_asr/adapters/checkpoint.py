@@ -1,0 +1,187 @@
+"""Adapter-only checkpoints in PEFT's layout: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+LoRA adapters are written in PEFT's own format (``peft.PeftModel.from_pretrained`` reads them) and PEFT LoRA
+adapters load here; FVAE-LoRA adapters, which PEFT has no layers for, keep our format.
+
+Also the tensor loading every checkpoint of the package uses (recognisers too): safetensors files that are
+unreadable or hold non-finite weights are rejected, naming the file and the tensor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from fvae_asr.adapters.config import AdapterConfig, LoRAConfig, config_from_dict
+from fvae_asr.adapters.layers import AdaptedLinear
+from fvae_asr.adapters.model import adapter_layers, adapter_state, has_adapters, inject
+from fvae_asr.adapters.peft_format import (
+    OWN_CONFIG_KEY,
+    config_from_peft,
+    from_peft_names,
+    is_peft_config,
+    lora_owners,
+    peft_fields,
+    to_peft_names,
+)
+from fvae_asr.files import read_json, write_atomically, write_json
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Adapter weights (not the wrapped base layers) plus every tensor of the trainable modules."""
+    state = adapter_state(model)
+    keep = tuple(f"{name}." for name in state.adapted_modules + state.trainable_modules)
+    skip = tuple(f"{name}.base." for name in state.adapted_modules)
+    trainable = tuple(f"{name}." for name in state.trainable_modules)
+    return {
+        key: value
+        for key, value in model.state_dict().items()
+        if key.startswith(keep) and (not key.startswith(skip) or key.startswith(trainable))
+    }
+
+
+def base_state_dict(module: nn.Module) -> dict[str, Tensor]:
+    """The state dict the module had before ``inject``: adapter weights dropped, wrapped layers unwrapped.
+
+    Works on any submodule of an adapted model, e.g. to save the backbone in its original format.
+    """
+    layers = set(adapter_layers(module))
+    owners = {name for name, m in module.named_modules() if m in layers}
+    base_state = {}
+    for key, value in module.state_dict().items():
+        owner = next((name for name in owners if key.startswith(f"{name}.")), None)
+        if owner is None:
+            base_state[key] = value
+        elif key.startswith(f"{owner}.base."):
+            base_state[f"{owner}.{key[len(owner) + len('.base.'):]}"] = value
+    return base_state
+
+
+def check_finite(tensors: dict[str, Tensor], origin: str | Path) -> None:
+    """Every floating-point tensor must be finite: NaN or infinite weights make a model output garbage."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{origin}: tensor '{name}' has non-finite (NaN or infinite) values")
+
+
+def load_tensors(path: Path, what: str) -> dict[str, Tensor]:
+    """A safetensors file's tensors; a missing or unreadable file, or a non-finite weight, is an error naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read {what} {path}: {err}") from err
+    check_finite(tensors, path)
+    return tensors
+
+
+def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    """A safetensors file written atomically (no pickle), readable by ``load_tensors``."""
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+
+
+def save_adapter(model: nn.Module, directory: str | Path) -> Path:
+    """Write the adapter config and weights (no base weights, no pickle) to ``directory``; returns it.
+
+    LoRA is written in PEFT's format (PEFT's config fields and tensor names, our config kept inside it);
+    FVAE-LoRA in our own.
+    """
+    state = adapter_state(model)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(model).items()}
+    if isinstance(state.config, LoRAConfig):
+        config = peft_fields(state.config, state.adapted_modules, state.trainable_modules)
+        tensors = to_peft_names(tensors)
+    else:
+        config = {**state.config.to_dict(), "adapted_modules": state.adapted_modules}
+    save_tensors(tensors, directory / WEIGHTS_NAME)
+    write_json(directory / CONFIG_NAME, config)
+    return directory
+
+
+def read_adapter_config(directory: str | Path) -> dict:
+    """The saved adapter config as a dict."""
+    return read_json(Path(directory) / CONFIG_NAME, "adapter config")
+
+
+def load_adapter(model: nn.Module, directory: str | Path) -> list[str]:
+    """Inject adapters from the saved config if the model has none, then load the saved weights strictly.
+
+    Reads our checkpoints and PEFT LoRA adapters (``save_pretrained`` output). A missing, unexpected or
+    wrongly shaped tensor raises ValueError naming the first offending tensor. Returns the adapted module names.
+    """
+    directory = Path(directory)
+    saved = read_adapter_config(directory)
+    config, saved_modules = _saved_config(saved, directory / CONFIG_NAME)
+    weights_path = directory / WEIGHTS_NAME
+    tensors = load_tensors(weights_path, "adapter weights")
+    if is_peft_config(saved):
+        try:
+            tensors = from_peft_names(tensors)
+        except ValueError as err:
+            raise ValueError(f"{weights_path}: {err}") from err
+        _check_linear_owners(model, lora_owners(tensors), weights_path)
+    if not has_adapters(model):
+        inject(model, config)
+    state = adapter_state(model)
+    if saved_modules is not None and saved_modules != state.adapted_modules:
+        missing = sorted(set(saved_modules) - set(state.adapted_modules))
+        extra = sorted(set(state.adapted_modules) - set(saved_modules))
+        raise ValueError(
+            f"{directory / CONFIG_NAME}: adapted modules differ from the model's "
+            f"(saved only: {missing[:5]}, model only: {extra[:5]})"
+        )
+    _copy_strict(adapter_state_dict(model), tensors, weights_path)
+    return state.adapted_modules
+
+
+def _saved_config(saved: dict, origin: Path) -> tuple[AdapterConfig, list[str] | None]:
+    """The config and adapted-module names of an adapter_config.json: ours, ours inside PEFT's, or PEFT's own."""
+    own = saved.get(OWN_CONFIG_KEY) if is_peft_config(saved) else saved
+    try:
+        if own is None:
+            return config_from_peft(saved), None
+        own = dict(own)
+        saved_modules = own.pop("adapted_modules", None)
+        return config_from_dict(own), saved_modules
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{origin}: {err}") from err
+
+
+def _check_linear_owners(model: nn.Module, owners: set[str], origin: Path) -> None:
+    """PEFT can adapt embeddings and convolutions; our LoRA adapts only ``nn.Linear``: name the first other."""
+    for name in sorted(owners):
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue  # the strict copy names the tensor the model lacks
+        if not isinstance(module, (nn.Linear, AdaptedLinear)):
+            raise ValueError(
+                f"{origin}: the adapter targets '{name}', a {type(module).__name__}; only nn.Linear layers "
+                "can carry our LoRA"
+            )
+
+
+def _copy_strict(target: dict[str, Tensor], source: dict[str, Tensor], origin: Path) -> None:
+    for key in sorted(set(target) | set(source)):
+        if key not in source:
+            raise ValueError(f"{origin}: tensor '{key}' is missing from the file (the model expects it)")
+        if key not in target:
+            raise ValueError(f"{origin}: unexpected tensor '{key}' (the model has no such adapter weight)")
+        if source[key].shape != target[key].shape:
+            raise ValueError(
+                f"{origin}: tensor '{key}' has shape {tuple(source[key].shape)}, "
+                f"the model expects {tuple(target[key].shape)}"
+            )
+    with torch.no_grad():
+        for key, value in target.items():
+            value.copy_(source[key])

@@ -1,0 +1,121 @@
+"""Transcribe audio files to phones: ``python -m fvae_asr.transcribe --checkpoint DIR a.wav b.flac ...``.
+
+Prints ``<path>\\t<phones>`` per file on stdout (``--format json|ctm|textgrid`` and ``--timestamps`` for other
+forms and phone times) or, with ``--out-dir``, writes one file per input named after it (``a.TextGrid``...); a
+TextGrid is one file per input, so several inputs need ``--out-dir``. Files longer than ``--chunk-seconds`` are
+read and transcribed chunk by chunk. Files that cannot be read get ``<path>: error: <message>`` on stderr; exits 1
+if any file failed (after all the others are done) or the checkpoint is unusable, 2 on usage errors (including a
+``--device`` torch cannot use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fvae_asr.cli.args import non_negative_float, output_dir, positive_float, positive_int, torch_device
+from fvae_asr.files import write_atomically
+from fvae_asr.speech.transcriber import DEFAULT_CHUNK_SECONDS, DEFAULT_CONTEXT_SECONDS, FileTranscription, Transcriber
+from fvae_asr.speech.transcript_formats import FORMATS, TIMED_FORMATS
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fvae_asr.transcribe", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="directory written by export_recognizer")
+    parser.add_argument("files", nargs="+", help="audio files (any format soundfile reads, any rate)")
+    parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="short files per forward pass")
+    parser.add_argument("--format", choices=list(FORMATS), default="text",
+                        help="text: '<path> TAB <phones>' lines; json: one JSON object per line; ctm: "
+                        "'<file> 1 <start> <duration> <phone>' lines; textgrid: a Praat TextGrid per file")  # fmt: skip
+    parser.add_argument("--timestamps", action="store_true",
+                        help="each phone's start and end in seconds (text, json; ctm and textgrid always have them)")
+    parser.add_argument("--out-dir", type=output_dir,
+                        help="write one file per input here, named after it (a.wav -> a.TextGrid), instead of stdout")
+    parser.add_argument("--chunk-seconds", type=positive_float, default=DEFAULT_CHUNK_SECONDS,
+                        help="longer files are transcribed in chunks of this length (default %(default)s)")  # fmt: skip
+    parser.add_argument("--context-seconds", type=non_negative_float, default=DEFAULT_CONTEXT_SECONDS,
+                        help="audio either side of each chunk that the model hears but whose frames are "
+                        "dropped (default %(default)s)")
+    args = parser.parse_args(argv)
+    _check_outputs(parser, args)
+    return args
+
+
+def file_id(path: str) -> str:
+    """What names a file's output: its name without the extension (the CTM's first column, --out-dir's files)."""
+    return Path(path).stem
+
+
+def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Outputs that cannot be told apart are usage errors, found before anything runs."""
+    if args.format == "textgrid" and args.out_dir is None and len(args.files) > 1:
+        parser.error(f"--format textgrid writes one file per input: give --out-dir for {len(args.files)} files")
+    if args.out_dir is not None or args.format == "ctm":
+        clashes = sorted(name for name, count in Counter(map(file_id, args.files)).items() if count > 1)
+        if clashes:
+            parser.error(f"several inputs share the name {', '.join(clashes)}: their outputs could not be told apart")
+    if args.format == "ctm":
+        spaced = [path for path in args.files if len(file_id(path).split()) != 1]
+        if spaced:
+            parser.error(f"a CTM file name cannot contain white space or be empty: {', '.join(spaced)}")
+
+
+def _write_into(folder: Path, result: FileTranscription, format_name: str) -> str | None:
+    """Write one file's transcription into ``folder`` (atomically); returns what went wrong, if anything."""
+    render, extension = FORMATS[format_name]
+    target = folder / f"{file_id(result.path)}{extension}"
+    text = render(result, file_id(result.path))
+    try:
+        write_atomically(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except OSError as err:
+        return f"cannot write {target}: {err.strerror or err}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit status."""
+    args = parse_args(argv)
+    try:
+        transcriber = Transcriber(args.checkpoint, args.device, args.batch_size, args.chunk_seconds,
+                                  args.context_seconds)  # fmt: skip
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.out_dir is not None:
+        try:
+            args.out_dir.mkdir(exist_ok=True)
+        except OSError as err:
+            print(f"error: cannot create {args.out_dir}: {err.strerror or err}", file=sys.stderr)
+            return 1
+    render = FORMATS[args.format][0]
+    timestamps = args.timestamps or args.format in TIMED_FORMATS
+    done: dict[int, FileTranscription] = {}
+    printed = 0  # stdout keeps input order: a file is printed once all before it are
+    failed = False
+    with tqdm(total=len(args.files), unit="file", disable=None, file=sys.stderr) as progress:
+        for index, result in transcriber.transcribe_each(args.files, timestamps):
+            progress.update()
+            if result.error is not None:
+                progress.write(f"{result.path}: error: {result.error}", file=sys.stderr)
+                failed = True
+            elif args.out_dir is not None:
+                problem = _write_into(args.out_dir, result, args.format)
+                if problem:
+                    progress.write(f"{result.path}: error: {problem}", file=sys.stderr)
+                    failed = True
+            done[index] = result
+            while printed in done:
+                result = done.pop(printed)
+                if args.out_dir is None and result.error is None:
+                    sys.stdout.write(render(result, file_id(result.path)))
+                printed += 1
+    return int(failed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""File plumbing shared by the whole package (adapter core, speech, synthetic corpora): JSON objects read with
+errors that name the file, and atomic writes that leave either the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from a file; a missing file, bad UTF-8, invalid JSON or any other JSON value (a list, a
+    number...) raises an error naming the path (and line)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a JSON object ({what}), got a {type(content).__name__}")
+    return content
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary file beside ``path`` and rename, so a failure never leaves a half-written file
+    behind (nor destroys the previous one); the file gets the permissions the umask gives any new file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        respect_umask(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_file():  # (a failed write may have left nothing, or something that is not ours to remove)
+            tmp.unlink()
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON, written atomically."""
+
+    def dump(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+
+    write_atomically(path, dump)
+
+
+def respect_umask(path: Path) -> None:
+    """Give a file the mode ``open`` would (0o666 less the umask): safetensors writers create files 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)

@@ -1,0 +1,159 @@
+"""A Hugging Face ``Trainer`` for models with fvae-asr adapters (``pip install fvae-asr[hf]``).
+
+Build the model, ``fvae_asr.inject(model, config)``, then use ``FVAETrainer`` exactly like ``transformers.Trainer``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_pt_utils import nested_gather
+
+from fvae_asr.adapters.checkpoint import CONFIG_NAME, load_adapter, save_adapter
+from fvae_asr.adapters.model import aux_loss, aux_weight, frame_mask, has_adapters, loss_terms
+
+MASK_INPUTS = ("input_ids", "inputs_embeds")  # token-level inputs: their attention_mask marks the layers' frames
+
+
+def token_frame_mask(inputs: dict[str, Any]) -> Tensor | None:
+    """The batch's ``attention_mask`` as a bool frame mask when it is over tokens (text models), else None.
+
+    Only token inputs (``input_ids``/``inputs_embeds``) give one mask entry per position the adapted layers see.
+    """
+    mask = inputs.get("attention_mask")
+    if not isinstance(mask, Tensor) or mask.dim() != 2:
+        return None
+    token_input = next((inputs[k] for k in MASK_INPUTS if isinstance(inputs.get(k), Tensor)), None)
+    if token_input is None or tuple(token_input.shape[:2]) != tuple(mask.shape):
+        return None
+    return mask.bool()
+
+
+def audio_frame_mask(model: nn.Module, inputs: dict[str, Any]) -> Tensor | None:
+    """wav2vec2-style models: the batch's sample-level ``attention_mask`` turned into the encoder's frame mask.
+
+    Uses the model's own ``_get_feature_vector_attention_mask`` (wav2vec2, HuBERT, WavLM, data2vec-audio);
+    None when the batch has no mask (checkpoints with group-norm feature extractors are fed none) or the model
+    has no such method.
+    """
+    mask, values = inputs.get("attention_mask"), inputs.get("input_values")
+    if not (isinstance(mask, Tensor) and isinstance(values, Tensor)):
+        return None
+    if not hasattr(model, "_get_feature_vector_attention_mask"):
+        return None
+    frames = int(model._get_feat_extract_output_lengths(torch.tensor(values.shape[-1]), add_adapter=False))
+    return model._get_feature_vector_attention_mask(frames, mask, add_adapter=False).bool()
+
+
+class FVAETrainer(Trainer):
+    """``transformers.Trainer`` that trains fvae-asr adapters: task loss + ``aux_weight * aux_loss`` in training.
+
+    Logs the mean FVAE loss parts since the last log (``fvae_reconstruction``, ``fvae_kl_z1``, ``fvae_gamma``...),
+    keeps padding out of the FVAE terms (see ``frame_mask_for``), and saves and resumes adapter-only checkpoints
+    (``adapter_config.json`` + ``adapter_model.safetensors``). A model without adapters trains as with ``Trainer``.
+    One process or DDP (``torchrun``); DeepSpeed and FSDP shard the weights, which adapter saving does not handle.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if has_adapters(self._adapted_model()) and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            raise ValueError("FVAETrainer supports one process or DDP; DeepSpeed and FSDP are not supported")
+        self._part_sums: dict[str, Tensor] = {}
+        self._part_batches = 0
+
+    def _adapted_model(self, model: nn.Module | None = None) -> nn.Module:
+        return self.accelerator.unwrap_model(model if model is not None else self.model, keep_torch_compile=False)
+
+    def frame_mask_for(self, model: nn.Module, inputs: dict[str, Any]) -> Tensor | None:
+        """The padding mask handed to the FVAE layers for this batch; override to change it.
+
+        Token inputs: their ``attention_mask``; wav2vec2-style audio: its mask mapped to encoder frames; anything
+        else (e.g. images, which have no padding): None. The mask must have the adapted layers' input shape
+        without the feature dim: for an encoder-decoder model whose decoder is adapted, return None or your own.
+        """
+        audio = audio_frame_mask(model, inputs)
+        return audio if audio is not None else token_frame_mask(inputs)
+
+    def _task_loss_is_scaled_for_ga(self, num_items_in_batch: Tensor | int | None) -> bool:
+        """The Trainer's own rule (``training_step``): is the returned loss already divided over the accumulation?"""
+        if self.loss_is_scaled_for_ga is not None:
+            return self.loss_is_scaled_for_ga
+        return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor | Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor | tuple[Tensor, Any]:
+        """The Trainer's task loss, plus ``aux_weight * aux_loss`` in training (evaluation adds nothing)."""
+        adapted = self._adapted_model(model)
+        if not has_adapters(adapted):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with frame_mask(adapted, self.frame_mask_for(adapted, inputs)):
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if not adapted.training:
+            return result
+        loss, outputs = result if return_outputs else (result, None)
+        weight = aux_weight(adapted)
+        if weight:
+            aux = aux_loss(adapted)
+            if self._task_loss_is_scaled_for_ga(num_items_in_batch):
+                aux = aux / self.current_gradient_accumulation_steps
+            loss = loss + weight * aux
+        self._accumulate_parts(loss_terms(adapted))
+        return (loss, outputs) if return_outputs else loss
+
+    def _accumulate_parts(self, parts: dict[str, Tensor]) -> None:
+        if not parts:
+            return
+        for key, value in parts.items():
+            self._part_sums[key] = self._part_sums.get(key, 0.0) + value
+        self._part_batches += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean FVAE loss parts of the micro-batches since the last training log (averaged over ranks)."""
+        if "loss" in logs and self._part_batches:
+            for key, total in self._part_sums.items():
+                mean = (total / self._part_batches).detach().reshape(1)
+                logs[f"fvae_{key}"] = nested_gather(mean, self.args.parallel_mode).mean().item()
+        if "loss" in logs or "train_loss" in logs:  # a window left at the end of training is not carried over
+            self._part_sums, self._part_batches = {}, 0
+        super().log(logs, start_time)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Adapter-only files when the model has adapters (the training arguments beside them); else the Trainer's."""
+        adapted = self._adapted_model()
+        if not has_adapters(adapted):
+            return super()._save(output_dir, state_dict)
+        if not self.args.should_save:
+            return None
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        save_adapter(adapted, output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+        return None
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Load the adapter weights of an adapter-only checkpoint; other checkpoints load as in the Trainer."""
+        adapted = self._adapted_model(model)
+        if has_adapters(adapted) and os.path.isfile(os.path.join(resume_from_checkpoint, CONFIG_NAME)):
+            load_adapter(adapted, resume_from_checkpoint)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        """``load_best_model_at_end`` for adapter-only checkpoints."""
+        adapted = self._adapted_model()
+        best = self.state.best_model_checkpoint
+        if has_adapters(adapted) and os.path.isfile(os.path.join(best, CONFIG_NAME)):
+            load_adapter(adapted, best)
+            return
+        super()._load_best_model()

@@ -1,0 +1,172 @@
+"""The SpeechBrain ``Brain``: CTC on the (adapted) wav2vec2 plus the FVAE auxiliary loss; PER on dev and test."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+import torch.nn.functional as F
+import yaml
+from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from speechbrain.utils.distributed import if_main_process
+
+from fvae_asr.adapters import aux_loss, aux_weight, loss_terms
+from fvae_asr.speech.checkpointing import RandomStates
+from fvae_asr.speech.metrics import alignments, error_report
+from fvae_asr.speech.recognizer import greedy_decode
+from fvae_asr.speech.run_folder import RunSettingsError
+
+logger = logging.getLogger(__name__)
+
+
+@register_checkpoint_hooks
+class PhoneCTCBrain(sb.Brain):
+    """Expects hparams ``model`` (the unwrapped CTCRecognizer), ``label_encoder``, ``lr_scheduler``,
+    ``epoch_counter``, ``train_logger``, ``test_results_file`` and ``test_alignments_file``.
+
+    Its checkpoints also hold the random generators and the running sums of the epoch in progress, so a run
+    resumed from any checkpoint trains and logs as the uninterrupted run would have.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.random_states = RandomStates()
+        self.resumed_epoch: dict | None = None  # sums of the epoch in progress, from an intra-epoch checkpoint
+        self.loss_parts: dict[str, float] = defaultdict(float)
+        self.epoch_rates: list[float] = []  # learning rates of the epoch's first and latest steps
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("random_states", self.random_states)
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        return self.modules.model(wavs, wav_lens)  # the root module: starts a fresh record of FVAE terms
+
+    def compute_objectives(self, predictions, batch, stage):
+        log_probs, frame_lens = predictions  # (B, T, V) float32, (B,)
+        targets, target_rel_lens = batch.phn_encoded
+        target_lens = torch.round(target_rel_lens * targets.shape[1]).long()
+        ctc = F.ctc_loss(
+            log_probs.transpose(0, 1), targets, frame_lens, target_lens, blank=self.blank_index, zero_infinity=True
+        )
+        if stage == sb.Stage.TRAIN:
+            aux = aux_loss(self.hparams.model)
+            parts = loss_terms(self.hparams.model)  # empty without FVAE layers
+            if parts:
+                parts["aux"] = parts.pop("total")
+            self._log_parts(ctc=ctc, **parts)
+            return ctc + aux_weight(self.hparams.model) * aux
+        hypotheses = greedy_decode(log_probs, frame_lens, self.blank_index)
+        self.ids.extend(batch.id)
+        self.references.extend(batch.phn_list)
+        self.hypotheses.extend(self.hparams.label_encoder.decode_ndim(hypotheses))
+        return ctc
+
+    @property
+    def blank_index(self) -> int:
+        return self.hparams.label_encoder.get_blank_index()
+
+    def _log_parts(self, **parts: torch.Tensor) -> None:
+        for name, value in parts.items():
+            self.loss_parts[name] += value.detach().item()
+        self.loss_parts["batches"] += 1
+
+    def on_fit_start(self):
+        """Optimiser ready and the latest checkpoint recovered: refuse fewer epochs than were trained; rebuild
+        the schedule if ``number_of_epochs`` changed (the checkpoint's schedule ends at the old count); set the
+        rate of the next step from the schedule, so the first step trains at the warm-up's first value."""
+        scheduler = self.hparams.lr_scheduler
+        planned = (scheduler.num_warmup_steps, scheduler.num_training_steps)
+        super().on_fit_start()
+        counter = self.hparams.epoch_counter
+        if counter.current > counter.limit:
+            raise RunSettingsError(
+                f"{self.checkpointer.checkpoints_dir}: this run has trained {counter.current} epochs, more than "
+                f"number_of_epochs={counter.limit}; raise it, or pass --restart=True to start afresh"
+            )
+        recovered = (scheduler.num_warmup_steps, scheduler.num_training_steps)
+        if recovered != planned:
+            scheduler.num_warmup_steps, scheduler.num_training_steps = planned
+            self._log_rebuilt_schedule(recovered, counter.limit)
+        for group in self.optimizer.param_groups:
+            group["lr"] = scheduler.calculate_lr(scheduler.current_step)
+
+    def _log_rebuilt_schedule(self, recovered: tuple[int, int], epochs: int) -> None:
+        scheduler = self.hparams.lr_scheduler
+        logger.warning(
+            "number_of_epochs is now %d: the checkpoint's learning-rate schedule (%d steps, %d warm-up) is rebuilt "
+            "for %d steps (%d warm-up); training continues at step %d with rate %.3g",
+            epochs, recovered[1], recovered[0], scheduler.num_training_steps, scheduler.num_warmup_steps,
+            scheduler.current_step, scheduler.calculate_lr(scheduler.current_step),
+        )  # fmt: skip
+        self.hparams.train_logger.log_stats(
+            stats_meta={"schedule rebuilt for number_of_epochs": epochs, "steps": scheduler.num_training_steps,
+                        "warm-up steps": scheduler.num_warmup_steps, "from step": scheduler.current_step},
+            verbose=False,
+        )  # fmt: skip
+
+    def on_fit_batch_start(self, batch, should_step):
+        self.random_states.restore_pending()
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        if should_step:
+            used = self.optimizer.param_groups[0]["lr"]
+            self.epoch_rates = [self.epoch_rates[0] if self.epoch_rates else used, used]
+            self.hparams.lr_scheduler(self.optimizer)  # the rate of the next step
+
+    def on_stage_start(self, stage, epoch=None):
+        resumed = self.resumed_epoch if stage == sb.Stage.TRAIN else None
+        if stage == sb.Stage.TRAIN:
+            self.resumed_epoch = None
+            self.epoch_rates = list(resumed["epoch_rates"]) if resumed else []
+        self.loss_parts = defaultdict(float, resumed["loss_parts"] if resumed else {})
+        self.ids: list[str] = []
+        self.references: list[list[str]] = []
+        self.hypotheses: list[list[str]] = []
+
+    @mark_as_saver
+    def _save(self, path):
+        """SpeechBrain's step counters plus this epoch's loss sums and learning rates."""
+        super()._save(path)
+        with open(path, "a", encoding="utf-8") as out:
+            state = {"loss_parts": dict(self.loss_parts), "epoch_rates": self.epoch_rates}
+            out.write(yaml.dump(state, sort_keys=False))  # the log keeps the order of the parts
+
+    @mark_as_loader
+    def _recover(self, path, end_of_epoch):
+        super()._recover(path, end_of_epoch)
+        with open(path, encoding="utf-8") as fin:
+            saved = yaml.safe_load(fin)
+        resumed = {"loss_parts": saved.get("loss_parts") or {}, "epoch_rates": saved.get("epoch_rates") or []}
+        self.resumed_epoch = None if end_of_epoch else resumed
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.random_states.restore_pending()  # an epoch resumed after its last step
+            batches = max(self.loss_parts.pop("batches", 1), 1)
+            self.train_stats = {"loss": stage_loss, **{k: v / batches for k, v in self.loss_parts.items()}}
+            return
+        report = error_report(self.ids, self.references, self.hypotheses)
+        if stage == sb.Stage.VALID:
+            rates = dict(zip(("lr first step", "lr last step"), self.epoch_rates))
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, **rates},
+                train_stats=self.train_stats,
+                valid_stats={"loss": stage_loss, "PER": report["per"]},
+            )
+            self.checkpointer.save_and_keep_only(meta={"PER": report["per"]}, min_keys=["PER"])
+            return
+        self.test_report = {**report, "loss": stage_loss}
+        self.hparams.train_logger.log_stats(
+            stats_meta={"epoch loaded": self.hparams.epoch_counter.current},
+            test_stats={"loss": stage_loss, "PER": report["per"]},
+        )
+        if if_main_process():
+            Path(self.hparams.test_results_file).write_text(json.dumps(self.test_report, indent=2) + "\n")
+            Path(self.hparams.test_alignments_file).write_text(
+                alignments(self.ids, self.references, self.hypotheses)
+            )

@@ -1,0 +1,107 @@
+"""Evaluate an exported recogniser on a manifest (``prepare_timit`` output, or an annotation CSV with ``ID, duration,
+wav, phn``): PER and its edit counts.
+
+References must use the model's phone inventory: a label it cannot output (61-phone TIMIT labels for a 39-phone
+model, a typo) or an empty reference would inflate or skew the PER, so they are errors unless explicitly skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+from fvae_asr.files import read_json
+from fvae_asr.speech.annotations import read_annotation
+from fvae_asr.speech.metrics import alignments, error_report
+from fvae_asr.speech.transcriber import Transcriber
+
+REQUIRED_FIELDS = ("wav", "phn")
+
+
+def read_manifest(path: str | Path, data_root: str | None = None,
+                  required: Sequence[str] = REQUIRED_FIELDS) -> dict[str, dict]:  # fmt: skip
+    """A manifest's entries by utterance id; each needs the ``required`` string fields (``wav`` and ``phn`` for
+    scoring a recogniser). A ``.csv`` is read as a recipe annotation (``$data_root`` in its wav paths stands for
+    ``data_root``).
+
+    Raises FileNotFoundError or ValueError naming the manifest (and the entry, where one is at fault).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return read_annotation(path, data_root).entries
+    manifest = read_json(path, "manifest")
+    if not manifest:
+        raise ValueError(f"manifest {path}: expected a non-empty JSON object keyed by utterance id")
+    for utt_id, entry in manifest.items():
+        _check_entry(path, utt_id, entry, required)
+    return manifest
+
+
+def _check_entry(path: Path, utt_id: str, entry: object, required: Sequence[str]) -> None:
+    """One manifest entry must be an object with the ``required`` string fields."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"manifest {path}: entry {utt_id!r} is not a JSON object")
+    for field in required:
+        if not isinstance(entry.get(field), str):
+            raise ValueError(f"manifest {path}: entry {utt_id!r} has no '{field}' string")
+
+
+def invalid_references(manifest: dict[str, dict], phones: Collection[str]) -> dict[str, str]:
+    """Why each utterance whose reference cannot be scored with this phone inventory is unusable, by id."""
+    problems = {}
+    for utt_id, entry in manifest.items():
+        reference = entry["phn"].split()
+        unknown = sorted(set(reference) - set(phones))
+        if not reference:
+            problems[utt_id] = "empty reference"
+        elif unknown:
+            problems[utt_id] = f"phones outside the model's inventory: {' '.join(unknown)}"
+    return problems
+
+
+def evaluate_manifest(
+    transcriber: Transcriber, manifest_path: str | Path, skip_invalid: bool = False, data_root: str | None = None
+) -> dict:
+    """Transcribe every utterance of a manifest and score it against its ``phn`` reference.
+
+    Returns ``error_report``'s fields (``per``, ``substitutions``, ``deletions``, ``insertions``,
+    ``reference_phones``, ``utterances``) plus ``manifest``, ``skipped`` (id -> reason) and ``transcripts``
+    (id -> wav, ref, hyp). A reference that is empty or has phones the model cannot output is an error naming
+    the utterance, unless ``skip_invalid`` leaves such utterances out (listed in ``skipped``). A file that cannot
+    be transcribed is an error naming the manifest and the file.
+    """
+    manifest = read_manifest(manifest_path, data_root)
+    skipped = invalid_references(manifest, transcriber.phones)
+    if skipped and not skip_invalid:
+        listed = "; ".join(f"{utt_id}: {reason}" for utt_id, reason in list(skipped.items())[:5])
+        raise ValueError(
+            f"manifest {manifest_path}: {len(skipped)} utterance(s) cannot be scored ({listed}"
+            f"{'; ...' if len(skipped) > 5 else ''}); the model's phones are {' '.join(sorted(transcriber.phones))}"
+            " (skip_invalid / --skip-invalid leaves such utterances out)"
+        )
+    ids = [utt_id for utt_id in manifest if utt_id not in skipped]
+    if not ids:
+        raise ValueError(f"manifest {manifest_path}: no utterance left to score ({len(skipped)} skipped as invalid)")
+    results = transcriber.transcribe_files(manifest[utt_id]["wav"] for utt_id in ids)
+    failures = [f"{result.path}: {result.error}" for result in results if result.error is not None]
+    if failures:
+        raise ValueError(f"manifest {manifest_path}: {len(failures)} file(s) not transcribed: " + "; ".join(failures))
+    transcripts = {
+        utt_id: {"wav": result.path, "ref": manifest[utt_id]["phn"], "hyp": " ".join(result.phones)}
+        for utt_id, result in zip(ids, results)
+    }
+    try:
+        report = error_report(ids, *_references_and_hypotheses(transcripts))
+    except ValueError as err:
+        raise ValueError(f"manifest {manifest_path}: {err}") from err
+    return {"manifest": str(manifest_path), **report, "skipped": skipped, "transcripts": transcripts}
+
+
+def report_alignments(report: dict) -> str:
+    """Per-utterance REF/HYP alignments of an ``evaluate_manifest`` report, for a human to read."""
+    return alignments(list(report["transcripts"]), *_references_and_hypotheses(report["transcripts"]))
+
+
+def _references_and_hypotheses(transcripts: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """Reference and hypothesis phone strings, in utterance order."""
+    return [t["ref"] for t in transcripts.values()], [t["hyp"] for t in transcripts.values()]

@@ -1,0 +1,267 @@
+"""Saving and loading trained models: small, pickle-free safetensors files plus a JSON description.
+
+Two tasks share the format (``task`` in the description): a CTC phone recogniser (``CTCRecognizer``, labels = its
+token inventory with a blank) and an utterance classifier (``PooledClassifier``, labels = its class names).
+An export directory holds ``recognizer.json`` (task, backbone, training kind, labels, encoder options), the backbone
+(a Hugging Face directory ``backbone/``, unless it came from the hub: then its hub id) and either an adapter
+checkpoint (``adapter_config.json`` + ``adapter_model.safetensors``, adapters + head) or, for ``full``/``frozen``,
+``trainable_model.safetensors`` with the weights that were trained. Nothing in it refers to a path outside it, so
+the folder can be moved or shared. Loading checks every field and weight and names the file at fault.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from torch import nn
+from transformers import AutoModelForCTC, Wav2Vec2CTCTokenizer
+
+from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
+from fvae_asr.adapters.checkpoint import WEIGHTS_NAME, check_finite, load_tensors, save_tensors
+from fvae_asr.adapters.peft_format import PEFT_PREFIX
+from fvae_asr.audio import SAMPLE_RATE
+from fvae_asr.files import read_json, respect_umask, write_json
+from fvae_asr.speech.classifier import PooledClassifier
+from fvae_asr.speech.encoder import SSLEncoder, is_hub_id, quiet_hf_loading
+from fvae_asr.speech.recognizer import ADAPTER_KINDS, HEAD_NAME, CTCRecognizer, configure_training
+
+DESCRIPTION_NAME = "recognizer.json"
+TRAINABLE_NAME = "trainable_model.safetensors"
+BACKBONE_DIR = "backbone"
+ADAPTER_FORMAT_KINDS = ("fvae_lora", "lora")  # saved as an adapter checkpoint; the other kinds as trainable weights
+# task -> the model class; exports written before classifiers could be exported have no "task": they are CTC
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"ctc": CTCRecognizer, "classification": PooledClassifier}
+DEFAULT_TASK = "ctc"
+ExportedModel = CTCRecognizer | PooledClassifier
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that train (adapters, head, or all of a fully fine-tuned model), detached on CPU."""
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_trainable(model: nn.Module, path: Path) -> None:
+    save_tensors(trainable_state(model), path)
+
+
+def load_trainable(model: nn.Module, path: Path) -> None:
+    """Load ``save_trainable`` output strictly: a missing, extra, misshapen or non-finite tensor is an error
+    naming it."""
+    tensors = load_tensors(path, "trainable weights")
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for name in sorted(set(params) | set(tensors)):
+        if name not in tensors or name not in params or tensors[name].shape != params[name].shape:
+            raise ValueError(f"{path}: tensor '{name}' does not match the model (missing, unexpected or misshapen)")
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(tensors[name])
+
+
+@register_checkpoint_hooks
+class TrainableWeights:
+    """SpeechBrain recoverable that checkpoints only the trainable weights (adapter-sized for adapters)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @mark_as_saver
+    def save(self, path: str | Path) -> None:
+        save_trainable(self.model, Path(path))
+
+    @mark_as_loader
+    def load(self, path: str | Path, end_of_epoch: bool) -> None:
+        del end_of_epoch
+        load_trainable(self.model, Path(path))
+
+
+def export_recognizer(model: ExportedModel, kind: str, labels: list[str], directory: str | Path) -> Path:
+    """Write a self-contained directory of a recogniser (for transcription and evaluation) or of a classifier
+    (``labels``: its class names, in the order of the head's outputs).
+
+    A backbone loaded from a local folder (or randomly initialised) is saved into the export; one from the
+    Hugging Face hub is recorded by its hub id. ``recognizer.json`` is written last: a directory without it is
+    an unfinished export.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    task = next((name for name, cls in MODEL_CLASSES.items() if isinstance(model, cls)), None)
+    if task is None:
+        exportable = ", ".join(cls.__name__ for cls in MODEL_CLASSES.values())
+        raise TypeError(f"cannot export a {type(model).__name__}: the exportable models are {exportable}")
+    encoder = model.encoder
+    description = {
+        "task": task,
+        "backbone": encoder.source if is_hub_id(encoder.source) and not encoder.random_init_config
+        else _save_backbone(encoder, directory),
+        "adapter": kind,
+        "labels": labels,
+        **({"blank_index": 0} if task == "ctc" else {}),
+        "sample_rate": SAMPLE_RATE,
+        "normalize_wav": encoder.normalize_wav,
+        "freeze_feature_encoder": encoder.freeze_feature_encoder,
+    }
+    if kind in ADAPTER_FORMAT_KINDS:
+        save_adapter(model, directory)
+    else:
+        save_trainable(model, directory / TRAINABLE_NAME)
+    write_json(directory / DESCRIPTION_NAME, description)
+    return directory
+
+
+def _save_backbone(encoder: SSLEncoder, directory: Path) -> str:
+    """Save the backbone's base weights (adapters left out) and config beside the adapters, as a Hugging Face
+    directory, so that the export does not depend on where the backbone came from; returns its path relative
+    to ``directory``."""
+    target = directory / BACKBONE_DIR
+    encoder.model.config.save_pretrained(str(target))
+    save_tensors(
+        {k: v.detach().contiguous().cpu() for k, v in base_state_dict(encoder.model).items()},
+        target / "model.safetensors",
+    )
+    return BACKBONE_DIR
+
+
+def export_hf_ctc(model: CTCRecognizer, labels: list[str], directory: str | Path, blank_index: int = 0) -> Path:
+    """Save a recogniser without adapters as a Hugging Face CTC directory of its family (``Wav2Vec2ForCTC``,
+    ``HubertForCTC``, ...: config, weights, CTC tokenizer vocabulary with the blank as pad token), loadable by
+    transformers and by the recipe's ``init_head_from_checkpoint``."""
+    if adapter_layers(model):
+        raise ValueError("export_hf_ctc saves a plain encoder + head; use export_recognizer for adapted models")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.encoder.model.config.to_dict()
+    config.update(vocab_size=len(labels), pad_token_id=blank_index, bos_token_id=None, eos_token_id=None)
+    ctc = AutoModelForCTC.from_config(type(model.encoder.model.config).from_dict(config))
+    ctc.base_model.load_state_dict(model.encoder.model.state_dict())
+    ctc.lm_head.load_state_dict(model.head.state_dict())
+    with quiet_hf_loading():
+        ctc.save_pretrained(str(directory))
+    respect_umask(directory / "model.safetensors")  # transformers writes it 0o600, the JSON beside it 0o644
+    vocab_file = directory / "vocab.json"
+    vocab_file.write_text(json.dumps({label: i for i, label in enumerate(labels)}, indent=2) + "\n")
+    tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), pad_token=labels[blank_index], unk_token=None,
+                                     bos_token=None, eos_token=None, word_delimiter_token=None)
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def read_description(directory: str | Path) -> dict[str, Any]:
+    """The ``recognizer.json`` of an exported model, checked field by field (ValueError naming the field); a
+    description without ``task`` (written before classifiers could be exported) gets ``task`` "ctc"."""
+    path = Path(directory) / DESCRIPTION_NAME
+    description = read_json(path, "model description (written by export_recognizer)")
+    description = {"task": DEFAULT_TASK, **description}
+    if not isinstance(description["task"], str) or description["task"] not in MODEL_CLASSES:
+        raise ValueError(f"{path}: field 'task' must be one of {', '.join(MODEL_CLASSES)}, got {description['task']!r}")
+    for field, (valid, expected) in _DESCRIPTION_FIELDS.items():
+        if field == "blank_index" and description["task"] != "ctc":
+            continue
+        if field not in description:
+            raise ValueError(f"{path}: missing field '{field}' ({expected})")
+        if not valid(description[field]):
+            raise ValueError(f"{path}: field '{field}' must be {expected}, got {description[field]!r}")
+    labels = description["labels"]
+    if len(set(labels)) != len(labels):
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        raise ValueError(f"{path}: field 'labels' repeats a label: {repeated}")
+    blank = description.get("blank_index", 0)
+    if description["task"] == "ctc" and not 0 <= blank < len(labels):
+        raise ValueError(f"{path}: field 'blank_index' is {blank}, outside the {len(labels)} labels")
+    return description
+
+
+def _is_int(value: object) -> bool:
+    """An integer, but not a bool (JSON ``true`` is no index)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_DESCRIPTION_FIELDS = {
+    "backbone": (lambda v: isinstance(v, str) and v != "", "a backbone folder in the export or a hub id"),
+    "adapter": (lambda v: v in ADAPTER_KINDS, f"one of {', '.join(ADAPTER_KINDS)}"),
+    "labels": (
+        lambda v: isinstance(v, list) and len(v) > 1 and all(isinstance(x, str) and x.split() == [x] for x in v),
+        "a list of at least two labels (a CTC model's blank included), each a string without spaces",
+    ),
+    "blank_index": (_is_int, "an integer"),
+    "sample_rate": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "normalize_wav": (lambda v: isinstance(v, bool), "true or false"),
+    "freeze_feature_encoder": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def load_recognizer(directory: str | Path, device: str | torch.device = "cpu") -> tuple[CTCRecognizer, dict]:
+    """Rebuild an exported recogniser (in eval mode) and return it with its description; an exported classifier
+    is an error naming the file."""
+    model, description = load_exported(directory, device)
+    if description["task"] != "ctc":
+        raise ValueError(f"{Path(directory) / DESCRIPTION_NAME}: this export is a '{description['task']}' model "
+                         "(an utterance classifier), not a CTC recogniser")  # fmt: skip
+    return model, description
+
+
+def load_exported(directory: str | Path, device: str | torch.device = "cpu") -> tuple[ExportedModel, dict]:
+    """Rebuild an exported recogniser or classifier (its description's ``task``), in eval mode, with its
+    description.
+
+    Every problem (a bad field, a missing backbone, labels that do not fit the head, non-finite weights) is an
+    error naming the file and the field or tensor.
+    """
+    directory = Path(directory)
+    description = read_description(directory)
+    kind = description["adapter"]
+    weights = directory / (WEIGHTS_NAME if kind in ADAPTER_FORMAT_KINDS else TRAINABLE_NAME)
+    _check_head_fits(len(description["labels"]), weights, directory / DESCRIPTION_NAME)
+    source = _backbone_source(directory, description["backbone"])
+    try:
+        encoder = SSLEncoder(
+            source,
+            freeze_feature_encoder=description["freeze_feature_encoder"],
+            normalize_wav=description["normalize_wav"],
+        )
+    except OSError as err:
+        raise ValueError(f"{directory / DESCRIPTION_NAME}: cannot load backbone '{source}': {err}") from err
+    check_finite(encoder.model.state_dict(), f"backbone {source}")
+    model = MODEL_CLASSES[description["task"]](encoder, len(description["labels"]))
+    if kind in ADAPTER_FORMAT_KINDS:
+        load_adapter(model, directory)
+    else:
+        configure_training(model, kind)
+        load_trainable(model, weights)
+    return model.to(device).eval(), description
+
+
+def _backbone_source(directory: Path, backbone: str) -> str:
+    """The backbone folder inside the export, or a hub id. A backbone folder that is gone is an error here,
+    not a confusing hub lookup (exports written before backbones were copied name an absolute folder)."""
+    folder = directory / backbone
+    if folder.is_dir():
+        return str(folder)
+    if is_hub_id(backbone) and backbone != BACKBONE_DIR:
+        return backbone
+    raise FileNotFoundError(
+        f"{directory / DESCRIPTION_NAME}: backbone folder {folder} does not exist (copy the whole export folder; "
+        "exports written before backbones were copied into them refer to the folder the backbone came from)"
+    )
+
+
+def _check_head_fits(n_labels: int, weights: Path, description_path: Path) -> None:
+    """The saved head must have one output per label of ``recognizer.json``."""
+    if not weights.is_file():
+        raise FileNotFoundError(f"no weights at {weights}")
+    try:
+        with safe_open(str(weights), "pt") as saved:
+            # LoRA exports carry PEFT's tensor names (see fvae_asr.adapters.peft_format)
+            head = next((name for name in (f"{HEAD_NAME}.weight", f"{PEFT_PREFIX}{HEAD_NAME}.weight")
+                         if name in saved.keys()), None)  # fmt: skip
+            rows = saved.get_slice(head).get_shape()[0] if head is not None else None
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read weights {weights}: {err}") from err
+    if rows is not None and rows != n_labels:
+        raise ValueError(
+            f"{description_path}: field 'labels' has {n_labels} labels but tensor '{head}' of {weights} has {rows} rows"
+        )

@@ -1,0 +1,65 @@
+"""Recipe hyperparameter files, where one may extend another: a file with ``extends: BASE`` holds overrides of
+BASE (a path relative to the file), applied before the command line's. The demo's yaml is such a file, so it
+states only what differs from the recipe's."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ruamel.yaml
+from hyperpyyaml import load_hyperpyyaml
+from hyperpyyaml.core import recursive_update
+
+EXTENDS_KEY = "extends"
+
+
+def hparams_source(
+    hparams_file: str | Path, overrides: str | Mapping | None = None, renamed: Mapping[str, str] | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """The yaml file to load and the overrides to apply to it.
+
+    A plain file comes back with ``overrides`` as a mapping; a file that extends another gives the base (followed
+    to the end of a chain) with this file's keys updated by ``overrides``. Tags such as ``!ref`` are kept for
+    hyperpyyaml. Raises ``ValueError`` naming the file for a missing base or an override of a key it lacks (an
+    old name in ``renamed``, old -> new, is named with its new name).
+    """
+    path = Path(hparams_file)
+    given = as_mapping(overrides)
+    with open(path, encoding="utf-8") as fin:
+        tree = _round_trip().load(fin) or {}
+    if EXTENDS_KEY in tree:
+        base = (path.parent / str(tree.pop(EXTENDS_KEY))).resolve()
+        if not base.is_file():
+            raise ValueError(f"{path}: {EXTENDS_KEY}: {base} does not exist")
+        recursive_update(tree, given)
+        return hparams_source(base, tree, renamed)
+    unknown = sorted(set(given) - set(tree))
+    for old in unknown:
+        if old in (renamed or {}):
+            raise ValueError(f"{old} is now called {renamed[old]}: set {renamed[old]} instead")
+    if unknown:
+        raise ValueError(f"{path} has no {', '.join(unknown)} (overrides, from the command line or from a file that "
+                         "extends it, must name its keys)")  # fmt: skip
+    return path, given
+
+
+def load_hparams(hparams_file: str | Path, overrides: str | Mapping | None = None) -> dict[str, Any]:
+    """``hyperpyyaml.load_hyperpyyaml`` for a file that may extend another: the objects built, as the recipe
+    builds them."""
+    path, merged = hparams_source(hparams_file, overrides)
+    with open(path, encoding="utf-8") as fin:
+        return load_hyperpyyaml(fin, merged)
+
+
+def as_mapping(overrides: str | Mapping | None) -> dict[str, Any]:
+    """Overrides as SpeechBrain passes them (a yaml string) or as a mapping, as a dict (tags kept)."""
+    if isinstance(overrides, str):
+        return dict(_round_trip().load(io.StringIO(overrides)) or {})
+    return dict(overrides or {})
+
+
+def _round_trip() -> ruamel.yaml.YAML:
+    return ruamel.yaml.YAML()  # round trip: keeps hyperpyyaml's tags

@@ -1,0 +1,106 @@
+"""A CTC phone recogniser (a wav2vec2-family encoder + linear head) and the four ways of training it that the recipe
+compares."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from speechbrain.decoders.ctc import ctc_greedy_decode
+from torch import Tensor, nn
+from transformers import AutoModelForCTC
+from transformers.utils import cached_file
+
+from fvae_asr.adapters import AdapterConfig, inject
+from fvae_asr.files import read_json
+from fvae_asr.speech.encoder import SSLEncoder, quiet_hf_loading
+
+ADAPTER_KINDS = ("fvae_lora", "lora", "full", "frozen")
+HEAD_NAME = "head"
+
+
+class CTCRecognizer(nn.Module):
+    """wavs (B, S), relative lengths (B,) -> CTC log-probabilities (B, T, V) in float32 and frame counts (B,)."""
+
+    def __init__(self, encoder: SSLEncoder, n_tokens: int, head_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(encoder.output_size, n_tokens)
+
+    def forward(self, wavs: Tensor, wav_lens: Tensor) -> tuple[Tensor, Tensor]:
+        hidden, frame_mask = self.encoder(wavs, wav_lens)
+        logits = self.head(self.dropout(hidden))
+        return logits.float().log_softmax(-1), frame_mask.sum(-1)
+
+
+def init_head_from_checkpoint(
+    model: CTCRecognizer, source: str | Path, labels: Sequence[str], blank_index: int = 0
+) -> list[str]:
+    """Start the head from the CTC head (``lm_head``) of a CTC checkpoint (``Wav2Vec2ForCTC``, ``HubertForCTC``,
+    ``WavLMForCTC``, ...), row by row for the labels its ``vocab.json`` shares with ``labels``; its pad token is
+    the CTC blank, as in Hugging Face.
+
+    Adapting a recogniser to a new domain then starts from what it already knows instead of a random head.
+    Returns the labels initialised (the others keep their fresh initialisation).
+    """
+    with quiet_hf_loading():
+        ctc, info = AutoModelForCTC.from_pretrained(str(source), output_loading_info=True)
+    if {"lm_head.weight", "lm_head.bias"} & set(info["missing_keys"]):
+        raise ValueError(f"{source}: the checkpoint has no CTC head (lm_head) to start the head from")
+    vocab_file = cached_file(str(source), "vocab.json", _raise_exceptions_for_missing_entries=False)
+    if vocab_file is None:
+        raise ValueError(f"{source}: no vocab.json naming the rows of its CTC head")
+    vocab = read_json(Path(vocab_file), "vocab")
+    weight, bias = ctc.lm_head.weight, ctc.lm_head.bias  # (V_source, C), (V_source,)
+    if weight.shape[1] != model.head.in_features:
+        raise ValueError(f"{source}: CTC head takes {weight.shape[1]} features, the encoder gives {model.head.in_features}")
+    rows = {i: ctc.config.pad_token_id if i == blank_index else vocab.get(label) for i, label in enumerate(labels)}
+    rows = {i: row for i, row in rows.items() if row is not None and 0 <= row < weight.shape[0]}
+    if not any(i != blank_index for i in rows):
+        raise ValueError(f"{source}: its vocab.json shares no label with ours ({', '.join(labels[:5])}, ...)")
+    with torch.no_grad():
+        for i, row in rows.items():
+            model.head.weight[i] = weight[row]
+            model.head.bias[i] = bias[row]
+    return [labels[i] for i in sorted(rows)]
+
+
+def configure_training(model: nn.Module, kind: str, adapter_config: AdapterConfig | None = None) -> list[str]:
+    """Set what trains in a model with an ``encoder`` and a ``head`` (``CTCRecognizer``, ``PooledClassifier``):
+    adapters + head (``fvae_lora``, ``lora``), everything but the CNN (``full``), the head only (``frozen``).
+    Returns the adapted module names (empty without adapters).
+    """
+    if kind not in ADAPTER_KINDS:
+        raise ValueError(f"adapter must be one of {', '.join(ADAPTER_KINDS)}; got {kind!r}")
+    if kind in ("fvae_lora", "lora"):
+        if adapter_config is None or adapter_config.adapter_type != kind:
+            raise ValueError(f"adapter '{kind}' needs a matching adapter config, got {adapter_config!r}")
+        trainable = adapter_config.trainable_modules
+        if isinstance(trainable, list) and HEAD_NAME not in trainable:
+            adapter_config = dataclasses.replace(adapter_config, trainable_modules=[*trainable, HEAD_NAME])
+        return inject(model, adapter_config)
+    model.requires_grad_(kind == "full")
+    model.head.requires_grad_(True)
+    if kind == "full":
+        if model.encoder.freeze_feature_encoder:
+            model.encoder.freeze_cnn()
+        embed = getattr(model.encoder.model, "masked_spec_embed", None)
+        if embed is not None:
+            # Only SpecAugment uses this embedding, and not on every batch: left trainable it would sometimes
+            # get no gradient (DDP breaks) and would be saved with models that never use it at inference.
+            embed.requires_grad_(False)
+    return []
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def greedy_decode(log_probs: Tensor, frame_lens: Tensor, blank_index: int) -> list[list[int]]:
+    """Best-path CTC decoding (SpeechBrain's) over the real frames of each utterance."""
+    return ctc_greedy_decode(log_probs, frame_lens.float() / log_probs.shape[1], blank_id=blank_index)

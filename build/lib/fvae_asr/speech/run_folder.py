@@ -1,0 +1,303 @@
+"""One training run per output folder: its settings are checked before anything is written, recorded beside its
+checkpoints, compared when it resumes, and a lock keeps a second process out while it runs.
+
+A resumed run must compute what the original run would have computed, so every setting that changes the result
+must match the recorded one; ``RESUMABLE_KEYS`` and ``RESUMABLE_PATHS`` may change (see ``hparams.yaml``).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ruamel.yaml
+import torch
+from hyperpyyaml import resolve_references
+from speechbrain.utils.run_opts import RunOptions
+
+from fvae_asr.files import read_json, write_atomically
+from fvae_asr.speech.annotations import ANNOTATION_KEYS, TIMIT_INVENTORIES, Corpus, corpus_of
+from fvae_asr.speech.checkpointing import STAGING_PREFIX
+from fvae_asr.speech.data import SORTINGS
+from fvae_asr.speech.encoder import check_family
+from fvae_asr.speech.hparams import as_mapping
+from fvae_asr.speech.recognizer import ADAPTER_KINDS
+
+logger = logging.getLogger(__name__)
+
+RUN_RECORD_NAME = "run_config.json"  # in save_folder, beside the checkpoints it describes
+LOCK_NAME = "run.lock"  # in output_folder
+LABEL_ENCODER_NAME = "label_encoder.txt"  # in save_folder, the labels its checkpoints' heads are trained on
+CHECKPOINT_PREFIX = "CKPT+"  # SpeechBrain's checkpoint folders
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+# Settings that may change when a run resumes: where things are written, how often checkpoints are taken, how
+# many epochs (more epochs rebuild the learning-rate schedule) and the restart switch itself.
+RESUMABLE_KEYS = ("output_folder", "save_folder", "export_folder", "train_log", "test_results_file",
+                  "test_alignments_file", "number_of_epochs", "ckpt_interval_minutes", "ckpt_interval_steps",
+                  "restart")  # fmt: skip
+RESUMABLE_PATHS = ("train_dataloader_opts.num_workers", "valid_dataloader_opts.num_workers")
+# Run options (command-line flags, not yaml overrides) whose effective value joins the settings: those that
+# change the result, and the checkpoint intervals; the others (device, noprogressbar, ...) may change freely.
+SETTING_RUN_OPTS = ("precision", "eval_precision", "grad_accumulation_factor", "max_grad_norm",
+                    "skip_nonfinite_grads", "remove_vector_weight_decay", "optimizer_step_limit",
+                    "ckpt_interval_minutes", "ckpt_interval_steps")  # fmt: skip
+
+
+class RunSettingsError(ValueError):
+    """A usage error: a setting is invalid, or differs from the run already in the output folder."""
+
+
+class RunFolderInUse(RuntimeError):
+    """Another process is running in this output folder."""
+
+
+@dataclass
+class RunPlan:
+    """The resolved settings of one run: ``flat`` maps dotted keys to plain values (yaml tags included);
+    ``corpus`` is what it trains on (its phone inventory, and its annotations unless it is TIMIT)."""
+
+    flat: dict[str, Any]
+    corpus: Corpus
+    output_folder: Path
+    save_folder: Path
+    train_log: Path
+    restart: bool
+
+
+def plan_run(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mapping | RunOptions) -> RunPlan:
+    """Resolve the yaml with its overrides (no object is built, nothing is written), check the settings that
+    have a fixed set of values (``RunSettingsError`` naming the field and what it allows) and read the corpus's
+    annotations (``AnnotationError`` naming the file and row)."""
+    flat, corpus = _resolve(hparams_file, overrides, run_opts)
+    restart = flat.get("restart", False)
+    return RunPlan(
+        flat=flat,
+        corpus=corpus,
+        output_folder=Path(flat["output_folder"]),
+        save_folder=Path(flat["save_folder"]),
+        train_log=Path(flat["train_log"]),
+        restart=restart is not False,  # a bare --restart arrives as None
+    )
+
+
+def resolved_settings(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mapping | RunOptions) -> dict:
+    """Flat settings of the yaml after overrides, with the effective values of ``SETTING_RUN_OPTS``, the number
+    of processes and the corpus's (``Corpus.settings``: the label count, the checksums of its annotations)."""
+    return _resolve(hparams_file, overrides, run_opts)[0]
+
+
+def _resolve(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mapping | RunOptions) -> tuple[dict, Corpus]:
+    with open(hparams_file, encoding="utf-8") as fin:
+        try:
+            resolved = resolve_references(fin, as_mapping(overrides))
+        except ValueError as err:  # e.g. "'data_folder' is a !PLACEHOLDER and must be replaced."
+            raise RunSettingsError(f"{hparams_file}: {err}") from None
+    tree = ruamel.yaml.YAML().load(resolved)
+    flat: dict[str, Any] = {}
+    _flatten(tree, "", flat)
+    given = _given_run_opts(run_opts)
+    defaults = RunOptions()
+    for name in SETTING_RUN_OPTS:
+        flat[name] = given[name] if name in given else flat.get(name, getattr(defaults, name))
+    flat["world_size"] = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    flat = json.loads(json.dumps(flat))  # plain JSON values, as they come back from the record
+    _validate(flat)
+    corpus = corpus_of(flat)
+    return {**flat, **corpus.settings}, corpus
+
+
+def _given_run_opts(run_opts: Mapping | RunOptions) -> dict:
+    if isinstance(run_opts, RunOptions):
+        return {name: run_opts[name] for name in run_opts.overridden_args}
+    return dict(run_opts)
+
+
+def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if tag:
+        out[f"{prefix}<tag>"] = tag
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            _flatten(value, f"{prefix}{key}.", out)
+        if not node:
+            out[prefix.rstrip(".")] = {}
+    elif isinstance(node, list) and any(isinstance(item, (Mapping, list)) for item in node):
+        for index, value in enumerate(node):
+            _flatten(value, f"{prefix}{index}.", out)
+    elif isinstance(node, list):
+        out[prefix.rstrip(".")] = [_plain(item) for item in node]
+    else:
+        out[prefix.rstrip(".")] = _plain(node)
+
+
+def _plain(value: Any) -> Any:
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return None if value is None else str(value)
+
+
+CHOICES = {"adapter": ADAPTER_KINDS, "precision": PRECISIONS, "eval_precision": PRECISIONS, "train_sorting": SORTINGS,
+           "phn_set": tuple(TIMIT_INVENTORIES)}  # fmt: skip
+# Settings that have a new name: given under the old one (an override, or an older copy of a yaml) they are an
+# error naming the new one, not a KeyError from the yaml loader after the run folder was set up.
+RENAMED_KEYS = {"wav2vec2_source": "encoder_source", "wav2vec2_config": "encoder_config"}
+# Recorded values with a new name (classes the yaml builds): with RENAMED_KEYS, a run recorded before the
+# renames resumes (it computes the same).
+RENAMED_VALUES = {"!new:fvae_asr.speech.encoder.Wav2Vec2Encoder": "!new:fvae_asr.speech.encoder.SSLEncoder"}
+
+
+def _validate(flat: dict[str, Any]) -> None:
+    for old, new in RENAMED_KEYS.items():
+        if any(key == old or key.startswith(f"{old}.") for key in flat):
+            raise RunSettingsError(f"{old} is now called {new}: set {new} instead (on the command line or in the yaml)")
+    if any(key.startswith("encoder_config.") for key in flat):  # a randomly initialised encoder names its family
+        try:
+            check_family(flat.get("encoder_config.model_type"), "encoder_config")
+        except ValueError as err:
+            raise RunSettingsError(str(err)) from None
+    for key, allowed in CHOICES.items():
+        if key in flat and flat[key] not in allowed:
+            raise RunSettingsError(f"{key} must be one of {', '.join(map(str, allowed))}; got {flat[key]!r}")
+    if flat.get("restart") not in (None, True, False):
+        raise RunSettingsError(f"restart must be True or False; got {flat['restart']!r}")
+    intervals = {key: flat[key] for key in ("ckpt_interval_minutes", "ckpt_interval_steps")}
+    if all(value and value > 0 for value in intervals.values()):
+        raise RunSettingsError(f"set only one of ckpt_interval_minutes and ckpt_interval_steps (got {intervals})")
+    annotations = {key: flat.get(key) for key in ANNOTATION_KEYS.values()}
+    if any(annotations.values()) and not all(annotations.values()):
+        unset = [key for key, value in annotations.items() if not value]
+        raise RunSettingsError(f"{', '.join(unset)} not set: a corpus given by annotations needs all of "
+                               f"{', '.join(annotations)}")  # fmt: skip
+    if not any(annotations.values()) and not flat.get("data_folder"):
+        raise RunSettingsError(f"data_folder not set: give the TIMIT root (--data_folder=...), or another corpus's "
+                               f"{', '.join(annotations)}")  # fmt: skip
+
+
+@contextmanager
+def run_folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for the block; the system drops it when the
+    process dies, so a killed run never blocks the next one. Raises ``RunFolderInUse`` if another holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_NAME, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP):
+                logger.warning("%s: this file system cannot lock files; make sure no other run uses it", folder)
+                yield
+                return
+            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunFolderInUse(
+                f"{folder}: another run is using this output folder ({holder}); wait for it to end or choose "
+                "another output_folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def has_checkpoints(save_folder: Path) -> bool:
+    """Whether ``save_folder`` holds a checkpoint, i.e. a run that the next start would resume."""
+    return save_folder.is_dir() and any(p.name.startswith(CHECKPOINT_PREFIX) for p in save_folder.iterdir())
+
+
+def check_resumable(plan: RunPlan, hparams_file: str | Path, overrides: str | Mapping, run_opts) -> None:
+    """Refuse (``RunSettingsError``, naming the keys) to resume a run whose result-changing settings differ.
+
+    The new settings are resolved again with the recorded values of the resumable keys, so that values derived
+    from them (the epoch counter's limit from ``number_of_epochs``, paths under ``output_folder``) compare equal.
+    """
+    record_file = plan.save_folder / RUN_RECORD_NAME
+    if not has_checkpoints(plan.save_folder):
+        return
+    if not record_file.is_file():
+        logger.warning("%s: checkpoints without %s (an older run): its settings cannot be checked",
+                       plan.save_folder, RUN_RECORD_NAME)
+        return
+    recorded = _current_names(read_json(record_file, "run settings (written by the recipe)"))
+    pinned = {key: recorded[key] for key in RESUMABLE_KEYS if key in recorded}
+    current = resolved_settings(hparams_file, {**as_mapping(overrides), **pinned}, run_opts)
+    # A setting added since the run started, at a null default, is no change (missing and null compare equal).
+    changed = [key for key in sorted(set(recorded) | set(current), key=lambda k: (k.count("."), k))  # top level first
+               if not _resumable(key) and recorded.get(key) != current.get(key)]  # fmt: skip
+    if changed:
+        details = "; ".join(f"{key}: {recorded.get(key, '<unset>')!r} -> {current.get(key, '<unset>')!r}"
+                            for key in changed[:8])  # fmt: skip
+        more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
+        raise RunSettingsError(
+            f"{plan.output_folder} holds a run with other settings ({details}{more}): resume it with its own "
+            "settings, or pass --restart=True to delete its checkpoints and start afresh"
+        )
+
+
+def _current_names(recorded: dict[str, Any]) -> dict[str, Any]:
+    """Recorded settings with the keys and values renamed since (``RENAMED_KEYS``, ``RENAMED_VALUES``)."""
+    renamed = {}
+    for key, value in recorded.items():
+        head, dot, rest = key.partition(".")
+        if isinstance(value, str):
+            value = RENAMED_VALUES.get(value, value)
+        renamed[RENAMED_KEYS.get(head, head) + dot + rest] = value
+    return renamed
+
+
+def _resumable(key: str) -> bool:
+    return key.split(".")[0] in RESUMABLE_KEYS or any(key == p or key.startswith(f"{p}.") for p in RESUMABLE_PATHS)
+
+
+def remove_unfinished_checkpoints(plan: RunPlan) -> None:
+    """Delete the staging folders of checkpoint saves that a killed process left (never loaded anyway), and a
+    label encoder that no checkpoint uses (a start that ended before its first checkpoint, perhaps on another
+    corpus): it is rebuilt from this run's phone inventory."""
+    for path in plan.save_folder.glob(STAGING_PREFIX + "*") if plan.save_folder.is_dir() else []:
+        shutil.rmtree(path)
+        logger.info("Removed %s, a checkpoint whose save was interrupted", path)
+    label_encoder = plan.save_folder / LABEL_ENCODER_NAME
+    if label_encoder.is_file() and not has_checkpoints(plan.save_folder):
+        label_encoder.unlink()
+        logger.info("Removed %s, which no checkpoint uses", label_encoder)
+
+
+def clear_previous_run(plan: RunPlan) -> None:
+    """``restart``: delete the previous run's checkpoints, settings record, label encoder and training log."""
+    removed = []
+    if plan.save_folder.is_dir():
+        for path in plan.save_folder.iterdir():
+            if path.is_dir() and path.name.startswith((CHECKPOINT_PREFIX, STAGING_PREFIX)):
+                shutil.rmtree(path)
+                removed.append(path.name)
+        for name in (RUN_RECORD_NAME, LABEL_ENCODER_NAME):
+            if (plan.save_folder / name).is_file():
+                (plan.save_folder / name).unlink()
+                removed.append(name)
+    if plan.train_log.is_file():
+        plan.train_log.unlink()
+        removed.append(plan.train_log.name)
+    logger.info("restart: removed %s from %s", ", ".join(removed) or "nothing", plan.output_folder)
+
+
+def record_settings(plan: RunPlan) -> None:
+    """Write the settings beside the checkpoints (through a temporary file: a crash leaves the old record)."""
+    plan.save_folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(plan.flat, indent=1, sort_keys=True) + "\n"
+    write_atomically(plan.save_folder / RUN_RECORD_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
