@@ -24,6 +24,7 @@ def phone_encoder(path: str | Path, phones: list[str]) -> CTCTextEncoder:
     encoder.load_or_create(
         path=str(path), from_iterables=[[sorted(phones)]], sequence_input=True, special_labels={"blank_label": 0}
     )
+    encoder.expect_len(len(set(phones)) + 1)  # SpeechBrain's own size check, which also ends its warning
     expected = {*phones, DEFAULT_BLANK}
     if set(encoder.lab2ind) != expected or encoder.lab2ind[DEFAULT_BLANK] != 0:
         extra, missing = sorted(set(encoder.lab2ind) - expected), sorted(expected - set(encoder.lab2ind))
