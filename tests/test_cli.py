@@ -1,0 +1,42 @@
+"""``fvae-asr <command>`` (= ``python -m fvae_asr``): one command line that runs each command's own main."""
+
+import subprocess
+import sys
+
+import pytest
+
+from fvae_asr.cli import main as cli
+from fvae_asr.demo.paths import recipe_file
+
+
+def test_every_command_resolves_to_its_main():
+    for name in cli.COMMANDS:
+        assert callable(cli._command_function(name)), name
+    assert set(cli.COMMANDS) == {"train", "transcribe", "evaluate", "latents", "demo", "synthetic"}
+
+
+def test_python_m_fvae_asr_lists_the_commands_and_refuses_an_unknown_one():
+    listed = subprocess.run([sys.executable, "-m", "fvae_asr", "--help"], capture_output=True, text=True)
+    assert listed.returncode == 0
+    assert all(name in listed.stdout for name in cli.COMMANDS)
+    unknown = subprocess.run([sys.executable, "-m", "fvae_asr", "nope"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "invalid choice: 'nope'" in unknown.stderr
+
+
+def test_train_runs_the_packaged_recipe_unless_told_otherwise(monkeypatch):
+    calls = []
+    monkeypatch.setattr("fvae_asr.speech.recipe.main", lambda argv: calls.append(argv) or {})
+    assert cli.main(["train", "--data_folder=/data/TIMIT", "--adapter=lora"]) == 0
+    assert cli.main(["train", "--hparams", "mine.yaml", "--adapter=lora"]) == 0
+    assert calls == [[str(recipe_file("hparams.yaml")), "--data_folder=/data/TIMIT", "--adapter=lora"],
+                     ["mine.yaml", "--adapter=lora"]]  # fmt: skip
+
+
+def test_a_command_gets_the_arguments_after_its_name(monkeypatch):
+    seen = []
+    monkeypatch.setattr("fvae_asr.cli.evaluate.main", lambda argv: seen.append(list(argv)) or 3)
+    assert cli.main(["evaluate", "--checkpoint", "m", "--manifest", "t.json"]) == 3
+    assert seen == [["--checkpoint", "m", "--manifest", "t.json"]]
+    with pytest.raises(SystemExit) as usage:
+        cli.main([])
+    assert usage.value.code == 2
