@@ -120,7 +120,7 @@ def number_labels(split: Any, label_column: str, names: list[Any]) -> Any:
 
 def pretrained_classifier(auto_class: Any, name: str, num_labels: int) -> nn.Module:
     """A hub or local checkpoint with a fresh head of ``num_labels`` classes (its own head may have another size)."""
-    return auto_class.from_pretrained(name, num_labels=num_labels, ignore_mismatched_sizes=True)
+    return auto_class.from_pretrained(name, num_labels=num_labels, ignore_mismatched_sizes=True, trust_remote_code=False)
 
 
 def attention_targets(model: nn.Module, choice: str) -> list[str]:

@@ -57,7 +57,7 @@ def pretrained_task(args) -> Task:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     train_set, eval_set, num_labels = load_dataset(args, args.label_column)
-    processor = AutoImageProcessor.from_pretrained(args.model)
+    processor = AutoImageProcessor.from_pretrained(args.model, trust_remote_code=False)
 
     def preprocess(batch):
         images = [image.convert("RGB") for image in batch[args.image_column]]

@@ -62,7 +62,7 @@ def pretrained_task(args) -> Task:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
     train_set, eval_set, num_labels = load_dataset(args, args.label_column)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=False)
 
     def tokenize(batch):
         encoded = tokenizer(batch[args.text_column], truncation=True, max_length=args.max_length)

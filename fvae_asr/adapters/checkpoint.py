@@ -9,6 +9,7 @@ unreadable or hold non-finite weights are rejected, naming the file and the tens
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from fvae_asr.adapters.config import AdapterConfig, LoRAConfig, config_from_dict
-from fvae_asr.adapters.layers import AdaptedLinear
+from fvae_asr.adapters.layers import ADAPTER_LAYERS, AdaptedLinear
 from fvae_asr.adapters.model import adapter_layers, adapter_state, has_adapters, inject
 from fvae_asr.adapters.peft_format import (
     OWN_CONFIG_KEY,
@@ -118,6 +119,10 @@ def load_adapter(model: nn.Module, directory: str | Path) -> list[str]:
 
     Reads our checkpoints and PEFT LoRA adapters (``save_pretrained`` output). A missing, unexpected or
     wrongly shaped tensor raises ValueError naming the first offending tensor. Returns the adapted module names.
+
+    The files are not trusted: the adapters go exactly on the modules the weights belong to (a saved pattern is
+    never run against the model's names), and every size in the config is checked against the saved tensors on
+    the meta device before any memory is allocated.
     """
     directory = Path(directory)
     saved = read_adapter_config(directory)
@@ -131,7 +136,7 @@ def load_adapter(model: nn.Module, directory: str | Path) -> list[str]:
             raise ValueError(f"{weights_path}: {err}") from err
         _check_linear_owners(model, lora_owners(tensors), weights_path)
     if not has_adapters(model):
-        inject(model, config)
+        inject(model, _config_for_saved_weights(model, config, tensors, directory))
     state = adapter_state(model)
     if saved_modules is not None and saved_modules != state.adapted_modules:
         missing = sorted(set(saved_modules) - set(state.adapted_modules))
@@ -155,6 +160,49 @@ def _saved_config(saved: dict, origin: Path) -> tuple[AdapterConfig, list[str] |
         return config_from_dict(own), saved_modules
     except (TypeError, ValueError) as err:
         raise ValueError(f"{origin}: {err}") from err
+
+
+def _config_for_saved_weights(
+    model: nn.Module, config: AdapterConfig, tensors: dict[str, Tensor], directory: Path
+) -> AdapterConfig:
+    """``config`` with the modules the saved weights belong to named one by one, once the config's sizes are
+    known to fit those weights (checked on the meta device: nothing is allocated for a config that does not)."""
+    targets = sorted(lora_owners(tensors))
+    if not targets:
+        raise ValueError(f"{directory / WEIGHTS_NAME}: holds no adapter weights (no '<module>.lora_*' tensor)")
+    for name in targets:
+        try:
+            base = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"{directory / WEIGHTS_NAME}: adapter weights for '{name}', which the model lacks") from None
+        if not isinstance(base, nn.Linear):
+            raise ValueError(f"{directory / WEIGHTS_NAME}: adapter weights for '{name}', a {type(base).__name__}; "
+                             "only nn.Linear layers carry adapters")  # fmt: skip
+        _check_sizes(base, config, name, tensors, directory)
+    owned = tuple(f"{name}." for name in targets)
+    trainable = sorted({key.rsplit(".", 1)[0] for key in tensors if not key.startswith(owned)})
+    return dataclasses.replace(config, target_modules=targets, trainable_modules=trainable)
+
+
+def _check_sizes(base: nn.Linear, config: AdapterConfig, name: str, tensors: dict[str, Tensor], directory: Path) -> None:
+    """The adapter layer the config describes, built on the meta device, must have the saved tensors' shapes."""
+    with torch.device("meta"):
+        shadow = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
+        layer = ADAPTER_LAYERS[config.adapter_type](shadow, config, name)
+    for key, value in layer.state_dict().items():
+        if key.startswith("base."):
+            continue
+        saved = tensors.get(f"{name}.{key}")
+        if saved is None:
+            raise ValueError(f"{directory / WEIGHTS_NAME}: tensor '{name}.{key}' is missing from the file (the "
+                             "model expects it)")  # fmt: skip
+        if saved.shape != value.shape:
+            sizes = f"rank {config.rank}"
+            if config.adapter_type == "fvae_lora":
+                sizes += (f", z2_dim {config.z2_dim}, encoder_hidden {config.encoder_hidden}, decoder_hidden "
+                          f"{config.decoder_hidden}, decoder_layers {config.decoder_layers}")  # fmt: skip
+            raise ValueError(f"{directory / CONFIG_NAME}: its sizes ({sizes}) need tensor '{name}.{key}' of shape "
+                             f"{tuple(value.shape)}, but {WEIGHTS_NAME} has {tuple(saved.shape)}")  # fmt: skip
 
 
 def _check_linear_owners(model: nn.Module, owners: set[str], origin: Path) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 TargetSpec = list[str] | str
+MAX_DECODER_LAYERS = 32  # a bound that keeps a loaded config from building a million layers before its check
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +167,9 @@ class FVAELoRAConfig(AdapterConfig):
             _check_positive_int(self, name)
         for name in ("alpha", "beta", "delta", "beta_z2", "aux_weight", "b_init_std"):
             _check_non_negative(self, name)
+        if self.decoder_layers > MAX_DECODER_LAYERS:
+            raise ValueError(f"FVAELoRAConfig.decoder_layers must be at most {MAX_DECODER_LAYERS} (the authors' "
+                             f"code uses 3), got {self.decoder_layers!r}")  # fmt: skip
         _check_probability(self, "dropout")
         _check_probability(self, "decoder_dropout")
         _check_finite_number(self, "prior_mean_z2")

@@ -12,6 +12,8 @@ import errno
 import logging
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -120,11 +122,34 @@ class AtomicCheckpointer(Checkpointer):
         tried = "; ".join(failures)
         raise CheckpointRecoveryError(f"no checkpoint in {self.checkpoints_dir} could be loaded: {tried}")
 
+    def load_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """SpeechBrain's load, with every ``torch.load`` it makes restricted to weights (see ``weights_only_loads``)."""
+        with weights_only_loads():
+            super().load_checkpoint(checkpoint)
+
     def _undo_partial_load(self) -> None:
         """A failed load may have told the training loader to skip ahead; the next checkpoint says its own."""
         for obj in self.recoverables.values():
             if isinstance(obj, SaveableDataLoader):
                 obj._speechbrain_recovery_skip_to = None
+
+
+@contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """``torch.load`` with ``weights_only=True`` whatever its caller or the environment says. SpeechBrain's loaders
+    (schedulers, ``torch_recovery``) call it without the argument, and ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` then
+    turns it into full unpickling: a pickle planted in a checkpoint would run on resume."""
+    original = torch.load
+
+    def load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
 
 
 def _is_disk_full(err: BaseException, directory: Path) -> bool:

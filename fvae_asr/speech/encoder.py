@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from fvae_asr.adapters import set_frame_mask
+from fvae_asr.files import read_json
 
 # transformers' model_type of each family the recipe supports (and its tests build): same CNN front end, frame
 # rate and padding conventions, attention projections named q_proj/k_proj/v_proj/out_proj.
@@ -58,6 +59,16 @@ def check_family(model_type: object, where: str) -> None:
         raise ValueError(f"{where}: model_type must be one of {', '.join(ENCODER_FAMILIES)}; got {model_type!r}")
 
 
+def check_local_family(source: str | Path) -> None:
+    """For a local model folder, its ``config.json`` read as plain JSON must name one of ``ENCODER_FAMILIES``,
+    before any transformers call: a folder whose config maps to its own code (``auto_map``) never gets to ask
+    whether to run it. Hub ids are checked after transformers reads their config (never with remote code)."""
+    folder = Path(source)
+    if folder.is_dir():
+        config = read_json(folder / "config.json", "model config")
+        check_family(config.get("model_type"), str(folder / "config.json"))
+
+
 def config_from_fields(fields: dict[str, Any], **overrides: Any) -> PretrainedConfig:
     """The config of a randomly initialised encoder from its fields, ``model_type`` naming the family."""
     fields = {**fields, **overrides}
@@ -81,10 +92,13 @@ def load_encoder_model(
         raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
     if not path.exists() and not is_hub_id(source):
         raise FileNotFoundError(f"no backbone folder {path} (and it is not a Hugging Face hub id)")
+    check_local_family(source)
     with quiet_hf_loading():
-        config = AutoConfig.from_pretrained(str(source), **overrides)
+        config = AutoConfig.from_pretrained(str(source), trust_remote_code=False, **overrides)
         check_family(config.model_type, f"{source} (config.json)")
-        model, info = AutoModel.from_pretrained(str(source), config=config, output_loading_info=True)
+        model, info = AutoModel.from_pretrained(
+            str(source), config=config, output_loading_info=True, trust_remote_code=False
+        )
     missing = sorted(set(info["missing_keys"]) - OPTIONAL_WEIGHTS)
     if missing:  # transformers would initialise them randomly, with only a warning
         raise ValueError(f"{source}: the checkpoint lacks backbone weights {missing[:5]} ({len(missing)} in all)")

@@ -15,7 +15,7 @@ from transformers.utils import cached_file
 
 from fvae_asr.adapters import AdapterConfig, inject
 from fvae_asr.files import read_json
-from fvae_asr.speech.encoder import SSLEncoder, quiet_hf_loading
+from fvae_asr.speech.encoder import SSLEncoder, check_local_family, quiet_hf_loading
 
 ADAPTER_KINDS = ("fvae_lora", "lora", "full", "frozen")
 HEAD_NAME = "head"
@@ -46,8 +46,9 @@ def init_head_from_checkpoint(
     Adapting a recogniser to a new domain then starts from what it already knows instead of a random head.
     Returns the labels initialised (the others keep their fresh initialisation).
     """
+    check_local_family(source)
     with quiet_hf_loading():
-        ctc, info = AutoModelForCTC.from_pretrained(str(source), output_loading_info=True)
+        ctc, info = AutoModelForCTC.from_pretrained(str(source), output_loading_info=True, trust_remote_code=False)
     if {"lm_head.weight", "lm_head.bias"} & set(info["missing_keys"]):
         raise ValueError(f"{source}: the checkpoint has no CTC head (lm_head) to start the head from")
     vocab_file = cached_file(str(source), "vocab.json", _raise_exceptions_for_missing_entries=False)
