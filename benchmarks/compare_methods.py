@@ -244,13 +244,15 @@ def read_task_record(out: Path, task: Task, settings: dict[str, Any]) -> dict[st
 
 
 def source_commit() -> str:
-    """The commit this code runs on (with ``+changes`` when the work tree differs from it), for the records."""
+    """The commit this code runs on (with ``+changes`` when the package, the recipe or the benchmarks differ from
+    it: results written under docs/ do not count), for the records."""
     def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=SCRIPT_DIR, capture_output=True, text=True, check=False)
+        result = subprocess.run(["git", *args], cwd=Path(SCRIPT_DIR).parent, capture_output=True, text=True, check=False)
         return result.stdout.strip() if result.returncode == 0 else ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "fvae_asr", "recipes", "benchmarks")
+    return commit + ("+changes" if changed else "")
 
 
 def backbone_digest(backbone: Path) -> str:
