@@ -82,6 +82,14 @@ def test_a_backbone_path_outside_the_export_is_refused(tmp_path, exported, backb
         load_recognizer(model)
 
 
+def test_a_backbone_folder_linked_outside_the_export_is_refused(tmp_path, exported):
+    model = Path(shutil.copytree(exported, tmp_path / "model"))
+    outside = Path(shutil.move(model / "backbone", tmp_path / "outside"))
+    (model / "backbone").symlink_to(outside)
+    with pytest.raises(ValueError, match="field 'backbone'.*outside the export"):
+        load_recognizer(model)
+
+
 def test_a_hub_id_backbone_is_still_named_as_a_hub_id(tmp_path, exported, monkeypatch):
     model = Path(shutil.copytree(exported, tmp_path / "model"))
     description = json.loads((model / "recognizer.json").read_text())
