@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=output_file, help="write the full report (PER, counts, transcripts) here")
     parser.add_argument("--sclite", type=Path, metavar="DIR",
                         help="write ref.trn and hyp.trn here (sclite's trn form, one line per utterance) to score with "
-                        "'sclite -r DIR/ref.trn trn -h DIR/hyp.trn trn -i rm'")  # fmt: skip
+                        "'sclite -r DIR/ref.trn trn -h DIR/hyp.trn trn -i wsj'")  # fmt: skip
     parser.add_argument("--skip-invalid", action="store_true",
                         help="leave out utterances with an empty reference or phones the model cannot output "
                         "(counted in the summary, listed in the JSON report) instead of failing")  # fmt: skip
