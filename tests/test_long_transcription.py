@@ -18,7 +18,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 import fvae_asr
 from fvae_asr.audio import AudioReader, load_audio
-from fvae_asr.cli.transcribe import main as transcribe_main
+from fvae_asr.cli.transcribe import file_ids, main as transcribe_main
 from fvae_asr.speech.alignment import PhoneSegment, frame_runs, greedy_phones, phone_segments
 from fvae_asr.speech.chunking import FrameGeometry, plan_chunks
 from fvae_asr.speech.recognizer import greedy_decode
@@ -350,8 +350,8 @@ def test_cli_a_file_that_cannot_be_written_is_reported_and_the_others_are_writte
     "extra, message",
     [
         (["--format", "textgrid", "a.wav", "b.wav"], "give --out-dir"),
-        (["--format", "ctm", "x/a.wav", "y/a.flac"], "share the name a"),
-        (["--out-dir", "{tmp}/out", "x/a.wav", "y/a.flac"], "share the name a"),
+        (["--format", "ctm", "x/a.wav", "x/a.flac"], "share the name a"),
+        (["--out-dir", "{tmp}/out", "x/a.wav", "x/a.flac"], "share the name a"),
         (["--format", "ctm", "my file.wav"], "white space"),
         (["--chunk-seconds", "0", "a.wav"], "--chunk-seconds"),
         (["--context-seconds", "-1", "a.wav"], "--context-seconds"),
@@ -399,3 +399,38 @@ def test_peak_memory_does_not_grow_with_the_length_of_the_file(tmp_path):
         phones, peaks[minutes] = map(int, proc.stdout.split())
         assert phones > 0
     assert peaks[10] - peaks[1] < 30, peaks  # MiB
+
+
+# ---- what sclite and Praat need (issue 20) --------------------------------------------------------------------
+
+
+def test_textgrid_times_are_written_at_full_precision():
+    exact = FileTranscription("u.wav", phones=["aa"], duration=26.947143125,
+                              segments=[PhoneSegment("aa", 0.1234567891, 0.3)])  # fmt: skip
+    xmin, xmax, intervals = parse_textgrid(textgrid(exact, "u"))
+    assert xmax == 26.947143125 and intervals[1][0] == 0.1234567891
+
+
+def test_file_ids_are_unique_for_the_timit_layout():
+    paths = ["c/TRAIN/DR1/FCJF0/SA1.WAV", "c/TRAIN/DR1/MDAB0/SA1.WAV", "c/TRAIN/DR2/FAEM0/SI1.WAV"]
+    assert file_ids(paths) == ["DR1_FCJF0_SA1", "DR1_MDAB0_SA1", "DR2_FAEM0_SI1"]
+    assert file_ids(["x/a.wav", "x/b.flac"]) == ["a", "b"] and file_ids(["only/one.wav"]) == ["one"]
+
+
+def test_cli_ctm_is_sorted_by_file_and_start(local_checkpoint, long_file, checkpoint_and_short_file, tmp_path,
+                                             capsys):  # fmt: skip
+    _, short = checkpoint_and_short_file
+    first = tmp_path / "zz.wav"
+    first.write_bytes(Path(short).read_bytes())
+    assert transcribe_main(["--checkpoint", str(local_checkpoint), "--format", "ctm", str(first), str(long_file)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    keys = [(row[0], float(row[2])) for row in rows]
+    assert keys == sorted(keys) and {row[0] for row in rows} == {"long", "zz"}
+
+
+def test_textgrid_xmax_is_the_original_files_duration(local_checkpoint, tmp_path):
+    odd = tmp_path / "odd.wav"
+    sf.write(odd, _tones(44100, 0.6, (300, 600))[:22051], 44100)  # 0.500023 s: 8000.36 samples at 16 kHz
+    result = Transcriber(local_checkpoint).transcribe(odd, timestamps=True)
+    assert result.duration == 22051 / 44100  # not the resampled length, 8001 / 16000
+    assert parse_textgrid(textgrid(result, "odd"))[1] == 22051 / 44100

@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-folder", help="what $data_root stands for in a CSV's wav paths")
     parser.add_argument("--alignments", type=output_file, help="write per-utterance REF/HYP alignments here")
     parser.add_argument("--json", type=output_file, help="write the full report (PER, counts, transcripts) here")
+    parser.add_argument("--sclite", type=Path, metavar="DIR",
+                        help="write ref.trn and hyp.trn here (sclite's trn form, one line per utterance) to score with "
+                        "'sclite -r DIR/ref.trn trn -h DIR/hyp.trn trn -i wsj'")  # fmt: skip
     parser.add_argument("--skip-invalid", action="store_true",
                         help="leave out utterances with an empty reference or phones the model cannot output "
                         "(counted in the summary, listed in the JSON report) instead of failing")  # fmt: skip
@@ -44,6 +47,16 @@ def summary(report: dict) -> str:
         f"{report['substitutions']} substitutions, {report['deletions']} deletions, {report['insertions']} insertions"
         f"{skipped}"
     )
+
+
+def sclite_trn(report: dict, side: str) -> str:
+    """One side (``ref`` or ``hyp``) of the transcripts in sclite's trn form: ``<phones> (<utterance id>)``.
+
+    Args:
+        report: what ``evaluate_manifest`` returns.
+        side: ``ref`` or ``hyp``.
+    """
+    return "".join(f"{t[side]} ({utt_id})\n" for utt_id, t in report["transcripts"].items())
 
 
 def write_outputs(report: dict, outputs: list[tuple[Path | None, Callable[[dict], str]]]) -> str | None:
@@ -68,9 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(summary(report), flush=True)  # first: a file that cannot be written does not lose the result
-    failure = write_outputs(
-        report, [(args.alignments, report_alignments), (args.json, lambda r: json.dumps(r, indent=2) + "\n")]
-    )
+    outputs = [(args.alignments, report_alignments), (args.json, lambda r: json.dumps(r, indent=2) + "\n")]
+    if args.sclite is not None:
+        try:
+            args.sclite.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            print(f"error: cannot create {args.sclite}: {err.strerror or err}", file=sys.stderr)
+            return 1
+        outputs += [(args.sclite / f"{side}.trn", lambda r, side=side: sclite_trn(r, side)) for side in ("ref", "hyp")]
+    failure = write_outputs(report, outputs)
     if failure:
         print(f"error: {failure}", file=sys.stderr)
         return 1

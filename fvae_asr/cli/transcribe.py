@@ -1,8 +1,10 @@
 """Transcribe audio files to phones: ``python -m fvae_asr.transcribe --checkpoint DIR a.wav b.flac ...``.
 
 Prints ``<path>\\t<phones>`` per file on stdout (``--format json|ctm|textgrid`` and ``--timestamps`` for other
-forms and phone times) or, with ``--out-dir``, writes one file per input named after it (``a.TextGrid``...); a
-TextGrid is one file per input, so several inputs need ``--out-dir``. Files longer than ``--chunk-seconds`` are
+forms and phone times) or, with ``--out-dir``, writes one file per input named after its ID (``a.TextGrid``...); a
+TextGrid is one file per input, so several inputs need ``--out-dir``. A file's ID (see ``file_ids``) is its name without
+extension or, when inputs share a name, its path relative to the inputs' common folder with ``_`` for ``/``; CTM on stdout is sorted
+by ID and start time, as sclite needs. Files longer than ``--chunk-seconds`` are
 read and transcribed chunk by chunk. Files that cannot be read get ``<path>: error: <message>`` on stderr; exits 1
 if any file failed (after all the others are done) or the checkpoint is unusable, 2 on usage errors (including a
 ``--device`` torch cannot use).
@@ -11,6 +13,7 @@ if any file failed (after all the others are done) or the checkpoint is unusable
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -46,9 +49,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def file_id(path: str) -> str:
-    """What names a file's output: its name without the extension (the CTM's first column, --out-dir's files)."""
-    return Path(path).stem
+def file_ids(paths: list[str]) -> list[str]:
+    """What names each file's output (the CTM's first column, --out-dir's files): its name without the extension
+    when no two inputs share one; otherwise every file's path relative to the inputs' common folder, without the
+    extension, folders joined by ``_`` (TIMIT's ``DR1/FCJF0/SA1.WAV`` -> ``DR1_FCJF0_SA1``).
+
+    Args:
+        paths: the input files, as given.
+    """
+    stems = [Path(path).stem for path in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    absolute = [Path(path).absolute() for path in paths]
+    common = Path(os.path.commonpath([path.parent for path in absolute]))
+    return ["_".join(path.relative_to(common).with_suffix("").parts) for path in absolute]
 
 
 def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -56,20 +70,20 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     if args.format == "textgrid" and args.out_dir is None and len(args.files) > 1:
         parser.error(f"--format textgrid writes one file per input: give --out-dir for {len(args.files)} files")
     if args.out_dir is not None or args.format == "ctm":
-        clashes = sorted(name for name, count in Counter(map(file_id, args.files)).items() if count > 1)
+        clashes = sorted(name for name, count in Counter(file_ids(args.files)).items() if count > 1)
         if clashes:
             parser.error(f"several inputs share the name {', '.join(clashes)}: their outputs could not be told apart")
     if args.format == "ctm":
-        spaced = [path for path in args.files if len(file_id(path).split()) != 1]
+        spaced = [path for path, name in zip(args.files, file_ids(args.files)) if len(name.split()) != 1]
         if spaced:
             parser.error(f"a CTM file name cannot contain white space or be empty: {', '.join(spaced)}")
 
 
-def _write_into(folder: Path, result: FileTranscription, format_name: str) -> str | None:
-    """Write one file's transcription into ``folder`` (atomically); returns what went wrong, if anything."""
+def _write_into(folder: Path, result: FileTranscription, name: str, format_name: str) -> str | None:
+    """Write one file's transcription into ``folder`` as ``name`` (atomically); returns what went wrong, if any."""
     render, extension = FORMATS[format_name]
-    target = folder / f"{file_id(result.path)}{extension}"
-    text = render(result, file_id(result.path))
+    target = folder / f"{name}{extension}"
+    text = render(result, name)
     try:
         write_atomically(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as err:
@@ -93,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot create {args.out_dir}: {err.strerror or err}", file=sys.stderr)
             return 1
     render = FORMATS[args.format][0]
+    names = file_ids(args.files)
+    # stdout keeps input order (a file is printed once all before it are), CTM the order of IDs as sclite needs
+    order = sorted(range(len(args.files)), key=names.__getitem__) if args.format == "ctm" else range(len(args.files))
     timestamps = args.timestamps or args.format in TIMED_FORMATS
     done: dict[int, FileTranscription] = {}
-    printed = 0  # stdout keeps input order: a file is printed once all before it are
+    printed = 0
     failed = False
     with tqdm(total=len(args.files), unit="file", disable=None, file=sys.stderr) as progress:
         for index, result in transcriber.transcribe_each(args.files, timestamps):
@@ -104,15 +121,15 @@ def main(argv: list[str] | None = None) -> int:
                 progress.write(f"{result.path}: error: {result.error}", file=sys.stderr)
                 failed = True
             elif args.out_dir is not None:
-                problem = _write_into(args.out_dir, result, args.format)
+                problem = _write_into(args.out_dir, result, names[index], args.format)
                 if problem:
                     progress.write(f"{result.path}: error: {problem}", file=sys.stderr)
                     failed = True
             done[index] = result
-            while printed in done:
-                result = done.pop(printed)
+            while printed < len(order) and order[printed] in done:
+                result = done.pop(order[printed])
                 if args.out_dir is None and result.error is None:
-                    sys.stdout.write(render(result, file_id(result.path)))
+                    sys.stdout.write(render(result, names[order[printed]]))
                 printed += 1
     return int(failed)
 

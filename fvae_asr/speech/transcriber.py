@@ -32,8 +32,8 @@ _VARIANCE_FLOOR = 1e-7  # as the encoder's own waveform normalisation
 
 @dataclass(frozen=True)
 class FileTranscription:
-    """One file's outcome: its phones (with their times when asked for) and duration in seconds at the model's
-    sample rate, or the reason it could not be transcribed."""
+    """One file's outcome: its phones (with their times when asked for) and the original file's duration in
+    seconds (frames / rate as its header states, before resampling), or the reason it could not be transcribed."""
 
     path: str
     phones: list[str] | None = None
@@ -185,7 +185,7 @@ class Transcriber:
             return self.model(wavs.to(self.device), wav_lens.to(self.device))
 
     def _result(self, path: str, frame_ids: Tensor, samples: int, timestamps: bool) -> FileTranscription:
-        duration = samples / self.sample_rate
+        duration = header_duration(path) or samples / self.sample_rate  # the original, not the resampled length
         if not timestamps:
             found = greedy_phones(frame_ids, self.labels, self.blank_index)
             return FileTranscription(path, phones=found, duration=duration)

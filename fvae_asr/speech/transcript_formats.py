@@ -1,8 +1,9 @@
 """Transcriptions as text: plain lines, JSON lines, NIST CTM, or a Praat TextGrid (long text format).
 
-Each function renders one successful ``FileTranscription``; ``file_id`` (the file's name without its extension)
+Each function renders one successful ``FileTranscription``; ``file_id`` (see ``fvae_asr.cli.transcribe.file_ids``)
 is the CTM's first column. Times are seconds from the start of the file: 3 decimals in text and CTM (the encoder's
-frames are 20 ms for wav2vec2), 6 in JSON and the TextGrid.
+frames are 20 ms for wav2vec2), 6 in JSON, and exact (the float's shortest round-trip form) in the TextGrid, whose
+end is the original file's duration.
 """
 
 from __future__ import annotations
@@ -102,8 +103,10 @@ def _seconds(value: float) -> float:
 
 
 def _number(value: float) -> str:
-    """A time as Praat reads it: plain decimal, 6 decimals at most, no trailing zeros (``0``, ``1.25``)."""
-    return f"{value:.6f}".rstrip("0").rstrip(".")
+    """A time as Praat reads it, exactly: the float's shortest round-trip form without a trailing ``.0`` (``0``,
+    ``1.25``, ``26.947143125``, ``1e-05``)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _quoted(text: str) -> str:
