@@ -3,15 +3,19 @@ NIST SCTK's ctmValidator.pl accepts our CTM. CI installs both (.ci/run); there t
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.transcribe import main as transcribe_main
 from test_long_transcription import checkpoint_and_short_file, local_checkpoint, parse_textgrid  # noqa: F401 (fixtures)
+from test_transcribe import _write_manifest, audio, backbone, checkpoint  # noqa: F401 (fixtures)
 
 PRAAT_SCRIPT = Path(__file__).parent / "praat" / "intervals.praat"
 SCTK_BIN = Path("/usr/lib/sctk/bin")
@@ -54,3 +58,21 @@ def test_ctm_validator_accepts_our_ctm(local_checkpoint, checkpoint_and_short_fi
     assert ctm.read_text().strip()
     result = subprocess.run([tool("ctmValidator.pl"), "-i", str(ctm)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "Validated" in result.stdout, result.stdout + result.stderr
+
+
+def test_sclites_error_rate_on_our_evaluate_output_equals_ours(checkpoint, audio, tmp_path):
+    """``evaluate --sclite DIR`` writes ref/hyp in sclite's trn form; sclite's total error rate equals our PER."""
+    sclite = tool("sclite")
+    _write_manifest(tmp_path / "test.json", audio)
+    assert evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json"),
+                          "--json", str(tmp_path / "report.json"), "--sclite", str(tmp_path / "sclite")]) == 0  # fmt: skip
+    ours = json.loads((tmp_path / "report.json").read_text())
+    result = subprocess.run([sclite, "-r", str(tmp_path / "sclite" / "ref.trn"), "trn", "-h",
+                             str(tmp_path / "sclite" / "hyp.trn"), "trn", "-i", "wsj", "-o", "sum", "stdout"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    # | Sum/Avg | #snt #wrd | Corr Sub Del Ins Err S.Err |
+    total = next(line for line in result.stdout.splitlines() if "Sum/Avg" in line)
+    numbers = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", total)]
+    assert numbers[:2] == [ours["utterances"], ours["reference_phones"]]
+    assert ours["per"] > 0 and numbers[-2] == pytest.approx(ours["per"], abs=0.05)  # sclite prints one decimal
