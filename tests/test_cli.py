@@ -12,7 +12,7 @@ from fvae_asr.demo.paths import recipe_file
 def test_every_command_resolves_to_its_main():
     for name in cli.COMMANDS:
         assert callable(cli._command_function(name)), name
-    assert set(cli.COMMANDS) == {"train", "transcribe", "evaluate", "latents", "demo", "synthetic"}
+    assert set(cli.COMMANDS) == {"train", "transcribe", "evaluate", "align", "latents", "demo", "synthetic"}
 
 
 def test_python_m_fvae_asr_lists_the_commands_and_refuses_an_unknown_one():

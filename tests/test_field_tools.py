@@ -76,3 +76,15 @@ def test_sclites_error_rate_on_our_evaluate_output_equals_ours(checkpoint, audio
     numbers = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", total)]
     assert numbers[:2] == [ours["utterances"], ours["reference_phones"]]
     assert ours["per"] > 0 and numbers[-2] == pytest.approx(ours["per"], abs=0.05)  # sclite prints one decimal
+
+
+def test_praat_reads_the_textgrids_of_align_with_the_same_intervals(checkpoint, tone_corpus, tmp_path):
+    from fvae_asr.cli.align import main as align_main
+
+    wav = sorted((tone_corpus / "TEST").rglob("*.WAV"))[0]
+    assert align_main(["--checkpoint", str(checkpoint), "--out-dir", str(tmp_path), str(wav)]) == 0
+    [grid] = tmp_path.glob("*.TextGrid")
+    ours = parse_textgrid(grid.read_text())[2]
+    read = praat_intervals(grid)
+    assert [label for *_, label in read] == [label for *_, label in ours] and len(ours) > 1
+    assert [t for row in read for t in row[:2]] == pytest.approx([t for row in ours for t in row[:2]], abs=1e-12)

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("fvae_asr.cli.main", "train", "train a phone recogniser with the TIMIT recipe (SpeechBrain)"),
     "transcribe": ("fvae_asr.cli.transcribe", "main", "phones, with times, from audio files"),
     "evaluate": ("fvae_asr.cli.evaluate", "main", "phone error rate of a recogniser on a manifest"),
+    "align": ("fvae_asr.cli.align", "main", "phone boundaries for audio whose phones are known (forced alignment)"),
     "latents": ("fvae_asr.cli.latents", "main", "what the adapters' latents carry: probes and ablations"),
     "demo": ("fvae_asr.demo.__main__", "main", "the offline demo: synthetic corpus, adaptation, summary"),
     "synthetic": ("fvae_asr.synthetic.__main__", "main", "write a synthetic TIMIT-layout corpus"),

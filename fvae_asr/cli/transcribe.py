@@ -79,7 +79,7 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             parser.error(f"a CTM file name cannot contain white space or be empty: {', '.join(spaced)}")
 
 
-def _write_into(folder: Path, result: FileTranscription, name: str, format_name: str) -> str | None:
+def write_into(folder: Path, result: FileTranscription, name: str, format_name: str) -> str | None:
     """Write one file's transcription into ``folder`` as ``name`` (atomically); returns what went wrong, if any."""
     render, extension = FORMATS[format_name]
     target = folder / f"{name}{extension}"
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress.write(f"{result.path}: error: {result.error}", file=sys.stderr)
                 failed = True
             elif args.out_dir is not None:
-                problem = _write_into(args.out_dir, result, names[index], args.format)
+                problem = write_into(args.out_dir, result, names[index], args.format)
                 if problem:
                     progress.write(f"{result.path}: error: {problem}", file=sys.stderr)
                     failed = True

@@ -1,0 +1,98 @@
+"""Forced alignment: phone boundaries for known phones through torchaudio's CTC forced_align, per-file errors,
+the command line (manifest or TIMIT label files), and the accuracy script."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import load_script
+from fvae_asr.cli.align import main as align_main
+from fvae_asr.speech.alignment import PhoneSegment
+from fvae_asr.speech.forced_alignment import AlignmentError, align_log_probs
+from fvae_asr.speech.timit import prepare_timit
+from test_transcribe import _exported, backbone  # noqa: F401 (fixture)
+
+LABELS = ["<blank>", "a", "b"]
+
+
+def _log_probs(best: list[int]) -> torch.Tensor:
+    """(T, 3) log-probabilities where frame t clearly prefers label best[t]."""
+    logits = torch.full((len(best), len(LABELS)), -5.0)
+    logits[torch.arange(len(best)), torch.tensor(best)] = 5.0
+    return logits.log_softmax(-1)
+
+
+def test_each_phone_runs_from_its_onset_to_the_next_phones_onset():
+    #            0  1  2  3  4  5  6  7  8  9
+    frames = [0, 0, 1, 1, 0, 0, 2, 2, 0, 0]
+    segments = align_log_probs(_log_probs(frames), ["a", "b"], LABELS, 0, 0.02)
+    assert segments == [PhoneSegment("a", 0.04, 0.12), PhoneSegment("b", 0.12, 0.16)]
+
+
+def test_the_known_phones_are_kept_even_where_the_model_hears_others():
+    frames = [0, 2, 2, 2, 0, 0, 0, 0]  # the model hears only b; the reference says a b a
+    segments = align_log_probs(_log_probs(frames), ["a", "b", "a"], LABELS, 0, 0.02)
+    assert [s.phone for s in segments] == ["a", "b", "a"]
+    assert all(a.end == b.start for a, b in zip(segments, segments[1:])) and segments[0].start < segments[-1].end
+
+
+@pytest.mark.parametrize("phones,frames,message", [
+    (["a", "x"], 10, "phones outside the model's inventory: x"),
+    (["a", "a", "a"], 4, r"3 phones \(2 repeated\) need at least 5 frames; the audio gives 4"),
+    ([], 4, "no phones"),
+])  # fmt: skip
+def test_unalignable_phones_are_named(phones, frames, message):
+    with pytest.raises(AlignmentError, match=message):
+        align_log_probs(_log_probs([0] * frames), phones, LABELS, 0, 0.02)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tone_corpus) -> Path:
+    """TIMIT preparation of the tone corpus: test.json with phn_segments."""
+    return prepare_timit(tone_corpus, tmp_path_factory.mktemp("prepared"))[2]
+
+
+def test_align_writes_a_textgrid_per_utterance_and_names_the_ones_it_cannot_align(tmp_path, backbone, prepared,
+                                                                                  capsys):  # fmt: skip
+    model = _exported(tmp_path / "model", "fvae_lora", backbone)
+    manifest = json.loads(prepared.read_text())
+    bad_id = sorted(manifest)[0]
+    manifest[bad_id]["phn"] += " zz"
+    (tmp_path / "test.json").write_text(json.dumps(manifest))
+    code = align_main(["--checkpoint", str(model), "--manifest", str(tmp_path / "test.json"), "--out-dir",
+                       str(tmp_path / "grids")])  # fmt: skip
+    assert code == 1 and "error: phones outside the model's inventory: zz" in capsys.readouterr().err
+    written = sorted(path.stem for path in (tmp_path / "grids").glob("*.TextGrid"))
+    assert written == sorted(set(manifest) - {bad_id})
+    grid = (tmp_path / "grids" / f"{written[0]}.TextGrid").read_text()
+    phones = manifest[written[0]]["phn"].split()
+    labels = [line.split('"')[1] for line in grid.splitlines() if line.strip().startswith("text =")]
+    assert [label for label in labels if label] == phones
+
+
+def test_align_reads_timit_label_files_beside_the_audio_and_folds_them(tmp_path, backbone, tone_corpus, capsys):
+    model = _exported(tmp_path / "model", "fvae_lora", backbone)
+    wavs = sorted((tone_corpus / "TEST").rglob("*.WAV"))[:2]
+    assert align_main(["--checkpoint", str(model), "--format", "ctm", *map(str, wavs)]) == 0
+    ctm = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert len({row[0] for row in ctm}) == 2  # one ID per file
+    assert "h#" not in {row[4] for row in ctm} and "sil" in {row[4] for row in ctm}  # 61 -> 39 folded
+    starts = [(row[0], float(row[2])) for row in ctm]
+    assert starts == sorted(starts)  # sorted by file and time, as sclite needs
+
+
+def test_accuracy_script_reports_the_share_within_tolerance(tmp_path, backbone, prepared, capsys):
+    accuracy = load_script("alignment_accuracy")
+    model = _exported(tmp_path / "model", "fvae_lora", backbone)
+    figures = accuracy.main(["--checkpoint", str(model), "--manifest", str(prepared), "--json",
+                             str(tmp_path / "figures.json")])  # fmt: skip
+    assert figures == json.loads((tmp_path / "figures.json").read_text())
+    assert figures["boundaries"] > 0 and 0 <= figures["within_tolerance"] <= 1
+    assert math.isfinite(figures["median_error_s"]) and figures["utterances"] == 4 and not figures["failed"]
+    assert accuracy.summary([0.01, 0.03, 0.02], 0.02)["within_tolerance"] == pytest.approx(2 / 3)
+    assert "boundaries in 4 utterances" in capsys.readouterr().out
