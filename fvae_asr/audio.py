@@ -98,12 +98,21 @@ class AudioReader:
         self.close()
 
 
+def check_regular_file(path: str | Path) -> None:
+    """AudioError unless ``path`` is a regular file (links followed): a directory or a missing file is named as
+    such, and a FIFO, socket or device is refused before anything opens it (reading one could block forever)."""
+    path = Path(path)
+    if path.is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
+    if not path.exists():
+        raise AudioError(path, "no such file")
+    if not path.is_file():
+        raise AudioError(path, "is not a regular file (a FIFO, socket or device): refused, as reading it could block")
+
+
 def _open(path: str | Path) -> sf.SoundFile:
     """Open a file for reading; soundfile's failures become AudioError."""
-    if Path(path).is_dir():
-        raise AudioError(path, "is a directory, not an audio file")
-    if not Path(path).is_file():
-        raise AudioError(path, "no such file")
+    check_regular_file(path)
     try:
         return sf.SoundFile(str(path))
     except sf.SoundFileError as err:
@@ -113,8 +122,10 @@ def _open(path: str | Path) -> sf.SoundFile:
 
 
 def header_duration(path: str | Path) -> float:
-    """Duration in seconds from the file's header (0.0 when it cannot be read), e.g. to sort files by length."""
+    """Duration in seconds from the file's header (0.0 when it cannot be read, or is no regular file), e.g. to sort
+    files by length."""
     try:
+        check_regular_file(path)
         return sf.info(str(path)).duration
-    except (sf.SoundFileError, TypeError):
+    except (AudioError, sf.SoundFileError, TypeError):
         return 0.0

@@ -474,3 +474,31 @@ def test_a_backbone_missing_weights_is_an_error_not_a_random_init(tmp_path, back
     save_file(tensors, str(broken / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ValueError, match=f"lacks backbone weights \\['{victim}'\\]"):
         SSLEncoder(broken)
+
+
+def test_a_fifo_is_refused_by_transcribe_and_in_a_manifest_without_hanging(tmp_path, checkpoint, audio, capsys):
+    """A FIFO would block any reader: it is refused by name before anything opens it (a writer-less FIFO would
+    otherwise hang the command: the test runs it with an alarm)."""
+    import signal
+
+    from fvae_asr.speech.annotations import check_audio, read_annotation
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+
+    def hung(*_):
+        raise TimeoutError("blocked on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        code = transcribe_main(["--checkpoint", str(checkpoint), str(fifo), str(audio["mono.wav"])])
+        (tmp_path / "a.csv").write_text(f"ID,duration,wav,phn\nu1,1.0,{fifo},sil\n")
+        with pytest.raises(ValueError, match=r"a\.csv, line 2 \(ID 'u1'\): .*pipe\.wav: is not a regular file"):
+            check_audio({"train": read_annotation(tmp_path / "a.csv")})
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    captured = capsys.readouterr()
+    assert code == 1 and f"{fifo}: error: is not a regular file (a FIFO, socket or device)" in captured.err
+    assert str(audio["mono.wav"]) in captured.out  # the other file is still transcribed

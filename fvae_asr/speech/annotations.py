@@ -21,6 +21,7 @@ from pathlib import Path
 import soundfile as sf
 from speechbrain.dataio.encoder import DEFAULT_BLANK
 
+from fvae_asr.audio import AudioError, check_regular_file
 from fvae_asr.speech.timit import PHONES_39, PHONES_61
 
 # The recipe's keys of the three annotations, by split (SpeechBrain's names; "valid" is the recipe's dev split).
@@ -235,8 +236,12 @@ def check_audio(splits: Mapping[str, Annotation]) -> None:
     for annotation in splits.values():
         for utt_id, entry in annotation.entries.items():
             wav = Path(entry["wav"])
-            if not wav.is_file():
+            if not wav.exists():
                 raise AnnotationError(f"{annotation.where(utt_id)}: {wav}: no such audio file")
+            try:
+                check_regular_file(wav)
+            except AudioError as err:
+                raise AnnotationError(f"{annotation.where(utt_id)}: {wav}: {err.reason}") from None
             try:
                 sf.info(str(wav))
             except (sf.SoundFileError, TypeError, RuntimeError) as err:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from fvae_asr.audio import SAMPLE_RATE
+from fvae_asr.audio import SAMPLE_RATE, AudioError, check_regular_file
 from fvae_asr.files import read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -310,6 +310,10 @@ def _entry(wav: Path, uppercase: bool, phn_set: int) -> dict:
 def _n_samples(wav: Path) -> int:
     """Number of samples from the header (no decoding); checks the sample rate. libsndfile caps the count
     at what the file really holds, so a truncated file reports its shorter length."""
+    try:
+        check_regular_file(wav)
+    except AudioError as err:
+        raise ValueError(str(err)) from None
     try:
         info = sf.info(str(wav))
     except sf.SoundFileError as err:
