@@ -123,6 +123,20 @@ def test_the_label_encoder_depends_on_the_inventory_alone(tmp_path):
         phone_encoder(tmp_path / "a.txt", ["ʃ", "æ", "n", "s"])  # the file of another inventory
 
 
+def test_a_training_utterance_too_short_for_its_phones_is_refused_before_training(ipa_corpus, tmp_path):
+    """CTC needs a frame per phone: a shorter utterance would train with a zero loss (zero_infinity), silently."""
+    corpus = _copy_corpus(ipa_corpus, tmp_path)
+    short = corpus / "wavs" / "train1.wav"
+    audio, rate = sf.read(short)
+    sf.write(short, audio[: int(0.002 * rate)], rate)  # 2 ms: no encoder frame for its phones
+    lines = _csv_lines(corpus / "train.csv")
+    with pytest.raises(AnnotationError, match=r"train\.csv, line 3 \(ID 'train1'\): .*train1\.wav lasts 0\.002 s, "
+                                              r"0 encoder frames, fewer than the \d+ its \d+ phones need for CTC "
+                                              r"\(at least 0\.\d+ s\)"):  # fmt: skip
+        run(HPARAMS, QUIET, _annotated(corpus, tmp_path / "out"))
+    assert not list((tmp_path / "out").glob("save/CKPT+*")) and lines == _csv_lines(corpus / "train.csv")
+
+
 def _with_field(lines: list[str], line: int, column: int, value: str) -> list[str]:
     """The CSV lines with one field of line ``line`` (1-based, the header is line 1) replaced."""
     fields = lines[line - 1].split(", ")
@@ -147,9 +161,13 @@ def _with_field(lines: list[str], line: int, column: int, value: str) -> list[st
          r"dev\.csv, line 3 \(ID 'dev1'\): duration must be a non-negative number"),
         (lambda lines: _with_field(lines, 3, 3, ""), r"dev\.csv, line 3 \(ID 'dev1'\): empty phn"),
         (lambda lines: [*lines[:2], "dev1, 0.5", *lines[3:]], r"dev\.csv, line 3: fewer fields than the header's 5"),
+        (lambda lines: [*lines[:2], lines[2] + ", ʃ", *lines[3:]],
+         r"dev\.csv, line 3 \(ID 'dev1'\): more fields than the header's 5 \(an unquoted comma"),
+        (lambda lines: _with_field(lines, 1, 4, "phn"), r"dev\.csv, line 1: the header names phn twice"),
+        (lambda lines: _with_field(lines, 3, 0, ""), r"dev\.csv, line 3 \(ID ''\): empty ID"),
     ],
     ids=["missing-column", "unknown-dev-phone", "missing-wav", "unreadable-wav", "unknown-placeholder",
-         "repeated-id", "bad-duration", "empty-phn", "short-row"],
+         "repeated-id", "bad-duration", "empty-phn", "short-row", "long-row", "repeated-column", "empty-id"],
 )  # fmt: skip
 def test_a_bad_dev_annotation_is_refused_naming_its_row_before_anything_is_written(
     ipa_corpus, tmp_path, spoil, message

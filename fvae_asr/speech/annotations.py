@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
+import torch
+from torch import Tensor
 from speechbrain.dataio.encoder import DEFAULT_BLANK
 
-from fvae_asr.audio import AudioError, check_regular_file
+from fvae_asr.audio import SAMPLE_RATE, AudioError, check_regular_file, header_duration
 from fvae_asr.speech.timit import PHONES_39, PHONES_61
 
 # The recipe's keys of the three annotations, by split (SpeechBrain's names; "valid" is the recipe's dev split).
@@ -102,6 +105,8 @@ def read_annotation(path: str | Path, data_root: str | None = None) -> Annotatio
     entries, rows = {}, {}
     for row, utt_id, fields in raw:
         where = f"{path}, {row} (ID {utt_id!r})"
+        if not utt_id.strip():
+            raise AnnotationError(f"{where}: empty ID")
         if utt_id in entries:
             raise AnnotationError(f"{where}: the ID is used twice ({rows[utt_id]} too)")
         entries[utt_id] = {
@@ -119,7 +124,12 @@ def _csv_rows(path: Path):
     """(row, id, fields) of a SpeechBrain CSV, read as SpeechBrain's ``load_data_csv`` reads it."""
     with path.open(newline="", encoding="utf-8-sig") as handle:  # a byte order mark (Excel's) is no part of "ID"
         reader = csv.DictReader(handle, skipinitialspace=True)
-        missing = [column for column in CSV_COLUMNS if column not in (reader.fieldnames or [])]
+        header = reader.fieldnames or []
+        repeated = sorted({column for column in header if header.count(column) > 1})
+        if repeated:
+            raise AnnotationError(f"{path}, line 1: the header names {', '.join(repeated)} twice (which one holds "
+                                  "the data would be a guess)")  # fmt: skip
+        missing = [column for column in CSV_COLUMNS if column not in header]
         if missing:
             raise AnnotationError(
                 f"{path}, line 1: no {', '.join(missing)} column (the header has {', '.join(reader.fieldnames or [])}"
@@ -129,6 +139,9 @@ def _csv_rows(path: Path):
             row = f"line {reader.line_num}"
             if any(fields.get(column) is None for column in CSV_COLUMNS):
                 raise AnnotationError(f"{path}, {row}: fewer fields than the header's {len(reader.fieldnames)}")
+            if None in fields:  # DictReader's key for the fields past the header's
+                raise AnnotationError(f"{path}, {row} (ID {fields['ID']!r}): more fields than the header's "
+                                      f"{len(header)} (an unquoted comma? quote a field that holds one)")  # fmt: skip
             yield row, fields["ID"], fields
 
 
@@ -228,6 +241,29 @@ def check_phones(splits: Mapping[str, Annotation], phones: list[str], source: st
                 raise AnnotationError(
                     f"{annotation.where(utt_id)}: phone {unknown[0]!r} is not in the inventory ({source}: {listed})"
                 )
+
+
+def check_ctc_lengths(annotation: Annotation, frame_lengths: Callable[[Tensor], Tensor]) -> None:
+    """Every utterance must give at least as many encoder frames as CTC needs for its phones (one per phone, one
+    more between two equal phones): a shorter one would train with a CTC loss of zero (torch's ``zero_infinity``),
+    silently. Raises ``AnnotationError`` naming the first one, its audio and the minimum duration its phones need.
+
+    Args:
+        annotation: the utterances (``wav``, whose header gives the length, and ``phn``) and where each is written.
+        frame_lengths: the encoder's sample counts -> frame counts (at ``SAMPLE_RATE``).
+    """
+    for utt_id, entry in annotation.entries.items():
+        phones = entry["phn"].split()
+        needed = len(phones) + sum(a == b for a, b in zip(phones, phones[1:]))
+        samples = math.ceil(header_duration(entry["wav"]) * SAMPLE_RATE)
+        frames = int(frame_lengths(torch.tensor([samples]))[0])
+        if frames < needed:
+            shortest = next(n for n in itertools.count(samples, 16) if int(frame_lengths(torch.tensor([n]))[0]) >= needed)
+            raise AnnotationError(
+                f"{annotation.where(utt_id)}: {entry['wav']} lasts {samples / SAMPLE_RATE:.3f} s, {frames} encoder "
+                f"frames, fewer than the {needed} its {len(phones)} phones need for CTC (at least "
+                f"{shortest / SAMPLE_RATE:.3f} s); leave it out of the training set"
+            )
 
 
 def check_audio(splits: Mapping[str, Annotation]) -> None:

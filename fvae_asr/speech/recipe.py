@@ -23,6 +23,7 @@ from fvae_asr.speech.annotations import (
     AnnotationError,
     Corpus,
     check_audio,
+    check_ctc_lengths,
     check_phones,
     read_annotation,
 )
@@ -126,6 +127,7 @@ def _train_test_export(
     datasets = dataio_prepare(entries, label_encoder, hparams["train_sorting"])
 
     model = hparams["model"]
+    check_ctc_lengths(splits["train"], model.encoder.frame_lengths)  # before training: none would train silently
     if hparams["init_head_from_checkpoint"]:
         _init_head(model, hparams, labels_of(label_encoder), label_encoder.get_blank_index())
     kind = hparams["adapter"]
