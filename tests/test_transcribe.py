@@ -502,3 +502,25 @@ def test_a_fifo_is_refused_by_transcribe_and_in_a_manifest_without_hanging(tmp_p
     captured = capsys.readouterr()
     assert code == 1 and f"{fifo}: error: is not a regular file (a FIFO, socket or device)" in captured.err
     assert str(audio["mono.wav"]) in captured.out  # the other file is still transcribed
+
+
+def test_evaluate_resolves_wav_paths_as_the_recipe_does(checkpoint, audio, tmp_path, monkeypatch, capsys):
+    """Relative paths start at the manifest's folder (not the working directory) and {data_root} is --data-folder,
+    as in the recipe: all three manifests score the same."""
+    absolute = _write_manifest(tmp_path / "absolute.json", audio)
+    corpus = audio["mono.wav"].parent
+    relative = {utt: {**entry, "wav": Path(entry["wav"]).name} for utt, entry in absolute.items()}
+    (corpus / "relative.json").write_text(json.dumps(relative))
+    rooted = {utt: {**entry, "wav": "{data_root}/" + Path(entry["wav"]).name} for utt, entry in absolute.items()}
+    (tmp_path / "rooted.json").write_text(json.dumps(rooted))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    reports = []
+    for manifest, extra in ((tmp_path / "absolute.json", []), (corpus / "relative.json", []),
+                            (tmp_path / "rooted.json", ["--data-folder", str(corpus)])):  # fmt: skip
+        report = tmp_path / f"{manifest.stem}.report.json"
+        assert evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(manifest), "--json", str(report),
+                              *extra]) == 0, capsys.readouterr().err  # fmt: skip
+        reports.append(json.loads(report.read_text()))
+    assert reports[0]["per"] == reports[1]["per"] == reports[2]["per"] and reports[0]["utterances"] == 3

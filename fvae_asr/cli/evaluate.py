@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True, help="directory written by export_recognizer")
     parser.add_argument("--manifest", required=True, type=Path,
                         help="JSON manifest (wav and phn per utterance) or annotation CSV (ID, duration, wav, phn)")
-    parser.add_argument("--data-folder", help="what $data_root stands for in a CSV's wav paths")
+    parser.add_argument("--data-folder", help="what $data_root (CSV) or {data_root} (JSON) stands for in wav paths")
     parser.add_argument("--alignments", type=output_file, help="write per-utterance REF/HYP alignments here")
     parser.add_argument("--json", type=output_file, help="write the full report (PER, counts, transcripts) here")
     parser.add_argument("--sclite", type=Path, metavar="DIR",

@@ -110,7 +110,7 @@ def read_annotation(path: str | Path, data_root: str | None = None) -> Annotatio
         if utt_id in entries:
             raise AnnotationError(f"{where}: the ID is used twice ({rows[utt_id]} too)")
         entries[utt_id] = {
-            "wav": _resolve_wav(fields["wav"], path, data_root, where),
+            "wav": resolve_wav(fields["wav"], path, data_root, where),
             "duration": _duration(fields["duration"], where),
             "phn": _phones(fields["phn"], where),
         }
@@ -165,8 +165,9 @@ def _json_rows(path: Path):
         yield row, utt_id, fields
 
 
-def _resolve_wav(wav: str, annotation: Path, data_root: str | None, where: str) -> str:
-    """The audio path with ``data_root`` put in, absolute (relative paths start at the annotation's folder)."""
+def resolve_wav(wav: str, annotation: Path, data_root: str | None, where: str) -> str:
+    """The audio path with ``data_root`` put in (``$data_root`` in a CSV, ``{data_root}`` in JSON), absolute:
+    relative paths start at the annotation's folder. The one rule for the recipe, ``evaluate`` and the others."""
     def substitute(match: re.Match) -> str:
         if match[1] != DATA_ROOT:
             raise AnnotationError(f"{where}: unknown placeholder {match[0]!r} in wav (only {DATA_ROOT} is replaced)")

@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from fvae_asr.files import read_json
-from fvae_asr.speech.annotations import read_annotation
+from fvae_asr.speech.annotations import read_annotation, resolve_wav
 from fvae_asr.speech.metrics import alignments, error_report
 from fvae_asr.speech.transcriber import Transcriber
 
@@ -21,8 +21,9 @@ REQUIRED_FIELDS = ("wav", "phn")
 def read_manifest(path: str | Path, data_root: str | None = None,
                   required: Sequence[str] = REQUIRED_FIELDS) -> dict[str, dict]:  # fmt: skip
     """A manifest's entries by utterance id; each needs the ``required`` string fields (``wav`` and ``phn`` for
-    scoring a recogniser). A ``.csv`` is read as a recipe annotation (``$data_root`` in its wav paths stands for
-    ``data_root``).
+    scoring a recogniser). A ``.csv`` is read as a recipe annotation. Wav paths follow the recipe's rule
+    (``annotations.resolve_wav``): ``$data_root`` (CSV) or ``{data_root}`` (JSON) stands for ``data_root``, and a
+    relative path starts at the manifest's folder, not the working directory.
 
     Raises FileNotFoundError or ValueError naming the manifest (and the entry, where one is at fault).
     """
@@ -34,6 +35,8 @@ def read_manifest(path: str | Path, data_root: str | None = None,
         raise ValueError(f"manifest {path}: expected a non-empty JSON object keyed by utterance id")
     for utt_id, entry in manifest.items():
         _check_entry(path, utt_id, entry, required)
+        if isinstance(entry.get("wav"), str):
+            entry["wav"] = resolve_wav(entry["wav"], path, data_root, f"manifest {path}: entry {utt_id!r}")
     return manifest
 
 
