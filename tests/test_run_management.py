@@ -289,3 +289,36 @@ def test_warmup_schedule_matches_transformers_linear_schedule(tone_corpus, tmp_p
     used = _record_rates(monkeypatch)
     run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2, warmup_ratio=0.5))
     assert used == pytest.approx(_reference_rates(total=2 * STEPS_PER_EPOCH, warmup=STEPS_PER_EPOCH))
+
+
+def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_nothing(tone_corpus, tmp_path, capsys):
+    """``--adapter=frozen --lr=1e4`` diverges: one line, exit 1, and no non-finite checkpoint (a NaN one would make
+    every later run call it damaged); the checkpoints saved before it diverged are finite."""
+    from conftest import HPARAMS
+    from fvae_asr.speech.recipe import main
+
+    overrides = recipe_overrides(tone_corpus, tmp_path, adapter="frozen", lr=1e4, number_of_epochs=3)
+    args = [str(HPARAMS), "--noprogressbar"] + [
+        f"--{key}={json.dumps(value) if isinstance(value, (dict, list)) else value}" for key, value in overrides.items()
+    ]
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 1 and "the run diverged" in err and "Lower the learning rate" in err
+    assert len(err.strip().splitlines()) == 1 and "the training loss is nan" in err
+    from safetensors.torch import load_file
+
+    for checkpoint in (tmp_path / "save").glob("CKPT+*"):
+        assert all(torch.isfinite(t).all() for t in load_file(str(checkpoint / "model.ckpt")).values()), checkpoint
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path):
+    from fvae_asr.speech.checkpointing import NonFiniteTrainingError
+    from fvae_asr.speech.export import TrainableWeights
+
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight[0, 1] = float("nan")
+    with pytest.raises(NonFiniteTrainingError, match="tensor 'weight' has non-finite .*no checkpoint was saved"):
+        TrainableWeights(model).save(tmp_path / "model.ckpt")
+    assert not (tmp_path / "model.ckpt").exists()

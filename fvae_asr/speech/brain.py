@@ -15,7 +15,7 @@ from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, registe
 from speechbrain.utils.distributed import if_main_process
 
 from fvae_asr.adapters import aux_loss, aux_weight, loss_terms
-from fvae_asr.speech.checkpointing import RandomStates
+from fvae_asr.speech.checkpointing import NonFiniteTrainingError, RandomStates
 from fvae_asr.speech.metrics import alignments, error_report
 from fvae_asr.speech.recognizer import greedy_decode
 from fvae_asr.speech.run_folder import RunSettingsError
@@ -65,6 +65,16 @@ class PhoneCTCBrain(sb.Brain):
         self.references.extend(batch.phn_list)
         self.hypotheses.extend(self.hparams.label_encoder.decode_ndim(hypotheses))
         return ctc
+
+    def check_loss_isfinite(self, loss: torch.Tensor) -> None:
+        """Stop at the first non-finite training loss (SpeechBrain's default skips a few first): a diverged run
+        must end with an error that says so, not a NaN checkpoint that every later run calls damaged."""
+        if not torch.isfinite(loss):
+            raise NonFiniteTrainingError(
+                f"the training loss is {loss.item()} at epoch {self.hparams.epoch_counter.current}, step "
+                f"{self.step} (learning rate {self.optimizer.param_groups[0]['lr']:.3g}): the run diverged; nothing "
+                "of it after its last checkpoint is saved. Lower the learning rate and pass --restart=True"
+            )
 
     @property
     def blank_index(self) -> int:

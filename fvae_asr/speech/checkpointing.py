@@ -43,6 +43,10 @@ class CheckpointRecoveryError(RuntimeError):
     """No checkpoint of the run could be loaded."""
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """Training produced a non-finite loss or weight: the run stops there, and nothing non-finite is saved."""
+
+
 class AtomicCheckpointer(Checkpointer):
     """SpeechBrain's ``Checkpointer`` with all-or-nothing saves and recovery that skips damaged checkpoints."""
 

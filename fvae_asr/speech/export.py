@@ -26,6 +26,7 @@ from fvae_asr.adapters.checkpoint import WEIGHTS_NAME, check_finite, load_tensor
 from fvae_asr.adapters.peft_format import PEFT_PREFIX
 from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.files import read_json, respect_umask, write_json
+from fvae_asr.speech.checkpointing import NonFiniteTrainingError
 from fvae_asr.speech.classifier import PooledClassifier
 from fvae_asr.speech.encoder import SSLEncoder, is_hub_id, quiet_hf_loading
 from fvae_asr.speech.recognizer import ADAPTER_KINDS, HEAD_NAME, CTCRecognizer, configure_training
@@ -71,6 +72,12 @@ class TrainableWeights:
 
     @mark_as_saver
     def save(self, path: str | Path) -> None:
+        """Refuses non-finite weights: a checkpoint of a diverged run would only make every later run fail."""
+        try:
+            check_finite(trainable_state(self.model), "the trained weights")
+        except ValueError as err:
+            raise NonFiniteTrainingError(f"{err}: the run diverged; no checkpoint was saved (lower the learning "
+                                         "rate and pass --restart=True)") from None  # fmt: skip
         save_trainable(self.model, Path(path))
 
     @mark_as_loader

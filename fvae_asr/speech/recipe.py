@@ -28,7 +28,7 @@ from fvae_asr.speech.annotations import (
     read_annotation,
 )
 from fvae_asr.speech.brain import PhoneCTCBrain
-from fvae_asr.speech.checkpointing import CheckpointRecoveryError, CheckpointSaveError
+from fvae_asr.speech.checkpointing import CheckpointRecoveryError, CheckpointSaveError, NonFiniteTrainingError
 from fvae_asr.speech.data import dataio_prepare, labels_of, phone_encoder
 from fvae_asr.speech.export import export_recognizer
 from fvae_asr.speech.hparams import as_mapping, hparams_source
@@ -178,6 +178,6 @@ def main(argv: list[str] | None = None) -> dict:
     except RunSettingsError as err:  # a usage error
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except (AnnotationError, RunFolderInUse, CheckpointSaveError, CheckpointRecoveryError) as err:
+    except (AnnotationError, RunFolderInUse, CheckpointSaveError, CheckpointRecoveryError, NonFiniteTrainingError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
