@@ -322,3 +322,46 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
     with pytest.raises(NonFiniteTrainingError, match="tensor 'weight' has non-finite .*no checkpoint was saved"):
         TrainableWeights(model).save(tmp_path / "model.ckpt")
     assert not (tmp_path / "model.ckpt").exists()
+
+
+def test_a_restart_that_crashes_leaves_none_of_the_old_results(tone_corpus, tmp_path, monkeypatch):
+    overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
+    run(HPARAMS, QUIET, overrides)
+    assert (tmp_path / "model" / "recognizer.json").is_file() and (tmp_path / "test_results.json").is_file()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed while training")
+
+    monkeypatch.setattr("fvae_asr.speech.recipe._train_test_export", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(HPARAMS, QUIET, {**overrides, "lr": 0.01, "restart": True})
+    assert not (tmp_path / "model").exists() and not (tmp_path / "test_results.json").exists()
+    assert not (tmp_path / "test_alignments.txt").exists()
+
+
+def test_an_export_that_crashes_keeps_the_previous_export_whole(tmp_path, monkeypatch):
+    from fvae_asr.speech.encoder import SSLEncoder
+    from fvae_asr.speech.recognizer import CTCRecognizer, configure_training
+    from tiny_models import tiny_wav2vec2
+
+    tiny_wav2vec2().save_pretrained(tmp_path / "backbone")
+
+    def recogniser(n_labels: int) -> CTCRecognizer:
+        model = CTCRecognizer(SSLEncoder(tmp_path / "backbone"), n_tokens=n_labels)
+        configure_training(model, "frozen")
+        return model
+
+    old_labels = ["<blank>", "a", "b"]
+    export.export_recognizer(recogniser(3), "frozen", old_labels, tmp_path / "model")
+    write_json = export.write_json
+
+    def dies_before_the_description(path, content):
+        raise OSError("killed before recognizer.json")
+
+    monkeypatch.setattr(export, "write_json", dies_before_the_description)
+    with pytest.raises(OSError, match="killed"):
+        export.export_recognizer(recogniser(5), "frozen", [*old_labels, "c", "d"], tmp_path / "model")
+    monkeypatch.setattr(export, "write_json", write_json)
+    model, description = export.load_recognizer(tmp_path / "model")  # the old export, whole: labels fit weights
+    assert description["labels"] == old_labels and model.head.out_features == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone", "model"]  # no staging folder left behind

@@ -12,6 +12,8 @@ the folder can be moved or shared. Loading checks every field and weight and nam
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -91,15 +93,31 @@ def export_recognizer(model: ExportedModel, kind: str, labels: list[str], direct
     (``labels``: its class names, in the order of the head's outputs).
 
     A backbone loaded from a local folder (or randomly initialised) is saved into the export; one from the
-    Hugging Face hub is recorded by its hub id. ``recognizer.json`` is written last: a directory without it is
-    an unfinished export.
+    Hugging Face hub is recorded by its hub id. The export is written into a staging folder beside ``directory``
+    and renamed into place once complete (a previous export there is replaced only then), so a crash never leaves
+    new weights beside an old ``recognizer.json``.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     task = next((name for name, cls in MODEL_CLASSES.items() if isinstance(model, cls)), None)
     if task is None:
         exportable = ", ".join(cls.__name__ for cls in MODEL_CLASSES.values())
         raise TypeError(f"cannot export a {type(model).__name__}: the exportable models are {exportable}")
+    encoder = model.encoder
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.with_name(f".{directory.name}.staging-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        _write_export(model, task, kind, labels, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _replace_folder(staging, directory)
+    return directory
+
+
+def _write_export(model: ExportedModel, task: str, kind: str, labels: list[str], directory: Path) -> None:
+    """Every file of an export, into ``directory`` (the staging folder); ``recognizer.json`` last."""
     encoder = model.encoder
     description = {
         "task": task,
@@ -117,7 +135,16 @@ def export_recognizer(model: ExportedModel, kind: str, labels: list[str], direct
     else:
         save_trainable(model, directory / TRAINABLE_NAME)
     write_json(directory / DESCRIPTION_NAME, description)
-    return directory
+
+
+def _replace_folder(staged: Path, target: Path) -> None:
+    """Put a complete folder in ``target``'s place: the old one is moved aside first and deleted after, so at
+    every moment ``target`` is either the whole old export, absent, or the whole new one."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    staged.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _save_backbone(encoder: SSLEncoder, directory: Path) -> str:

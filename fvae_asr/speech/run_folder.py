@@ -279,8 +279,18 @@ def remove_unfinished_checkpoints(plan: RunPlan) -> None:
 
 
 def clear_previous_run(plan: RunPlan) -> None:
-    """``restart``: delete the previous run's checkpoints, settings record, label encoder and training log."""
+    """``restart``: delete the previous run's checkpoints, settings record, label encoder, training log and results
+    (export, test report and alignments), so that a restart that fails leaves nothing of the old run beside it."""
     removed = []
+    export = plan.flat.get("export_folder")
+    if export and Path(export).is_dir():
+        shutil.rmtree(export)
+        removed.append(Path(export).name)
+    for key in ("test_results_file", "test_alignments_file"):
+        result = plan.flat.get(key)
+        if result and Path(result).is_file():
+            Path(result).unlink()
+            removed.append(Path(result).name)
     if plan.save_folder.is_dir():
         for path in plan.save_folder.iterdir():
             if path.is_dir() and path.name.startswith((CHECKPOINT_PREFIX, STAGING_PREFIX)):
