@@ -365,3 +365,17 @@ def test_an_export_that_crashes_keeps_the_previous_export_whole(tmp_path, monkey
     model, description = export.load_recognizer(tmp_path / "model")  # the old export, whole: labels fit weights
     assert description["labels"] == old_labels and model.head.out_features == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone", "model"]  # no staging folder left behind
+
+
+def test_a_run_sharing_a_busy_save_folder_is_refused(tone_corpus, tmp_path):
+    """Two runs with their own output folders but one save folder would mix their checkpoints: the second waits
+    for nothing and is refused before it writes anything."""
+    from fvae_asr.speech.run_folder import RunFolderInUse, run_folder_lock
+
+    shared = tmp_path / "shared_save"
+    first = recipe_overrides(tone_corpus, tmp_path / "a", number_of_epochs=1, save_folder=str(shared))
+    second = {**first, "output_folder": str(tmp_path / "b")}
+    with run_folder_lock(shared, "save_folder"):  # run A, still training
+        with pytest.raises(RunFolderInUse, match=re.escape(f"{shared}: another run is using this save_folder")):
+            run(HPARAMS, QUIET, second)
+    assert not list(shared.glob("CKPT+*")) and not (tmp_path / "b" / "train_log.txt").exists()

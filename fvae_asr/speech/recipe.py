@@ -43,7 +43,7 @@ from fvae_asr.speech.run_folder import (
     plan_run,
     record_settings,
     remove_unfinished_checkpoints,
-    run_folder_lock,
+    run_folders_lock,
 )
 from fvae_asr.speech.timit import SPLITS, prepare_timit
 
@@ -92,7 +92,7 @@ def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overri
         return _train_test_export(hparams_file, run_opts, overrides, plan.corpus)
     if plan.corpus.splits is not None:
         check_audio(plan.corpus.splits)
-    with run_folder_lock(plan.output_folder):
+    with run_folders_lock(plan):
         if plan.restart:
             clear_previous_run(plan)
         else:

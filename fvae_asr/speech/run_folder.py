@@ -186,9 +186,10 @@ def _validate(flat: dict[str, Any]) -> None:
 
 
 @contextmanager
-def run_folder_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (created if missing) for the block; the system drops it when the
-    process dies, so a killed run never blocks the next one. Raises ``RunFolderInUse`` if another holds it."""
+def run_folder_lock(folder: Path, key: str = "output_folder") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if missing; ``key`` names its setting in messages) for the
+    block; the system drops it when the process dies, so a killed run never blocks the next one. Raises
+    ``RunFolderInUse`` if another holds it."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / LOCK_NAME, "a+", encoding="utf-8") as handle:
         try:
@@ -203,8 +204,7 @@ def run_folder_lock(folder: Path) -> Iterator[None]:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise RunFolderInUse(
-                f"{folder}: another run is using this output folder ({holder}); wait for it to end or choose "
-                "another output_folder"
+                f"{folder}: another run is using this {key} ({holder}); wait for it to end or choose another {key}"
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -214,6 +214,18 @@ def run_folder_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def run_folders_lock(plan: RunPlan) -> Iterator[None]:
+    """Lock the run's output folder and, when it is elsewhere, its save folder: two runs that share a save folder
+    would otherwise test, export and delete each other's checkpoints."""
+    with run_folder_lock(plan.output_folder):
+        if plan.save_folder.resolve() == plan.output_folder.resolve():
+            yield
+            return
+        with run_folder_lock(plan.save_folder, "save_folder"):
+            yield
 
 
 def has_checkpoints(save_folder: Path) -> bool:
