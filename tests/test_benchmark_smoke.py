@@ -22,6 +22,9 @@ FIGURES = [
     *(f"{kind}_step_ms_{variant}" for kind in ("train", "eval") for variant in VARIANTS),
     *(f"{kind}_peak_memory_mb_{variant}" for kind in ("train", "eval") for variant in VARIANTS),
     *(f"{kind}_peak_memory_ratio_{pair}" for kind in ("train", "eval") for pair in PAIRS),
+    "train_step_ms_fvae_recompute",
+    "train_peak_memory_mb_fvae_recompute",
+    "train_step_ratio_fvae_recompute_over_fvae",
 ]
 
 
@@ -48,6 +51,7 @@ def test_quick_tiny_run_writes_every_goal_and_positive_finite_figures(tmp_path: 
         "eval_step_speedup_vs_authors",
         "train_step_ratio_fvae_over_lora",
         "eval_step_ratio_fvae_over_lora",
+        "train_peak_memory_ratio_fvae_recompute_over_lora",
     }
     for key in [*FIGURES, *bench.GOALS]:
         value = written[key]
@@ -57,6 +61,7 @@ def test_quick_tiny_run_writes_every_goal_and_positive_finite_figures(tmp_path: 
         op, bound = bench.GOALS[name]
         assert met == (written[name] >= bound if op == ">=" else written[name] <= bound)
     assert written["authors_style_loss_relative_gap"] < 1e-5
+    assert written["cpu_model"] and written["train_step_ms_fvae_quartiles"][0] <= written["train_step_ms_fvae_quartiles"][1]
     assert written["device"] and written["torch_version"] == torch.__version__ and written["threads"] == 1
 
 

@@ -154,6 +154,9 @@ class FVAELoRAConfig(AdapterConfig):
     aux_weight: float = 1e-3  # lambda in L = L_task + lambda * aux
     logvar_clamp: float = 20.0  # log-variances are clamped to [-logvar_clamp, logvar_clamp]
     b_init_std: float = 0.02  # B ~ N(0, std) as in the authors' code (fresh eval output still equals base)
+    # Recompute the scoring branch (encoders, decoder, loss terms) in backward instead of keeping its activations:
+    # less training memory for some more step time; the same loss and gradients. See docs/performance.md.
+    recompute_scoring: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -173,6 +176,8 @@ class FVAELoRAConfig(AdapterConfig):
         _check_probability(self, "dropout")
         _check_probability(self, "decoder_dropout")
         _check_finite_number(self, "prior_mean_z2")
+        if not isinstance(self.recompute_scoring, bool):
+            raise ValueError(f"FVAELoRAConfig.recompute_scoring must be a bool, got {self.recompute_scoring!r}")
         if not (isinstance(self.logvar_clamp, (int, float)) and 0 < self.logvar_clamp <= 30):
             raise ValueError(f"FVAELoRAConfig.logvar_clamp must be in (0, 30], got {self.logvar_clamp!r}")
         if self.delta > 0 and self.delta >= self.beta:

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from fvae_asr.adapters.config import AdapterConfig, FVAELoRAConfig, LoRAConfig
 from fvae_asr.adapters.objective import (
@@ -175,7 +176,10 @@ class FVAELoRALinear(AdaptedLinear):
         if self.ablated_latents:
             raise RuntimeError(f"adapted layer '{self.adapter_name}': latents are ablated for inference only; "
                                "call model.eval() inside latent_ablation")  # fmt: skip
-        z1, terms = self._sample_and_score(x, self._mask_for(x))
+        if self.config.recompute_scoring:  # backward reruns the branch with the same RNG state (noise, dropout)
+            z1, terms = checkpoint(self._sample_and_score, x, self._mask_for(x), use_reentrant=False)
+        else:
+            z1, terms = self._sample_and_score(x, self._mask_for(x))
         self._record(terms)
         return self._add_update(self.base(x), z1)
 

@@ -1,0 +1,22 @@
+"""Smoke test of benchmarks/transcribe_speed.py: --quick runs both sides and writes every figure."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from conftest import load_script
+
+
+def test_quick_run_writes_speeds_memory_and_agreement_for_both_sides(tmp_path: Path) -> None:
+    bench = load_script("transcribe_speed")
+    returned = bench.main(["--quick", "--batch-size", "1", "--json", str(tmp_path / "t.json")])
+    written = json.loads((tmp_path / "t.json").read_text())
+    assert written["short_identical_phones_share"] == returned["short_identical_phones_share"]
+    for side in ("ours", "pipeline"):
+        for key in (f"short_audio_s_per_s_{side}", f"long_audio_s_per_s_{side}", f"peak_rss_mb_{side}"):
+            assert math.isfinite(written[key]) and written[key] > 0, key
+    assert written["short_identical_phones_share"] == 1.0  # unpadded, the same model gives the same phones
+    assert 0.5 < written["long_identical_frames_share"] <= 1.0
+    assert set(written["goals_met"]) == set(bench.GOALS) and written["cpu_model"]
