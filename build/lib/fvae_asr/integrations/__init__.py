@@ -1,1 +1,0 @@
-"""Integrations of the adapter core with third-party training loops (optional extras, imported on demand)."""

@@ -1,2 +1,0 @@
-"""SpeechBrain recipe for TIMIT phone recognition (``train.py``, ``hparams.yaml``; the demo's overrides in
-``hparams/demo.yaml``)."""
