@@ -210,10 +210,14 @@ def record_path(out: Path, task: Any) -> Path:
 @lru_cache(maxsize=None)
 def recipe_settings(method: str, targets: str) -> dict[str, Any]:
     """What a run of ``method`` trains with beyond the study's size: the resolved adapter config (None for frozen
-    and full) and the gradient clipping, read from the recipe as it stands, so that a changed default runs again."""
+    and full) and the gradient clipping, read from the recipe as it stands, so that a changed default runs again.
+    Fields that only change how the adapter computes (``computation_only``) are left out: they change no result."""
     hparams = load_hparams(recipe_file("hparams/demo.yaml"), run_overrides(method, targets))
     config = hparams["adapter_configs"].get(hparams["adapter"])
-    return {"adapter_config": None if config is None else config.to_dict(), "max_grad_norm": hparams["max_grad_norm"]}
+    if config is None:
+        return {"adapter_config": None, "max_grad_norm": hparams["max_grad_norm"]}
+    values = {key: value for key, value in config.to_dict().items() if key not in config.computation_only}
+    return {"adapter_config": values, "max_grad_norm": hparams["max_grad_norm"]}
 
 
 def run_overrides(method: str, targets: str) -> dict[str, Any]:

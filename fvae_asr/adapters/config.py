@@ -65,6 +65,8 @@ class AdapterConfig:
 
     adapter_type: ClassVar[str] = ""
     absent_in_old_files: ClassVar[dict[str, Any]] = {}
+    # Fields that change how the adapter computes (memory, speed), never the values it computes.
+    computation_only: ClassVar[frozenset[str]] = frozenset()
 
     rank: int = 16
     lora_alpha: float = 16.0
@@ -138,6 +140,7 @@ class FVAELoRAConfig(AdapterConfig):
     adapter_type: ClassVar[str] = "fvae_lora"
     # Fields that files written by older versions lack, with the value those versions used (not today's default).
     absent_in_old_files: ClassVar[dict[str, Any]] = {"decoder_dropout": 0.0}
+    computation_only: ClassVar[frozenset[str]] = frozenset({"recompute_scoring"})
 
     lora_alpha: float = 8.0  # s = lora_alpha / rank = 0.5 at rank 16, as the authors' code ran
     z2_dim: int | None = None  # residual latent size; None means equal to rank
