@@ -67,10 +67,42 @@ def test_the_demo_yaml_differs_from_the_recipe_only_where_it_says(tmp_path):
     recipe, demo = settings(HPARAMS), settings(DEMO)
     objects = {key.split(".")[0] for key in recipe if key.count(".") == 1 and key.endswith(".<tag>")}  # built
     differ = {key.split(".")[0] for key in set(recipe) | set(demo) if recipe.get(key) != demo.get(key)} - objects
-    assert differ == {"seed", "output_folder", "save_folder", "export_folder", "train_log", "test_results_file",
+    assert differ == {"seed", "output_folder", "save_folder", "export_folder", "train_log", "tensorboard_folder",
+                      "test_results_file",
                       "test_alignments_file", "encoder_source", "init_head_from_checkpoint", "mask_time_prob",
                       "head_dropout", "target_modules", "adapter_configs", "number_of_epochs", "lr", "train_sorting",
                       "ckpt_interval_minutes", "train_dataloader_opts", "valid_dataloader_opts"}  # fmt: skip
     assert demo["train_dataloader_opts.batch_size"] == recipe["batch_size"]
     assert (demo["train_dataloader_opts.shuffle"], demo["train_dataloader_opts.num_workers"]) == (True, 0)
     assert demo["adapter_configs.fvae_lora.target_modules"] == demo["target_modules"]
+
+
+OBJECT_BASE = """\
+folder: results
+thing: !new:collections.OrderedDict
+    a: 1
+"""
+
+
+@pytest.mark.parametrize("where", ["extending file", "command line"])
+def test_changing_an_objects_class_with_keyword_arguments_is_refused_naming_the_list_form(tmp_path, where):
+    """A mapping override merges into the base's object (its class stays), so another class is refused."""
+    (tmp_path / "base.yaml").write_text(OBJECT_BASE)
+    swap = "thing: !new:collections.Counter\n    b: 2\n"
+    if where == "extending file":
+        (tmp_path / "child.yaml").write_text(f"extends: base.yaml\n{swap}")
+        args = (tmp_path / "child.yaml",)
+    else:
+        args = (tmp_path / "base.yaml", swap)
+    with pytest.raises(ValueError, match=r"base.yaml: thing is !new:collections.OrderedDict there.* cannot make it a "
+                                         r"!new:collections.Counter.*thing: !new:collections.Counter \[\.\.\.\]") as err:
+        hparams_source(*args)
+    assert "\n" not in str(err.value)
+
+
+def test_an_extending_file_replaces_an_object_given_with_its_arguments_as_a_list(tmp_path):
+    (tmp_path / "base.yaml").write_text(OBJECT_BASE)
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nthing: !new:collections.Counter [!ref <folder>]\n")
+    assert dict(load_hparams(tmp_path / "child.yaml")["thing"]) == {c: "results".count(c) for c in "results"}
+    (tmp_path / "same.yaml").write_text("extends: base.yaml\nthing: !new:collections.OrderedDict\n    b: 2\n")
+    assert load_hparams(tmp_path / "same.yaml")["thing"] == {"a": 1, "b": 2}  # same class: arguments merge

@@ -538,3 +538,13 @@ def test_cli_errors_on_classifiers(classifier_exports, classifier_manifest, tmp_
                 "--out", str(out)) == 1  # fmt: skip
     assert "is a 'frozen' classifier: it has no adapter layers" in capsys.readouterr().err
     assert not out.exists()  # nothing written on errors
+
+
+def test_cli_shows_progress_over_the_manifest_also_in_a_log_unless_quiet(exports, manifest, tmp_path, capsys):
+    """stderr here is no terminal (as in a log file or a job's output): the progress is still written."""
+    args = ["--checkpoint", str(exports["lora"]), "--manifest", str(manifest), "--probes", "phone"]
+    assert _run(*args, "--out", str(tmp_path / "a")) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"utterances: 100%.*12/12", err) and re.search(r"probes: 100%.*4/4", err)
+    assert _run(*args, "--out", str(tmp_path / "b"), "--quiet") == 0
+    assert capsys.readouterr().err == ""

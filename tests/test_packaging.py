@@ -3,14 +3,19 @@ the demo and the command lines run from it, away from any checkout."""
 
 from __future__ import annotations
 
+import email.parser
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from conftest import REPO, recipe_overrides
 from test_corpus import make_ipa_corpus
@@ -35,14 +40,61 @@ def test_the_package_list_names_every_package_folder():
     assert listed == found
 
 
-@pytest.mark.slow
-def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout(tmp_path):
-    source, wheels, site, elsewhere = (tmp_path / name for name in ("source", "wheels", "site", "elsewhere"))
+PIP = [sys.executable, "-m", "pip", "--quiet", "--disable-pip-version-check"]
+
+
+@dataclass
+class Installed:
+    """The wheel built from a copy of the checkout's sources, and installed (without dependencies) into ``site``."""
+
+    source: Path
+    wheel: Path
+    site: Path
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Installed:
+    root = tmp_path_factory.mktemp("packaging")
+    source, wheels, site = root / "source", root / "wheels", root / "site"
     shutil.copytree(REPO, source, ignore=NOT_SOURCES)
-    pip = [sys.executable, "-m", "pip", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)], check=True)
+    subprocess.run([*PIP, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)], check=True)
     (wheel,) = wheels.glob("fvae_asr-*.whl")
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True)
+    subprocess.run([*PIP, "install", "--no-deps", "--target", str(site), str(wheel)], check=True)
+    return Installed(source, wheel, site)
+
+
+def test_a_plain_install_of_the_wheel_brings_what_the_demo_and_the_figures_need(installed):
+    """pip installs a wheel's requirements that no extra marks: eSpeak NG's loader (the demo's corpus) and
+    matplotlib (the figures of latents and the studies) must be among them."""
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        (metadata,) = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
+        message = email.parser.Parser().parsestr(wheel.read(metadata).decode())
+    requirements = [Requirement(text) for text in message.get_all("Requires-Dist")]
+    plain = {req.name for req in requirements if req.marker is None}
+    assert {"espeakng-loader", "matplotlib", "torch", "speechbrain"} <= plain
+
+
+def test_the_demo_without_espeak_ng_fails_in_one_line_before_writing_anything(installed, tmp_path):
+    """An environment that lacks the loader anyway (installed with --no-deps, or removed) gets one line, not a
+    traceback, and no half-made output folder."""
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "espeakng_loader.py").write_text("raise ImportError('espeakng_loader is blocked by the test')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), str(installed.site)])}
+    demo = subprocess.run([sys.executable, "-m", "fvae_asr.demo", "--out", "demo0"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert demo.returncode == 1
+    notice = "torchvision is not available - cannot save figures"  # SpeechBrain's, at import, on every command
+    assert [line for line in demo.stderr.strip().splitlines() if line != notice] == [
+        "error: the demo's corpus needs eSpeak NG: eSpeak NG needs the 'espeakng-loader' package: pip install "
+        "espeakng-loader (fvae-asr installs it; see docs/installation.md)"
+    ]
+    assert not (tmp_path / "demo0").exists()
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout(installed, tmp_path):
+    source, site, elsewhere = installed.source, installed.site, tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
 

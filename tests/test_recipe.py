@@ -210,3 +210,35 @@ def test_the_recipe_clips_the_gradient_of_its_training_loss_at_1e_3(tone_corpus,
         torch.testing.assert_close(clipped, raw * (1e-3 / (norm + 1e-6)))
     clipped_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in after]))
     assert clipped_norm.item() == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_tensorboard_logger_writes_the_train_valid_and_test_stats_beside_the_train_log(tone_corpus, tmp_path):
+    """Switched on when a run resumes (the logger is no setting of the result): epoch 2 goes to TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1))
+    assert not (tmp_path / "tensorboard").exists()
+    run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2, logger="tensorboard"))
+    assert _epochs_logged(tmp_path) == [1, 2]  # the file log is still written
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    scalars = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    assert {"loss/train", "ctc/train", "aux/train", "loss/valid", "PER/valid", "PER/test", "epoch"} <= set(scalars)
+    assert scalars["epoch"] == [2] and all(len(scalars[tag]) == 1 for tag in ("loss/train", "PER/valid"))
+    report = json.loads((tmp_path / "test_results.json").read_text())
+    assert scalars["PER/test"] == [pytest.approx(report["per"])]
+    logged_valid = re.findall(r"valid PER: ([\d.e+-]+)", (tmp_path / "train_log.txt").read_text())[-1]
+    assert scalars["PER/valid"][0] == pytest.approx(float(logged_valid), rel=1e-3)
+
+
+def test_tensorboard_logger_without_the_package_is_a_one_line_error_before_anything_is_written(
+    tone_corpus, tmp_path, monkeypatch
+):
+    from fvae_asr.speech.run_folder import RunSettingsError
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard raises ImportError
+    with pytest.raises(RunSettingsError, match=r"logger: tensorboard needs the tensorboard package: pip install") as err:
+        run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path / "out", logger="tensorboard"))
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+    with pytest.raises(RunSettingsError, match=r"logger must be one of file, tensorboard; got 'wandb'"):
+        run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path / "out", logger="wandb"))

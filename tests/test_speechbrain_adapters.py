@@ -208,9 +208,9 @@ def test_wrong_targets_and_keywords_are_errors_naming_them():
         AdaptedModel(nn.Sequential(nn.Conv1d(2, 2, 3)), FVAELoRA, all_conv=True)
     with pytest.raises(TypeError, match=r"\['target_modules'\] are chosen by AdaptedModel"):
         AdaptedModel(linear_stack(), LoRA, all_linear=True, adapter_kwargs={"target_modules": ["layer1"]})
-    with pytest.raises(TypeError, match=r"unknown LoRA adapter_kwargs \['alpha'\] \(SpeechBrain's 'alpha' is our "
-                                        r"'lora_alpha'\); known: check_finite, dropout, lora_alpha, rank"):
-        AdaptedModel(linear_stack(), LoRA, all_linear=True, adapter_kwargs={"alpha": 16})
+    with pytest.raises(TypeError, match=r"unknown LoRA adapter_kwargs \['scale'\]; known: alpha, check_finite, "
+                                        r"dropout, lora_alpha, rank, use_rslora"):
+        AdaptedModel(linear_stack(), LoRA, all_linear=True, adapter_kwargs={"scale": 16})
     with pytest.raises(ValueError, match="rank must be a positive integer"):
         AdaptedModel(linear_stack(), FVAELoRA, all_linear=True, adapter_kwargs={"rank": 0})
 
@@ -416,3 +416,88 @@ def test_a_speechbrain_brain_trains_only_the_adapters(tmp_path):
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {n for n, p in model.named_parameters() if p.requires_grad}
     assert not any(".base." in n for n in changed)
+
+
+# SpeechBrain's arguments with SpeechBrain's meaning: (target_module, rank, alpha), scale = alpha / rank
+
+
+@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
+def test_speechbrains_own_lora_doctests_pass_with_our_class(adapter):
+    """The examples of speechbrain.nnet.adapters.LoRA run with our class substituted; its Conv1d one is refused."""
+    import doctest
+    import re
+
+    import speechbrain.nnet.adapters as sb_adapters
+
+    cls = ADAPTERS[adapter]
+    text = re.sub(r"\bLoRA\(", f"{cls.__name__}(", sb_adapters.LoRA.__doc__)
+    examples = doctest.DocTestParser().get_examples(text)
+    first_conv = next(i for i, ex in enumerate(examples) if "Conv" in ex.source)
+    assert first_conv >= 4 and any(cls.__name__ in ex.source for ex in examples[:first_conv])
+    globs = {"torch": torch, "nn": nn, cls.__name__: cls}
+    test = doctest.DocTest(examples[:first_conv], globs, "speechbrain LoRA (linear)", None, 0, text)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    torch.manual_seed(0)
+    assert runner.run(test, out=lambda s: None) == doctest.TestResults(failed=0, attempted=first_conv)
+    for example in examples[first_conv:]:  # Conv1d: refused, with the reason
+        if cls.__name__ in example.source:
+            with pytest.raises(TypeError, match="adapts nn.Linear layers only, got Conv1d"):
+                exec(example.source, globs)
+            break
+        exec(example.source, globs)
+    else:
+        pytest.fail("SpeechBrain's LoRA docstring has no Conv1d adapter example")
+
+
+@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
+@pytest.mark.parametrize(("args", "kwargs", "scale"), [
+    ((), {}, 1 / 16), ((2,), {}, 0.5), ((64, 4), {}, 4 / 64), ((), {"rank": 2, "alpha": 16}, 8.0),
+    ((4,), {"lora_alpha": 2}, 0.5),
+])  # fmt: skip
+def test_scale_is_alpha_over_rank_as_in_speechbrains_lora(adapter, args, kwargs, scale):
+    from speechbrain.nnet.adapters import LoRA as SpeechBrainLoRA
+
+    sb_kwargs = {("alpha" if k == "lora_alpha" else k): v for k, v in kwargs.items()}
+    reference = SpeechBrainLoRA(nn.Linear(8, 6), *args, **sb_kwargs)
+    ours = ADAPTERS[adapter](nn.Linear(8, 6), *args, **kwargs)
+    assert ours.config.scaling == reference.scaling == scale
+    assert ours.config.rank == reference.adapter_down_proj.out_features
+    if adapter == "lora":  # same weights: same output as SpeechBrain's
+        torch.manual_seed(0)
+        base = nn.Linear(8, 6)
+        reference, ours = SpeechBrainLoRA(base, *args, **sb_kwargs), LoRA(copy.deepcopy(base), *args, **kwargs)
+        nn.init.normal_(reference.adapter_up_proj.weight)
+        ours.lora_A.weight.data.copy_(reference.adapter_down_proj.weight)
+        ours.lora_B.weight.data.copy_(reference.adapter_up_proj.weight)
+        x = inputs("linear_stack")
+        torch.testing.assert_close(ours(x), reference(x))
+
+
+def test_a_yaml_swapping_speechbrains_lora_for_ours_keeps_its_model():
+    """adapter_kwargs written for speechbrain.nnet.adapters.LoRA mean the same with our classes."""
+    kwargs = {"rank": 2, "alpha": 16}
+    for cls in (FVAELoRA, LoRA):
+        model = AdaptedModel(linear_stack(), cls, target_layers=["layer[12]"], adapter_kwargs=dict(kwargs))
+        configs = [layer.config for layer in adapter_layers(model)]
+        assert [(c.rank, c.lora_alpha, c.scaling) for c in configs] == [(2, 16, 8.0)] * 2
+    fvae = adapter_layers(AdaptedModel(linear_stack(), FVAELoRA, all_linear=True, adapter_kwargs=kwargs))[0].config
+    assert fvae.alpha == 1.0  # the reconstruction weight keeps its default: alpha is the LoRA scale here
+
+
+def test_fvae_reconstruction_weight_has_its_own_name_at_the_speechbrain_boundary():
+    layer = FVAELoRA(nn.Linear(8, 6), 4, 2, reconstruction_weight=0.25, beta=0.5)
+    assert (layer.config.alpha, layer.config.lora_alpha, layer.config.beta, layer.config.scaling) == (0.25, 2, 0.5, 0.5)
+
+
+@pytest.mark.parametrize(("adapter", "kwargs", "message"), [
+    ("fvae_lora", {"alpha": 16, "lora_alpha": 16}, r"both 'alpha' and 'lora_alpha'.*; FVAELoRAConfig.alpha is "
+                                                   r"'reconstruction_weight' here"),
+    ("lora", {"alpha": 16, "lora_alpha": 8}, r"both 'alpha' and 'lora_alpha'"),
+    ("lora", {"reconstruction_weight": 1.0}, r"unknown LoRA adapter_kwargs \['reconstruction_weight'\]"),
+    ("fvae_lora", {"recon_weight": 1.0}, r"unknown FVAELoRA adapter_kwargs \['recon_weight'\]; known: .*"
+                                         r"reconstruction_weight"),
+])  # fmt: skip
+def test_ambiguous_speechbrain_kwargs_are_refused_in_one_line(adapter, kwargs, message):
+    with pytest.raises(TypeError, match=message) as error:
+        AdaptedModel(linear_stack(), ADAPTERS[adapter], all_linear=True, adapter_kwargs=kwargs)
+    assert "\n" not in str(error.value)

@@ -1,5 +1,5 @@
 """A look inside the latents of an exported recogniser or classifier: ``python -m fvae_asr.latents --checkpoint DIR
---manifest test.json --out DIR [--probes phone,speaker,domain | label,nuisance] [--no-ablations]``.
+--manifest test.json --out DIR [--probes phone,speaker,domain | label,nuisance] [--no-ablations] [--quiet]``.
 
 For an FVAE-LoRA export: linear probes for each label on z1 and on z2 of every adapted layer, chance beside
 them, the PER (a classifier: its average and worst-group accuracy) with z1 at its prior mean (in every layer, and
@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=ProbeSettings.seed, help="seed of the held-out choice")
     parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="utterances per forward pass")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars on stderr (shown by default, also when stderr is a log file)")
     args = parser.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"argument --out: {args.out} is a file, not a folder")
@@ -127,9 +129,9 @@ def analyse(args: argparse.Namespace, settings: ProbeSettings) -> LatentAnalysis
     if task == "classification":
         model, description = load_exported(args.checkpoint, args.device)
         return analyse_classifier_latents(model, description, args.manifest, probes, settings, args.batch_size,
-                                          args.device, ablations)  # fmt: skip
+                                          args.device, ablations, progress=not args.quiet)  # fmt: skip
     transcriber = Transcriber(args.checkpoint, args.device, args.batch_size)
-    return analyse_latents(transcriber, args.manifest, probes, settings, ablations=ablations)
+    return analyse_latents(transcriber, args.manifest, probes, settings, ablations=ablations, progress=not args.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:

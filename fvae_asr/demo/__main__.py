@@ -20,7 +20,8 @@ from fvae_asr.demo import size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.speech.recipe import run
 from fvae_asr.speech.transcriber import Transcriber
-from fvae_asr.synthetic import generate_corpus
+from fvae_asr.synthetic import EspeakError, generate_corpus
+from fvae_asr.synthetic.espeak import default_paths
 
 logger = logging.getLogger("fvae_asr.demo")
 KINDS = ("frozen", "fvae_lora")  # before: a head on the frozen backbone; after: FVAE-LoRA adaptation
@@ -90,6 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        default_paths()  # eSpeak NG, before anything is written: a missing package is one line, not a traceback
+    except EspeakError as err:
+        print(f"error: the demo's corpus needs eSpeak NG: {err} (fvae-asr installs it; see docs/installation.md)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     summary = run_demo(args.out, seed=args.seed, train_speakers=args.train_speakers,
                        sentences_per_speaker=args.sentences_per_speaker, epochs=args.epochs)

@@ -1,6 +1,11 @@
 """Recipe hyperparameter files, where one may extend another: a file with ``extends: BASE`` holds overrides of
 BASE (a path relative to the file), applied before the command line's. The demo's yaml is such a file, so it
-states only what differs from the recipe's."""
+states only what differs from the recipe's.
+
+Overrides follow hyperpyyaml: a mapping merges into the base's mapping (an object keeps its class and changes the
+arguments given), any other value replaces the base's. So an object of another class is given with its arguments
+as a list (``key: !new:Class [arg, ...]``), and a mapping that names another class is refused (docs/hparams.md).
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ def hparams_source(
             raise ValueError(f"{path}: {EXTENDS_KEY}: {base} does not exist")
         recursive_update(tree, given)
         return hparams_source(base, tree, renamed)
+    _check_classes_kept(path, tree, given)
     unknown = sorted(set(given) - set(tree))
     for old in unknown:
         if old in (renamed or {}):
@@ -52,6 +58,27 @@ def load_hparams(hparams_file: str | Path, overrides: str | Mapping | None = Non
     path, merged = hparams_source(hparams_file, overrides)
     with open(path, encoding="utf-8") as fin:
         return load_hyperpyyaml(fin, merged)
+
+
+def _check_classes_kept(path: Path, tree: Mapping, given: Mapping, prefix: str = "") -> None:
+    """Refuse a mapping override that names another class than the base's object: hyperpyyaml would merge its
+    keys into the base's object, keeping the base's class (a ``TypeError`` about an argument, after the run began)."""
+    for key, value in given.items():
+        if not isinstance(value, Mapping) or not isinstance(tree.get(key), Mapping):
+            continue
+        base_tag, new_tag = _tag(tree[key]), _tag(value)
+        if new_tag and new_tag != base_tag:
+            raise ValueError(
+                f"{path}: {prefix}{key} is {base_tag or 'a mapping'} there, and an override with keyword arguments "
+                f"is merged into it, so it cannot make it a {new_tag}: give the new object's arguments as a list, "
+                f"which replaces it ({key}: {new_tag} [...]; see docs/hparams.md)"
+            )
+        _check_classes_kept(path, tree[key], value, f"{prefix}{key}.")
+
+
+def _tag(node: object) -> str | None:
+    """The yaml tag of a round-trip node (``!new:...``), or None."""
+    return getattr(getattr(node, "tag", None), "value", None)
 
 
 def as_mapping(overrides: str | Mapping | None) -> dict[str, Any]:

@@ -15,10 +15,12 @@ z1 at its prior mean, as for the PER.
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from speechbrain.utils.data_utils import batch_pad_right
@@ -101,13 +103,20 @@ def _check_segments(entry: dict, where: str) -> None:
         raise ValueError(f"{where}: the labels of 'phn_segments' are not the phones of 'phn'")
 
 
-def _batches(manifest: dict[str, dict], ids: list[str], batch_size: int, sample_rate: int) -> Iterator[list[Tensor]]:
+def progress_bar(iterable: Iterable | None = None, show: bool = True, **kwargs: Any) -> tqdm:
+    """A progress bar on stderr, also when stderr is no terminal (a log file, a job's output: a long analysis must
+    not run silently there), unless ``show`` is False."""
+    return tqdm(iterable, disable=not show, file=sys.stderr, **kwargs)
+
+
+def _batches(manifest: dict[str, dict], ids: list[str], batch_size: int, sample_rate: int,
+             progress: bool = True) -> Iterator[list[Tensor]]:  # fmt: skip
     """The utterances' waveforms, ``batch_size`` at a time, in the order of ``ids``, with a progress bar."""
-    with tqdm(total=len(ids), desc="utterances", unit="utt", disable=None) as progress:
+    with progress_bar(total=len(ids), show=progress, desc="utterances", unit="utt") as bar:
         for start in range(0, len(ids), batch_size):
             group = ids[start : start + batch_size]
             yield [load_audio(manifest[utt_id]["wav"], sample_rate) for utt_id in group]
-            progress.update(len(group))
+            bar.update(len(group))
 
 
 def recognizer_run(model: CTCRecognizer, device: torch.device) -> Callable[[list[Tensor]], Tensor]:
@@ -152,12 +161,13 @@ def probe_tasks(manifest: dict[str, dict], ids: list[str], frames_per_item: list
     return tasks
 
 
-def z1_ablations(model: torch.nn.Module, layers: list[str], measure: Callable[[], dict[str, float]]) -> dict:
+def z1_ablations(model: torch.nn.Module, layers: list[str], measure: Callable[[], dict[str, float]],
+                 progress: bool = True) -> dict:  # fmt: skip
     """``measure()`` (metric -> value) as trained, with z1 at its prior mean (0) in every FVAE layer, and in each
     layer alone: metric -> {"trained", "z1_prior_all_layers", "z1_prior_per_layer": {layer: value}}."""
     runs = {"trained": [], "z1_prior_all_layers": layers, **{name: [name] for name in layers}}  # -> ablated layers
     values = {}
-    for name, ablated in tqdm(runs.items(), desc="z1 ablations", unit="run", disable=None):
+    for name, ablated in progress_bar(runs.items(), progress, desc="z1 ablations", unit="run"):
         with latent_ablation(model, z1=True, layers=ablated):
             values[name] = measure()
     return {metric: {"trained": values["trained"][metric], "z1_prior_all_layers": values["z1_prior_all_layers"][metric],
@@ -201,11 +211,12 @@ class LatentAnalysis:
 
 
 def _analysis(manifest_path: Path, ids: list[str], recorder: LatentRecorder, tasks: list[ProbeTask],
-              settings: ProbeSettings, ablations: dict | None, **facts: object) -> LatentAnalysis:  # fmt: skip
+              settings: ProbeSettings, ablations: dict | None, progress: bool = True,
+              **facts: object) -> LatentAnalysis:  # fmt: skip
     """Probe every recorded layer and put the report together (``facts``: task-specific report fields)."""
     summaries = {task.name: task.summary() for task in tasks}
     layers = [_layer_entry(name, record, tasks, summaries, settings)
-              for name, record in tqdm(recorder.records.items(), desc="probes", unit="layer", disable=None)]
+              for name, record in progress_bar(recorder.records.items(), progress, desc="probes", unit="layer")]
     report = {
         "manifest": str(manifest_path), "adapter": recorder.kind,
         "latents": list(next(iter(recorder.records.values())).features), "utterances": len(ids),
@@ -231,22 +242,23 @@ def _by_duration(manifest: dict[str, dict]) -> list[str]:
 
 
 def analyse_latents(transcriber: Transcriber, manifest_path: Path, probes: Sequence[str], settings: ProbeSettings,
-                    ablations: bool = True) -> LatentAnalysis:  # fmt: skip
-    """Record the latents of the transcriber's recogniser on the manifest, probe them, and run the ablations."""
+                    ablations: bool = True, progress: bool = True) -> LatentAnalysis:  # fmt: skip
+    """Record the latents of the transcriber's recogniser on the manifest, probe them, and run the ablations
+    (``progress``: bars on stderr)."""
     manifest = read_manifest(manifest_path)
     check_manifest(manifest, manifest_path, probes)
     model = transcriber.model
     ids = _by_duration(manifest)
-    batches = _batches(manifest, ids, transcriber.batch_size, transcriber.sample_rate)
+    batches = _batches(manifest, ids, transcriber.batch_size, transcriber.sample_rate, progress)
     recorder = record_latents(model, batches, recognizer_run(model, transcriber.device))
     geometry = FrameGeometry.from_frame_lengths(model.encoder.frame_lengths)
     tasks = probe_tasks(manifest, ids, recorder.frames_per_item, probes, geometry, settings)
     per = None
     if ablations and recorder.kind == "fvae_lora":
         per = z1_ablations(model, list(recorder.records),
-                           lambda: {"per": evaluate_manifest(transcriber, manifest_path)["per"]})  # fmt: skip
+                           lambda: {"per": evaluate_manifest(transcriber, manifest_path)["per"]}, progress)  # fmt: skip
     geometry_facts = {"stride": geometry.hop, "receptive_field": geometry.receptive_field}
-    return _analysis(manifest_path, ids, recorder, tasks, settings, per, frame_geometry=geometry_facts)
+    return _analysis(manifest_path, ids, recorder, tasks, settings, per, progress, frame_geometry=geometry_facts)
 
 
 # ---- classifiers --------------------------------------------------------------------------------------------
@@ -323,7 +335,8 @@ def classifier_accuracy(model: PooledClassifier, manifest: dict[str, dict], ids:
 
 def analyse_classifier_latents(model: PooledClassifier, description: dict, manifest_path: Path,
                                probes: Sequence[str], settings: ProbeSettings, batch_size: int = 8,
-                               device: torch.device | str = "cpu", ablations: bool = True) -> LatentAnalysis:  # fmt: skip
+                               device: torch.device | str = "cpu", ablations: bool = True,
+                               progress: bool = True) -> LatentAnalysis:  # fmt: skip
     """Record the latents of an exported classifier (``load_exported``'s model and description) on the manifest,
     probe them per frame and per utterance, and score the classifier with z1 ablated."""
     classes = description["labels"]
@@ -333,12 +346,13 @@ def analyse_classifier_latents(model: PooledClassifier, description: dict, manif
     ids = _by_duration(manifest)
 
     def batches() -> Iterator[list[Tensor]]:
-        return _batches(manifest, ids, batch_size, description["sample_rate"])
+        return _batches(manifest, ids, batch_size, description["sample_rate"], progress)
 
     recorder = record_latents(model, batches(), classifier_run(model, device))
     tasks = classifier_probe_tasks(manifest, ids, recorder.frames_per_item, probes, settings)
     accuracy = None
     if ablations and recorder.kind == "fvae_lora":
         accuracy = z1_ablations(model, list(recorder.records),
-                                lambda: classifier_accuracy(model, manifest, ids, classes, batches, device))  # fmt: skip
-    return _analysis(manifest_path, ids, recorder, tasks, settings, accuracy, classes=list(classes))
+                                lambda: classifier_accuracy(model, manifest, ids, classes, batches, device),
+                                progress)  # fmt: skip
+    return _analysis(manifest_path, ids, recorder, tasks, settings, accuracy, progress, classes=list(classes))

@@ -32,6 +32,7 @@ from fvae_asr.speech.data import SORTINGS
 from fvae_asr.speech.encoder import check_family
 from fvae_asr.speech.hparams import as_mapping
 from fvae_asr.speech.recognizer import ADAPTER_KINDS
+from fvae_asr.speech.train_logger import LOGGERS, TENSORBOARD_MISSING, tensorboard_missing
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # Settings that may change when a run resumes: where things are written, how often checkpoints are taken, how
 # many epochs (more epochs rebuild the learning-rate schedule) and the restart switch itself.
 RESUMABLE_KEYS = ("output_folder", "save_folder", "export_folder", "train_log", "test_results_file",
-                  "test_alignments_file", "number_of_epochs", "ckpt_interval_minutes", "ckpt_interval_steps",
-                  "restart")  # fmt: skip
+                  "test_alignments_file", "logger", "tensorboard_folder", "train_logger", "number_of_epochs",
+                  "ckpt_interval_minutes", "ckpt_interval_steps", "restart")  # fmt: skip
 RESUMABLE_PATHS = ("train_dataloader_opts.num_workers", "valid_dataloader_opts.num_workers")
 # Run options (command-line flags, not yaml overrides) whose effective value joins the settings: those that
 # change the result, and the checkpoint intervals; the others (device, noprogressbar, ...) may change freely.
@@ -149,7 +150,7 @@ def _plain(value: Any) -> Any:
 
 
 CHOICES = {"adapter": ADAPTER_KINDS, "precision": PRECISIONS, "eval_precision": PRECISIONS, "train_sorting": SORTINGS,
-           "phn_set": tuple(TIMIT_INVENTORIES)}  # fmt: skip
+           "phn_set": tuple(TIMIT_INVENTORIES), "logger": LOGGERS}  # fmt: skip
 # Settings that have a new name: given under the old one (an override, or an older copy of a yaml) they are an
 # error naming the new one, not a KeyError from the yaml loader after the run folder was set up.
 RENAMED_KEYS = {"wav2vec2_source": "encoder_source", "wav2vec2_config": "encoder_config"}
@@ -170,6 +171,8 @@ def _validate(flat: dict[str, Any]) -> None:
     for key, allowed in CHOICES.items():
         if key in flat and flat[key] not in allowed:
             raise RunSettingsError(f"{key} must be one of {', '.join(map(str, allowed))}; got {flat[key]!r}")
+    if flat.get("logger") == "tensorboard" and tensorboard_missing():
+        raise RunSettingsError(TENSORBOARD_MISSING)
     if flat.get("restart") not in (None, True, False):
         raise RunSettingsError(f"restart must be True or False; got {flat['restart']!r}")
     intervals = {key: flat[key] for key in ("ckpt_interval_minutes", "ckpt_interval_steps")}
