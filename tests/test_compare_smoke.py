@@ -291,3 +291,30 @@ def test_preset_runs_each_recipe_run_under_torchrun_on_two_processes(tone_corpus
     assert json.loads((folder / "save/run_config.json").read_text())["world_size"] == 2
     assert json.loads((folder / "recipe_result.json").read_text())["test"]["per"] == entry["test_per"][0]
     assert results["settings"]["processes"] == 2
+
+
+def test_a_corpus_given_by_annotations_is_identified_by_its_content_wherever_it_lives(tmp_path):
+    from test_corpus import make_ipa_corpus
+
+    compare = load_script("compare_methods")
+
+    def corpus_of(root: Path) -> dict:
+        annotations = [f"--{key}={root / name}" for key, name in (("train_annotation", "train.csv"),
+                       ("valid_annotation", "dev.csv"), ("test_annotation", "test.json"))]  # fmt: skip
+        args = compare.parse_args(["--preset", "paper_timit", "--data_folder", str(root), *annotations,
+                                   "--work", str(tmp_path / "work")])  # fmt: skip
+        return args.corpus
+
+    first = corpus_of(make_ipa_corpus(tmp_path / "a"))
+    assert first["name"] == "annotations" and first["identity"]["utterances"] == {"train": 12, "dev": 4, "test": 4}
+    assert first["overrides"]["data_folder"] == str((tmp_path / "a").resolve())  # the CSVs' $data_root
+    assert first["overrides"]["train_annotation"] == str((tmp_path / "a" / "train.csv").resolve())
+    assert corpus_of(make_ipa_corpus(tmp_path / "b"))["identity"] == first["identity"]  # same content elsewhere
+    train = tmp_path / "b" / "train.csv"
+    lines = train.read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].rsplit(",", 1)[0] + ", spk9"  # another column: not what trains
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert corpus_of(tmp_path / "b")["identity"] == first["identity"]
+    lines[1] = lines[1].replace(", spk9", " ʃ, spk9")  # one more phone in one utterance
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert corpus_of(tmp_path / "b")["identity"]["sha256"] != first["identity"]["sha256"]
