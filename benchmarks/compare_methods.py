@@ -27,15 +27,28 @@ printed), ``OUT/dev_per.png`` (dev PER per epoch at the picked rates) and ``OUT/
 error bars per setting).
 
     python benchmarks/compare_methods.py --out docs/compare --work results/compare --jobs 2
+
+On a real corpus (``--data_folder`` of TIMIT, or ``--train_annotation/--valid_annotation/--test_annotation``) the
+study runs a named preset through the recipe's own ``hparams.yaml``: ``--preset paper_timit`` is the paper's TIMIT
+table (wav2vec2-large-lv60, adapters on q_proj and k_proj at rank 16, full fine-tuning, LoRA and FVAE-LoRA, 3 seeds,
+each method's rate from its own dev grid; docs/paper-timit.md says what it costs and how to read it). A run is
+then one recipe run in a worker (``--device cuda --precision bf16``), or, with ``--launcher torchrun
+--nproc_per_node N``, a torchrun of ``recipe_process.py`` on N processes (DDP). Records are kept and resumed the
+same way, keyed by the corpus's content, the encoder, the precision and the number of processes.
+
+    python benchmarks/compare_methods.py --preset paper_timit --data_folder /data/TIMIT --device cuda \
+        --precision bf16 --out results/paper_timit/out --work results/paper_timit/work
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import math
+import multiprocessing
 import re
 import statistics
 import subprocess
@@ -47,16 +60,22 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
+import ruamel.yaml
 import torch
+from hyperpyyaml import load_hyperpyyaml, resolve_references
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from fvae_asr.demo import size as demo_size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.files import read_json
+from fvae_asr.speech.annotations import ANNOTATION_KEYS, read_annotation
+from fvae_asr.speech.encoder import is_hub_id
 from fvae_asr.speech.export import load_recognizer
-from fvae_asr.speech.hparams import load_hparams
+from fvae_asr.speech.hparams import hparams_source
 from fvae_asr.speech.recipe import run
+from fvae_asr.speech.run_folder import PRECISIONS
+from fvae_asr.speech.timit import SPLITS, prepare_timit
 from fvae_asr.synthetic import generate_corpus
 
 SCRIPT_DIR = str(Path(__file__).resolve().parent)
@@ -107,6 +126,18 @@ SIZES = {
     "quick": {**STUDY, "train_speakers": 3, "sentences_per_speaker": 2, "test_speakers": 2, "epochs": 1,
               "lr_grid": [0.003, 0.05], "seeds": [0], "shifts": ["target"]},
 }  # fmt: skip
+DEMO_RECIPE = "hparams/demo.yaml"  # the synthetic studies' recipe file (their settings predate a "recipe" key)
+# Studies on a real corpus, through the recipe's own hparams.yaml (its epochs and batch size unless given).
+# paper_timit: the paper's TIMIT setting. Rates: each method picks its own by dev PER, as in the synthetic study,
+# from a grid around where such runs train well: full fine-tuning of wav2vec2-large near 1e-4 (SpeechBrain's and
+# fairseq's fine-tuning rates), adapters an order of magnitude higher (the recipe's 5e-4 up to the authors' 5e-3);
+# one grid for both would spend runs on rates that cannot win (docs/paper-timit.md).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper_timit": {"recipe": "hparams.yaml", "encoder_source": "facebook/wav2vec2-large-lv60",
+                    "methods": ["full", "lora", "fvae_lora"], "targets": ["qk"], "seeds": [0, 1, 2],
+                    "lr_grid": [0.0005, 0.002, 0.005], "lr_grids": {"full": [2.5e-5, 0.0001, 0.0004]}},
+}  # fmt: skip
+PRESET_QUICK = {"epochs": 1, "seeds": [0, 1], "lr_grid": [0.002, 0.005], "lr_grids": {"full": [0.0001]}}  # smoke
 
 
 @dataclass(frozen=True)
@@ -130,43 +161,157 @@ def targets_of(method: str, targets: Sequence[str] = tuple(TARGETS)) -> list[str
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line; ``--quick`` swaps in the CI-sized study."""
+    """The command line; ``--quick`` swaps in the CI-sized study (or the preset at smoke size); a real corpus is
+    checked here (its manifests prepared under ``--work``), before anything is written to ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("docs/compare"),
                         help="results, plots and the per-run records (default: %(default)s)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("results/compare"),
                         help="corpora and training folders, large, not committed (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--size", choices=list(SIZES), default="study",
+    parser.add_argument("--size", choices=list(SIZES),
                         help="study: the comparison (default); demo: the demo's corpus and budget for its two "
                              "methods, to pick its rates; quick: a CI-sized smoke study")  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="the same as --size quick")
+    parser.add_argument("--quick", action="store_true",
+                        help="the same as --size quick; with --preset: the preset at smoke size "
+                             f"({', '.join(f'{k} {v}' for k, v in PRESET_QUICK.items())})")  # fmt: skip
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods (default: the size's)")
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), help="adapter targets (default: the size's)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each (default: 1)")
-    parser.add_argument("--backbone", type=Path, default=ASSET_BACKBONE,
+    parser.add_argument("--backbone", type=Path,
                         help="Hugging Face wav2vec2 CTC directory (default: the shipped tiny backbone)")  # fmt: skip
-    parser.add_argument("--corpus-seed", type=int, default=0, help="seed of the generated corpora (default: 0)")
+    parser.add_argument("--corpus-seed", type=int, help="seed of the generated corpora (default: 0)")
     parser.add_argument("--shifts", nargs="+", choices=["target", "noisy_room", "accented"],
                         help=f"synthetic shifts (default: {' '.join(STUDY['shifts'])})")  # fmt: skip
-    parser.add_argument("--lr-grid", nargs="+", type=float, help=f"learning rates (default: {STUDY['lr_grid']})")
+    parser.add_argument("--lr-grid", nargs="+", type=float,
+                        help=f"rates of every method (default: {STUDY['lr_grid']}, or the preset's)")  # fmt: skip
+    parser.add_argument("--method-lr-grid", nargs="+", metavar="METHOD=RATE[,RATE]", default=[],
+                        help="a method's own rates, over --lr-grid (e.g. full=1e-4: a fixed rate)")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, help=f"training seeds (default: {STUDY['seeds']})")
-    parser.add_argument("--epochs", type=int, help=f"epochs per run (default: {STUDY['epochs']})")
+    parser.add_argument("--epochs", type=int, help=f"epochs per run (default: {STUDY['epochs']}, or the recipe's)")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"utterances per step and process (default: {STUDY['batch_size']}, or the recipe's)")
+    real = parser.add_argument_group("a real corpus (with --preset)")
+    real.add_argument("--preset", choices=list(PRESETS), help="paper_timit: the paper's TIMIT setting")
+    real.add_argument("--data_folder", type=Path, help="TIMIT's root (with annotations: their $data_root)")
+    for key in ANNOTATION_KEYS.values():
+        real.add_argument(f"--{key}", type=Path, help="a CSV or JSON annotation (all three or none)")
+    real.add_argument("--encoder_source", help="hub id or local Hugging Face directory (default: the preset's)")
+    real.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
+    real.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), bf16 or fp16")
+    real.add_argument("--launcher", choices=["inprocess", "torchrun"],
+                      help="inprocess (default): each run in a worker process; torchrun: each run on "
+                           "--nproc_per_node processes (DDP, one GPU each)")  # fmt: skip
+    real.add_argument("--nproc_per_node", type=int, help="processes of a torchrun run (default: 1)")
     args = parser.parse_args(argv)
-    size = dict(SIZES["quick" if args.quick else args.size])
-    for name in ("shifts", "lr_grid", "seeds", "epochs", "methods", "targets"):
+    real_flags = ("data_folder", *ANNOTATION_KEYS.values(), "encoder_source", "device", "precision", "launcher",
+                  "nproc_per_node")  # fmt: skip
+    given_real = [f"--{name}" for name in real_flags if getattr(args, name) is not None]
+    if args.preset is None:
+        if given_real:
+            parser.error(f"{', '.join(given_real)}: only with --preset (a study on a real corpus)")
+        size = dict(SIZES["quick" if args.quick else args.size or "study"])
+        args.backbone = args.backbone or ASSET_BACKBONE
+        args.corpus_seed = 0 if args.corpus_seed is None else args.corpus_seed
+    else:
+        synthetic = [flag for flag, value in (("--size", args.size), ("--backbone", args.backbone),
+                                              ("--corpus-seed", args.corpus_seed), ("--shifts", args.shifts))
+                     if value is not None]  # fmt: skip
+        if synthetic:
+            parser.error(f"{', '.join(synthetic)}: only for the synthetic study, not with --preset")
+        size = preset_size(args, parser)
+    for name in ("shifts", "lr_grid", "seeds", "epochs", "batch_size", "methods", "targets"):
         if getattr(args, name) is not None:
             size[name] = getattr(args, name)
+    if args.lr_grid is not None:
+        size.pop("lr_grids", None)  # one grid for every method, unless --method-lr-grid says otherwise
+    if args.method_lr_grid:
+        size["lr_grids"] = {**size.get("lr_grids", {}), **method_grids(args.method_lr_grid, parser)}
     args.size = size
-    if size["epochs"] < 1 or args.jobs < 1:
-        parser.error("--epochs and --jobs must be at least 1")
+    if size["epochs"] < 1 or size["batch_size"] < 1 or args.jobs < 1:
+        parser.error("--epochs, --batch-size and --jobs must be at least 1")
     if set(size["methods"]) & set(ABLATIONS) and "fvae_lora" not in size["methods"]:
         parser.error("the ablations run at fvae_lora's picked rate: add fvae_lora to --methods")
     if any(not (lr > 0 and math.isfinite(lr)) for lr in size["lr_grid"]):
         parser.error(f"--lr-grid needs positive finite rates, got {size['lr_grid']}")
-    if not (args.backbone / "config.json").is_file():
+    if args.preset is None and not (args.backbone / "config.json").is_file():
         parser.error(f"no wav2vec2 backbone at {args.backbone} (no config.json): build the shipped one with "
                      "`python -m fvae_asr.demo.backbone`, or pass --backbone DIR")  # fmt: skip
     return args
+
+
+def method_grids(given: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, list[float]]:
+    """``--method-lr-grid`` as method -> rates; a bad item is a usage error naming it."""
+    grids = {}
+    for item in given:
+        method, _, rates = item.partition("=")
+        try:
+            grid = [float(rate) for rate in rates.split(",")]
+        except ValueError:
+            grid = []
+        if method not in METHODS or not grid or any(not (lr > 0 and math.isfinite(lr)) for lr in grid):
+            parser.error(f"--method-lr-grid {item}: expected METHOD=RATE[,RATE...] with METHOD one of "
+                         f"{', '.join(METHODS)} and positive finite rates")  # fmt: skip
+        grids[method] = grid
+    return grids
+
+
+def preset_size(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """A preset's study on the corpus of the command line (checked; ``args.corpus`` gets its recipe overrides
+    and identity), with the recipe file's epochs and batch size, at smoke size with ``--quick``."""
+    preset = PRESETS[args.preset]
+    args.device = args.device or "cpu"
+    args.precision = args.precision or "fp32"
+    args.launcher = args.launcher or "inprocess"
+    args.nproc_per_node = args.nproc_per_node or 1
+    args.encoder_source = args.encoder_source or preset["encoder_source"]
+    if args.launcher == "torchrun" and args.jobs != 1:
+        parser.error("--launcher torchrun runs one training at a time on --nproc_per_node processes: drop --jobs")
+    if args.nproc_per_node < 1 or (args.nproc_per_node > 1 and args.launcher != "torchrun"):
+        parser.error("--nproc_per_node must be at least 1, and above 1 only with --launcher torchrun")
+    local = Path(args.encoder_source)
+    if not (local / "config.json").is_file() and not is_hub_id(args.encoder_source):
+        parser.error(f"--encoder_source {args.encoder_source}: neither a Hugging Face model directory (with "
+                     "config.json) nor a hub id such as facebook/wav2vec2-large-lv60")  # fmt: skip
+    try:
+        args.corpus = real_corpus(args)
+    except (OSError, ValueError) as err:  # a missing or malformed corpus (AnnotationError is a ValueError)
+        parser.error(str(err))
+    tree = resolved_recipe(preset["recipe"], {})
+    size = {"corpus": args.corpus["name"], "recipe": preset["recipe"], "encoder_source": args.encoder_source,
+            "precision": args.precision, "processes": args.nproc_per_node, "device": args.device,
+            "epochs": tree["number_of_epochs"], "batch_size": tree["batch_size"],
+            "lr_grid": preset["lr_grid"], "lr_grids": preset["lr_grids"],
+            "seeds": preset["seeds"], "shifts": [args.corpus["name"]], "methods": preset["methods"],
+            "targets": preset["targets"]}  # fmt: skip
+    return {**size, **PRESET_QUICK} if args.quick else size
+
+
+def real_corpus(args: argparse.Namespace) -> dict[str, Any]:
+    """The corpus of the command line: TIMIT at ``--data_folder`` (its manifests prepared under ``--work``, which
+    checks its layout and labels) or the three annotations (read and checked). Returns its name, the recipe
+    overrides that name it, and its identity for the records: utterances per split and a digest of what the
+    recipe trains on (each utterance's id, duration and phones), wherever the files live."""
+    annotations = {split: getattr(args, key) for split, key in ANNOTATION_KEYS.items()}
+    if any(annotations.values()):
+        missing = [f"--{ANNOTATION_KEYS[split]}" for split, path in annotations.items() if path is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} not given: a corpus given by annotations needs all three")
+        root = str(args.data_folder.resolve()) if args.data_folder else None
+        entries = {split: read_annotation(path, root).entries for split, path in annotations.items()}
+        overrides = {ANNOTATION_KEYS[split]: str(path.resolve()) for split, path in annotations.items()}
+        name, overrides = "annotations", {**overrides, **({"data_folder": root} if root else {})}
+    elif args.data_folder is not None:
+        manifests = prepare_timit(args.data_folder, args.work / "corpus" / "timit_manifests")
+        entries = {split: read_json(path, "TIMIT manifest") for split, path in zip(SPLITS, manifests)}
+        name, overrides = "timit", {"data_folder": str(args.data_folder.resolve())}
+    else:
+        raise ValueError("--preset needs a corpus: --data_folder of TIMIT, or --train_annotation, "
+                         "--valid_annotation and --test_annotation")  # fmt: skip
+    content = {split: sorted((utt, entry["duration"], entry["phn"]) for utt, entry in split_entries.items())
+               for split, split_entries in entries.items()}  # fmt: skip
+    digest = hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
+    identity = {"name": name, "utterances": {split: len(e) for split, e in entries.items()}, "sha256": digest}
+    return {"name": name, "overrides": overrides, "identity": identity}
 
 
 def prepare_corpora(args: argparse.Namespace) -> dict[str, str]:
@@ -207,12 +352,24 @@ def record_path(out: Path, task: Any) -> Path:
     return out / "records" / f"{task.key}.json"
 
 
+def resolved_recipe(recipe: str, overrides: dict[str, Any]) -> Any:
+    """A recipe file (``recipe_file`` name) with ``overrides``, its references resolved, as a yaml tree: tags kept,
+    no object built (nothing is loaded or downloaded)."""
+    path, merged = hparams_source(recipe_file(recipe), overrides)
+    with open(path, encoding="utf-8") as fin:
+        return ruamel.yaml.YAML().load(resolve_references(fin, merged))
+
+
 @lru_cache(maxsize=None)
-def recipe_settings(method: str, targets: str) -> dict[str, Any]:
+def recipe_settings(method: str, targets: str, recipe: str = DEMO_RECIPE) -> dict[str, Any]:
     """What a run of ``method`` trains with beyond the study's size: the resolved adapter config (None for frozen
     and full) and the gradient clipping, read from the recipe as it stands, so that a changed default runs again.
-    Fields that only change how the adapter computes (``computation_only``) are left out: they change no result."""
-    hparams = load_hparams(recipe_file("hparams/demo.yaml"), run_overrides(method, targets))
+    Only these objects are built from the recipe (not its encoder, which may be a hub id). Fields that only change
+    how the adapter computes (``computation_only``) are left out: they change no result."""
+    tree = resolved_recipe(recipe, run_overrides(method, targets))
+    stream = io.StringIO()
+    ruamel.yaml.YAML().dump({key: tree[key] for key in ("adapter", "adapter_configs", "max_grad_norm")}, stream)
+    hparams = load_hyperpyyaml(stream.getvalue())
     config = hparams["adapter_configs"].get(hparams["adapter"])
     if config is None:
         return {"adapter_config": None, "max_grad_norm": hparams["max_grad_norm"]}
@@ -230,7 +387,7 @@ def run_overrides(method: str, targets: str) -> dict[str, Any]:
 
 def task_settings(task: Task, settings: dict[str, Any]) -> dict[str, Any]:
     """The settings a run's record must match: the study's, then the method's own."""
-    return {**settings, **recipe_settings(task.method, task.targets)}
+    return {**settings, **recipe_settings(task.method, task.targets, settings.get("recipe", DEMO_RECIPE))}
 
 
 def read_record(out: Path, task: Any, settings: dict[str, Any]) -> dict[str, Any] | None:
@@ -262,28 +419,37 @@ def source_commit() -> str:
 def backbone_digest(backbone: Path) -> str:
     """Identifies the backbone's weights, so that records stay valid wherever the study's folders live."""
     digest = hashlib.sha256()
-    for path in sorted(backbone.glob("*.json")) + sorted(backbone.glob("*.safetensors")):
-        digest.update(path.name.encode() + path.read_bytes())
+    for pattern in ("*.json", "*.safetensors", "*.bin"):  # (.bin: weights a local encoder may hold instead)
+        for path in sorted(backbone.glob(pattern)):
+            digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
 def run_task(task: Task, settings: dict[str, Any], paths: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Train and test one run in its own folder (resuming there), one thread; write and return its record.
+    """Train and test one run in its own folder (resuming there), one thread (or under torchrun, as ``paths``
+    says); write and return its record.
 
     ``seconds_per_epoch`` is the time of ``fit`` (training plus the dev pass) over the epochs trained in this
     call, so a resumed run still gets a fair figure; None when no epoch was left to train.
     """
     torch.set_num_threads(1)
+    # This worker was spawned, so its DataLoader workers would be too, and they cannot pickle the recipe's audio
+    # pipeline: fork them, as train.py's are on Linux (hparams.yaml loads audio in 2 workers; demo.yaml in none).
+    multiprocessing.set_start_method("fork", force=True)
     logging.basicConfig(level=logging.WARNING)
     folder = Path(paths["work"]) / "runs" / task.key
     train_log = folder / "train_log.txt"
     before = epochs_logged(train_log)
     overrides: dict[str, Any] = {
         **run_overrides(task.method, task.targets), "seed": task.seed, "lr": task.lr, "output_folder": str(folder),
-        "data_folder": paths["corpora"][task.shift], "encoder_source": paths["backbone"],
+        **paths["data"][task.shift], "encoder_source": paths["backbone"],
         "number_of_epochs": settings["epochs"], "batch_size": settings["batch_size"],
     }  # fmt: skip
-    result = run(recipe_file("hparams/demo.yaml"), {"noprogressbar": True}, overrides)
+    recipe = recipe_file(settings.get("recipe", DEMO_RECIPE))
+    if paths["torchrun"]:
+        result = torchrun_recipe(recipe, paths["run_opts"], overrides, paths["torchrun"], folder)
+    else:
+        result = run(recipe, paths["run_opts"], overrides)
     trained_now = epochs_logged(train_log) - before
     test = result["test"]
     total, used_at_inference = parameter_counts(result["export"])
@@ -305,6 +471,29 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, Any], out: P
     return record
 
 
+def torchrun_recipe(
+    recipe: Path, run_opts: dict[str, Any], overrides: dict[str, Any], nproc: int, folder: Path
+) -> dict[str, Any]:
+    """One recipe run on ``nproc`` processes (DDP): ``recipe_process.py`` under torchrun, its output in
+    ``folder/torchrun.log``; returns what the recipe returned. A failed run raises, naming its log."""
+    folder.mkdir(parents=True, exist_ok=True)
+    result_file = folder / "recipe_result.json"
+    result_file.unlink(missing_ok=True)  # a result left by an earlier call is not this one's
+    flags = [f"--{key}" if value is True else f"--{key}={value}" for key, value in run_opts.items()]  # argparse's
+    flags += [f"--{key}={json.dumps(value)}" for key, value in overrides.items()]  # JSON is YAML, as train.py reads it
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               str(Path(SCRIPT_DIR) / "recipe_process.py"), str(result_file), str(recipe), *flags]  # fmt: skip
+    log = folder / "torchrun.log"
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(f"$ {' '.join(command)}\n")
+        handle.flush()
+        returncode = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
+    if returncode != 0 or not result_file.is_file():
+        tail = "".join(log.read_text(encoding="utf-8").splitlines(keepends=True)[-20:])
+        raise RuntimeError(f"the recipe under torchrun failed (exit {returncode}); its log is {log}:\n{tail}")
+    return read_json(result_file, "recipe result")
+
+
 class Study:
     """Which runs exist and which are due: the grid first, then the seeds at each picked rate (priority by shift,
     so that an interrupted study leaves whole shifts finished)."""
@@ -314,8 +503,10 @@ class Study:
         self.records: dict[Task, dict[str, Any]] = {}
 
     def grid(self, shift: str, method: str, targets: str) -> list[Task]:
+        """The first seed's runs over the method's rates (its own grid in ``lr_grids``, else ``lr_grid``)."""
         seed = self.size["seeds"][0]
-        return [Task(shift, method, targets, lr, seed) for lr in self.size["lr_grid"]]
+        rates = self.size.get("lr_grids", {}).get(method, self.size["lr_grid"])
+        return [Task(shift, method, targets, lr, seed) for lr in rates]
 
     def picked_lr(self, shift: str, method: str, targets: str) -> float | None:
         """The grid's rate with the lowest best-epoch dev PER, once the whole grid has run (ties: lower rate)."""
@@ -435,8 +626,11 @@ def markdown_tables(
     entries: list[dict[str, Any]], pairs: list[dict[str, Any]], size: dict[str, Any], effects: list[dict[str, Any]]
 ) -> str:
     """A table per (shift, targets), the paired FVAE-LoRA - LoRA differences, then what the controls show."""
-    lines = [f"Test PER (%) after {size['epochs']} epochs ({size['train_speakers']} x "
-             f"{size['sentences_per_speaker']} training utterances); mean ± sample std over seeds at each method's "
+    synthetic = "train_speakers" in size
+    trained = (f"({size['train_speakers']} x {size['sentences_per_speaker']} training utterances)" if synthetic else
+               f"on {size['corpus']} with {size['encoder_source']} (batch {size['batch_size']} per process, "
+               f"processes: {size['processes']}, {size['precision']})")  # fmt: skip
+    lines = [f"Test PER (%) after {size['epochs']} epochs {trained}; mean ± sample std over seeds at each method's "
              "picked learning rate (best dev PER over the grid with the first seed; the ablations use FVAE-LoRA's).",
              ""]  # fmt: skip
     for shift in size["shifts"]:
@@ -469,7 +663,8 @@ def markdown_tables(
         lines.append(f"| {e['shift']} | {e['targets']} | {e['method']} | {e['control']} | {e['dev_per_recipe']:.2f} | "
                      f"{e['dev_per_control']:.2f} | {'yes' if e['recipe_helped'] else 'no'} | "
                      f"{_fmt(e['test_per_recipe'])} | {_fmt(e['test_per_control'])} |")  # fmt: skip
-    lines += ["", "s / epoch: wall time of training plus the dev pass per epoch, one thread per run, mean over the "
+    timing = "one thread per run" if synthetic else f"on {size['device']}, processes per run: {size['processes']}"
+    lines += ["", f"s / epoch: wall time of training plus the dev pass per epoch, {timing}, mean over the "
               "seeds timed; params at inference exclude FVAE's z2 encoder and decoder, which only train."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -526,18 +721,38 @@ def plot_test_per(entries: list[dict[str, Any]], size: dict[str, Any], path: Pat
     figure.savefig(path, dpi=110)
 
 
+def study_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a record depends on (no paths: the records stay valid wherever the folders live) and what a run needs
+    besides: each corpus's recipe overrides, the encoder, the work folder, the commit and how runs are launched."""
+    work, commit = str(args.work.resolve()), source_commit()
+    if args.preset is None:  # the synthetic study: generated corpora, a local backbone, one CPU thread per run
+        settings = {**{k: args.size[k] for k in ("train_speakers", "sentences_per_speaker", "test_speakers", "epochs",
+                                                 "batch_size")},
+                    "corpus_seed": args.corpus_seed, "backbone": backbone_digest(args.backbone)}  # fmt: skip
+        data = {shift: {"data_folder": folder} for shift, folder in prepare_corpora(args).items()}
+        return settings, {"data": data, "backbone": str(args.backbone.resolve()), "work": work, "commit": commit,
+                          "run_opts": {"noprogressbar": True}, "torchrun": None}  # fmt: skip
+    local = Path(args.encoder_source)
+    is_local = (local / "config.json").is_file()
+    settings = {**{k: args.size[k] for k in ("recipe", "epochs", "batch_size", "precision", "processes")},
+                "corpus": args.corpus["identity"],
+                "backbone": backbone_digest(local) if is_local else args.encoder_source}  # fmt: skip
+    run_opts = {"noprogressbar": True, "device": args.device, "precision": args.precision}
+    torchrun = args.nproc_per_node if args.launcher == "torchrun" else None
+    if torchrun and args.device == "cpu":
+        run_opts["distributed_backend"] = "gloo"  # NCCL needs GPUs
+    return settings, {"data": {args.corpus["name"]: args.corpus["overrides"]}, "work": work, "commit": commit,
+                      "backbone": str(local.resolve()) if is_local else args.encoder_source, "run_opts": run_opts,
+                      "torchrun": torchrun}  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run (or resume) the study; write results.json, results.md and the plots; return the results."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s - %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    # What a record depends on (no paths: the records stay valid wherever the folders live).
-    settings = {**{k: args.size[k] for k in ("train_speakers", "sentences_per_speaker", "test_speakers", "epochs",
-                                             "batch_size")},
-                "corpus_seed": args.corpus_seed, "backbone": backbone_digest(args.backbone)}  # fmt: skip
-    paths = {"corpora": prepare_corpora(args), "backbone": str(args.backbone.resolve()), "work": str(args.work.resolve()),
-             "commit": source_commit()}  # fmt: skip
+    settings, paths = study_inputs(args)
     study = run_study(args, settings, paths)
     entries = results_entries(study)
     pairs = paired_differences(entries)

@@ -159,3 +159,162 @@ def test_dev_per_parsing_keeps_the_last_line_of_each_epoch(tmp_path: Path) -> No
     assert compare.epochs_logged(log) == 2
     with pytest.raises(RuntimeError, match="epochs \\[3\\]"):
         compare.dev_per_by_epoch(log, 3)
+
+
+# ---- the paper's TIMIT table: --preset paper_timit on a real (here: TIMIT-layout tone) corpus ----------------------
+
+
+@pytest.fixture(scope="module")
+def large_layout_encoder(tmp_path_factory) -> Path:
+    """A tiny random wav2vec2 in wav2vec2-large-lv60's layout (layer-normalised CNN, stable layer norm), saved as a
+    local Hugging Face directory: what --encoder_source takes."""
+    model = tiny_wav2vec2()
+    assert model.config.do_stable_layer_norm and model.config.feat_extract_norm == "layer"
+    folder = tmp_path_factory.mktemp("encoder") / "wav2vec2-large-layout"
+    model.save_pretrained(folder)
+    return folder
+
+
+def _preset_argv(corpus: Path, encoder: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return ["--preset", "paper_timit", "--data_folder", str(corpus), "--encoder_source", str(encoder),
+            "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), *extra]  # fmt: skip
+
+
+def test_paper_timit_preset_is_the_paper_s_setting_through_the_recipe_s_own_hparams(tone_corpus, tmp_path):
+    compare = load_script("compare_methods")
+    args = compare.parse_args(["--preset", "paper_timit", "--data_folder", str(tone_corpus), "--work", str(tmp_path)])
+    size = args.size
+    assert (size["recipe"], size["encoder_source"], size["methods"], size["targets"], size["seeds"]) == (
+        "hparams.yaml", "facebook/wav2vec2-large-lv60", ["full", "lora", "fvae_lora"], ["qk"], [0, 1, 2])  # fmt: skip
+    assert (size["epochs"], size["batch_size"]) == (20, 8)  # hparams.yaml's, read from the file
+    assert (size["device"], size["precision"], size["processes"]) == ("cpu", "fp32", 1)
+    study = compare.Study(size)
+    grids = {(method, targets): [t.lr for t in study.grid("timit", method, targets)]
+             for method, targets in {(t.method, t.targets) for t in study.due()}}  # fmt: skip
+    assert grids == {("full", "shared"): [2.5e-5, 1e-4, 4e-4], ("lora", "qk"): [5e-4, 2e-3, 5e-3],
+                     ("fvae_lora", "qk"): [5e-4, 2e-3, 5e-3]}  # each method its own grid  # fmt: skip
+    assert {t.shift for t in study.due()} == {"timit"}
+    fvae = compare.recipe_settings("fvae_lora", "qk", "hparams.yaml")  # the authors' settings, the package's defaults
+    config = fvae["adapter_config"]
+    assert (config["rank"], config["target_modules"], config["lora_alpha"], config["decoder_layers"]) == (
+        16, ["q_proj", "k_proj"], 8, 3)  # fmt: skip
+    assert (config["prior_mean_z2"], config["delta"], config["aux_weight"], fvae["max_grad_norm"]) == (
+        1.5, 2 / 16, 1e-3, 1e-3)  # fmt: skip
+    assert compare.recipe_settings("lora", "qk", "hparams.yaml")["adapter_config"]["lora_alpha"] == 16
+    assert compare.recipe_settings("full", "shared", "hparams.yaml")["adapter_config"] is None
+
+    fixed = compare.parse_args(["--preset", "paper_timit", "--data_folder", str(tone_corpus), "--work", str(tmp_path),
+                                "--lr-grid", "0.001", "--method-lr-grid", "full=1e-4",
+                                "--batch-size", "4"]).size  # fmt: skip
+    assert fixed["lr_grid"] == [0.001] and fixed["lr_grids"] == {"full": [1e-4]}  # a fixed rate per method
+    assert fixed["batch_size"] == 4  # e.g. 4 per process on 2 GPUs: the effective batch of 8 on one
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--data_folder", "X"], "--data_folder: only with --preset"),
+        (["--preset", "paper_timit"], "--preset needs a corpus"),
+        (["--preset", "paper_timit", "--data_folder", "NOWHERE"], "TIMIT data folder not found"),
+        (["--preset", "paper_timit", "--train_annotation", "a.csv"], "--valid_annotation, --test_annotation not given"),
+        (["--preset", "paper_timit", "--data_folder", "CORPUS", "--backbone", "B"], "--backbone: only for the"),
+        (["--preset", "paper_timit", "--data_folder", "CORPUS", "--launcher", "torchrun", "--jobs", "2"], "drop"),
+        (["--preset", "paper_timit", "--data_folder", "CORPUS", "--nproc_per_node", "2"], "only with --launcher"),
+        (["--preset", "paper_timit", "--data_folder", "CORPUS", "--encoder_source", "./no/such/dir"], "neither a"),
+        (["--method-lr-grid", "full=fast"], "--method-lr-grid full=fast: expected METHOD=RATE"),
+    ],
+)
+def test_a_real_corpus_study_refuses_bad_flags_before_writing(tone_corpus, tmp_path, capsys, argv, message):
+    compare = load_script("compare_methods")
+    argv = [str(tone_corpus) if item == "CORPUS" else str(tmp_path / item) if item == "NOWHERE" else item
+            for item in argv]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        compare.main([*argv, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_preset_quick_trains_through_the_recipe_keys_records_by_corpus_and_encoder_and_resumes(
+    tone_corpus, large_layout_encoder, tmp_path, capsys
+):
+    compare = load_script("compare_methods")
+    argv = _preset_argv(tone_corpus, large_layout_encoder, tmp_path, "--quick", "--jobs", "2")
+    returned = compare.main(argv)
+    out = tmp_path / "out"
+    results = json.loads((out / "results.json").read_text())
+    assert results == json.loads(json.dumps(returned))
+    by = {e["method"]: e for e in results["results"]}
+    assert set(by) == {"full", "lora", "fvae_lora"} and {e["targets"] for e in by.values()} == {"qk"}
+    assert by["full"]["lr_grid"] == [1e-4] and by["lora"]["lr_grid"] == [0.002, 0.005]
+    for e in by.values():
+        assert e["shift"] == "timit" and e["seeds"] == [0, 1] and len(e["test_per"]) == 2
+        assert all(per >= 0 for per in e["test_per"]) and len(e["dev_per_curves"][0]) == 1  # (insertions: > 100)
+    assert by["lora"]["trainable_params_train"] < by["fvae_lora"]["trainable_params_train"]
+    assert by["lora"]["trainable_params_train"] < by["full"]["trainable_params_train"]
+    (pair,) = results["fvae_minus_lora"]
+    assert pair["seeds"] == 2 and pair["min"] <= pair["mean"] <= pair["max"]
+    table = (out / "results.md").read_text()
+    assert "on timit with " in table and "on cpu, processes per run: 1" in table and table in capsys.readouterr().out
+    assert (out / "dev_per.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "test_per.png").read_bytes().startswith(b"\x89PNG")
+
+    records = sorted((out / "records").rglob("*.json"))
+    assert len(records) == 2 + 3 + 3  # full: 1 rate + 1 seed; lora and fvae_lora: 2 rates + 1 seed
+    record = json.loads((out / "records/timit/qk/fvae_lora/lr0.002/seed0.json").read_text())
+    settings = record["settings"]
+    assert (settings["recipe"], settings["epochs"], settings["batch_size"], settings["precision"]) == (
+        "hparams.yaml", 1, 8, "fp32")  # fmt: skip
+    assert settings["corpus"]["name"] == "timit" and settings["corpus"]["utterances"]["train"] == 12
+    assert settings["backbone"] == compare.backbone_digest(large_layout_encoder)
+    assert settings["adapter_config"]["target_modules"] == ["q_proj", "k_proj"]
+    stamps = [r.stat().st_mtime_ns for r in records]
+    assert compare.main(argv)["results"] == returned["results"]
+    assert [r.stat().st_mtime_ns for r in records] == stamps  # nothing ran again
+
+    # Records are keyed by what the runs depend on: another precision or process count is another study.
+    task = compare.Task("timit", "fvae_lora", "qk", 0.002, 0)
+    assert compare.read_task_record(out, task, results["settings"]) is not None
+    for changed in ({"precision": "bf16"}, {"processes": 2}, {"corpus": {**settings["corpus"], "sha256": "0"}}):
+        assert compare.read_task_record(out, task, {**results["settings"], **changed}) is None
+
+
+@pytest.mark.slow
+def test_preset_runs_each_recipe_run_under_torchrun_on_two_processes(tone_corpus, large_layout_encoder, tmp_path):
+    """--launcher torchrun: each run is recipe_process.py under torchrun (DDP with gloo on 2 CPU processes)."""
+    compare = load_script("compare_methods")
+    argv = _preset_argv(tone_corpus, large_layout_encoder, tmp_path, "--quick", "--methods", "lora", "--seeds", "0",
+                        "--lr-grid", "0.005", "--launcher", "torchrun", "--nproc_per_node", "2")  # fmt: skip
+    results = compare.main(argv)
+    ((entry,),) = [[e for e in results["results"] if e["method"] == "lora"]]
+    assert entry["seeds"] == [0] and entry["test_per"][0] >= 0
+    folder = tmp_path / "work/runs/timit/qk/lora/lr0.005/seed0"
+    assert json.loads((folder / "save/run_config.json").read_text())["world_size"] == 2
+    assert json.loads((folder / "recipe_result.json").read_text())["test"]["per"] == entry["test_per"][0]
+    assert results["settings"]["processes"] == 2
+
+
+def test_a_corpus_given_by_annotations_is_identified_by_its_content_wherever_it_lives(tmp_path):
+    from test_corpus import make_ipa_corpus
+
+    compare = load_script("compare_methods")
+
+    def corpus_of(root: Path) -> dict:
+        annotations = [f"--{key}={root / name}" for key, name in (("train_annotation", "train.csv"),
+                       ("valid_annotation", "dev.csv"), ("test_annotation", "test.json"))]  # fmt: skip
+        args = compare.parse_args(["--preset", "paper_timit", "--data_folder", str(root), *annotations,
+                                   "--work", str(tmp_path / "work")])  # fmt: skip
+        return args.corpus
+
+    first = corpus_of(make_ipa_corpus(tmp_path / "a"))
+    assert first["name"] == "annotations" and first["identity"]["utterances"] == {"train": 12, "dev": 4, "test": 4}
+    assert first["overrides"]["data_folder"] == str((tmp_path / "a").resolve())  # the CSVs' $data_root
+    assert first["overrides"]["train_annotation"] == str((tmp_path / "a" / "train.csv").resolve())
+    assert corpus_of(make_ipa_corpus(tmp_path / "b"))["identity"] == first["identity"]  # same content elsewhere
+    train = tmp_path / "b" / "train.csv"
+    lines = train.read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].rsplit(",", 1)[0] + ", spk9"  # another column: not what trains
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert corpus_of(tmp_path / "b")["identity"] == first["identity"]
+    lines[1] = lines[1].replace(", spk9", " ʃ, spk9")  # one more phone in one utterance
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert corpus_of(tmp_path / "b")["identity"]["sha256"] != first["identity"]["sha256"]
