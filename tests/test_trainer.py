@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ pytest.importorskip("accelerate")
 
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification  # noqa: E402
+from transformers import TrainerCallback, Wav2Vec2Config, Wav2Vec2ForSequenceClassification  # noqa: E402
 
 from conftest import torchrun_on_two_cpu_processes  # noqa: E402
 from fvae_asr import (  # noqa: E402
@@ -26,7 +27,15 @@ from fvae_asr import (  # noqa: E402
 from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
 from fvae_asr.integrations.transformers import FVAETrainer, audio_frame_mask, token_frame_mask  # noqa: E402
 from tiny_models import TINY_WAV2VEC2  # noqa: E402
-from trainer_task import ParityTask, pad_collate, tiny_bert_base, tiny_bert_classifier, training_args  # noqa: E402
+from trainer_task import (  # noqa: E402
+    ParityTask,
+    dropout_free_bert_classifier,
+    explicit_arguments_classifier,
+    pad_collate,
+    tiny_bert_base,
+    tiny_bert_classifier,
+    training_args,
+)
 
 
 def _trainer(tmp_path, model=None, **args) -> FVAETrainer:
@@ -212,3 +221,94 @@ def test_evaluation_and_best_model_reload_use_the_adapter_checkpoints(tmp_path):
         torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
     eval_logs = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
     assert len(eval_logs) == 2 and not any(key.startswith("fvae_") for entry in eval_logs for key in entry)
+
+
+class _FirstStepGradients(TrainerCallback):
+    """Keeps the gradients of the first optimizer step (before the step), by parameter name."""
+
+    def __init__(self) -> None:
+        self.grads: dict[str, torch.Tensor] | None = None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if self.grads is None:
+            self.grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _first_step_gradients(folder, model, **args) -> dict[str, torch.Tensor]:
+    """One optimizer step on all 4 items of a task without padding (every sequence 3 tokens), unclipped."""
+    recorder = _FirstStepGradients()
+    trainer = FVAETrainer(model=model, train_dataset=ParityTask(size=4, max_len=3), data_collator=pad_collate,
+                          callbacks=[recorder], args=training_args(folder, max_steps=1, max_grad_norm=0, **args))
+    trainer.train()
+    return recorder.grads
+
+
+def _assert_same_gradients(got: dict, expected: dict) -> None:
+    """The same parameters got the same gradients; the aux term's (decoder) and the task's (head) are among them."""
+    assert got.keys() == expected.keys()
+    for only_from in (".decoder.", "classifier."):  # the decoder gets only lambda * aux, the head only the task
+        assert any(only_from in key and expected[key].abs().sum() > 0 for key in expected), only_from
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("build", [dropout_free_bert_classifier, explicit_arguments_classifier],
+                         ids=["forward-with-kwargs", "forward-without-kwargs"])  # fmt: skip
+def test_accumulating_two_batches_of_two_gives_the_gradients_of_one_batch_of_four(tmp_path, monkeypatch, build):
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # z = mu: both runs see the same latents
+    whole = _first_step_gradients(tmp_path / "whole", build(), per_device_train_batch_size=4)
+    accumulated = _first_step_gradients(tmp_path / "accumulated", build(), per_device_train_batch_size=2,
+                                        gradient_accumulation_steps=2)  # fmt: skip
+    _assert_same_gradients(accumulated, whole)
+
+
+def test_activation_checkpointing_gives_the_gradients_of_a_run_without_it(tmp_path):
+    plain = _first_step_gradients(tmp_path / "plain", tiny_bert_classifier())
+    checkpointed = _first_step_gradients(tmp_path / "checkpointed", tiny_bert_classifier(),
+                                         activation_checkpointing=True)  # fmt: skip
+    _assert_same_gradients(checkpointed, plain)
+
+
+def test_reentrant_activation_checkpointing_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="use_reentrant"):
+        _trainer(tmp_path, activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": True})
+    model = tiny_bert_classifier()  # turned on on the model itself: refused at the first forward, before any step
+    model.activation_checkpointing_enable({"use_reentrant": True})
+    before = {key: value.clone() for key, value in adapter_state_dict(model).items()}
+    with pytest.raises(RuntimeError, match="use_reentrant"):
+        _trainer(tmp_path, model).train()
+    for key, value in adapter_state_dict(model).items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_resuming_skips_an_incomplete_last_checkpoint(tmp_path, caplog, damage):
+    full = _trainer(tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
+    full.train()
+    expected = {key: value.clone() for key, value in adapter_state_dict(full.model).items()}
+    state = tmp_path / "checkpoint-4" / "trainer_state.json"
+    if damage == "missing":  # killed before the Trainer wrote its state, the checkpoint's last file
+        state.unlink()
+    else:  # killed while writing it
+        state.write_text(state.read_text()[:40])
+    model = tiny_bert_classifier()
+    with torch.no_grad():
+        for tensor in adapter_state_dict(model).values():
+            tensor.add_(1.0)  # so that only loading checkpoint-2's adapters can give the expected end
+    resumed = _trainer(tmp_path, model=model, max_steps=4, save_strategy="steps", save_steps=2)
+    with caplog.at_level(logging.WARNING, logger="fvae_asr.integrations.transformers"):
+        resumed.train(resume_from_checkpoint=True)
+    assert f"{tmp_path / 'checkpoint-4'} is incomplete" in caplog.text
+    assert f"resuming from {tmp_path / 'checkpoint-2'}" in caplog.text
+    for key, value in adapter_state_dict(resumed.model).items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+
+
+def test_resuming_from_a_named_incomplete_checkpoint_is_refused(tmp_path):
+    _trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=2).train()
+    (tmp_path / "checkpoint-2" / "trainer_state.json").unlink()
+    with pytest.raises(ValueError, match="checkpoint-2 is incomplete"):
+        _trainer(tmp_path, max_steps=4).train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    (tmp_path / "checkpoint-2").rename(tmp_path / "checkpoint-x")
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        _trainer(tmp_path, max_steps=4).train(resume_from_checkpoint=True)

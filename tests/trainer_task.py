@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
 
@@ -11,19 +12,49 @@ from fvae_asr import AdapterConfig, FVAELoRAConfig, inject
 VOCAB, PAD = 50, 0
 
 
-def tiny_bert_base(seed: int = 0) -> BertForSequenceClassification:
+def tiny_bert_base(seed: int = 0, dropout: float = 0.1) -> BertForSequenceClassification:
     """Tiny random BERT (2 layers, hidden 32) with a 2-class head, no adapters."""
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, num_labels=2, pad_token_id=PAD)
+                     intermediate_size=64, num_labels=2, pad_token_id=PAD, hidden_dropout_prob=dropout,
+                     attention_probs_dropout_prob=dropout)
     return BertForSequenceClassification(cfg)
 
 
-def tiny_bert_classifier(seed: int = 0, adapter: AdapterConfig | None = None) -> BertForSequenceClassification:
+def tiny_bert_classifier(seed: int = 0, adapter: AdapterConfig | None = None,
+                         dropout: float = 0.1) -> BertForSequenceClassification:  # fmt: skip
     """``tiny_bert_base`` with adapters (default: FVAE on query/key, aux_weight 0.5, the head trainable)."""
-    model = tiny_bert_base(seed)
+    model = tiny_bert_base(seed, dropout)
     inject(model, adapter or FVAELoRAConfig(rank=4, target_modules=["query", "key"], trainable_modules=["classifier"],
                                             aux_weight=0.5))
+    return model
+
+
+def dropout_free_bert_classifier() -> BertForSequenceClassification:
+    """``tiny_bert_classifier`` without dropout anywhere (BERT's and the adapters'): a forward's only randomness is
+    the latents' sampling noise."""
+    return tiny_bert_classifier(adapter=FVAELoRAConfig(rank=4, target_modules=["query", "key"], aux_weight=0.5,
+                                                       trainable_modules=["classifier"], dropout=0.0,
+                                                       decoder_dropout=0.0), dropout=0.0)
+
+
+class ExplicitArgumentsClassifier(nn.Module):
+    """A classifier whose ``forward`` names its arguments (no ``**kwargs``): the Trainer passes it no loss kwargs."""
+
+    def __init__(self, bert: BertForSequenceClassification) -> None:
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+
+def explicit_arguments_classifier() -> ExplicitArgumentsClassifier:
+    """A dropout-free tiny BERT behind ``ExplicitArgumentsClassifier``, with the same adapters as
+    ``dropout_free_bert_classifier``."""
+    model = ExplicitArgumentsClassifier(tiny_bert_base(dropout=0.0))
+    inject(model, FVAELoRAConfig(rank=4, target_modules=["query", "key"], trainable_modules=["classifier"],
+                                 aux_weight=0.5, dropout=0.0, decoder_dropout=0.0))
     return model
 
 

@@ -5,17 +5,23 @@ Build the model, ``fvae_asr.inject(model, config)``, then use ``FVAETrainer`` ex
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import Trainer
-from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import nested_gather
+from transformers.trainer_utils import sort_checkpoints
 
 from fvae_asr.adapters.checkpoint import CONFIG_NAME, load_adapter, save_adapter
-from fvae_asr.adapters.model import aux_loss, aux_weight, frame_mask, has_adapters, loss_terms
+from fvae_asr.adapters.model import aux_loss, aux_weight, has_adapters, loss_terms, set_frame_mask
+from fvae_asr.files import read_json
+
+logger = logging.getLogger(__name__)
 
 MASK_INPUTS = ("input_ids", "inputs_embeds")  # token-level inputs: their attention_mask marks the layers' frames
 
@@ -50,21 +56,66 @@ def audio_frame_mask(model: nn.Module, inputs: dict[str, Any]) -> Tensor | None:
     return model._get_feature_vector_attention_mask(frames, mask, add_adapter=False).bool()
 
 
+def incomplete_checkpoint(folder: str | os.PathLike) -> str | None:
+    """Why a Trainer checkpoint cannot be resumed from, or None: the Trainer writes ``trainer_state.json`` last, so
+    a run stopped while saving leaves it missing or cut short."""
+    try:
+        read_json(Path(folder) / TRAINER_STATE_NAME, TRAINER_STATE_NAME)
+    except (OSError, ValueError) as err:
+        return str(err)
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str:
+    """The newest ``checkpoint-N`` folder of ``output_dir`` that is complete; newer incomplete ones are logged and
+    skipped. ValueError when there is none."""
+    skipped = []
+    for folder in reversed(sort_checkpoints(str(output_dir))):
+        problem = incomplete_checkpoint(folder)
+        if problem is None:
+            for other, why in skipped:
+                logger.warning("%s is incomplete (%s); resuming from %s", other, why, folder)
+            return folder
+        skipped.append((folder, problem))
+    found = f" ({', '.join(f'{folder} is incomplete' for folder, _ in skipped)})" if skipped else ""
+    raise ValueError(f"no complete checkpoint in {output_dir} to resume from{found}")
+
+
+REENTRANT_CHECKPOINTING = (
+    "FVAETrainer: reentrant activation checkpointing (use_reentrant=True) runs the checkpointed layers without "
+    "autograd, so the FVAE auxiliary loss would have no gradient and the decoders would never train; use "
+    "activation_checkpointing_kwargs={'use_reentrant': False} (the Trainer's default)"
+)
+
+
 class FVAETrainer(Trainer):
     """``transformers.Trainer`` that trains fvae-asr adapters: task loss + ``aux_weight * aux_loss`` in training.
 
     Logs the mean FVAE loss parts since the last log (``fvae_reconstruction``, ``fvae_kl_z1``, ``fvae_gamma``...),
     keeps padding out of the FVAE terms (see ``frame_mask_for``), and saves and resumes adapter-only checkpoints
-    (``adapter_config.json`` + ``adapter_model.safetensors``). A model without adapters trains as with ``Trainer``.
+    (``adapter_config.json`` + ``adapter_model.safetensors``); ``resume_from_checkpoint=True`` skips a checkpoint
+    left incomplete by a kill. A model without adapters trains as with ``Trainer``.
+
+    With adapters, gradient accumulation gives the gradients of the whole batch for both terms: each micro-batch's
+    loss is its own (the model is not handed ``num_items_in_batch``, which models that take ``**kwargs``, such as
+    BERT's or wav2vec2's heads, silently ignore) and the sum is divided by the accumulation steps; a
+    ``compute_loss_func`` normalises over the accumulated batch as the Trainer documents, and the aux term follows.
+    Activation checkpointing works in its default, non-reentrant form; the reentrant one is refused.
     One process or DDP (``torchrun``); DeepSpeed and FSDP shard the weights, which adapter saving does not handle.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if has_adapters(self._adapted_model()) and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
-            raise ValueError("FVAETrainer supports one process or DDP; DeepSpeed and FSDP are not supported")
+        if has_adapters(self._adapted_model()):
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                raise ValueError("FVAETrainer supports one process or DDP; DeepSpeed and FSDP are not supported")
+            checkpointing = self.args.activation_checkpointing_kwargs or {}
+            if self.args.activation_checkpointing and checkpointing.get("use_reentrant") is True:
+                raise ValueError(REENTRANT_CHECKPOINTING)
+            self.model_accepts_loss_kwargs = False  # see the class docstring: one rule for the task and aux terms
         self._part_sums: dict[str, Tensor] = {}
         self._part_batches = 0
+        self._in_training_step = False
 
     def _adapted_model(self, model: nn.Module | None = None) -> nn.Module:
         return self.accelerator.unwrap_model(model if model is not None else self.model, keep_torch_compile=False)
@@ -96,19 +147,48 @@ class FVAETrainer(Trainer):
         adapted = self._adapted_model(model)
         if not has_adapters(adapted):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with frame_mask(adapted, self.frame_mask_for(adapted, inputs)):
+        set_frame_mask(adapted, self.frame_mask_for(adapted, inputs))
+        try:
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            if not self._in_training_step:  # a training step clears it after backward (see training_step)
+                set_frame_mask(adapted, None)
         if not adapted.training:
             return result
         loss, outputs = result if return_outputs else (result, None)
         weight = aux_weight(adapted)
         if weight:
             aux = aux_loss(adapted)
+            if torch.is_grad_enabled() and not aux.requires_grad and loss_terms(adapted):
+                raise RuntimeError(REENTRANT_CHECKPOINTING)
             if self._task_loss_is_scaled_for_ga(num_items_in_batch):
                 aux = aux / self.current_gradient_accumulation_steps
             loss = loss + weight * aux
         self._accumulate_parts(loss_terms(adapted))
         return (loss, outputs) if return_outputs else loss
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Tensor | Any], num_items_in_batch: Tensor | int | None = None
+    ) -> Tensor:
+        """The Trainer's step, with the batch's frame mask kept on the FVAE layers until backward is done: layers
+        that activation checkpointing recomputes in backward then compute what they computed in the forward."""
+        self._in_training_step = True
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        finally:
+            self._in_training_step = False
+            set_frame_mask(self._adapted_model(model), None)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train``; ``resume_from_checkpoint=True`` resumes from the newest complete checkpoint (skipping,
+        with a warning, one that a kill left incomplete), and a named incomplete checkpoint is a ValueError."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+        elif resume_from_checkpoint:
+            problem = incomplete_checkpoint(resume_from_checkpoint)
+            if problem:
+                raise ValueError(f"{resume_from_checkpoint} is incomplete ({problem}): cannot resume from it")
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _accumulate_parts(self, parts: dict[str, Tensor]) -> None:
         if not parts:
