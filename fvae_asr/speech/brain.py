@@ -23,6 +23,10 @@ from fvae_asr.speech.run_folder import RunSettingsError
 logger = logging.getLogger(__name__)
 
 
+class TrainingDiverged(RuntimeError):
+    """A training loss or a trained weight is not finite (NaN or infinite); nothing of it was checkpointed."""
+
+
 @register_checkpoint_hooks
 class PhoneCTCBrain(sb.Brain):
     """Expects hparams ``model`` (the unwrapped CTCRecognizer), ``label_encoder``, ``lr_scheduler``,
@@ -112,6 +116,29 @@ class PhoneCTCBrain(sb.Brain):
     def on_fit_batch_start(self, batch, should_step):
         self.random_states.restore_pending()
 
+    def check_loss_isfinite(self, loss):
+        """Stop at the first non-finite training loss, before its gradient reaches the weights. (SpeechBrain lets
+        ``nonfinite_patience`` such steps an epoch through, whose NaN gradients then spoil the weights.)"""
+        if not torch.isfinite(loss):
+            self._diverged(f"the training loss is {loss.item()}")
+
+    def _check_finite_weights(self) -> None:
+        """Refuse to checkpoint non-finite trained weights (every later resume would call them damaged)."""
+        for name, param in self.hparams.model.named_parameters():
+            if param.requires_grad and not torch.isfinite(param).all():
+                self._diverged(f"the trained weight '{name}' has non-finite values (not checkpointed)")
+
+    def _diverged(self, what: str) -> None:
+        raise TrainingDiverged(
+            f"training diverged: {what} at epoch {self.hparams.epoch_counter.current}, step {self.step}; the "
+            f"checkpoints before it are intact. Train with a lower learning rate than "
+            f"{self.optimizer.defaults['lr']:g} (with --restart=True to start afresh)"
+        )
+
+    def _save_intra_epoch_ckpt(self):
+        self._check_finite_weights()
+        super()._save_intra_epoch_ckpt()
+
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         if should_step:
             used = self.optimizer.param_groups[0]["lr"]
@@ -158,6 +185,7 @@ class PhoneCTCBrain(sb.Brain):
                 train_stats=self.train_stats,
                 valid_stats={"loss": stage_loss, "PER": report["per"]},
             )
+            self._check_finite_weights()
             self.checkpointer.save_and_keep_only(meta={"PER": report["per"]}, min_keys=["PER"])
             return
         self.test_report = {**report, "loss": stage_loss}

@@ -7,11 +7,16 @@ An export directory holds ``recognizer.json`` (task, backbone, training kind, la
 checkpoint (``adapter_config.json`` + ``adapter_model.safetensors``, adapters + head) or, for ``full``/``frozen``,
 ``trainable_model.safetensors`` with the weights that were trained. Nothing in it refers to a path outside it, so
 the folder can be moved or shared. Loading checks every field and weight and names the file at fault.
+
+An export is written into a staging folder beside its directory and renamed into place: a crash or a full disk
+leaves the previous export whole, never its description beside new weights.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +27,10 @@ from torch import nn
 from transformers import AutoModelForCTC, Wav2Vec2CTCTokenizer
 
 from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
-from fvae_asr.adapters.checkpoint import WEIGHTS_NAME, check_finite, load_tensors, save_tensors
+from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME, check_finite, load_tensors, save_tensors
 from fvae_asr.adapters.peft_format import PEFT_PREFIX
 from fvae_asr.audio import SAMPLE_RATE
-from fvae_asr.files import read_json, respect_umask, write_json
+from fvae_asr.files import is_disk_full, read_json, respect_umask, write_json
 from fvae_asr.speech.classifier import PooledClassifier
 from fvae_asr.speech.encoder import SSLEncoder, is_hub_id, quiet_hf_loading
 from fvae_asr.speech.recognizer import ADAPTER_KINDS, HEAD_NAME, CTCRecognizer, configure_training
@@ -38,6 +43,12 @@ ADAPTER_FORMAT_KINDS = ("fvae_lora", "lora")  # saved as an adapter checkpoint; 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"ctc": CTCRecognizer, "classification": PooledClassifier}
 DEFAULT_TASK = "ctc"
 ExportedModel = CTCRecognizer | PooledClassifier
+EXPORT_NAMES = frozenset({DESCRIPTION_NAME, TRAINABLE_NAME, BACKBONE_DIR, CONFIG_NAME, WEIGHTS_NAME})
+_STAGING, _REPLACED = "staging", "replaced"  # .<name>.staging-<pid>: being written; .<name>.replaced-<pid>: the old
+
+
+class ExportError(OSError):
+    """An export could not be written (the previous one, if any, is intact)."""
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -84,15 +95,34 @@ def export_recognizer(model: ExportedModel, kind: str, labels: list[str], direct
     (``labels``: its class names, in the order of the head's outputs).
 
     A backbone loaded from a local folder (or randomly initialised) is saved into the export; one from the
-    Hugging Face hub is recorded by its hub id. ``recognizer.json`` is written last: a directory without it is
-    an unfinished export.
+    Hugging Face hub is recorded by its hub id. The export is written into a staging folder and renamed into
+    place, replacing an earlier export there (a folder holding anything else is refused); a failure to write it
+    (a full disk) raises ``ExportError`` and leaves the earlier export as it was.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     task = next((name for name, cls in MODEL_CLASSES.items() if isinstance(model, cls)), None)
     if task is None:
         exportable = ", ".join(cls.__name__ for cls in MODEL_CLASSES.values())
         raise TypeError(f"cannot export a {type(model).__name__}: the exportable models are {exportable}")
+    check_replaceable(directory)
+    remove_unfinished_exports(directory)
+    staging = _beside(directory, _STAGING)
+    try:
+        staging.mkdir(parents=True)
+        _write_export(model, task, kind, labels, staging)
+        _replace(directory, staging)
+    except (OSError, SafetensorError) as err:
+        disk_full = is_disk_full(err, directory.parent)  # before the partial export frees its space
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = "no space left on the device (free some space and run again)" if disk_full else str(err)
+        raise ExportError(f"cannot write the export {directory}: {reason}; an earlier export there is intact") from err
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def _write_export(model: ExportedModel, task: str, kind: str, labels: list[str], directory: Path) -> None:
     encoder = model.encoder
     description = {
         "task": task,
@@ -110,7 +140,50 @@ def export_recognizer(model: ExportedModel, kind: str, labels: list[str], direct
     else:
         save_trainable(model, directory / TRAINABLE_NAME)
     write_json(directory / DESCRIPTION_NAME, description)
-    return directory
+
+
+def check_replaceable(directory: Path) -> None:
+    """``directory`` must be missing, empty or an export (only its files): an export replaces it whole."""
+    if directory.exists() and not directory.is_dir():
+        raise ExportError(f"cannot export to {directory}: it is a file, not a folder")
+    others = sorted(p.name for p in directory.iterdir() if p.name not in EXPORT_NAMES) if directory.is_dir() else []
+    if others:
+        raise ExportError(f"cannot export to {directory}: it holds files that are no part of an export "
+                          f"({', '.join(others[:5])}); choose a new or empty folder")  # fmt: skip
+
+
+def remove_export(directory: Path) -> bool:
+    """Delete an export (refused, see ``check_replaceable``, if the folder holds anything else) and what an
+    interrupted export left beside it; whether there was one."""
+    check_replaceable(directory)
+    remove_unfinished_exports(directory)
+    if not directory.is_dir():
+        return False
+    shutil.rmtree(directory)
+    return True
+
+
+def remove_unfinished_exports(directory: Path) -> None:
+    """Delete the staging folders and replaced exports that a killed export left beside ``directory``."""
+    if directory.parent.is_dir():
+        for kind in (_STAGING, _REPLACED):
+            for path in directory.parent.glob(f".{directory.name}.{kind}-*"):
+                shutil.rmtree(path)
+
+
+def _beside(directory: Path, kind: str) -> Path:
+    return directory.with_name(f".{directory.name}.{kind}-{os.getpid()}")
+
+
+def _replace(directory: Path, staging: Path) -> None:
+    """Rename ``staging`` to ``directory``; an earlier export there is first renamed aside, then deleted."""
+    if directory.is_dir():
+        replaced = _beside(directory, _REPLACED)
+        directory.rename(replaced)
+        staging.rename(directory)
+        shutil.rmtree(replaced)
+    else:
+        staging.rename(directory)
 
 
 def _save_backbone(encoder: SSLEncoder, directory: Path) -> str:

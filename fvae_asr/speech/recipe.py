@@ -26,16 +26,19 @@ from fvae_asr.speech.annotations import (
     check_phones,
     read_annotation,
 )
-from fvae_asr.speech.brain import PhoneCTCBrain
+from fvae_asr.audio import SAMPLE_RATE
+from fvae_asr.speech.brain import PhoneCTCBrain, TrainingDiverged
 from fvae_asr.speech.checkpointing import CheckpointRecoveryError, CheckpointSaveError
+from fvae_asr.speech.chunking import FrameGeometry
 from fvae_asr.speech.data import dataio_prepare, labels_of, phone_encoder
-from fvae_asr.speech.export import export_recognizer
+from fvae_asr.speech.encoder import SSLEncoder
+from fvae_asr.speech.export import ExportError, export_recognizer
 from fvae_asr.speech.hparams import as_mapping, hparams_source
 from fvae_asr.speech.recognizer import configure_training, count_parameters, init_head_from_checkpoint
 from fvae_asr.speech.run_folder import (
     LABEL_ENCODER_NAME,
     RENAMED_KEYS,
-    RunFolderInUse,
+    RunFolderError,
     RunSettingsError,
     check_resumable,
     clear_previous_run,
@@ -111,6 +114,23 @@ def _prepared_timit(hparams: dict[str, Any], phones: list[str]) -> dict[str, Ann
     return splits
 
 
+def check_durations(splits: dict[str, Annotation], encoder: SSLEncoder) -> None:
+    """Every utterance must give the encoder a frame, and a training one the frames of a SpecAugment mask when
+    masking is on; sorted by duration, the shortest share a batch, which the encoder cannot take."""
+    geometry = FrameGeometry.from_frame_lengths(encoder.frame_lengths)
+    config = encoder.model.config
+    masked = getattr(config, "mask_time_prob", 0) > 0
+    for split, annotation in splits.items():
+        frames = max(1, config.mask_time_length) if split == "train" and masked else 1
+        samples = geometry.receptive_field + (frames - 1) * geometry.hop
+        for utt_id, entry in annotation.entries.items():
+            if geometry.frames(round(entry["duration"] * SAMPLE_RATE)) < frames:
+                why = f"{frames} frames for SpecAugment's masks (mask_time_length)" if frames > 1 else "one frame"
+                raise AnnotationError(f"{annotation.where(utt_id)}: {entry['duration']:.4g} s is too short: the "
+                                      f"encoder needs at least {samples / SAMPLE_RATE:.4g} s ({samples} samples) "
+                                      f"for {why}")  # fmt: skip
+
+
 def _train_test_export(
     hparams_file: str | Path, run_opts: dict[str, Any], overrides: str | dict, corpus: Corpus
 ) -> dict:
@@ -126,6 +146,7 @@ def _train_test_export(
     datasets = dataio_prepare(entries, label_encoder, hparams["train_sorting"])
 
     model = hparams["model"]
+    check_durations(splits, model.encoder)
     if hparams["init_head_from_checkpoint"]:
         _init_head(model, hparams, labels_of(label_encoder), label_encoder.get_blank_index())
     kind = hparams["adapter"]
@@ -176,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     except RunSettingsError as err:  # a usage error
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except (AnnotationError, RunFolderInUse, CheckpointSaveError, CheckpointRecoveryError) as err:
+    except (AnnotationError, RunFolderError, CheckpointSaveError, CheckpointRecoveryError, ExportError,
+            TrainingDiverged) as err:  # fmt: skip
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -23,6 +23,7 @@ from typing import Any
 import ruamel.yaml
 import torch
 from hyperpyyaml import resolve_references
+from speechbrain.utils.distributed import infer_device
 from speechbrain.utils.run_opts import RunOptions
 
 from fvae_asr.files import read_json, write_atomically
@@ -58,7 +59,11 @@ class RunSettingsError(ValueError):
     """A usage error: a setting is invalid, or differs from the run already in the output folder."""
 
 
-class RunFolderInUse(RuntimeError):
+class RunFolderError(RuntimeError):
+    """The run's folders cannot be used: another run holds them, or they cannot be written."""
+
+
+class RunFolderInUse(RunFolderError):
     """Another process is running in this output folder."""
 
 
@@ -113,6 +118,7 @@ def _resolve(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mappi
     flat["world_size"] = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     flat = json.loads(json.dumps(flat))  # plain JSON values, as they come back from the record
     _validate(flat)
+    _check_device(given.get("device") or flat.get("device") or infer_device(), flat)
     corpus = corpus_of(flat)
     return {**flat, **corpus.settings}, corpus
 
@@ -185,12 +191,32 @@ def _validate(flat: dict[str, Any]) -> None:
                                f"{', '.join(annotations)}")  # fmt: skip
 
 
+def _check_device(device: str, flat: dict[str, Any]) -> None:
+    """The device must exist here, and fp16 needs CUDA (SpeechBrain refuses it on a CPU, after preparation)."""
+    kind, _, index = str(device).partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (int(index) if index.isdigit() else 0) >= count:
+            has = f"only {count} CUDA device{'s' if count > 1 else ''}" if count else "no CUDA device"
+            raise RunSettingsError(f"--device={device}: this machine has {has}; use --device=cpu or a device it has")
+    if kind == "cpu":
+        fp16 = [key for key in ("precision", "eval_precision") if flat.get(key) == "fp16"]
+        if fp16:
+            raise RunSettingsError(f"{' and '.join(fp16)} fp16 needs a CUDA device, and this run is on the cpu: use "
+                                   "bf16 (or fp32) on a CPU")  # fmt: skip
+
+
 @contextmanager
 def run_folder_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (created if missing) for the block; the system drops it when the
     process dies, so a killed run never blocks the next one. Raises ``RunFolderInUse`` if another holds it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_NAME, "a+", encoding="utf-8") as handle:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_NAME, "a+", encoding="utf-8")  # noqa: SIM115 - closed by the with below
+    except OSError as err:
+        raise RunFolderError(f"{folder}: cannot write there ({err.strerror or err}); choose a folder this run can "
+                             "write") from None  # fmt: skip
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
