@@ -7,7 +7,7 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +78,27 @@ def is_disk_full(err: BaseException, directory: Path) -> bool:
             return True
         err = err.__cause__ or err.__context__
     return False
+
+
+def file_stamps(paths: Iterable[Path]) -> dict[Path, str]:
+    """``"<size> <mtime_ns>"`` of every file that exists (stat() only: noticing a file replaced or rewritten in
+    place costs no reading); missing files are left out, for the reader to report."""
+    stamps = {}
+    for path in paths:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        stamps[path] = f"{stat.st_size} {stat.st_mtime_ns}"
+    return stamps
+
+
+def describe_changes(before: Mapping[str, str], now: Mapping[str, str]) -> str:
+    """The files added, removed and modified between two ``file_stamps`` (keyed by name), a few named of each."""
+    differences = {
+        "added": sorted(now.keys() - before.keys()),
+        "removed": sorted(before.keys() - now.keys()),
+        "modified": sorted(path for path in now.keys() & before.keys() if now[path] != before[path]),
+    }
+    return "; ".join(f"{len(files)} {kind} ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
+                     for kind, files in differences.items() if files)  # fmt: skip

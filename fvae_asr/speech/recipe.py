@@ -32,7 +32,7 @@ from fvae_asr.speech.checkpointing import CheckpointRecoveryError, CheckpointSav
 from fvae_asr.speech.chunking import FrameGeometry
 from fvae_asr.speech.data import dataio_prepare, labels_of, phone_encoder
 from fvae_asr.speech.encoder import SSLEncoder
-from fvae_asr.speech.export import ExportError, export_recognizer
+from fvae_asr.speech.export import ExportError, check_replaceable, export_recognizer
 from fvae_asr.speech.hparams import as_mapping, hparams_source
 from fvae_asr.speech.recognizer import configure_training, count_parameters, init_head_from_checkpoint
 from fvae_asr.speech.run_folder import (
@@ -41,11 +41,12 @@ from fvae_asr.speech.run_folder import (
     RunFolderError,
     RunSettingsError,
     check_resumable,
+    check_save_folder_owner,
     clear_previous_run,
     plan_run,
     record_settings,
     remove_unfinished_checkpoints,
-    run_folder_lock,
+    run_lock,
 )
 from fvae_asr.speech.timit import SPLITS, prepare_timit
 
@@ -80,8 +81,9 @@ def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overri
 
     Before anything is written: invalid settings raise ``RunSettingsError`` (a ``ValueError``), and a corpus
     given by annotations whose files, rows, phones or audio cannot be used raises ``AnnotationError`` (also a
-    ``ValueError``); then the main process locks the output folder (``RunFolderInUse`` if another run holds it)
-    and refuses to resume a run whose settings changed, unless ``restart`` clears it.
+    ``ValueError``); then the main process locks the output and save folders (``RunFolderInUse`` if another run
+    holds one), refuses a save folder that holds another run's checkpoints, and refuses to resume a run whose
+    settings or audio changed, unless ``restart`` clears it (and the earlier results) first.
     """
     run_opts = run_opts or {}
     try:
@@ -94,7 +96,9 @@ def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overri
         return _train_test_export(hparams_file, run_opts, overrides, plan.corpus)
     if plan.corpus.splits is not None:
         check_audio(plan.corpus.splits)
-    with run_folder_lock(plan.output_folder):
+    check_replaceable(plan.export_folder)
+    with run_lock(plan):
+        check_save_folder_owner(plan)
         if plan.restart:
             clear_previous_run(plan)
         else:
