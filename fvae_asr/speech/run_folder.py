@@ -68,7 +68,7 @@ class RunFolderError(RuntimeError):
 
 
 class RunFolderInUse(RunFolderError):
-    """Another process is running in this output folder."""
+    """Another process is running in this output or save folder."""
 
 
 @dataclass
@@ -220,7 +220,8 @@ def _check_device(device: str, flat: dict[str, Any]) -> None:
 @contextmanager
 def run_folder_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (created if missing) for the block; the system drops it when the
-    process dies, so a killed run never blocks the next one. Raises ``RunFolderInUse`` if another holds it."""
+    process dies, so a killed run never blocks the next one. Raises ``RunFolderInUse`` if another holds it, and
+    ``RunFolderError`` if the folder cannot be written (a read-only file system, permissions)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / LOCK_NAME, "a+", encoding="utf-8")  # noqa: SIM115 - closed by the with below
