@@ -3,11 +3,15 @@ errors that name the file, and atomic writes that leave either the old file or t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+ALMOST_FULL_BYTES = 1 << 20
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -56,3 +60,45 @@ def respect_umask(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     path.chmod(0o666 & ~umask)
+
+
+def is_disk_full(err: BaseException, directory: Path) -> bool:
+    """Whether a failed write ran out of space: ENOSPC in the exception chain, the system's message in it
+    (safetensors' SafetensorError), or (almost) no space left in ``directory`` (torch.save's RuntimeError,
+    "basic_ios::clear", drops the system error). Ask before deleting what the failed write left."""
+    try:
+        if shutil.disk_usage(directory).free < ALMOST_FULL_BYTES:
+            return True
+    except OSError:
+        pass
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def file_stamps(paths: Iterable[Path]) -> dict[Path, str]:
+    """``"<size> <mtime_ns>"`` of every file that exists (stat() only: noticing a file replaced or rewritten in
+    place costs no reading); missing files are left out, for the reader to report."""
+    stamps = {}
+    for path in paths:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        stamps[path] = f"{stat.st_size} {stat.st_mtime_ns}"
+    return stamps
+
+
+def describe_changes(before: Mapping[str, str], now: Mapping[str, str]) -> str:
+    """The files added, removed and modified between two ``file_stamps`` (keyed by name), a few named of each."""
+    differences = {
+        "added": sorted(now.keys() - before.keys()),
+        "removed": sorted(before.keys() - now.keys()),
+        "modified": sorted(path for path in now.keys() & before.keys() if now[path] != before[path]),
+    }
+    return "; ".join(f"{len(files)} {kind} ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
+                     for kind, files in differences.items() if files)  # fmt: skip

@@ -25,7 +25,8 @@ from torch import Tensor
 from speechbrain.dataio.encoder import DEFAULT_BLANK
 
 from fvae_asr.audio import SAMPLE_RATE, AudioError, check_regular_file, header_duration
-from fvae_asr.speech.timit import PHONES_39, PHONES_61
+from fvae_asr.files import file_stamps
+from fvae_asr.speech.timit import PHONES_39, PHONES_61, corpus_files
 
 # The recipe's keys of the three annotations, by split (SpeechBrain's names; "valid" is the recipe's dev split).
 ANNOTATION_KEYS = {"train": "train_annotation", "dev": "valid_annotation", "test": "test_annotation"}
@@ -86,6 +87,19 @@ def corpus_of(settings: Mapping) -> Corpus:
         check_phones(splits, phones, inventory_file or f"the phones of {splits['train'].path}")
     recorded = {f"{key}<sha256>": _sha256(path) for key, path in files.items()}
     return Corpus(phones=phones, splits=splits, settings={"n_tokens": len(phones) + 1, **recorded})
+
+
+def audio_files(settings: Mapping, corpus: Corpus) -> dict[str, str]:
+    """What identifies the audio a run trains and tests on: ``"<size> <mtime_ns>"`` of every audio file of the
+    annotations (by absolute path), or of every file TIMIT preparation reads (by its path under ``data_folder``),
+    so that a corpus regenerated or replaced in place is noticed as TIMIT preparation notices it."""
+    if corpus.splits is None:
+        try:
+            return corpus_files(settings["data_folder"])
+        except OSError as err:  # no TIMIT there
+            raise AnnotationError(str(err)) from None
+    wavs = {entry["wav"] for annotation in corpus.splits.values() for entry in annotation.entries.values()}
+    return {str(path): stamp for path, stamp in file_stamps(Path(wav) for wav in sorted(wavs)).items()}
 
 
 def read_annotation(path: str | Path, data_root: str | None = None) -> Annotation:

@@ -29,10 +29,11 @@ from speechbrain.utils.checkpoints import (
 )
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
+from fvae_asr.files import is_disk_full
+
 logger = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
-ALMOST_FULL_BYTES = 1 << 20
 
 
 class CheckpointSaveError(OSError):
@@ -57,8 +58,9 @@ class AtomicCheckpointer(Checkpointer):
             staged = super().save_checkpoint(meta, end_of_epoch, name, verbosity=logging.DEBUG)
             ddp_barrier()  # every process has written its files
         except Exception as err:
+            disk_full = is_disk_full(err, self.checkpoints_dir)  # before the partial checkpoint frees its space
             self._remove_staging_folders()
-            if _is_disk_full(err, self.checkpoints_dir):
+            if disk_full:
                 raise CheckpointSaveError(
                     errno.ENOSPC,
                     f"no space left on the device while saving a checkpoint in {self.checkpoints_dir}: free some "
@@ -154,23 +156,6 @@ def weights_only_loads() -> Iterator[None]:
         yield
     finally:
         torch.load = original
-
-
-def _is_disk_full(err: BaseException, directory: Path) -> bool:
-    """ENOSPC in the exception chain, or a failed write with (almost) no space left: torch.save reports a full
-    disk as a RuntimeError ("file write failed") without the system error."""
-    try:
-        if shutil.disk_usage(directory).free < ALMOST_FULL_BYTES:
-            return True
-    except OSError:
-        pass
-    while err is not None:
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(err):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
 
 
 class RandomStates:

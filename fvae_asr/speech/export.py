@@ -7,6 +7,9 @@ An export directory holds ``recognizer.json`` (task, backbone, training kind, la
 checkpoint (``adapter_config.json`` + ``adapter_model.safetensors``, adapters + head) or, for ``full``/``frozen``,
 ``trainable_model.safetensors`` with the weights that were trained. Nothing in it refers to a path outside it, so
 the folder can be moved or shared. Loading checks every field and weight and names the file at fault.
+
+An export is written into a staging folder beside its directory and renamed into place: a crash or a full disk
+leaves the previous export whole, never its description beside new weights.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from torch import nn
 from transformers import AutoModelForCTC, Wav2Vec2CTCTokenizer
 
 from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
-from fvae_asr.adapters.checkpoint import WEIGHTS_NAME, check_finite, load_tensors, save_tensors
+from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME, check_finite, load_tensors, save_tensors
 from fvae_asr.adapters.peft_format import PEFT_PREFIX
 from fvae_asr.audio import SAMPLE_RATE
-from fvae_asr.files import read_json, respect_umask, write_json
+from fvae_asr.files import is_disk_full, read_json, respect_umask, write_json
 from fvae_asr.speech.checkpointing import NonFiniteTrainingError
 from fvae_asr.speech.classifier import PooledClassifier
 from fvae_asr.speech.encoder import SSLEncoder, is_hub_id, quiet_hf_loading
@@ -41,6 +44,12 @@ ADAPTER_FORMAT_KINDS = ("fvae_lora", "lora")  # saved as an adapter checkpoint; 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"ctc": CTCRecognizer, "classification": PooledClassifier}
 DEFAULT_TASK = "ctc"
 ExportedModel = CTCRecognizer | PooledClassifier
+EXPORT_NAMES = frozenset({DESCRIPTION_NAME, TRAINABLE_NAME, BACKBONE_DIR, CONFIG_NAME, WEIGHTS_NAME})
+_STAGING, _REPLACED = "staging", "replaced"  # .<name>.staging-<pid>: being written; .<name>.replaced-<pid>: the old
+
+
+class ExportError(OSError):
+    """An export could not be written (the previous one, if any, is intact)."""
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -93,26 +102,30 @@ def export_recognizer(model: ExportedModel, kind: str, labels: list[str], direct
     (``labels``: its class names, in the order of the head's outputs).
 
     A backbone loaded from a local folder (or randomly initialised) is saved into the export; one from the
-    Hugging Face hub is recorded by its hub id. The export is written into a staging folder beside ``directory``
-    and renamed into place once complete (a previous export there is replaced only then), so a crash never leaves
-    new weights beside an old ``recognizer.json``.
+    Hugging Face hub is recorded by its hub id. The export is written into a staging folder and renamed into
+    place, replacing an earlier export there (a folder holding anything else is refused); a failure to write it
+    (a full disk) raises ``ExportError`` and leaves the earlier export as it was.
     """
     directory = Path(directory)
     task = next((name for name, cls in MODEL_CLASSES.items() if isinstance(model, cls)), None)
     if task is None:
         exportable = ", ".join(cls.__name__ for cls in MODEL_CLASSES.values())
         raise TypeError(f"cannot export a {type(model).__name__}: the exportable models are {exportable}")
-    encoder = model.encoder
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = directory.with_name(f".{directory.name}.staging-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    check_replaceable(directory)
+    remove_unfinished_exports(directory)
+    staging = _beside(directory, _STAGING)
     try:
+        staging.mkdir(parents=True)
         _write_export(model, task, kind, labels, staging)
+        _replace(directory, staging)
+    except (OSError, SafetensorError) as err:
+        disk_full = is_disk_full(err, directory.parent)  # before the partial export frees its space
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = "no space left on the device (free some space and run again)" if disk_full else str(err)
+        raise ExportError(f"cannot write the export {directory}: {reason}; an earlier export there is intact") from err
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _replace_folder(staging, directory)
     return directory
 
 
@@ -137,14 +150,48 @@ def _write_export(model: ExportedModel, task: str, kind: str, labels: list[str],
     write_json(directory / DESCRIPTION_NAME, description)
 
 
-def _replace_folder(staged: Path, target: Path) -> None:
-    """Put a complete folder in ``target``'s place: the old one is moved aside first and deleted after, so at
-    every moment ``target`` is either the whole old export, absent, or the whole new one."""
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        target.rename(old)
-    staged.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+def check_replaceable(directory: Path) -> None:
+    """``directory`` must be missing, empty or an export (only its files): an export replaces it whole."""
+    if directory.exists() and not directory.is_dir():
+        raise ExportError(f"cannot export to {directory}: it is a file, not a folder")
+    others = sorted(p.name for p in directory.iterdir() if p.name not in EXPORT_NAMES) if directory.is_dir() else []
+    if others:
+        raise ExportError(f"cannot export to {directory}: it holds files that are no part of an export "
+                          f"({', '.join(others[:5])}); choose a new or empty folder")  # fmt: skip
+
+
+def remove_export(directory: Path) -> bool:
+    """Delete an export (refused, see ``check_replaceable``, if the folder holds anything else) and what an
+    interrupted export left beside it; whether there was one."""
+    check_replaceable(directory)
+    remove_unfinished_exports(directory)
+    if not directory.is_dir():
+        return False
+    shutil.rmtree(directory)
+    return True
+
+
+def remove_unfinished_exports(directory: Path) -> None:
+    """Delete the staging folders and replaced exports that a killed export left beside ``directory``."""
+    if directory.parent.is_dir():
+        for kind in (_STAGING, _REPLACED):
+            for path in directory.parent.glob(f".{directory.name}.{kind}-*"):
+                shutil.rmtree(path)
+
+
+def _beside(directory: Path, kind: str) -> Path:
+    return directory.with_name(f".{directory.name}.{kind}-{os.getpid()}")
+
+
+def _replace(directory: Path, staging: Path) -> None:
+    """Rename ``staging`` to ``directory``; an earlier export there is first renamed aside, then deleted."""
+    if directory.is_dir():
+        replaced = _beside(directory, _REPLACED)
+        directory.rename(replaced)
+        staging.rename(directory)
+        shutil.rmtree(replaced)
+    else:
+        staging.rename(directory)
 
 
 def _save_backbone(encoder: SSLEncoder, directory: Path) -> str:
@@ -270,24 +317,15 @@ def load_exported(directory: str | Path, device: str | torch.device = "cpu") -> 
 
 
 def _backbone_source(directory: Path, backbone: str) -> str:
-    """The backbone folder inside the export, or a hub id. An export is self-contained: a local path that
-    leads outside it (absolute, ``..``, or a link out) is refused, as it would load whatever lies there. A
-    backbone folder that is gone is an error here, not a confusing hub lookup (exports written before backbones
-    were copied name an absolute folder)."""
-    described = directory / DESCRIPTION_NAME
+    """The backbone folder inside the export, or a hub id. A backbone folder that is gone is an error here,
+    not a confusing hub lookup (exports written before backbones were copied name an absolute folder)."""
     folder = directory / backbone
-    path_like = Path(backbone).is_absolute() or ".." in Path(backbone).parts
-    if not path_like and not folder.exists() and is_hub_id(backbone) and backbone != BACKBONE_DIR:
-        return backbone
-    if path_like or (folder.exists() and not folder.resolve().is_relative_to(directory.resolve())):
-        raise ValueError(
-            f"{described}: field 'backbone' is {backbone!r}, a folder outside the export; an export is "
-            f"self-contained, so only a folder inside it (such as '{BACKBONE_DIR}') or a Hugging Face hub id is loaded"
-        )
     if folder.is_dir():
         return str(folder)
+    if is_hub_id(backbone) and backbone != BACKBONE_DIR:
+        return backbone
     raise FileNotFoundError(
-        f"{described}: backbone folder {folder} does not exist (copy the whole export folder; "
+        f"{directory / DESCRIPTION_NAME}: backbone folder {folder} does not exist (copy the whole export folder; "
         "exports written before backbones were copied into them refer to the folder the backbone came from)"
     )
 

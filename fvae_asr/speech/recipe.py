@@ -27,18 +27,22 @@ from fvae_asr.speech.annotations import (
     check_phones,
     read_annotation,
 )
+from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.speech.brain import PhoneCTCBrain
 from fvae_asr.speech.checkpointing import CheckpointRecoveryError, CheckpointSaveError, NonFiniteTrainingError
+from fvae_asr.speech.chunking import FrameGeometry
 from fvae_asr.speech.data import dataio_prepare, labels_of, phone_encoder
-from fvae_asr.speech.export import export_recognizer
+from fvae_asr.speech.encoder import SSLEncoder
+from fvae_asr.speech.export import ExportError, check_replaceable, export_recognizer
 from fvae_asr.speech.hparams import as_mapping, hparams_source
 from fvae_asr.speech.recognizer import configure_training, count_parameters, init_head_from_checkpoint
 from fvae_asr.speech.run_folder import (
     LABEL_ENCODER_NAME,
     RENAMED_KEYS,
-    RunFolderInUse,
+    RunFolderError,
     RunSettingsError,
     check_resumable,
+    check_save_folder_owner,
     clear_previous_run,
     plan_run,
     record_settings,
@@ -78,8 +82,9 @@ def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overri
 
     Before anything is written: invalid settings raise ``RunSettingsError`` (a ``ValueError``), and a corpus
     given by annotations whose files, rows, phones or audio cannot be used raises ``AnnotationError`` (also a
-    ``ValueError``); then the main process locks the output folder (``RunFolderInUse`` if another run holds it)
-    and refuses to resume a run whose settings changed, unless ``restart`` clears it.
+    ``ValueError``); then the main process locks the output and save folders (``RunFolderInUse`` if another run
+    holds one), refuses a save folder that holds another run's checkpoints, and refuses to resume a run whose
+    settings or audio changed, unless ``restart`` clears it (and the earlier results) first.
     """
     run_opts = run_opts or {}
     try:
@@ -92,7 +97,9 @@ def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overri
         return _train_test_export(hparams_file, run_opts, overrides, plan.corpus)
     if plan.corpus.splits is not None:
         check_audio(plan.corpus.splits)
+    check_replaceable(plan.export_folder)
     with run_folders_lock(plan):
+        check_save_folder_owner(plan)
         if plan.restart:
             clear_previous_run(plan)
         else:
@@ -112,6 +119,23 @@ def _prepared_timit(hparams: dict[str, Any], phones: list[str]) -> dict[str, Ann
     return splits
 
 
+def check_durations(splits: dict[str, Annotation], encoder: SSLEncoder) -> None:
+    """Every utterance must give the encoder a frame, and a training one the frames of a SpecAugment mask when
+    masking is on; sorted by duration, the shortest share a batch, which the encoder cannot take."""
+    geometry = FrameGeometry.from_frame_lengths(encoder.frame_lengths)
+    config = encoder.model.config
+    masked = getattr(config, "mask_time_prob", 0) > 0
+    for split, annotation in splits.items():
+        frames = max(1, config.mask_time_length) if split == "train" and masked else 1
+        samples = geometry.receptive_field + (frames - 1) * geometry.hop
+        for utt_id, entry in annotation.entries.items():
+            if geometry.frames(round(entry["duration"] * SAMPLE_RATE)) < frames:
+                why = f"{frames} frames for SpecAugment's masks (mask_time_length)" if frames > 1 else "one frame"
+                raise AnnotationError(f"{annotation.where(utt_id)}: {entry['duration']:.4g} s is too short: the "
+                                      f"encoder needs at least {samples / SAMPLE_RATE:.4g} s ({samples} samples) "
+                                      f"for {why}")  # fmt: skip
+
+
 def _train_test_export(
     hparams_file: str | Path, run_opts: dict[str, Any], overrides: str | dict, corpus: Corpus
 ) -> dict:
@@ -127,6 +151,7 @@ def _train_test_export(
     datasets = dataio_prepare(entries, label_encoder, hparams["train_sorting"])
 
     model = hparams["model"]
+    check_durations(splits, model.encoder)
     check_ctc_lengths(splits["train"], model.encoder.frame_lengths)  # before training: none would train silently
     if hparams["init_head_from_checkpoint"]:
         _init_head(model, hparams, labels_of(label_encoder), label_encoder.get_blank_index())
@@ -178,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     except RunSettingsError as err:  # a usage error
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except (AnnotationError, RunFolderInUse, CheckpointSaveError, CheckpointRecoveryError, NonFiniteTrainingError) as err:
+    except (AnnotationError, RunFolderError, CheckpointSaveError, CheckpointRecoveryError, ExportError,
+            NonFiniteTrainingError) as err:  # fmt: skip
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -1,5 +1,6 @@
 """One training run per output folder: its settings are checked before anything is written, recorded beside its
-checkpoints, compared when it resumes, and a lock keeps a second process out while it runs.
+checkpoints with what identifies its audio, compared when it resumes, and locks keep a second process out of its
+output and save folders while it runs; a save folder that holds another run's checkpoints is refused.
 
 A resumed run must compute what the original run would have computed, so every setting that changes the result
 must match the recorded one; ``RESUMABLE_KEYS`` and ``RESUMABLE_PATHS`` may change (see ``hparams.yaml``).
@@ -23,13 +24,15 @@ from typing import Any
 import ruamel.yaml
 import torch
 from hyperpyyaml import resolve_references
+from speechbrain.utils.distributed import infer_device
 from speechbrain.utils.run_opts import RunOptions
 
-from fvae_asr.files import read_json, write_atomically
-from fvae_asr.speech.annotations import ANNOTATION_KEYS, TIMIT_INVENTORIES, Corpus, corpus_of
+from fvae_asr.files import describe_changes, read_json, write_atomically, write_json
+from fvae_asr.speech.annotations import ANNOTATION_KEYS, TIMIT_INVENTORIES, Corpus, audio_files, corpus_of
 from fvae_asr.speech.checkpointing import STAGING_PREFIX
 from fvae_asr.speech.data import SORTINGS
 from fvae_asr.speech.encoder import check_family
+from fvae_asr.speech.export import check_replaceable, remove_export
 from fvae_asr.speech.hparams import as_mapping
 from fvae_asr.speech.recognizer import ADAPTER_KINDS
 from fvae_asr.speech.train_logger import LOGGERS, TENSORBOARD_MISSING, tensorboard_missing
@@ -37,7 +40,9 @@ from fvae_asr.speech.train_logger import LOGGERS, TENSORBOARD_MISSING, tensorboa
 logger = logging.getLogger(__name__)
 
 RUN_RECORD_NAME = "run_config.json"  # in save_folder, beside the checkpoints it describes
-LOCK_NAME = "run.lock"  # in output_folder
+AUDIO_RECORD_NAME = "corpus_files.json"  # in save_folder: size and mtime of the audio the checkpoints trained on
+LOCK_NAME = "run.lock"  # in output_folder and in save_folder
+OWNER_KEY = "output_folder<absolute>"  # in the settings record: the run folder that owns the save folder
 LABEL_ENCODER_NAME = "label_encoder.txt"  # in save_folder, the labels its checkpoints' heads are trained on
 CHECKPOINT_PREFIX = "CKPT+"  # SpeechBrain's checkpoint folders
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -59,8 +64,12 @@ class RunSettingsError(ValueError):
     """A usage error: a setting is invalid, or differs from the run already in the output folder."""
 
 
-class RunFolderInUse(RuntimeError):
-    """Another process is running in this output folder."""
+class RunFolderError(RuntimeError):
+    """The run's folders cannot be used: another run holds them, or they cannot be written."""
+
+
+class RunFolderInUse(RunFolderError):
+    """Another process is running in this output or save folder."""
 
 
 @dataclass
@@ -70,24 +79,31 @@ class RunPlan:
 
     flat: dict[str, Any]
     corpus: Corpus
+    audio: dict[str, str]  # audio_files of the corpus
     output_folder: Path
     save_folder: Path
     train_log: Path
+    export_folder: Path
+    result_files: tuple[Path, ...]  # the test results and alignments
     restart: bool
 
 
 def plan_run(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mapping | RunOptions) -> RunPlan:
     """Resolve the yaml with its overrides (no object is built, nothing is written), check the settings that
-    have a fixed set of values (``RunSettingsError`` naming the field and what it allows) and read the corpus's
-    annotations (``AnnotationError`` naming the file and row)."""
+    have a fixed set of values (``RunSettingsError`` naming the field and what it allows), read the corpus's
+    annotations (``AnnotationError`` naming the file and row) and stat its audio files."""
     flat, corpus = _resolve(hparams_file, overrides, run_opts)
     restart = flat.get("restart", False)
+    flat[OWNER_KEY] = str(Path(flat["output_folder"]).resolve())
     return RunPlan(
         flat=flat,
         corpus=corpus,
+        audio=audio_files(flat, corpus),
         output_folder=Path(flat["output_folder"]),
         save_folder=Path(flat["save_folder"]),
         train_log=Path(flat["train_log"]),
+        export_folder=Path(flat["export_folder"]),
+        result_files=(Path(flat["test_results_file"]), Path(flat["test_alignments_file"])),
         restart=restart is not False,  # a bare --restart arrives as None
     )
 
@@ -114,6 +130,7 @@ def _resolve(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mappi
     flat["world_size"] = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     flat = json.loads(json.dumps(flat))  # plain JSON values, as they come back from the record
     _validate(flat)
+    _check_device(given.get("device") or flat.get("device") or infer_device(), flat)
     corpus = corpus_of(flat)
     return {**flat, **corpus.settings}, corpus
 
@@ -188,13 +205,34 @@ def _validate(flat: dict[str, Any]) -> None:
                                f"{', '.join(annotations)}")  # fmt: skip
 
 
+def _check_device(device: str, flat: dict[str, Any]) -> None:
+    """The device must exist here, and fp16 needs CUDA (SpeechBrain refuses it on a CPU, after preparation)."""
+    kind, _, index = str(device).partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (int(index) if index.isdigit() else 0) >= count:
+            has = f"only {count} CUDA device{'s' if count > 1 else ''}" if count else "no CUDA device"
+            raise RunSettingsError(f"--device={device}: this machine has {has}; use --device=cpu or a device it has")
+    if kind == "cpu":
+        fp16 = [key for key in ("precision", "eval_precision") if flat.get(key) == "fp16"]
+        if fp16:
+            raise RunSettingsError(f"{' and '.join(fp16)} fp16 needs a CUDA device, and this run is on the cpu: use "
+                                   "bf16 (or fp32) on a CPU")  # fmt: skip
+
+
 @contextmanager
 def run_folder_lock(folder: Path, key: str = "output_folder") -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (created if missing; ``key`` names its setting in messages) for the
     block; the system drops it when the process dies, so a killed run never blocks the next one. Raises
-    ``RunFolderInUse`` if another holds it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_NAME, "a+", encoding="utf-8") as handle:
+    ``RunFolderInUse`` if another holds it, and ``RunFolderError`` if the folder cannot be written (a read-only
+    file system, permissions)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_NAME, "a+", encoding="utf-8")  # noqa: SIM115 - closed by the with below
+    except OSError as err:
+        raise RunFolderError(f"{folder}: cannot write there ({err.strerror or err}); choose a folder this run can "
+                             f"write ({key})") from None  # fmt: skip
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -231,6 +269,25 @@ def run_folders_lock(plan: RunPlan) -> Iterator[None]:
             yield
 
 
+def check_save_folder_owner(plan: RunPlan) -> None:
+    """Refuse (``RunSettingsError``) a save folder whose settings record names another run folder that still
+    exists: its checkpoints are that run's. (A run folder moved as a whole takes its save folder along.)"""
+    record_file = plan.save_folder / RUN_RECORD_NAME
+    if not record_file.is_file():
+        return
+    recorded = read_json(record_file, "run settings (written by the recipe)")
+    owner = recorded.get(OWNER_KEY) or recorded.get("output_folder")
+    if not isinstance(owner, str) or not owner:
+        return
+    owner_folder = Path(owner).resolve()
+    if owner_folder == plan.output_folder.resolve() or not (owner_folder / LOCK_NAME).is_file():
+        return
+    raise RunSettingsError(
+        f"{plan.save_folder} holds the checkpoints of the run in {owner_folder}: give this run its own save_folder "
+        f"(or resume that run with --output_folder={owner_folder})"
+    )
+
+
 def has_checkpoints(save_folder: Path) -> bool:
     """Whether ``save_folder`` holds a checkpoint, i.e. a run that the next start would resume."""
     return save_folder.is_dir() and any(p.name.startswith(CHECKPOINT_PREFIX) for p in save_folder.iterdir())
@@ -263,6 +320,23 @@ def check_resumable(plan: RunPlan, hparams_file: str | Path, overrides: str | Ma
             f"{plan.output_folder} holds a run with other settings ({details}{more}): resume it with its own "
             "settings, or pass --restart=True to delete its checkpoints and start afresh"
         )
+    _check_same_audio(plan)
+
+
+def _check_same_audio(plan: RunPlan) -> None:
+    """Refuse to resume on a corpus whose audio changed since the run recorded it (regenerated, replaced)."""
+    record_file = plan.save_folder / AUDIO_RECORD_NAME
+    if not record_file.is_file():
+        logger.warning("%s: checkpoints without %s (an older run): its audio cannot be checked", plan.save_folder,
+                       AUDIO_RECORD_NAME)  # fmt: skip
+        return
+    recorded = read_json(record_file, "audio files of the run (written by the recipe)")
+    if recorded != plan.audio:
+        raise RunSettingsError(
+            f"{plan.output_folder} holds a run trained on other audio: the corpus changed since ("
+            f"{describe_changes(recorded, plan.audio)}); resume it on its own corpus, or pass --restart=True to "
+            "delete its checkpoints and start afresh"
+        )
 
 
 def _current_names(recorded: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +351,7 @@ def _current_names(recorded: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resumable(key: str) -> bool:
-    return key.split(".")[0] in RESUMABLE_KEYS or any(key == p or key.startswith(f"{p}.") for p in RESUMABLE_PATHS)
+    return key.split(".")[0].split("<")[0] in RESUMABLE_KEYS or any(key == p or key.startswith(f"{p}.") for p in RESUMABLE_PATHS)
 
 
 def remove_unfinished_checkpoints(plan: RunPlan) -> None:
@@ -294,35 +368,32 @@ def remove_unfinished_checkpoints(plan: RunPlan) -> None:
 
 
 def clear_previous_run(plan: RunPlan) -> None:
-    """``restart``: delete the previous run's checkpoints, settings record, label encoder, training log and results
-    (export, test report and alignments), so that a restart that fails leaves nothing of the old run beside it."""
+    """``restart``: delete the previous run's checkpoints, settings records, label encoder, training log and
+    results (test results and alignments, export), so that a restart that fails leaves none of them behind."""
     removed = []
-    export = plan.flat.get("export_folder")
-    if export and Path(export).is_dir():
-        shutil.rmtree(export)
-        removed.append(Path(export).name)
-    for key in ("test_results_file", "test_alignments_file"):
-        result = plan.flat.get(key)
-        if result and Path(result).is_file():
-            Path(result).unlink()
-            removed.append(Path(result).name)
+    check_replaceable(plan.export_folder)  # before anything is deleted
     if plan.save_folder.is_dir():
         for path in plan.save_folder.iterdir():
             if path.is_dir() and path.name.startswith((CHECKPOINT_PREFIX, STAGING_PREFIX)):
                 shutil.rmtree(path)
                 removed.append(path.name)
-        for name in (RUN_RECORD_NAME, LABEL_ENCODER_NAME):
+        for name in (RUN_RECORD_NAME, AUDIO_RECORD_NAME, LABEL_ENCODER_NAME):
             if (plan.save_folder / name).is_file():
                 (plan.save_folder / name).unlink()
                 removed.append(name)
-    if plan.train_log.is_file():
-        plan.train_log.unlink()
-        removed.append(plan.train_log.name)
+    for path in (plan.train_log, *plan.result_files):
+        if path.is_file():
+            path.unlink()
+            removed.append(path.name)
+    if remove_export(plan.export_folder):
+        removed.append(plan.export_folder.name)
     logger.info("restart: removed %s from %s", ", ".join(removed) or "nothing", plan.output_folder)
 
 
 def record_settings(plan: RunPlan) -> None:
-    """Write the settings beside the checkpoints (through a temporary file: a crash leaves the old record)."""
+    """Write the settings and the audio files' stamps beside the checkpoints (through temporary files: a crash
+    leaves the old records)."""
     plan.save_folder.mkdir(parents=True, exist_ok=True)
+    write_json(plan.save_folder / AUDIO_RECORD_NAME, plan.audio)
     text = json.dumps(plan.flat, indent=1, sort_keys=True) + "\n"
     write_atomically(plan.save_folder / RUN_RECORD_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))

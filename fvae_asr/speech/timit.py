@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from fvae_asr.audio import SAMPLE_RATE, AudioError, check_regular_file
-from fvae_asr.files import read_json, write_json
+from fvae_asr.files import describe_changes, file_stamps, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -164,11 +164,7 @@ def prepare_timit(
     if skip_prep:
         logger.info("TIMIT preparation skipped (skip_prep=True)")
         return paths
-    root = Path(data_folder).resolve()
-    if not root.exists():
-        raise FileNotFoundError(f"TIMIT data folder not found: {root}")
-    if not root.is_dir():
-        raise NotADirectoryError(f"TIMIT data folder {root} is a file, not a folder")
+    root = _timit_root(data_folder)
     uppercase = _detect_uppercase(root) if uppercase is None else uppercase
     split_wavs = _split_wavs(root, uppercase)
     record = {
@@ -194,18 +190,29 @@ def prepare_timit(
     return paths
 
 
+def corpus_files(data_folder: str | os.PathLike) -> dict[str, str]:
+    """``"<size> <mtime_ns>"`` of every file TIMIT preparation reads under ``data_folder`` (as its record keeps
+    them), keyed by the path under it; a folder that is not a TIMIT corpus is an error naming it."""
+    root = _timit_root(data_folder)
+    uppercase = _detect_uppercase(root)
+    return _corpus_files(root, [wav for wavs in _split_wavs(root, uppercase) for wav in wavs], uppercase)
+
+
+def _timit_root(data_folder: str | os.PathLike) -> Path:
+    root = Path(data_folder).resolve()
+    if not root.exists():
+        raise FileNotFoundError(f"TIMIT data folder not found: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"TIMIT data folder {root} is a file, not a folder")
+    return root
+
+
 def _corpus_files(root: Path, wavs: Iterable[Path], uppercase: bool) -> dict[str, str]:
-    """``"<size> <mtime_ns>"`` of every file the manifests are made from (audio, .PHN, .WRD), keyed by its path
-    under ``root``: stat() only, so noticing a corpus changed in place costs no reading."""
-    stamps = {}
-    for wav in wavs:
-        for path in (wav, wav.with_suffix(_cased(".phn", uppercase)), wav.with_suffix(_cased(".wrd", uppercase))):
-            try:
-                stat = path.stat()
-            except FileNotFoundError:  # a missing label file is reported when the manifests are built
-                continue
-            stamps[path.relative_to(root).as_posix()] = f"{stat.st_size} {stat.st_mtime_ns}"
-    return stamps
+    """``file_stamps`` of every file the manifests are made from (audio, .PHN, .WRD), keyed by its path under
+    ``root`` (a missing label file is reported when the manifests are built)."""
+    suffixes = [_cased(".phn", uppercase), _cased(".wrd", uppercase)]
+    paths = [path for wav in wavs for path in (wav, *(wav.with_suffix(suffix) for suffix in suffixes))]
+    return {path.relative_to(root).as_posix(): stamp for path, stamp in file_stamps(paths).items()}
 
 
 def _why_prepare(paths: Iterable[Path], record_path: Path, record: dict) -> str | None:
@@ -228,15 +235,7 @@ def _why_prepare(paths: Iterable[Path], record_path: Path, record: dict) -> str 
         return "its record lists no corpus files"
     if before == now:
         return None
-    differences = {
-        "added": sorted(now.keys() - before.keys()),
-        "removed": sorted(before.keys() - now.keys()),
-        "modified": sorted(path for path in now.keys() & before.keys() if now[path] != before[path]),
-    }
-    return "the corpus changed since they were written: " + "; ".join(
-        f"{len(files)} {kind} ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
-        for kind, files in differences.items() if files
-    )  # fmt: skip
+    return "the corpus changed since they were written: " + describe_changes(before, now)
 
 
 def _detect_uppercase(root: Path) -> bool:
