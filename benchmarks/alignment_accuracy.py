@@ -1,6 +1,6 @@
 """Forced-alignment accuracy against reference phone boundaries: for every utterance of a manifest with
 ``phn_segments`` (TIMIT preparation writes them, e.g. for the synthetic corpus), align its reference phones with an
-exported recogniser (``fvae_asr.speech.forced_alignment``) and compare each boundary between two phones (the start
+exported recogniser (``fvae_asr.speech.inference.forced_alignment``) and compare each boundary between two phones (the start
 of every phone but the first) with the reference's. Prints and writes (``--json``) the share of boundaries within
 ``--tolerance`` seconds and the median and mean absolute errors.
 
@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fvae_asr.audio import SAMPLE_RATE
-from fvae_asr.speech.evaluation import read_manifest
-from fvae_asr.speech.forced_alignment import align_file
-from fvae_asr.speech.transcriber import Transcriber
+from fvae_asr.speech.inference.evaluation import read_manifest
+from fvae_asr.speech.inference.forced_alignment import align_file
+from fvae_asr.speech.inference.transcriber import Transcriber
 
 
 def boundary_errors(transcriber: Transcriber, manifest: dict[str, dict]) -> tuple[list[float], list[str]]:

@@ -69,13 +69,13 @@ from matplotlib.figure import Figure
 from fvae_asr.demo import size as demo_size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.files import read_json
-from fvae_asr.speech.annotations import ANNOTATION_KEYS, read_annotation
-from fvae_asr.speech.encoder import is_hub_id
-from fvae_asr.speech.export import load_recognizer
-from fvae_asr.speech.hparams import hparams_source
-from fvae_asr.speech.recipe import run
-from fvae_asr.speech.run_folder import PRECISIONS
-from fvae_asr.speech.timit import SPLITS, prepare_timit
+from fvae_asr.speech.data.annotations import ANNOTATION_KEYS, read_annotation
+from fvae_asr.speech.models.encoder import is_hub_id
+from fvae_asr.speech.models.export import load_recognizer
+from fvae_asr.speech.training.hparams import hparams_source
+from fvae_asr.speech.training.recipe import run
+from fvae_asr.speech.training.run_folder import PRECISIONS
+from fvae_asr.speech.data.timit import SPLITS, prepare_timit
 from fvae_asr.synthetic import generate_corpus
 
 SCRIPT_DIR = str(Path(__file__).resolve().parent)

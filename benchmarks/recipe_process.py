@@ -14,7 +14,7 @@ from pathlib import Path
 from speechbrain.utils.distributed import if_main_process
 
 from fvae_asr.files import write_json
-from fvae_asr.speech.recipe import main
+from fvae_asr.speech.training.recipe import main
 
 
 def run_and_save(result_file: Path, argv: list[str]) -> None:

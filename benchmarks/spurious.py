@@ -41,7 +41,7 @@ Resumable: each finished run leaves ``OUT/records/<method>/lr<lr>/seed<k>.json``
 never runs again with the same settings (the sizes, corpus and backbone, and the run's adapter config and
 clipping: a changed default runs again). ``--export DIR`` also keeps every run's trained classifier, ``DIR/<method>/lr<lr>/seed<k>``
 (``export_recognizer``'s format with task "classification": load it with ``load_exported``; a run with a record
-but no export runs again), and writes the test split as a manifest for ``python -m fvae_asr.latents``:
+but no export runs again), and writes the test split as a manifest for ``fvae-asr latents``:
 ``DIR/test.json`` (per utterance: ``wav``, ``duration``, ``label`` the word, ``nuisance`` the noise colour) with
 its audio in ``DIR/test_wavs``. The corpus is generated once under ``WORK/corpus/<fingerprint of its options>``.
 ``--jobs N`` runs N single-threaded trainings side by side. Writes ``OUT/results.json``, ``OUT/results.md``
@@ -91,10 +91,10 @@ from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight  
 from fvae_asr.audio import SAMPLE_RATE  # noqa: E402
 from fvae_asr.demo.paths import ASSET_BACKBONE  # noqa: E402
 from fvae_asr.files import read_json, write_atomically, write_json  # noqa: E402
-from fvae_asr.speech.classifier import PooledClassifier  # noqa: E402
-from fvae_asr.speech.encoder import SSLEncoder  # noqa: E402
-from fvae_asr.speech.export import DESCRIPTION_NAME, export_recognizer  # noqa: E402
-from fvae_asr.speech.recognizer import configure_training, count_parameters  # noqa: E402
+from fvae_asr.speech.models.classifier import PooledClassifier  # noqa: E402
+from fvae_asr.speech.models.encoder import SSLEncoder  # noqa: E402
+from fvae_asr.speech.models.export import DESCRIPTION_NAME, export_recognizer  # noqa: E402
+from fvae_asr.speech.models.training_kinds import configure_training, count_parameters  # noqa: E402
 from fvae_asr.synthetic import SOURCE, Espeak, make_speaker, synthesize_utterance  # noqa: E402
 
 logger = logging.getLogger("fvae_asr.spurious")
@@ -568,7 +568,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the generated corpus, not committed (default: %(default)s)")  # fmt: skip
     parser.add_argument("--export", type=Path,
                         help="keep each run's trained classifier in EXPORT/<method>/lr<lr>/seed<k> and write the test "
-                        "split's manifest EXPORT/test.json (with its audio) for python -m fvae_asr.latents")  # fmt: skip
+                        "split's manifest EXPORT/test.json (with its audio) for fvae-asr latents")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a CI-sized smoke study (under a minute)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each (default: 1)")
     parser.add_argument("--report-only", action="store_true",

@@ -30,10 +30,11 @@ import transformers
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from fvae_asr.files import write_json
-from fvae_asr.speech.encoder import SSLEncoder
-from fvae_asr.speech.export import export_hf_ctc, export_recognizer
-from fvae_asr.speech.recognizer import CTCRecognizer, configure_training
-from fvae_asr.speech.transcriber import Transcriber
+from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.models.export import export_hf_ctc, export_recognizer
+from fvae_asr.speech.models.recognizer import CTCRecognizer
+from fvae_asr.speech.models.training_kinds import configure_training
+from fvae_asr.speech.inference.transcriber import Transcriber
 
 SAMPLE_RATE = 16_000
 LABELS = ["<blank>", *(f"p{i}" for i in range(39))]  # a TIMIT-sized phone set, blank first

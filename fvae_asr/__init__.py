@@ -13,7 +13,7 @@ def __getattr__(name: str):
 
         return phoneme_error_rate
     if name == "Transcriber":
-        from fvae_asr.speech.transcriber import Transcriber
+        from fvae_asr.speech.inference.transcriber import Transcriber
 
         return Transcriber
     raise AttributeError(f"module 'fvae_asr' has no attribute {name!r}")

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tiny_models, for every test module
 
-from fvae_asr.speech.timit import write_utterance  # noqa: E402
+from fvae_asr.speech.data.timit import write_utterance  # noqa: E402
 from tiny_models import TINY_ENCODERS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import load_script
-from fvae_asr.speech.encoder import SSLEncoder
-from fvae_asr.speech.export import export_hf_ctc
-from fvae_asr.speech.recognizer import CTCRecognizer
-from fvae_asr.speech.timit import PHONES_39
+from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.models.export import export_hf_ctc
+from fvae_asr.speech.models.recognizer import CTCRecognizer
+from fvae_asr.speech.data.timit import PHONES_39
 from tiny_models import tiny_wav2vec2
 
 SIZE = {"shifts": ["target"], "lr_grid": [0.001, 0.01, 0.05], "seeds": [0, 1],

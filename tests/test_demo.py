@@ -9,7 +9,7 @@ from conftest import REPO
 from fvae_asr.demo import size
 from fvae_asr.demo.__main__ import main, parse_args
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
-from fvae_asr.speech.hparams import load_hparams
+from fvae_asr.speech.training.hparams import load_hparams
 
 
 @pytest.mark.slow

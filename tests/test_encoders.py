@@ -14,10 +14,11 @@ from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 from conftest import HPARAMS, recipe_overrides
 from fvae_asr import FVAELoRAConfig, LoRAConfig
 from fvae_asr.adapters import adapter_layers
-from fvae_asr.speech.encoder import SSLEncoder
-from fvae_asr.speech.export import export_hf_ctc, export_recognizer, load_recognizer
-from fvae_asr.speech.recipe import main, run
-from fvae_asr.speech.recognizer import CTCRecognizer, configure_training, init_head_from_checkpoint
+from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.models.export import export_hf_ctc, export_recognizer, load_recognizer
+from fvae_asr.speech.training.recipe import main, run
+from fvae_asr.speech.models.recognizer import CTCRecognizer, init_head_from_checkpoint
+from fvae_asr.speech.models.training_kinds import configure_training
 from tiny_models import TINY_ENCODERS
 
 LABELS = ["<blank>", "aa", "iy", "sh", "s"]
@@ -218,7 +219,7 @@ def test_a_run_recorded_under_the_old_names_resumes(tone_corpus, saved, tmp_path
     old = {key.replace("encoder_source", "wav2vec2_source").replace("encoder_config", "wav2vec2_config"):
            value.replace("SSLEncoder", "Wav2Vec2Encoder") if isinstance(value, str) else value
            for key, value in json.loads(record.read_text()).items()}  # fmt: skip
-    assert "wav2vec2_source" in old and "!new:fvae_asr.speech.encoder.Wav2Vec2Encoder" in old.values()
+    assert "wav2vec2_source" in old and "!new:fvae_asr.speech.models.encoder.Wav2Vec2Encoder" in old.values()
     record.write_text(json.dumps(old))
     run(HPARAMS, {"noprogressbar": True}, {**overrides, "number_of_epochs": 2})
     assert re.findall(r"^epoch: (\d+)", (tmp_path / "train_log.txt").read_text(), re.M) == ["1", "2"]

@@ -12,9 +12,9 @@ import torch
 
 from conftest import load_script
 from fvae_asr.cli.align import main as align_main
-from fvae_asr.speech.alignment import PhoneSegment
-from fvae_asr.speech.forced_alignment import AlignmentError, align_log_probs
-from fvae_asr.speech.timit import prepare_timit
+from fvae_asr.speech.inference.ctc_segments import PhoneSegment
+from fvae_asr.speech.inference.forced_alignment import AlignmentError, align_log_probs
+from fvae_asr.speech.data.timit import prepare_timit
 from test_transcribe import _exported, backbone  # noqa: F401 (fixture)
 
 LABELS = ["<blank>", "a", "b"]

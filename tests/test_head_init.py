@@ -12,11 +12,12 @@ from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
 
 from conftest import HPARAMS, recipe_overrides
 from fvae_asr import FVAELoRAConfig
-from fvae_asr.speech.encoder import SSLEncoder
-from fvae_asr.speech.export import export_hf_ctc
-from fvae_asr.speech.recognizer import CTCRecognizer, configure_training, init_head_from_checkpoint
-from fvae_asr.speech.recipe import run
-from fvae_asr.speech.timit import PHONES_39
+from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.models.export import export_hf_ctc
+from fvae_asr.speech.models.recognizer import CTCRecognizer, init_head_from_checkpoint
+from fvae_asr.speech.models.training_kinds import configure_training
+from fvae_asr.speech.training.recipe import run
+from fvae_asr.speech.data.timit import PHONES_39
 from tiny_models import TINY_ENCODERS, tiny_wav2vec2
 
 LABELS = ["<blank>", *PHONES_39]

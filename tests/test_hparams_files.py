@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import HPARAMS
-from fvae_asr.speech.hparams import hparams_source, load_hparams
-from fvae_asr.speech.recipe import run
-from fvae_asr.speech.run_folder import RunSettingsError, resolved_settings
+from fvae_asr.speech.training.hparams import hparams_source, load_hparams
+from fvae_asr.speech.training.recipe import run
+from fvae_asr.speech.training.run_folder import RunSettingsError, resolved_settings
 
 DEMO = HPARAMS.parent / "hparams" / "demo.yaml"
 

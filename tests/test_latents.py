@@ -1,4 +1,4 @@
-"""A look inside the latents: the ablation switch, the probes, frame labelling, and ``python -m fvae_asr.latents``."""
+"""A look inside the latents: the ablation switch, the probes, frame labelling, and ``fvae-asr latents``."""
 
 from __future__ import annotations
 
@@ -20,13 +20,14 @@ from fvae_asr.analysis.probes import UNLABELLED, ProbeSettings, ProbeTask, held_
 from fvae_asr.analysis.recorder import LatentRecorder, LayerRecord, record_latents
 from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.latents import main as latents_main
-from fvae_asr.speech.encoder import SSLEncoder
-from fvae_asr.speech.classifier import PooledClassifier
-from fvae_asr.speech.export import export_recognizer, load_exported, load_recognizer
-from fvae_asr.speech.chunking import FrameGeometry
-from fvae_asr.speech.latents import check_manifest, frame_centres, frame_phones, probe_tasks
-from fvae_asr.speech.recognizer import CTCRecognizer, configure_training
-from fvae_asr.speech.timit import PHONES_39, prepare_timit
+from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.models.classifier import PooledClassifier
+from fvae_asr.speech.models.export import export_recognizer, load_exported, load_recognizer
+from fvae_asr.speech.inference.chunking import FrameGeometry
+from fvae_asr.analysis.latents import check_manifest, frame_centres, frame_phones, probe_tasks
+from fvae_asr.speech.models.recognizer import CTCRecognizer
+from fvae_asr.speech.models.training_kinds import configure_training
+from fvae_asr.speech.data.timit import PHONES_39, prepare_timit
 from tiny_models import WithHead, tiny_inputs, tiny_wav2vec2
 
 TARGETS = ["q_proj", "k_proj", "v_proj"]
@@ -384,7 +385,7 @@ def test_cli_errors(exports, manifest, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_module_alias_fails_in_one_line(exports, manifest, tmp_path):
-    command = [sys.executable, "-m", "fvae_asr.latents", "--checkpoint", str(exports["frozen"]),
+    command = [sys.executable, "-m", "fvae_asr", "latents", "--checkpoint", str(exports["frozen"]),
                "--manifest", str(manifest), "--out", str(tmp_path / "out")]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 1 and result.stdout == ""

@@ -19,11 +19,11 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 import fvae_asr
 from fvae_asr.audio import AudioReader, load_audio
 from fvae_asr.cli.transcribe import file_ids, main as transcribe_main
-from fvae_asr.speech.alignment import PhoneSegment, frame_runs, greedy_phones, phone_segments
-from fvae_asr.speech.chunking import FrameGeometry, plan_chunks
-from fvae_asr.speech.recognizer import greedy_decode
-from fvae_asr.speech.transcriber import FileTranscription, Transcriber
-from fvae_asr.speech.transcript_formats import ctm_lines, json_line, text_lines, textgrid
+from fvae_asr.speech.inference.ctc_segments import PhoneSegment, frame_runs, greedy_phones, phone_segments
+from fvae_asr.speech.inference.chunking import FrameGeometry, plan_chunks
+from fvae_asr.speech.models.recognizer import greedy_decode
+from fvae_asr.speech.inference.transcriber import FileTranscription, Transcriber
+from fvae_asr.speech.inference.transcript_formats import ctm_lines, json_line, text_lines, textgrid
 from test_transcribe import LABELS, _exported, _tones
 from tiny_models import TINY_WAV2VEC2
 

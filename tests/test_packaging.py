@@ -108,7 +108,7 @@ def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert (elsewhere / "out" / "summary.json").is_file() and not (source / "results").exists()
     wav = json.loads((elsewhere / "out" / "summary.json").read_text())["transcription"]["wav"]
-    grid = python("-m", "fvae_asr.transcribe", "--checkpoint", "out/fvae_lora/model", "--format", "textgrid", wav)
+    grid = python("-m", "fvae_asr", "transcribe", "--checkpoint", "out/fvae_lora/model", "--format", "textgrid", wav)
     assert grid.returncode == 0 and grid.stdout.startswith('File type = "ooTextFile"'), grid.stderr[-2000:]
     # The recipe from the package, on a CSV corpus at 22.05 kHz stereo, with a HuBERT encoder
     corpus = make_ipa_corpus(tmp_path / "ipa")
@@ -122,6 +122,7 @@ def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout
     assert json.loads((elsewhere / "hubert" / "model" / "backbone" / "config.json").read_text())["model_type"] == "hubert"
     adapters = python("-c", "from fvae_asr.integrations.speechbrain import FVAELoRA, LoRA; print(FVAELoRA.__module__)")
     assert adapters.stdout.strip() == "fvae_asr.integrations.speechbrain", adapters.stderr[-2000:]
-    for script in ("fvae-asr-transcribe", "fvae-asr-evaluate", "fvae-asr-latents", "fvae-asr-demo", "fvae-asr-synthetic"):
-        usage = subprocess.run([site / "bin" / script, "--help"], cwd=elsewhere, env=env, capture_output=True, text=True)
-        assert usage.returncode == 0 and usage.stdout.startswith("usage:"), (script, usage.stderr[-2000:])
+    for command in ("train", "transcribe", "evaluate", "align", "latents", "demo", "synthetic"):
+        usage = subprocess.run([site / "bin" / "fvae-asr", command, "--help"], cwd=elsewhere, env=env,
+                               capture_output=True, text=True)  # fmt: skip
+        assert usage.returncode == 0 and usage.stdout.startswith("usage: fvae-asr"), (command, usage.stderr[-2000:])

@@ -16,9 +16,9 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import HPARAMS, REPO, recipe_overrides, torchrun_on_two_cpu_processes
-from fvae_asr.speech.export import load_recognizer
-from fvae_asr.speech.hparams import load_hparams
-from fvae_asr.speech.recipe import run
+from fvae_asr.speech.models.export import load_recognizer
+from fvae_asr.speech.training.hparams import load_hparams
+from fvae_asr.speech.training.recipe import run
 from tiny_models import TINY_ENCODERS
 
 QUIET = {"noprogressbar": True}
@@ -177,7 +177,7 @@ def test_the_recipe_clips_the_gradient_of_its_training_loss_at_1e_3(tone_corpus,
     norm 1 on ``1000 * task + aux``): measured on the gradients the optimiser receives."""
     import speechbrain as sb
 
-    from fvae_asr.speech.brain import PhoneCTCBrain
+    from fvae_asr.speech.training.brain import PhoneCTCBrain
 
     loss_gradients, clips = [], []
     compute_objectives, clip_grad_norm = PhoneCTCBrain.compute_objectives, torch.nn.utils.clip_grad_norm_
@@ -234,7 +234,7 @@ def test_tensorboard_logger_writes_the_train_valid_and_test_stats_beside_the_tra
 def test_tensorboard_logger_without_the_package_is_a_one_line_error_before_anything_is_written(
     tone_corpus, tmp_path, monkeypatch
 ):
-    from fvae_asr.speech.run_folder import RunSettingsError
+    from fvae_asr.speech.training.run_folder import RunSettingsError
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard raises ImportError
     with pytest.raises(RunSettingsError, match=r"logger: tensorboard needs the tensorboard package: pip install") as err:

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from conftest import HPARAMS, recipe_overrides
 from fvae_asr.speech import checkpointing, export
-from fvae_asr.speech.recipe import main, run
+from fvae_asr.speech.training.recipe import main, run
 
 QUIET = {"noprogressbar": True}
 DISK_FULL_SAFETENSORS = ('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left '
@@ -166,7 +166,7 @@ def test_training_audio_too_short_for_the_encoder_is_refused_naming_the_row(tone
 
 def test_a_recipe_run_never_checkpoints_non_finite_weights(tone_corpus, tmp_path, monkeypatch, capsys):
     """Weights gone NaN after the epoch's last step (the next loss would have said so) stop the save."""
-    from fvae_asr.speech.brain import PhoneCTCBrain
+    from fvae_asr.speech.training.brain import PhoneCTCBrain
 
     on_fit_batch_end = PhoneCTCBrain.on_fit_batch_end
 

@@ -14,9 +14,9 @@ from speechbrain.utils.checkpoints import Checkpointer
 
 from conftest import HPARAMS, make_tone_corpus, recipe_overrides
 from fvae_asr.speech import export
-from fvae_asr.speech.export import load_recognizer
-from fvae_asr.speech.recipe import run
-from fvae_asr.speech.run_folder import (
+from fvae_asr.speech.models.export import load_recognizer
+from fvae_asr.speech.training.recipe import run
+from fvae_asr.speech.training.run_folder import (
     RunFolderInUse,
     RunSettingsError,
     check_resumable,

@@ -20,7 +20,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 
 from conftest import HPARAMS, REPO, recipe_overrides
 from fvae_asr.speech import export
-from fvae_asr.speech.recipe import main, run
+from fvae_asr.speech.training.recipe import main, run
 from tiny_models import TINY_ENCODERS
 
 QUIET = {"noprogressbar": True}
@@ -122,7 +122,7 @@ def test_restart_starts_afresh_with_the_new_settings(tone_corpus, tmp_path, monk
 
 
 def test_a_second_run_in_a_busy_output_folder_is_refused(tone_corpus, tmp_path):
-    from fvae_asr.speech.run_folder import RunFolderInUse, run_folder_lock
+    from fvae_asr.speech.training.run_folder import RunFolderInUse, run_folder_lock
 
     with run_folder_lock(tmp_path):
         with pytest.raises(RunFolderInUse, match=re.escape(str(tmp_path))):
@@ -131,10 +131,10 @@ def test_a_second_run_in_a_busy_output_folder_is_refused(tone_corpus, tmp_path):
 
 
 def test_the_lock_of_a_killed_process_does_not_outlive_it(tmp_path):
-    from fvae_asr.speech.run_folder import run_folder_lock
+    from fvae_asr.speech.training.run_folder import run_folder_lock
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from fvae_asr.speech.run_folder import run_folder_lock\n"
+        [sys.executable, "-c", "import sys, time; from fvae_asr.speech.training.run_folder import run_folder_lock\n"
          "with run_folder_lock(__import__('pathlib').Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
          str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
     assert holder.stdout.readline().strip() == "held"
@@ -295,7 +295,7 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_nothing(to
     """``--adapter=frozen --lr=1e4`` diverges: one line, exit 1, and no non-finite checkpoint (a NaN one would make
     every later run call it damaged); the checkpoints saved before it diverged are finite."""
     from conftest import HPARAMS
-    from fvae_asr.speech.recipe import main
+    from fvae_asr.speech.training.recipe import main
 
     overrides = recipe_overrides(tone_corpus, tmp_path, adapter="frozen", lr=1e4, number_of_epochs=3)
     args = [str(HPARAMS), "--noprogressbar"] + [
@@ -313,8 +313,8 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_nothing(to
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
-    from fvae_asr.speech.checkpointing import NonFiniteTrainingError
-    from fvae_asr.speech.export import TrainableWeights
+    from fvae_asr.speech.training.resume import NonFiniteTrainingError
+    from fvae_asr.speech.models.export import TrainableWeights
 
     model = torch.nn.Linear(3, 2)
     with torch.no_grad():
@@ -332,7 +332,7 @@ def test_a_restart_that_crashes_leaves_none_of_the_old_results(tone_corpus, tmp_
     def crash(*args, **kwargs):
         raise RuntimeError("killed while training")
 
-    monkeypatch.setattr("fvae_asr.speech.recipe._train_test_export", crash)
+    monkeypatch.setattr("fvae_asr.speech.training.recipe._train_test_export", crash)
     with pytest.raises(RuntimeError, match="killed"):
         run(HPARAMS, QUIET, {**overrides, "lr": 0.01, "restart": True})
     assert not (tmp_path / "model").exists() and not (tmp_path / "test_results.json").exists()
@@ -340,8 +340,9 @@ def test_a_restart_that_crashes_leaves_none_of_the_old_results(tone_corpus, tmp_
 
 
 def test_an_export_that_crashes_keeps_the_previous_export_whole(tmp_path, monkeypatch):
-    from fvae_asr.speech.encoder import SSLEncoder
-    from fvae_asr.speech.recognizer import CTCRecognizer, configure_training
+    from fvae_asr.speech.models.encoder import SSLEncoder
+    from fvae_asr.speech.models.recognizer import CTCRecognizer
+    from fvae_asr.speech.models.training_kinds import configure_training
     from tiny_models import tiny_wav2vec2
 
     tiny_wav2vec2().save_pretrained(tmp_path / "backbone")
@@ -370,7 +371,7 @@ def test_an_export_that_crashes_keeps_the_previous_export_whole(tmp_path, monkey
 def test_a_run_sharing_a_busy_save_folder_is_refused(tone_corpus, tmp_path):
     """Two runs with their own output folders but one save folder would mix their checkpoints: the second waits
     for nothing and is refused before it writes anything."""
-    from fvae_asr.speech.run_folder import RunFolderInUse, run_folder_lock
+    from fvae_asr.speech.training.run_folder import RunFolderInUse, run_folder_lock
 
     shared = tmp_path / "shared_save"
     first = recipe_overrides(tone_corpus, tmp_path / "a", number_of_epochs=1, save_folder=str(shared))

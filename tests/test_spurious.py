@@ -15,9 +15,9 @@ from conftest import load_script
 from fvae_asr.adapters import FVAELoRALinear, LoRALinear, adapter_layers
 from fvae_asr.adapters.model import adapter_state
 from fvae_asr.audio import load_audio
-from fvae_asr.speech.classifier import PooledClassifier, masked_mean_pool
-from fvae_asr.speech.encoder import SSLEncoder
-from fvae_asr.speech.export import load_exported
+from fvae_asr.speech.models.classifier import PooledClassifier, masked_mean_pool
+from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.models.export import load_exported
 from tiny_models import TINY_ENCODERS
 
 

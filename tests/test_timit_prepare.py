@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fvae_asr.speech.data import dataio_prepare, phone_encoder
-from fvae_asr.speech.timit import (
+from fvae_asr.speech.data.dataio import dataio_prepare, phone_encoder
+from fvae_asr.speech.data.timit import (
     CORE_TEST_SPEAKERS,
     DEV_SPEAKERS,
     PHONES_39,
@@ -183,7 +183,7 @@ def test_manifests_without_phone_segments_are_rebuilt_and_still_train(corpus, tm
     datasets = dataio_prepare({split: _load(path) for split, path in zip(["train", "dev", "test"], paths)}, encoder)
     assert datasets["dev"][0]["phn_list"] == SHE_HAD_39.split()
     # Prepared again, they are rebuilt with their segments, saying why.
-    with caplog.at_level(logging.WARNING, logger="fvae_asr.speech.timit"):
+    with caplog.at_level(logging.WARNING, logger="fvae_asr.speech.data.timit"):
         prepare_timit(corpus, save)
     assert "Rebuilding the TIMIT manifests" in caplog.text and "manifest_format was None, now 2" in caplog.text
     assert _load(paths[1])["FAKS0_SI2203"]["phn_segments"] == SHE_HAD_39_SEGMENTS
@@ -198,7 +198,7 @@ def test_prepare_explicit_layout(corpus, tmp_path):
 def test_prepare_reuses_manifests(corpus, tmp_path, caplog):
     paths = prepare_timit(corpus, tmp_path / "save")
     mtimes = [path.stat().st_mtime_ns for path in paths]
-    with caplog.at_level(logging.INFO, logger="fvae_asr.speech.timit"):
+    with caplog.at_level(logging.INFO, logger="fvae_asr.speech.data.timit"):
         assert prepare_timit(corpus, tmp_path / "save") == paths
     assert [path.stat().st_mtime_ns for path in paths] == mtimes
     assert "skipping" in caplog.text
@@ -327,7 +327,7 @@ def test_prepare_rebuilds_after_the_corpus_changed(corpus, tmp_path, caplog, cha
     save = tmp_path / "save"
     train = prepare_timit(corpus, save)[0]
     count, relative = change(corpus)
-    with caplog.at_level(logging.INFO, logger="fvae_asr.speech.timit"):
+    with caplog.at_level(logging.INFO, logger="fvae_asr.speech.data.timit"):
         prepare_timit(corpus, save)
     assert re.search(f"Rebuilding .* corpus changed .*: {count} \\(.*{relative}", caplog.text), caplog.text
     fresh = prepare_timit(corpus, tmp_path / "fresh")[0]
@@ -390,7 +390,7 @@ def test_prepare_rebuilds_over_an_unusable_record(corpus, tmp_path, caplog, reco
     train = prepare_timit(corpus, save)[0]
     train.write_text("{}")
     (save / "prepare_opts.json").write_text(record)
-    with caplog.at_level(logging.WARNING, logger="fvae_asr.speech.timit"):
+    with caplog.at_level(logging.WARNING, logger="fvae_asr.speech.data.timit"):
         prepare_timit(corpus, save)
     assert "Rebuilding the TIMIT manifests" in caplog.text
     assert set(_load(train)) == EXPECTED_SPLITS["train"]

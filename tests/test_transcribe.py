@@ -20,13 +20,14 @@ from fvae_asr import FVAELoRAConfig, LoRAConfig
 from fvae_asr.audio import AudioError, load_audio
 from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.transcribe import main as transcribe_main
-from fvae_asr.speech.encoder import SSLEncoder
-from fvae_asr.speech.evaluation import evaluate_manifest, read_manifest
-from fvae_asr.speech.export import export_hf_ctc, export_recognizer, load_recognizer
+from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.inference.evaluation import evaluate_manifest, read_manifest
+from fvae_asr.speech.models.export import export_hf_ctc, export_recognizer, load_recognizer
 from fvae_asr.speech.metrics import phoneme_error_rate
-from fvae_asr.speech.recognizer import CTCRecognizer, configure_training, greedy_decode
-from fvae_asr.speech.timit import PHONES_39
-from fvae_asr.speech.transcriber import Transcriber
+from fvae_asr.speech.models.recognizer import CTCRecognizer, greedy_decode
+from fvae_asr.speech.models.training_kinds import configure_training
+from fvae_asr.speech.data.timit import PHONES_39
+from fvae_asr.speech.inference.transcriber import Transcriber
 from tiny_models import tiny_wav2vec2
 
 LABELS = ["<blank>", *PHONES_39]
@@ -157,7 +158,7 @@ def test_transcribe_cli_prints_good_files_and_fails_on_a_corrupt_one(checkpoint,
     good = [str(audio["mono.wav"]), str(audio["stereo.flac"])]
     expected = [f"{r.path}\t{' '.join(r.phones)}" for r in transcriber.transcribe_files(good)]
     broken = str(audio["corrupt.wav"])
-    command = [sys.executable, "-m", "fvae_asr.transcribe", "--checkpoint", str(checkpoint), good[0], broken, good[1]]
+    command = [sys.executable, "-m", "fvae_asr", "transcribe", "--checkpoint", str(checkpoint), good[0], broken, good[1]]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stdout.splitlines() == expected
@@ -312,7 +313,7 @@ def test_a_hub_backbone_is_kept_as_its_hub_id_and_a_failed_load_is_named(tmp_pat
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
-    monkeypatch.setattr("fvae_asr.speech.encoder.AutoConfig.from_pretrained", offline)
+    monkeypatch.setattr("fvae_asr.speech.models.encoder.AutoConfig.from_pretrained", offline)
     with pytest.raises(ValueError, match="recognizer.json: cannot load backbone 'some-org/wav2vec2-base'"):
         load_recognizer(exported)
 
@@ -457,7 +458,7 @@ def test_loading_a_ctc_checkpoint_as_backbone_prints_nothing_and_restores_loggin
     script = (
         "import transformers\n"
         "from fvae_asr.demo.paths import ASSET_BACKBONE\n"
-        "from fvae_asr.speech.encoder import SSLEncoder\n"
+        "from fvae_asr.speech.models.encoder import SSLEncoder\n"
         "SSLEncoder(ASSET_BACKBONE)\n"
         "print(transformers.logging.get_verbosity() == transformers.logging.WARNING,"
         " transformers.utils.logging.is_progress_bar_enabled())\n"
@@ -481,7 +482,7 @@ def test_a_fifo_is_refused_by_transcribe_and_in_a_manifest_without_hanging(tmp_p
     otherwise hang the command: the test runs it with an alarm)."""
     import signal
 
-    from fvae_asr.speech.annotations import check_audio, read_annotation
+    from fvae_asr.speech.data.annotations import check_audio, read_annotation
 
     fifo = tmp_path / "pipe.wav"
     os.mkfifo(fifo)

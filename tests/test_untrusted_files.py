@@ -17,11 +17,12 @@ import torch
 from conftest import HPARAMS, recipe_overrides
 from fvae_asr import FVAELoRAConfig, inject, load_adapter, save_adapter
 from fvae_asr.cli.transcribe import main as transcribe_main
-from fvae_asr.speech.encoder import SSLEncoder
-from fvae_asr.speech.export import export_recognizer, load_recognizer
-from fvae_asr.speech.recipe import run
-from fvae_asr.speech.recognizer import CTCRecognizer, configure_training
-from fvae_asr.speech.timit import PHONES_39
+from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.models.export import export_recognizer, load_recognizer
+from fvae_asr.speech.training.recipe import run
+from fvae_asr.speech.models.recognizer import CTCRecognizer
+from fvae_asr.speech.models.training_kinds import configure_training
+from fvae_asr.speech.data.timit import PHONES_39
 from tiny_models import WithHead, tiny_wav2vec2
 
 LABELS = ["<blank>", *PHONES_39]
@@ -51,7 +52,7 @@ def test_a_backbone_asking_for_remote_code_is_refused_before_transformers_sees_i
     wav = tmp_path / "a.wav"
     wav.write_bytes(b"")  # never read: the model fails to load first
     code = subprocess.run(
-        [sys.executable, "-m", "fvae_asr.transcribe", "--checkpoint", str(model), str(wav)],
+        [sys.executable, "-m", "fvae_asr", "transcribe", "--checkpoint", str(model), str(wav)],
         input="y\n", capture_output=True, text=True, timeout=300,
     )  # a "y" waits on stdin, as a careless user would type it
     assert not marker.exists()
@@ -60,7 +61,7 @@ def test_a_backbone_asking_for_remote_code_is_refused_before_transformers_sees_i
 
 
 def test_init_head_from_an_untrusted_ctc_folder_never_runs_its_code(tmp_path, exported):
-    from fvae_asr.speech.recognizer import init_head_from_checkpoint
+    from fvae_asr.speech.models.recognizer import init_head_from_checkpoint
 
     folder = Path(shutil.copytree(exported / "backbone", tmp_path / "ctc"))
     marker = tmp_path / "RAN"
@@ -98,7 +99,7 @@ def test_a_hub_id_backbone_is_still_named_as_a_hub_id(tmp_path, exported, monkey
     def offline(*args, **kwargs):
         raise OSError("offline")
 
-    monkeypatch.setattr("fvae_asr.speech.encoder.AutoConfig.from_pretrained", offline)
+    monkeypatch.setattr("fvae_asr.speech.models.encoder.AutoConfig.from_pretrained", offline)
     with pytest.raises(ValueError, match="cannot load backbone 'some-org/wav2vec2-base'"):
         load_recognizer(model)
 

@@ -1,4 +1,4 @@
 """What adapter latents carry, for any model with adapter layers: recording them, linear probes, plots.
 
-Modality-agnostic like the adapter core: the speech side (frames, phones, speakers) is fvae_asr.speech.latents.
+Modality-agnostic like the adapter core: the speech side (frames, phones, speakers) is fvae_asr.analysis.latents.
 """

@@ -1,9 +1,9 @@
-"""Phone boundaries for audio whose phones are known: ``python -m fvae_asr.align --checkpoint DIR ...``.
+"""Phone boundaries for audio whose phones are known: ``fvae-asr align --checkpoint DIR ...``.
 
 The phones come from a manifest (``--manifest``: a JSON manifest or an annotation CSV with ``wav`` and ``phn``, as
 ``evaluate`` reads them) or, for audio files given on the command line, from TIMIT label files beside them
 (``X.WAV`` -> ``X.PHN``; TIMIT's 61 phones are folded to 39 when the model has the 39-phone set). Each file is
-forced-aligned (``fvae_asr.speech.forced_alignment``) and written as a TextGrid (default), CTM or JSON lines, into
+forced-aligned (``fvae_asr.speech.inference.forced_alignment``) and written as a TextGrid (default), CTM or JSON lines, into
 ``--out-dir`` (one file per input, named by its ID as ``transcribe`` names them) or to stdout (CTM, JSON). A file
 that cannot be aligned (unknown phones, more phones than frames, unreadable audio) gets ``<path>: error: ...`` on
 stderr while the others still align; the exit code is then 1 (2 for usage errors).
@@ -19,17 +19,17 @@ from tqdm import tqdm
 
 from fvae_asr.cli.args import output_dir, torch_device
 from fvae_asr.cli.transcribe import file_ids, write_into
-from fvae_asr.speech.evaluation import read_manifest
-from fvae_asr.speech.forced_alignment import align_file
-from fvae_asr.speech.timit import PHONES_39, _parse_segment, fold_to_39
-from fvae_asr.speech.transcriber import Transcriber
-from fvae_asr.speech.transcript_formats import FORMATS
+from fvae_asr.speech.inference.evaluation import read_manifest
+from fvae_asr.speech.inference.forced_alignment import align_file
+from fvae_asr.speech.data.timit import PHONES_39, _parse_segment, fold_to_39
+from fvae_asr.speech.inference.transcriber import Transcriber
+from fvae_asr.speech.inference.transcript_formats import FORMATS
 
 ALIGN_FORMATS = ("textgrid", "ctm", "json")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m fvae_asr.align", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fvae-asr align", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="directory written by export_recognizer")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", type=Path, help="JSON manifest or annotation CSV with wav and phn per utterance")

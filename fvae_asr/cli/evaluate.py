@@ -1,4 +1,4 @@
-"""Score an exported recogniser on a manifest: ``python -m fvae_asr.evaluate --checkpoint DIR --manifest test.json
+"""Score an exported recogniser on a manifest: ``fvae-asr evaluate --checkpoint DIR --manifest test.json
 [--alignments out.txt] [--json out.json] [--skip-invalid]`` (or ``--manifest test.csv [--data-folder DIR]``).
 
 Prints the PER with its substitution, deletion and insertion counts, then writes the requested files; exits 1
@@ -16,12 +16,12 @@ from pathlib import Path
 
 from fvae_asr.files import write_atomically
 from fvae_asr.cli.args import output_file, positive_int, torch_device
-from fvae_asr.speech.evaluation import evaluate_manifest, report_alignments
-from fvae_asr.speech.transcriber import Transcriber
+from fvae_asr.speech.inference.evaluation import evaluate_manifest, report_alignments
+from fvae_asr.speech.inference.transcriber import Transcriber
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m fvae_asr.evaluate", description="Phone error rate on a manifest.")
+    parser = argparse.ArgumentParser(prog="fvae-asr evaluate", description="Phone error rate on a manifest.")
     parser.add_argument("--checkpoint", required=True, help="directory written by export_recognizer")
     parser.add_argument("--manifest", required=True, type=Path,
                         help="JSON manifest (wav and phn per utterance) or annotation CSV (ID, duration, wav, phn)")

@@ -1,4 +1,4 @@
-"""A look inside the latents of an exported recogniser or classifier: ``python -m fvae_asr.latents --checkpoint DIR
+"""A look inside the latents of an exported recogniser or classifier: ``fvae-asr latents --checkpoint DIR
 --manifest test.json --out DIR [--probes phone,speaker,domain | label,nuisance] [--no-ablations] [--quiet]``.
 
 For an FVAE-LoRA export: linear probes for each label on z1 and on z2 of every adapted layer, chance beside
@@ -19,10 +19,10 @@ from pathlib import Path
 from fvae_asr.analysis.probes import ProbeSettings
 from fvae_asr.cli.args import positive_int, torch_device
 from fvae_asr.files import write_json
-from fvae_asr.speech.export import ADAPTER_FORMAT_KINDS, load_exported, read_description
-from fvae_asr.speech.latents import (CLASSIFIER_PROBES, POOLED, PROBES, LatentAnalysis, analyse_classifier_latents,
+from fvae_asr.speech.models.export import ADAPTER_FORMAT_KINDS, load_exported, read_description
+from fvae_asr.analysis.latents import (CLASSIFIER_PROBES, POOLED, PROBES, LatentAnalysis, analyse_classifier_latents,
                                      analyse_latents)  # fmt: skip
-from fvae_asr.speech.transcriber import Transcriber
+from fvae_asr.speech.inference.transcriber import Transcriber
 
 DEFAULT_PROBES = {"ctc": "phone,speaker", "classification": ",".join(CLASSIFIER_PROBES)}  # by the export's task
 KNOWN_PROBES = [*PROBES, *CLASSIFIER_PROBES]
@@ -51,7 +51,7 @@ def fraction(text: str) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m fvae_asr.latents", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fvae-asr latents", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True,
                         help="FVAE-LoRA or LoRA recogniser or classifier directory written by export_recognizer")
     parser.add_argument("--manifest", required=True, type=Path,

@@ -1,7 +1,7 @@
 """``fvae-asr <command> ...`` (also ``python -m fvae_asr``): one command line for everything the package does.
 
-Each command is the module that also runs on its own (``python -m fvae_asr.<command>``); ``train`` runs the
-packaged TIMIT recipe, so an installed user never hunts for its yaml.
+Each command's options are its module's (``fvae_asr.cli.<command>``, the demo's and the corpus generator's);
+``train`` runs the packaged TIMIT recipe, so an installed user never hunts for its yaml.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def train(argv: Sequence[str]) -> int:
     """``fvae-asr train [--hparams FILE] [--key=value ...]``: the recipe with the packaged ``hparams.yaml`` unless
     ``--hparams`` names another; every other argument is the recipe's own (SpeechBrain's overrides)."""
     from fvae_asr.demo.paths import recipe_file
-    from fvae_asr.speech.recipe import main as recipe_main
+    from fvae_asr.speech.training.recipe import main as recipe_main
 
     parser = argparse.ArgumentParser(prog="fvae-asr train", add_help=False)
     parser.add_argument("--hparams", default=str(recipe_file("hparams.yaml")))

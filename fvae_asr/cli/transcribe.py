@@ -1,4 +1,4 @@
-"""Transcribe audio files to phones: ``python -m fvae_asr.transcribe --checkpoint DIR a.wav b.flac ...``.
+"""Transcribe audio files to phones: ``fvae-asr transcribe --checkpoint DIR a.wav b.flac ...``.
 
 Prints ``<path>\\t<phones>`` per file on stdout (``--format json|ctm|textgrid`` and ``--timestamps`` for other
 forms and phone times) or, with ``--out-dir``, writes one file per input named after its ID (``a.TextGrid``...); a
@@ -22,12 +22,12 @@ from tqdm import tqdm
 
 from fvae_asr.cli.args import non_negative_float, output_dir, positive_float, positive_int, torch_device
 from fvae_asr.files import write_atomically
-from fvae_asr.speech.transcriber import DEFAULT_CHUNK_SECONDS, DEFAULT_CONTEXT_SECONDS, FileTranscription, Transcriber
-from fvae_asr.speech.transcript_formats import FORMATS, TIMED_FORMATS
+from fvae_asr.speech.inference.transcriber import DEFAULT_CHUNK_SECONDS, DEFAULT_CONTEXT_SECONDS, FileTranscription, Transcriber
+from fvae_asr.speech.inference.transcript_formats import FORMATS, TIMED_FORMATS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m fvae_asr.transcribe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fvae-asr transcribe", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="directory written by export_recognizer")
     parser.add_argument("files", nargs="+", help="audio files (any format soundfile reads, any rate)")
     parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cpu or cuda:0")

@@ -18,8 +18,8 @@ from pathlib import Path
 from fvae_asr.cli.args import positive_int
 from fvae_asr.demo import size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
-from fvae_asr.speech.recipe import run
-from fvae_asr.speech.transcriber import Transcriber
+from fvae_asr.speech.training.recipe import run
+from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.synthetic import EspeakError, generate_corpus
 from fvae_asr.synthetic.espeak import default_paths
 
@@ -77,7 +77,7 @@ def run_demo(out: Path, *, seed: int = 0, train_speakers: int, sentences_per_spe
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m fvae_asr.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="fvae-asr demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for everything the demo writes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corpus and of both training runs")

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
-from fvae_asr.speech.export import export_hf_ctc, load_recognizer
-from fvae_asr.speech.recipe import run
+from fvae_asr.speech.models.export import export_hf_ctc, load_recognizer
+from fvae_asr.speech.training.recipe import run
 from fvae_asr.synthetic import generate_corpus
 
 logger = logging.getLogger(__name__)

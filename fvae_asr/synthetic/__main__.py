@@ -15,7 +15,7 @@ from fvae_asr.synthetic.espeak import EspeakError
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m fvae_asr.synthetic",
+        prog="fvae-asr synthetic",
         description="Generate an offline synthetic speech corpus in the TIMIT layout (eSpeak NG voices).",
     )
     parser.add_argument("--out", required=True, help="output folder (receives TRAIN/ and TEST/)")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fvae_asr.files import read_json
-from fvae_asr.speech.timit import CORE_TEST_SPEAKERS, DEV_SPEAKERS, write_utterance
+from fvae_asr.speech.data.timit import CORE_TEST_SPEAKERS, DEV_SPEAKERS, write_utterance
 from fvae_asr.synthetic.domains import DomainConfig, apply_channel, get_domain
 from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.synthetic.espeak import Espeak, Synthesis

@@ -4,11 +4,11 @@
 Usage:
     python recipes/timit/train.py recipes/timit/hparams.yaml --data_folder=/path/to/TIMIT [--adapter=lora]
 
-The Brain (CTC + FVAE objective) is ``fvae_asr.speech.brain.PhoneCTCBrain``; the flow (prepare, fit, test
-with the best dev-PER checkpoint, export the recogniser) is ``fvae_asr.speech.recipe.run``.
+The Brain (CTC + FVAE objective) is ``fvae_asr.speech.training.brain.PhoneCTCBrain``; the flow (prepare, fit, test
+with the best dev-PER checkpoint, export the recogniser) is ``fvae_asr.speech.training.recipe.run``.
 """
 
-from fvae_asr.speech.recipe import main
+from fvae_asr.speech.training.recipe import main
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,5 @@
 """The TIMIT recipe's flow (``recipes/timit/train.py`` calls ``main``): prepare, train, test, export; on TIMIT, or
-on any phone-labelled corpus given by annotation files (``fvae_asr.speech.annotations``).
+on any phone-labelled corpus given by annotation files (``fvae_asr.speech.data.annotations``).
 
 It lives in the package so that the offline demo and the comparison study run exactly the recipe users run.
 """
@@ -18,7 +18,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
 
-from fvae_asr.speech.annotations import (
+from fvae_asr.speech.data.annotations import (
     Annotation,
     AnnotationError,
     Corpus,
@@ -28,15 +28,16 @@ from fvae_asr.speech.annotations import (
     read_annotation,
 )
 from fvae_asr.audio import SAMPLE_RATE
-from fvae_asr.speech.brain import PhoneCTCBrain
-from fvae_asr.speech.checkpointing import CheckpointRecoveryError, CheckpointSaveError, NonFiniteTrainingError
-from fvae_asr.speech.chunking import FrameGeometry
-from fvae_asr.speech.data import dataio_prepare, labels_of, phone_encoder
-from fvae_asr.speech.encoder import SSLEncoder
-from fvae_asr.speech.export import ExportError, check_replaceable, export_recognizer
-from fvae_asr.speech.hparams import as_mapping, hparams_source
-from fvae_asr.speech.recognizer import configure_training, count_parameters, init_head_from_checkpoint
-from fvae_asr.speech.run_folder import (
+from fvae_asr.speech.training.brain import PhoneCTCBrain
+from fvae_asr.speech.training.resume import CheckpointRecoveryError, CheckpointSaveError, NonFiniteTrainingError
+from fvae_asr.speech.inference.chunking import FrameGeometry
+from fvae_asr.speech.data.dataio import dataio_prepare, labels_of, phone_encoder
+from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.models.export import ExportError, check_replaceable, export_recognizer
+from fvae_asr.speech.training.hparams import as_mapping, hparams_source
+from fvae_asr.speech.models.recognizer import init_head_from_checkpoint
+from fvae_asr.speech.models.training_kinds import configure_training, count_parameters
+from fvae_asr.speech.training.run_folder import (
     LABEL_ENCODER_NAME,
     RENAMED_KEYS,
     RunFolderError,
@@ -49,7 +50,7 @@ from fvae_asr.speech.run_folder import (
     remove_unfinished_checkpoints,
     run_folders_lock,
 )
-from fvae_asr.speech.timit import SPLITS, prepare_timit
+from fvae_asr.speech.data.timit import SPLITS, prepare_timit
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def _init_head(model: torch.nn.Module, hparams: dict[str, Any], labels: list[str
 def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overrides: str | dict = "") -> dict:
     """Run the whole recipe; returns the test report, the export path and counts (main process).
 
-    ``hparams_file`` may extend another (see ``fvae_asr.speech.hparams``).
+    ``hparams_file`` may extend another (see ``fvae_asr.speech.training.hparams``).
 
     Before anything is written: invalid settings raise ``RunSettingsError`` (a ``ValueError``), and a corpus
     given by annotations whose files, rows, phones or audio cannot be used raises ``AnnotationError`` (also a

@@ -1,9 +1,8 @@
-"""A CTC phone recogniser (a wav2vec2-family encoder + linear head) and the four ways of training it that the recipe
-compares."""
+"""A CTC phone recogniser: a wav2vec2-family encoder + linear head, its head started from a CTC checkpoint, and
+greedy decoding."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,11 +12,9 @@ from torch import Tensor, nn
 from transformers import AutoModelForCTC
 from transformers.utils import cached_file
 
-from fvae_asr.adapters import AdapterConfig, inject
 from fvae_asr.files import read_json
-from fvae_asr.speech.encoder import SSLEncoder, check_local_family, quiet_hf_loading
+from fvae_asr.speech.models.encoder import SSLEncoder, check_local_family, quiet_hf_loading
 
-ADAPTER_KINDS = ("fvae_lora", "lora", "full", "frozen")
 HEAD_NAME = "head"
 
 
@@ -67,39 +64,6 @@ def init_head_from_checkpoint(
             model.head.weight[i] = weight[row]
             model.head.bias[i] = bias[row]
     return [labels[i] for i in sorted(rows)]
-
-
-def configure_training(model: nn.Module, kind: str, adapter_config: AdapterConfig | None = None) -> list[str]:
-    """Set what trains in a model with an ``encoder`` and a ``head`` (``CTCRecognizer``, ``PooledClassifier``):
-    adapters + head (``fvae_lora``, ``lora``), everything but the CNN (``full``), the head only (``frozen``).
-    Returns the adapted module names (empty without adapters).
-    """
-    if kind not in ADAPTER_KINDS:
-        raise ValueError(f"adapter must be one of {', '.join(ADAPTER_KINDS)}; got {kind!r}")
-    if kind in ("fvae_lora", "lora"):
-        if adapter_config is None or adapter_config.adapter_type != kind:
-            raise ValueError(f"adapter '{kind}' needs a matching adapter config, got {adapter_config!r}")
-        trainable = adapter_config.trainable_modules
-        if isinstance(trainable, list) and HEAD_NAME not in trainable:
-            adapter_config = dataclasses.replace(adapter_config, trainable_modules=[*trainable, HEAD_NAME])
-        return inject(model, adapter_config)
-    model.requires_grad_(kind == "full")
-    model.head.requires_grad_(True)
-    if kind == "full":
-        if model.encoder.freeze_feature_encoder:
-            model.encoder.freeze_cnn()
-        embed = getattr(model.encoder.model, "masked_spec_embed", None)
-        if embed is not None:
-            # Only SpecAugment uses this embedding, and not on every batch: left trainable it would sometimes
-            # get no gradient (DDP breaks) and would be saved with models that never use it at inference.
-            embed.requires_grad_(False)
-    return []
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
 
 
 def greedy_decode(log_probs: Tensor, frame_lens: Tensor, blank_index: int) -> list[list[int]]:

@@ -15,10 +15,10 @@ from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, registe
 from speechbrain.utils.distributed import if_main_process
 
 from fvae_asr.adapters import aux_loss, aux_weight, loss_terms
-from fvae_asr.speech.checkpointing import NonFiniteTrainingError, RandomStates
+from fvae_asr.speech.training.resume import NonFiniteTrainingError, RandomStates
 from fvae_asr.speech.metrics import alignments, error_report
-from fvae_asr.speech.recognizer import greedy_decode
-from fvae_asr.speech.run_folder import RunSettingsError
+from fvae_asr.speech.models.recognizer import greedy_decode
+from fvae_asr.speech.training.run_folder import RunSettingsError
 
 logger = logging.getLogger(__name__)
 

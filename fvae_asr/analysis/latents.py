@@ -31,11 +31,11 @@ from fvae_asr.adapters import latent_ablation
 from fvae_asr.analysis.probes import UNLABELLED, ProbeSettings, ProbeTask, held_out_groups
 from fvae_asr.analysis.recorder import LatentRecorder, LayerRecord, record_latents
 from fvae_asr.audio import load_audio
-from fvae_asr.speech.chunking import FrameGeometry
-from fvae_asr.speech.classifier import PooledClassifier
-from fvae_asr.speech.evaluation import evaluate_manifest, read_manifest
-from fvae_asr.speech.recognizer import CTCRecognizer
-from fvae_asr.speech.transcriber import Transcriber
+from fvae_asr.speech.inference.chunking import FrameGeometry
+from fvae_asr.speech.models.classifier import PooledClassifier
+from fvae_asr.speech.inference.evaluation import evaluate_manifest, read_manifest
+from fvae_asr.speech.models.recognizer import CTCRecognizer
+from fvae_asr.speech.inference.transcriber import Transcriber
 
 # probe -> (manifest field, what is held out). Speakers are held out where the label is not the speaker; the
 # speaker probe must hear every voice in training, so it holds out utterances of each speaker instead.
@@ -85,7 +85,7 @@ def check_manifest(manifest: dict[str, dict], path: Path, probes: Sequence[str])
 
 _MISSING_HINT = {
     "phn_segments": " (phone boundaries), which the phone probe needs: prepare the manifest again with this version "
-    "of fvae_asr.speech.timit.prepare_timit (manifests prepared before it kept phone segments lack them), or leave "
+    "of fvae_asr.speech.data.timit.prepare_timit (manifests prepared before it kept phone segments lack them), or leave "
     "phone out of --probes",
     "domain": ": leave domain out of --probes for a manifest without domains",
 }

@@ -28,14 +28,14 @@ from speechbrain.utils.distributed import infer_device
 from speechbrain.utils.run_opts import RunOptions
 
 from fvae_asr.files import describe_changes, read_json, write_atomically, write_json
-from fvae_asr.speech.annotations import ANNOTATION_KEYS, TIMIT_INVENTORIES, Corpus, audio_files, corpus_of
-from fvae_asr.speech.checkpointing import STAGING_PREFIX
-from fvae_asr.speech.data import SORTINGS
-from fvae_asr.speech.encoder import check_family
-from fvae_asr.speech.export import check_replaceable, remove_export
-from fvae_asr.speech.hparams import as_mapping
-from fvae_asr.speech.recognizer import ADAPTER_KINDS
-from fvae_asr.speech.train_logger import LOGGERS, TENSORBOARD_MISSING, tensorboard_missing
+from fvae_asr.speech.data.annotations import ANNOTATION_KEYS, TIMIT_INVENTORIES, Corpus, audio_files, corpus_of
+from fvae_asr.speech.training.resume import STAGING_PREFIX
+from fvae_asr.speech.data.dataio import SORTINGS
+from fvae_asr.speech.models.encoder import check_family
+from fvae_asr.speech.models.export import check_replaceable, remove_export
+from fvae_asr.speech.training.hparams import as_mapping
+from fvae_asr.speech.models.training_kinds import ADAPTER_KINDS
+from fvae_asr.speech.training.train_logger import LOGGERS, TENSORBOARD_MISSING, tensorboard_missing
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ CHOICES = {"adapter": ADAPTER_KINDS, "precision": PRECISIONS, "eval_precision": 
 RENAMED_KEYS = {"wav2vec2_source": "encoder_source", "wav2vec2_config": "encoder_config"}
 # Recorded values with a new name (classes the yaml builds): with RENAMED_KEYS, a run recorded before the
 # renames resumes (it computes the same).
-RENAMED_VALUES = {"!new:fvae_asr.speech.encoder.Wav2Vec2Encoder": "!new:fvae_asr.speech.encoder.SSLEncoder"}
+RENAMED_VALUES = {"!new:fvae_asr.speech.models.encoder.Wav2Vec2Encoder": "!new:fvae_asr.speech.models.encoder.SSLEncoder"}
 
 
 def _validate(flat: dict[str, Any]) -> None:

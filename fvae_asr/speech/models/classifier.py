@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from fvae_asr.speech.encoder import SSLEncoder
+from fvae_asr.speech.models.encoder import SSLEncoder
 
 
 def masked_mean_pool(hidden: Tensor, frame_mask: Tensor) -> Tensor:

@@ -17,8 +17,8 @@ import torchaudio.functional as taf
 from torch import Tensor
 
 from fvae_asr.audio import AudioError, AudioReader
-from fvae_asr.speech.alignment import PhoneSegment
-from fvae_asr.speech.transcriber import FileTranscription, Transcriber
+from fvae_asr.speech.inference.ctc_segments import PhoneSegment
+from fvae_asr.speech.inference.transcriber import FileTranscription, Transcriber
 
 
 class AlignmentError(ValueError):

@@ -26,7 +26,7 @@ from speechbrain.dataio.encoder import DEFAULT_BLANK
 
 from fvae_asr.audio import SAMPLE_RATE, AudioError, check_regular_file, header_duration
 from fvae_asr.files import file_stamps
-from fvae_asr.speech.timit import PHONES_39, PHONES_61, corpus_files
+from fvae_asr.speech.data.timit import PHONES_39, PHONES_61, corpus_files
 
 # The recipe's keys of the three annotations, by split (SpeechBrain's names; "valid" is the recipe's dev split).
 ANNOTATION_KEYS = {"train": "train_annotation", "dev": "valid_annotation", "test": "test_annotation"}

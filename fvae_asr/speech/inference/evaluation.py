@@ -11,9 +11,9 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from fvae_asr.files import read_json
-from fvae_asr.speech.annotations import read_annotation, resolve_wav
+from fvae_asr.speech.data.annotations import read_annotation, resolve_wav
 from fvae_asr.speech.metrics import alignments, error_report
-from fvae_asr.speech.transcriber import Transcriber
+from fvae_asr.speech.inference.transcriber import Transcriber
 
 REQUIRED_FIELDS = ("wav", "phn")
 

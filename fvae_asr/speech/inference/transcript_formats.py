@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from fvae_asr.speech.alignment import PhoneSegment
-from fvae_asr.speech.transcriber import FileTranscription
+from fvae_asr.speech.inference.ctc_segments import PhoneSegment
+from fvae_asr.speech.inference.transcriber import FileTranscription
 
 TEXTGRID_TIER = "phones"
 

@@ -31,10 +31,11 @@ from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME, check_finite
 from fvae_asr.adapters.peft_format import PEFT_PREFIX
 from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.files import is_disk_full, read_json, respect_umask, write_json
-from fvae_asr.speech.checkpointing import NonFiniteTrainingError
-from fvae_asr.speech.classifier import PooledClassifier
-from fvae_asr.speech.encoder import SSLEncoder, is_hub_id, quiet_hf_loading
-from fvae_asr.speech.recognizer import ADAPTER_KINDS, HEAD_NAME, CTCRecognizer, configure_training
+from fvae_asr.speech.training.resume import NonFiniteTrainingError
+from fvae_asr.speech.models.classifier import PooledClassifier
+from fvae_asr.speech.models.encoder import SSLEncoder, is_hub_id, quiet_hf_loading
+from fvae_asr.speech.models.recognizer import HEAD_NAME, CTCRecognizer
+from fvae_asr.speech.models.training_kinds import ADAPTER_KINDS, configure_training
 
 DESCRIPTION_NAME = "recognizer.json"
 TRAINABLE_NAME = "trainable_model.safetensors"

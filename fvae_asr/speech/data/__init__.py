@@ -1,0 +1,1 @@
+"""Corpora: TIMIT preparation, annotation files (CSV/JSON) and the SpeechBrain datasets."""

@@ -1,0 +1,1 @@
+"""Transcription, CTC phone timings, forced alignment, transcript formats and scoring."""

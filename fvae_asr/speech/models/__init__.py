@@ -1,0 +1,1 @@
+"""The recogniser and classifier modules, their encoders, and the self-contained export."""
