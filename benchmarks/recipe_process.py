@@ -3,7 +3,7 @@ process: what ``compare_methods.py --launcher torchrun`` launches under torchrun
 processes gives the study the same result as a run in its own process.
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 benchmarks/recipe_process.py RESULT.json \
-        recipes/timit/hparams.yaml --data_folder=/path/TIMIT --device=cuda --precision=bf16
+        recipes/timit/hparams/train.yaml --data_folder=/path/TIMIT --device=cuda --precision=bf16
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from speechbrain.utils.distributed import if_main_process
 
 from fvae_asr.files import write_json
-from fvae_asr.speech.training.recipe import main
+from fvae_asr.recipes.timit.train import main
 
 
 def run_and_save(result_file: Path, argv: list[str]) -> None:

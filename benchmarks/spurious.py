@@ -104,7 +104,7 @@ NOISES = {"blue": -1.0, "white": 0.0, "pink": 1.0, "brown": 2.0}  # the nuisance
 SNR_DB = 10.0
 TARGET_MODULES = TARGETS["all_linear"]
 SPLITS = ("train", "val", "test")
-# The recipe's clipping (recipes/timit/hparams.yaml, max_grad_norm) for every method: the authors' FVAE-LoRA norm 1
+# The recipe's clipping (recipes/timit/hparams/train.yaml, max_grad_norm) for every method: the authors' FVAE-LoRA norm 1
 # on 1000 * task + aux, in the units of task + lambda * aux.
 MAX_GRAD_NORM = 1e-3
 STUDY_METHODS = [method for method in METHODS if method not in CONTROLS]  # the recipe's controls are not run here

@@ -19,7 +19,7 @@ from fvae_asr.speech.data.timit import write_utterance  # noqa: E402
 from tiny_models import TINY_ENCODERS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-HPARAMS = REPO / "recipes" / "timit" / "hparams.yaml"
+HPARAMS = REPO / "recipes" / "timit" / "hparams" / "train.yaml"
 TONE_PHONES = ["sh", "iy", "ae", "s", "aa", "n", "m", "ow"]
 SPEAKERS = [("TRAIN", "DR1", "FCJF0"), ("TRAIN", "DR2", "MDAC0"), ("TRAIN", "DR3", "MJEB1"),
             ("TEST", "DR1", "FAKS0"), ("TEST", "DR1", "FDHC0")]  # two dev/core-test ids from the TEST folder

@@ -185,8 +185,8 @@ def test_paper_timit_preset_is_the_paper_s_setting_through_the_recipe_s_own_hpar
     args = compare.parse_args(["--preset", "paper_timit", "--data_folder", str(tone_corpus), "--work", str(tmp_path)])
     size = args.size
     assert (size["recipe"], size["encoder_source"], size["methods"], size["targets"], size["seeds"]) == (
-        "hparams.yaml", "facebook/wav2vec2-large-lv60", ["full", "lora", "fvae_lora"], ["qk"], [0, 1, 2])  # fmt: skip
-    assert (size["epochs"], size["batch_size"]) == (20, 8)  # hparams.yaml's, read from the file
+        "hparams/train.yaml", "facebook/wav2vec2-large-lv60", ["full", "lora", "fvae_lora"], ["qk"], [0, 1, 2])  # fmt: skip
+    assert (size["epochs"], size["batch_size"]) == (20, 8)  # hparams/train.yaml's, read from the file
     assert (size["device"], size["precision"], size["processes"]) == ("cpu", "fp32", 1)
     study = compare.Study(size)
     grids = {(method, targets): [t.lr for t in study.grid("timit", method, targets)]
@@ -194,14 +194,14 @@ def test_paper_timit_preset_is_the_paper_s_setting_through_the_recipe_s_own_hpar
     assert grids == {("full", "shared"): [2.5e-5, 1e-4, 4e-4], ("lora", "qk"): [5e-4, 2e-3, 5e-3],
                      ("fvae_lora", "qk"): [5e-4, 2e-3, 5e-3]}  # each method its own grid  # fmt: skip
     assert {t.shift for t in study.due()} == {"timit"}
-    fvae = compare.recipe_settings("fvae_lora", "qk", "hparams.yaml")  # the authors' settings, the package's defaults
+    fvae = compare.recipe_settings("fvae_lora", "qk", "hparams/train.yaml")  # the authors' settings, the package's defaults
     config = fvae["adapter_config"]
     assert (config["rank"], config["target_modules"], config["lora_alpha"], config["decoder_layers"]) == (
         16, ["q_proj", "k_proj"], 8, 3)  # fmt: skip
     assert (config["prior_mean_z2"], config["delta"], config["aux_weight"], fvae["max_grad_norm"]) == (
         1.5, 2 / 16, 1e-3, 1e-3)  # fmt: skip
-    assert compare.recipe_settings("lora", "qk", "hparams.yaml")["adapter_config"]["lora_alpha"] == 16
-    assert compare.recipe_settings("full", "shared", "hparams.yaml")["adapter_config"] is None
+    assert compare.recipe_settings("lora", "qk", "hparams/train.yaml")["adapter_config"]["lora_alpha"] == 16
+    assert compare.recipe_settings("full", "shared", "hparams/train.yaml")["adapter_config"] is None
 
     fixed = compare.parse_args(["--preset", "paper_timit", "--data_folder", str(tone_corpus), "--work", str(tmp_path),
                                 "--lr-grid", "0.001", "--method-lr-grid", "full=1e-4",
@@ -263,7 +263,7 @@ def test_preset_quick_trains_through_the_recipe_keys_records_by_corpus_and_encod
     record = json.loads((out / "records/timit/qk/fvae_lora/lr0.002/seed0.json").read_text())
     settings = record["settings"]
     assert (settings["recipe"], settings["epochs"], settings["batch_size"], settings["precision"]) == (
-        "hparams.yaml", 1, 8, "fp32")  # fmt: skip
+        "hparams/train.yaml", 1, 8, "fp32")  # fmt: skip
     assert settings["corpus"]["name"] == "timit" and settings["corpus"]["utterances"]["train"] == 12
     assert settings["backbone"] == compare.backbone_digest(large_layout_encoder)
     assert settings["adapter_config"]["target_modules"] == ["q_proj", "k_proj"]

@@ -15,9 +15,10 @@ import torch
 from conftest import HPARAMS, recipe_overrides
 from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.speech.data.annotations import AnnotationError, corpus_of, read_annotation, read_inventory
-from fvae_asr.speech.data.dataio import dataio_prepare, labels_of, phone_encoder
+from fvae_asr.recipes.timit.train import dataio_prepare
+from fvae_asr.speech.data.labels import labels_of, phone_encoder
 from fvae_asr.speech.models.export import load_recognizer
-from fvae_asr.speech.training.recipe import main, run
+from fvae_asr.recipes.timit.train import main, run
 from fvae_asr.speech.data.timit import PHONES_39
 from fvae_asr.speech.training.run_folder import RunSettingsError, check_resumable, plan_run, record_settings
 from fvae_asr.speech.inference.transcriber import Transcriber

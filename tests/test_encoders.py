@@ -16,7 +16,7 @@ from fvae_asr import FVAELoRAConfig, LoRAConfig
 from fvae_asr.adapters import adapter_layers
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import export_hf_ctc, export_recognizer, load_recognizer
-from fvae_asr.speech.training.recipe import main, run
+from fvae_asr.recipes.timit.train import main, run
 from fvae_asr.speech.models.recognizer import CTCRecognizer, init_head_from_checkpoint
 from fvae_asr.speech.models.training_kinds import configure_training
 from tiny_models import TINY_ENCODERS

@@ -16,7 +16,7 @@ from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import export_hf_ctc
 from fvae_asr.speech.models.recognizer import CTCRecognizer, init_head_from_checkpoint
 from fvae_asr.speech.models.training_kinds import configure_training
-from fvae_asr.speech.training.recipe import run
+from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.data.timit import PHONES_39
 from tiny_models import TINY_ENCODERS, tiny_wav2vec2
 

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import HPARAMS
 from fvae_asr.speech.training.hparams import hparams_source, load_hparams
-from fvae_asr.speech.training.recipe import run
+from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.training.run_folder import RunSettingsError, resolved_settings
 
 DEMO = HPARAMS.parent / "hparams" / "demo.yaml"

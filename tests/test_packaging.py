@@ -115,7 +115,7 @@ def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout
     overrides = recipe_overrides(corpus, elsewhere / "hubert", encoder_config=TINY_ENCODERS["hubert"],
                                  number_of_epochs=1, train_annotation=str(corpus / "train.csv"),
                                  valid_annotation=str(corpus / "dev.csv"), test_annotation=str(corpus / "test.json"))
-    recipe = python("-m", "fvae_asr.recipes.timit.train", str(site / "fvae_asr" / "recipes" / "timit" / "hparams.yaml"),
+    recipe = python("-m", "fvae_asr.recipes.timit.train", str(site / "fvae_asr" / "recipes" / "timit" / "hparams" / "train.yaml"),
                     *(f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()),
                     "--noprogressbar")  # fmt: skip
     assert recipe.returncode == 0, recipe.stderr[-3000:]

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from conftest import HPARAMS, REPO, recipe_overrides, torchrun_on_two_cpu_processes
 from fvae_asr.speech.models.export import load_recognizer
 from fvae_asr.speech.training.hparams import load_hparams
-from fvae_asr.speech.training.recipe import run
+from fvae_asr.recipes.timit.train import run
 from tiny_models import TINY_ENCODERS
 
 QUIET = {"noprogressbar": True}
@@ -91,7 +91,8 @@ def _cli(corpus: Path, output: Path, *extra: str) -> list[str]:
 KILL_AT_CHECKPOINT = """
 import os, signal, sys
 from speechbrain.utils.checkpoints import Checkpointer
-from fvae_asr.speech import export, recipe
+from fvae_asr.speech.models import export
+from fvae_asr.recipes.timit import train as recipe
 mode, when = sys.argv[1], int(sys.argv[2])
 calls = []
 def killing(original):
@@ -177,7 +178,7 @@ def test_the_recipe_clips_the_gradient_of_its_training_loss_at_1e_3(tone_corpus,
     norm 1 on ``1000 * task + aux``): measured on the gradients the optimiser receives."""
     import speechbrain as sb
 
-    from fvae_asr.speech.training.brain import PhoneCTCBrain
+    from fvae_asr.recipes.timit.train import PhoneCTCBrain
 
     loss_gradients, clips = [], []
     compute_objectives, clip_grad_norm = PhoneCTCBrain.compute_objectives, torch.nn.utils.clip_grad_norm_

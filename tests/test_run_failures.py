@@ -18,8 +18,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from conftest import HPARAMS, recipe_overrides
-from fvae_asr.speech import checkpointing, export
-from fvae_asr.speech.training.recipe import main, run
+from fvae_asr.speech.models import export
+from fvae_asr.speech.training import resume
+from fvae_asr.recipes.timit.train import main, run
 
 QUIET = {"noprogressbar": True}
 DISK_FULL_SAFETENSORS = ('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left '
@@ -76,11 +77,11 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_ch
         raise RuntimeError("basic_ios::clear: iostream error")
 
     def usage(folder):
-        staged = any((tmp_path / "save").glob(checkpointing.STAGING_PREFIX + "*"))
+        staged = any((tmp_path / "save").glob(resume.STAGING_PREFIX + "*"))
         return SimpleNamespace(total=10**12, used=10**12 if staged else 0, free=0 if staged else 10**12)
 
     monkeypatch.setattr(export, "save_trainable", disk_full)
-    monkeypatch.setattr(checkpointing.shutil, "disk_usage", usage)
+    monkeypatch.setattr(resume.shutil, "disk_usage", usage)
     code, line = _fails(_argv(tone_corpus, tmp_path, number_of_epochs=2), capsys)
     assert code == 1 and "no space left on the device while saving a checkpoint" in line
     assert {path: _snapshot(path) for path in _checkpoints(tmp_path)} == saved
@@ -166,7 +167,7 @@ def test_training_audio_too_short_for_the_encoder_is_refused_naming_the_row(tone
 
 def test_a_recipe_run_never_checkpoints_non_finite_weights(tone_corpus, tmp_path, monkeypatch, capsys):
     """Weights gone NaN after the epoch's last step (the next loss would have said so) stop the save."""
-    from fvae_asr.speech.training.brain import PhoneCTCBrain
+    from fvae_asr.recipes.timit.train import PhoneCTCBrain
 
     on_fit_batch_end = PhoneCTCBrain.on_fit_batch_end
 

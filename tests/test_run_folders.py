@@ -13,9 +13,9 @@ import soundfile as sf
 from speechbrain.utils.checkpoints import Checkpointer
 
 from conftest import HPARAMS, make_tone_corpus, recipe_overrides
-from fvae_asr.speech import export
+from fvae_asr.speech.models import export
 from fvae_asr.speech.models.export import load_recognizer
-from fvae_asr.speech.training.recipe import run
+from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.training.run_folder import (
     RunFolderInUse,
     RunSettingsError,

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from speechbrain.utils.checkpoints import Checkpointer
 
 from conftest import HPARAMS, REPO, recipe_overrides
-from fvae_asr.speech import export
-from fvae_asr.speech.training.recipe import main, run
+from fvae_asr.speech.models import export
+from fvae_asr.recipes.timit.train import main, run
 from tiny_models import TINY_ENCODERS
 
 QUIET = {"noprogressbar": True}
@@ -220,14 +220,14 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_usable(tone_corpus,
 @pytest.mark.parametrize("failure", ["ENOSPC", "torch.save"])
 def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tone_corpus, tmp_path, monkeypatch, failure):
     """The system error, or torch.save's RuntimeError (which drops it) when the disk has no space left."""
-    from fvae_asr.speech import checkpointing
+    from fvae_asr.speech.training import resume
 
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2)
 
     def disk_full(model, path):
         if failure == "ENOSPC":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda _: SimpleNamespace(free=0))
+        monkeypatch.setattr(resume.shutil, "disk_usage", lambda _: SimpleNamespace(free=0))
         raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file")
 
     run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 1})
@@ -295,7 +295,7 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_nothing(to
     """``--adapter=frozen --lr=1e4`` diverges: one line, exit 1, and no non-finite checkpoint (a NaN one would make
     every later run call it damaged); the checkpoints saved before it diverged are finite."""
     from conftest import HPARAMS
-    from fvae_asr.speech.training.recipe import main
+    from fvae_asr.recipes.timit.train import main
 
     overrides = recipe_overrides(tone_corpus, tmp_path, adapter="frozen", lr=1e4, number_of_epochs=3)
     args = [str(HPARAMS), "--noprogressbar"] + [
@@ -332,7 +332,7 @@ def test_a_restart_that_crashes_leaves_none_of_the_old_results(tone_corpus, tmp_
     def crash(*args, **kwargs):
         raise RuntimeError("killed while training")
 
-    monkeypatch.setattr("fvae_asr.speech.training.recipe._train_test_export", crash)
+    monkeypatch.setattr("fvae_asr.recipes.timit.train.train_test_export", crash)
     with pytest.raises(RuntimeError, match="killed"):
         run(HPARAMS, QUIET, {**overrides, "lr": 0.01, "restart": True})
     assert not (tmp_path / "model").exists() and not (tmp_path / "test_results.json").exists()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fvae_asr.speech.data.dataio import dataio_prepare, phone_encoder
+from fvae_asr.recipes.timit.train import dataio_prepare
+from fvae_asr.speech.data.labels import phone_encoder
 from fvae_asr.speech.data.timit import (
     CORE_TEST_SPEAKERS,
     DEV_SPEAKERS,

@@ -19,7 +19,7 @@ from fvae_asr import FVAELoRAConfig, inject, load_adapter, save_adapter
 from fvae_asr.cli.transcribe import main as transcribe_main
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import export_recognizer, load_recognizer
-from fvae_asr.speech.training.recipe import run
+from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.models.recognizer import CTCRecognizer
 from fvae_asr.speech.models.training_kinds import configure_training
 from fvae_asr.speech.data.timit import PHONES_39

@@ -24,13 +24,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def train(argv: Sequence[str]) -> int:
-    """``fvae-asr train [--hparams FILE] [--key=value ...]``: the recipe with the packaged ``hparams.yaml`` unless
+    """``fvae-asr train [--hparams FILE] [--key=value ...]``: the recipe with the packaged ``hparams/train.yaml`` unless
     ``--hparams`` names another; every other argument is the recipe's own (SpeechBrain's overrides)."""
     from fvae_asr.demo.paths import recipe_file
-    from fvae_asr.speech.training.recipe import main as recipe_main
+    from fvae_asr.recipes.timit.train import main as recipe_main
 
     parser = argparse.ArgumentParser(prog="fvae-asr train", add_help=False)
-    parser.add_argument("--hparams", default=str(recipe_file("hparams.yaml")))
+    parser.add_argument("--hparams", default=str(recipe_file("hparams/train.yaml")))
     known, rest = parser.parse_known_args(argv)
     recipe_main([known.hparams, *rest])
     return 0

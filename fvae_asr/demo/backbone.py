@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.speech.models.export import export_hf_ctc, load_recognizer
-from fvae_asr.speech.training.recipe import run
+from fvae_asr.recipes.timit.train import run
 from fvae_asr.synthetic import generate_corpus
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def build_backbone(
     corpus = generate_corpus(work_dir / "source_corpus", seed=seed, n_train_speakers=train_speakers,
                              n_test_speakers=8, sentences_per_speaker=sentences_per_speaker, domain="source")
     result = run(
-        recipe_file("hparams.yaml"),
+        recipe_file("hparams/train.yaml"),
         {"noprogressbar": True},
         {
             "seed": seed,

@@ -1,2 +1,2 @@
-"""SpeechBrain recipe for TIMIT phone recognition (``train.py``, ``hparams.yaml``; the demo's overrides in
+"""SpeechBrain recipe for TIMIT phone recognition (``train.py``, ``hparams/train.yaml``; the demo's overrides in
 ``hparams/demo.yaml``)."""

@@ -138,6 +138,11 @@ def write_utterance(
     return wav_path
 
 
+def manifest_paths(save_folder: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """Where ``prepare_timit`` writes the train, dev and test manifests."""
+    return tuple(Path(save_folder) / f"{split}.json" for split in SPLITS)
+
+
 def prepare_timit(
     data_folder: str | os.PathLike,
     save_folder: str | os.PathLike,
@@ -160,7 +165,7 @@ def prepare_timit(
     if phn_set not in _PHONE_SETS:
         raise ValueError(f"phn_set must be one of {_PHONE_SETS}, got {phn_set!r}")
     save_dir = Path(save_folder)
-    paths = tuple(save_dir / f"{split}.json" for split in SPLITS)
+    paths = manifest_paths(save_dir)
     if skip_prep:
         logger.info("TIMIT preparation skipped (skip_prep=True)")
         return paths

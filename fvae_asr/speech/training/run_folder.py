@@ -3,7 +3,7 @@ checkpoints with what identifies its audio, compared when it resumes, and locks 
 output and save folders while it runs; a save folder that holds another run's checkpoints is refused.
 
 A resumed run must compute what the original run would have computed, so every setting that changes the result
-must match the recorded one; ``RESUMABLE_KEYS`` and ``RESUMABLE_PATHS`` may change (see ``hparams.yaml``).
+must match the recorded one; ``RESUMABLE_KEYS`` and ``RESUMABLE_PATHS`` may change (see ``hparams/train.yaml``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from speechbrain.utils.run_opts import RunOptions
 from fvae_asr.files import describe_changes, read_json, write_atomically, write_json
 from fvae_asr.speech.data.annotations import ANNOTATION_KEYS, TIMIT_INVENTORIES, Corpus, audio_files, corpus_of
 from fvae_asr.speech.training.resume import STAGING_PREFIX
-from fvae_asr.speech.data.dataio import SORTINGS
+from fvae_asr.speech.data.labels import SORTINGS
 from fvae_asr.speech.models.encoder import check_family
 from fvae_asr.speech.models.export import check_replaceable, remove_export
 from fvae_asr.speech.training.hparams import as_mapping

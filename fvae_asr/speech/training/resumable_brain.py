@@ -1,35 +1,34 @@
-"""The SpeechBrain ``Brain``: CTC on the (adapted) wav2vec2 plus the FVAE auxiliary loss; PER on dev and test."""
+"""A SpeechBrain ``Brain`` whose runs resume exactly: the bookkeeping a recipe's Brain inherits, so that the recipe
+keeps only its method (forward, objectives, what each stage reports).
+
+Its checkpoints also hold the random generators and the running sums of the epoch in progress, so a run resumed
+from any checkpoint trains and logs as the uninterrupted run would have; the learning-rate schedule steps once per
+optimiser step and is rebuilt when ``number_of_epochs`` changes; a non-finite training loss stops the run.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
-from pathlib import Path
 
 import speechbrain as sb
 import torch
-import torch.nn.functional as F
 import yaml
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
-from speechbrain.utils.distributed import if_main_process
 
-from fvae_asr.adapters import aux_loss, aux_weight, loss_terms
 from fvae_asr.speech.training.resume import NonFiniteTrainingError, RandomStates
-from fvae_asr.speech.metrics import alignments, error_report
-from fvae_asr.speech.models.recognizer import greedy_decode
 from fvae_asr.speech.training.run_folder import RunSettingsError
 
 logger = logging.getLogger(__name__)
 
 
 @register_checkpoint_hooks
-class PhoneCTCBrain(sb.Brain):
-    """Expects hparams ``model`` (the unwrapped CTCRecognizer), ``label_encoder``, ``lr_scheduler``,
-    ``epoch_counter``, ``train_logger``, ``test_results_file`` and ``test_alignments_file``.
+class ResumableBrain(sb.Brain):
+    """Expects hparams ``lr_scheduler`` (stepped per optimiser step), ``epoch_counter`` and ``train_logger``.
 
-    Its checkpoints also hold the random generators and the running sums of the epoch in progress, so a run
-    resumed from any checkpoint trains and logs as the uninterrupted run would have.
+    Subclasses record the terms of their training loss with ``log_loss_parts`` and call ``super()`` in
+    ``on_stage_start`` and ``on_stage_end``; after the training stage, ``train_stats`` holds the epoch's mean loss
+    and the mean of each logged term, and ``epoch_rates`` the learning rates of its first and last steps.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -38,33 +37,15 @@ class PhoneCTCBrain(sb.Brain):
         self.resumed_epoch: dict | None = None  # sums of the epoch in progress, from an intra-epoch checkpoint
         self.loss_parts: dict[str, float] = defaultdict(float)
         self.epoch_rates: list[float] = []  # learning rates of the epoch's first and latest steps
+        self.train_stats: dict[str, float] = {}
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("random_states", self.random_states)
 
-    def compute_forward(self, batch, stage):
-        batch = batch.to(self.device)
-        wavs, wav_lens = batch.sig
-        return self.modules.model(wavs, wav_lens)  # the root module: starts a fresh record of FVAE terms
-
-    def compute_objectives(self, predictions, batch, stage):
-        log_probs, frame_lens = predictions  # (B, T, V) float32, (B,)
-        targets, target_rel_lens = batch.phn_encoded
-        target_lens = torch.round(target_rel_lens * targets.shape[1]).long()
-        ctc = F.ctc_loss(
-            log_probs.transpose(0, 1), targets, frame_lens, target_lens, blank=self.blank_index, zero_infinity=True
-        )
-        if stage == sb.Stage.TRAIN:
-            aux = aux_loss(self.hparams.model)
-            parts = loss_terms(self.hparams.model)  # empty without FVAE layers
-            if parts:
-                parts["aux"] = parts.pop("total")
-            self._log_parts(ctc=ctc, **parts)
-            return ctc + aux_weight(self.hparams.model) * aux
-        hypotheses = greedy_decode(log_probs, frame_lens, self.blank_index)
-        self.ids.extend(batch.id)
-        self.references.extend(batch.phn_list)
-        self.hypotheses.extend(self.hparams.label_encoder.decode_ndim(hypotheses))
-        return ctc
+    def log_loss_parts(self, **parts: torch.Tensor) -> None:
+        """Add this batch's loss terms to the epoch's sums (logged as means at the end of the epoch)."""
+        for name, value in parts.items():
+            self.loss_parts[name] += value.detach().item()
+        self.loss_parts["batches"] += 1
 
     def check_loss_isfinite(self, loss: torch.Tensor) -> None:
         """Stop at the first non-finite training loss (SpeechBrain's default skips a few first): a diverged run
@@ -75,15 +56,6 @@ class PhoneCTCBrain(sb.Brain):
                 f"{self.step} (learning rate {self.optimizer.param_groups[0]['lr']:.3g}): the run diverged; nothing "
                 "of it after its last checkpoint is saved. Lower the learning rate and pass --restart=True"
             )
-
-    @property
-    def blank_index(self) -> int:
-        return self.hparams.label_encoder.get_blank_index()
-
-    def _log_parts(self, **parts: torch.Tensor) -> None:
-        for name, value in parts.items():
-            self.loss_parts[name] += value.detach().item()
-        self.loss_parts["batches"] += 1
 
     def on_fit_start(self):
         """Optimiser ready and the latest checkpoint recovered: refuse fewer epochs than were trained; rebuild
@@ -134,9 +106,12 @@ class PhoneCTCBrain(sb.Brain):
             self.resumed_epoch = None
             self.epoch_rates = list(resumed["epoch_rates"]) if resumed else []
         self.loss_parts = defaultdict(float, resumed["loss_parts"] if resumed else {})
-        self.ids: list[str] = []
-        self.references: list[list[str]] = []
-        self.hypotheses: list[list[str]] = []
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.random_states.restore_pending()  # an epoch resumed after its last step
+            batches = max(self.loss_parts.pop("batches", 1), 1)
+            self.train_stats = {"loss": stage_loss, **{k: v / batches for k, v in self.loss_parts.items()}}
 
     @mark_as_saver
     def _save(self, path):
@@ -153,30 +128,3 @@ class PhoneCTCBrain(sb.Brain):
             saved = yaml.safe_load(fin)
         resumed = {"loss_parts": saved.get("loss_parts") or {}, "epoch_rates": saved.get("epoch_rates") or []}
         self.resumed_epoch = None if end_of_epoch else resumed
-
-    def on_stage_end(self, stage, stage_loss, epoch=None):
-        if stage == sb.Stage.TRAIN:
-            self.random_states.restore_pending()  # an epoch resumed after its last step
-            batches = max(self.loss_parts.pop("batches", 1), 1)
-            self.train_stats = {"loss": stage_loss, **{k: v / batches for k, v in self.loss_parts.items()}}
-            return
-        report = error_report(self.ids, self.references, self.hypotheses)
-        if stage == sb.Stage.VALID:
-            rates = dict(zip(("lr first step", "lr last step"), self.epoch_rates))
-            self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, **rates},
-                train_stats=self.train_stats,
-                valid_stats={"loss": stage_loss, "PER": report["per"]},
-            )
-            self.checkpointer.save_and_keep_only(meta={"PER": report["per"]}, min_keys=["PER"])
-            return
-        self.test_report = {**report, "loss": stage_loss}
-        self.hparams.train_logger.log_stats(
-            stats_meta={"epoch loaded": self.hparams.epoch_counter.current},
-            test_stats={"loss": stage_loss, "PER": report["per"]},
-        )
-        if if_main_process():
-            Path(self.hparams.test_results_file).write_text(json.dumps(self.test_report, indent=2) + "\n")
-            Path(self.hparams.test_alignments_file).write_text(
-                alignments(self.ids, self.references, self.hypotheses)
-            )
