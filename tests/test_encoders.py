@@ -216,10 +216,20 @@ def test_a_run_recorded_under_the_old_names_resumes(tone_corpus, saved, tmp_path
                                  number_of_epochs=1)  # fmt: skip
     run(HPARAMS, {"noprogressbar": True}, overrides)
     record = tmp_path / "save" / "run_config.json"  # as the recipe wrote it before the rename
+    modules_before = {"models.encoder": "encoder", "models.recognizer": "recognizer", "models.export": "export",
+                      "training.resume": "checkpointing", "training.train_logger": "train_logger"}  # 0.1's layout
+
+    def as_recorded_in_0_1(value):
+        if not isinstance(value, str):
+            return value
+        for new, old in modules_before.items():
+            value = value.replace(f"fvae_asr.speech.{new}.", f"fvae_asr.speech.{old}.")
+        return value.replace("SSLEncoder", "Wav2Vec2Encoder")
+
     old = {key.replace("encoder_source", "wav2vec2_source").replace("encoder_config", "wav2vec2_config"):
-           value.replace("SSLEncoder", "Wav2Vec2Encoder") if isinstance(value, str) else value
-           for key, value in json.loads(record.read_text()).items()}  # fmt: skip
-    assert "wav2vec2_source" in old and "!new:fvae_asr.speech.models.encoder.Wav2Vec2Encoder" in old.values()
+           as_recorded_in_0_1(value) for key, value in json.loads(record.read_text()).items()}  # fmt: skip
+    assert "wav2vec2_source" in old and "!new:fvae_asr.speech.encoder.Wav2Vec2Encoder" in old.values()
+    assert "!new:fvae_asr.speech.checkpointing.AtomicCheckpointer" in old.values()
     record.write_text(json.dumps(old))
     run(HPARAMS, {"noprogressbar": True}, {**overrides, "number_of_epochs": 2})
     assert re.findall(r"^epoch: (\d+)", (tmp_path / "train_log.txt").read_text(), re.M) == ["1", "2"]

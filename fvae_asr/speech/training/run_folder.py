@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 from collections.abc import Iterator, Mapping
@@ -173,7 +174,16 @@ CHOICES = {"adapter": ADAPTER_KINDS, "precision": PRECISIONS, "eval_precision": 
 RENAMED_KEYS = {"wav2vec2_source": "encoder_source", "wav2vec2_config": "encoder_config"}
 # Recorded values with a new name (classes the yaml builds): with RENAMED_KEYS, a run recorded before the
 # renames resumes (it computes the same).
-RENAMED_VALUES = {"!new:fvae_asr.speech.models.encoder.Wav2Vec2Encoder": "!new:fvae_asr.speech.models.encoder.SSLEncoder"}
+RENAMED_VALUES = {"!new:fvae_asr.speech.encoder.Wav2Vec2Encoder": "!new:fvae_asr.speech.models.encoder.SSLEncoder"}
+# Modules of classes the yaml builds, moved in 0.2.0 (old -> new), so that class paths recorded by 0.1 resume.
+RENAMED_MODULES = {
+    "fvae_asr.speech.encoder": "fvae_asr.speech.models.encoder",
+    "fvae_asr.speech.recognizer": "fvae_asr.speech.models.recognizer",
+    "fvae_asr.speech.export": "fvae_asr.speech.models.export",
+    "fvae_asr.speech.checkpointing": "fvae_asr.speech.training.resume",
+    "fvae_asr.speech.train_logger": "fvae_asr.speech.training.train_logger",
+}
+_CLASS_TAG = re.compile(r"^(![a-z]+:)([\w.]+)\.(\w+)$")  # !new:package.module.Class
 
 
 def _validate(flat: dict[str, Any]) -> None:
@@ -345,9 +355,17 @@ def _current_names(recorded: dict[str, Any]) -> dict[str, Any]:
     for key, value in recorded.items():
         head, dot, rest = key.partition(".")
         if isinstance(value, str):
-            value = RENAMED_VALUES.get(value, value)
+            value = RENAMED_VALUES.get(value) or _moved_class(value)
         renamed[RENAMED_KEYS.get(head, head) + dot + rest] = value
     return renamed
+
+
+def _moved_class(value: str) -> str:
+    """A recorded class tag with its module's current path (``RENAMED_MODULES``); any other value as it is."""
+    tag = _CLASS_TAG.match(value)
+    if tag is None or tag.group(2) not in RENAMED_MODULES:
+        return value
+    return f"{tag.group(1)}{RENAMED_MODULES[tag.group(2)]}.{tag.group(3)}"
 
 
 def _resumable(key: str) -> bool:
