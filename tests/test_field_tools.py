@@ -124,6 +124,7 @@ def test_sclite_scores_our_stm_and_ctm_with_our_per_including_empty_hypotheses(c
     numbers = sclite_total(scl / "ref.stm", "stm", scl / "hyp.ctm", "ctm")
     assert numbers[:2] == [ours["utterances"], ours["reference_phones"]] == [3, 14]
     assert ours["per"] > 0 and numbers[-2] == pytest.approx(ours["per"], abs=0.05)  # sclite prints one decimal
+    assert sclite_total(scl / "ref.trn", "trn", scl / "hyp.trn", "trn", "-i", "wsj") == numbers
 
 
 def test_evaluates_ctm_is_transcribes_ctm_with_the_same_unique_file_ids(checkpoint, audio, tmp_path, capsys):

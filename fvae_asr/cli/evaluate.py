@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write the references and hypotheses here for NIST sclite: ref.trn and hyp.trn (one line "
                         "per utterance; 'sclite -r DIR/ref.trn trn -h DIR/hyp.trn trn -i wsj'), and ref.stm and hyp.ctm "
                         "(a segment per file, the phones with their times, files named as by transcribe --format ctm; "
-                        "'sclite -r DIR/ref.stm stm -h DIR/hyp.ctm ctm')")  # fmt: skip
+                        "'sclite -r DIR/ref.stm stm -h DIR/hyp.ctm ctm'); see docs/transcription-formats.md")  # fmt: skip
     parser.add_argument("--skip-invalid", action="store_true",
                         help="leave out utterances with an empty reference or phones the model cannot output "
                         "(counted in the summary, listed in the JSON report) instead of failing")  # fmt: skip
