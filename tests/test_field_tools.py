@@ -147,17 +147,22 @@ def test_evaluates_ctm_is_transcribes_ctm_with_the_same_unique_file_ids(checkpoi
     assert {line.split()[0] for line in ctm.splitlines()} == {"FCJF0_SA1", "MDAB0_SA1"}
 
 
-def test_sclite_files_refuse_utterances_sharing_an_audio_file_before_anything_is_written(checkpoint, audio, tmp_path,
-                                                                                         capsys):  # fmt: skip
-    """STM and CTM name files, not utterances: two utterances of one file cannot be told apart there."""
+@pytest.mark.parametrize(("utterance", "same_file", "named"), [
+    ("UTT_A2", True, "utterances UTT_A, UTT_A2 get one file ID, mono"),  # STM and CTM name files, not utterances
+    ("UTT A", False, "cannot contain white space: 'UTT A'"),  # sclite splits its lines on white space
+])  # fmt: skip
+def test_sclite_files_refuse_ids_sclite_cannot_tell_apart_before_anything_is_written(
+    checkpoint, audio, tmp_path, capsys, utterance, same_file, named
+):
     manifest = _write_manifest(tmp_path / "test.json", audio)
-    manifest["UTT_A2"] = dict(manifest["UTT_A"])
+    manifest[utterance] = {"wav": str(audio["mono.wav" if same_file else "short.wav"]), "phn": "sil aa sil"}
     (tmp_path / "test.json").write_text(json.dumps(manifest))
     code = evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json"),
                           "--json", str(tmp_path / "report.json"), "--sclite", str(tmp_path / "scl")])  # fmt: skip
-    [error] = capsys.readouterr().err.splitlines()
-    assert code == 1 and "UTT_A, UTT_A2" in error and str(audio["mono.wav"]) in error
-    assert not (tmp_path / "report.json").exists() and not (tmp_path / "scl").exists()
+    captured = capsys.readouterr()
+    [error] = captured.err.splitlines()
+    assert code == 1 and named in error and str(tmp_path / "test.json") in error
+    assert captured.out == "" and not (tmp_path / "report.json").exists() and not (tmp_path / "scl").exists()
 
 
 def test_praat_reads_the_textgrids_of_align_with_the_same_intervals(checkpoint, tone_corpus, tmp_path):
