@@ -49,11 +49,11 @@ def test_demo_hparams_find_the_shipped_backbone_from_any_folder(tmp_path, monkey
     assert (hparams["number_of_epochs"], hparams["lr"]) == (size.EPOCHS, size.LEARNING_RATES["fvae_lora"])
 
 
-def test_demo_usage_names_the_module_and_explains_every_option(capsys):
+def test_demo_usage_names_the_command_and_explains_every_option(capsys):
     with pytest.raises(SystemExit) as caught:
         parse_args(["--help"])
     assert caught.value.code == 0
     usage = capsys.readouterr().out
-    assert usage.startswith("usage: python -m fvae_asr.demo ")
+    assert usage.startswith("usage: fvae-asr demo ")
     options = usage[usage.index("options:"):].split("\n  -")[1:]
     assert len(options) == 6 and all(len(option.split()) > 3 for option in options), options

@@ -1,5 +1,6 @@
 """Score an exported recogniser on a manifest: ``fvae-asr evaluate --checkpoint DIR --manifest test.json
-[--alignments out.txt] [--json out.json] [--skip-invalid]`` (or ``--manifest test.csv [--data-folder DIR]``).
+[--alignments out.txt] [--json out.json] [--sclite DIR] [--skip-invalid]`` (or ``--manifest test.csv
+[--data-folder DIR]``).
 
 Prints the PER with its substitution, deletion and insertion counts, then writes the requested files; exits 1
 on a bad checkpoint, manifest (an empty reference or a phone the model cannot output included, unless
@@ -11,13 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
 from fvae_asr.files import write_atomically
 from fvae_asr.cli.args import output_file, positive_int, torch_device
-from fvae_asr.speech.inference.evaluation import evaluate_manifest, report_alignments
-from fvae_asr.speech.inference.transcriber import Transcriber
+from fvae_asr.cli.transcribe import file_ids
+from fvae_asr.speech.inference.evaluation import evaluate_manifest, read_manifest, report_alignments
+from fvae_asr.speech.inference.transcriber import FileTranscription, Transcriber
+from fvae_asr.speech.inference.transcript_formats import ctm_lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,8 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--alignments", type=output_file, help="write per-utterance REF/HYP alignments here")
     parser.add_argument("--json", type=output_file, help="write the full report (PER, counts, transcripts) here")
     parser.add_argument("--sclite", type=Path, metavar="DIR",
-                        help="write ref.trn and hyp.trn here (sclite's trn form, one line per utterance) to score with "
-                        "'sclite -r DIR/ref.trn trn -h DIR/hyp.trn trn -i wsj'")  # fmt: skip
+                        help="write the references and hypotheses here for NIST sclite: ref.trn and hyp.trn (one line "
+                        "per utterance; 'sclite -r DIR/ref.trn trn -h DIR/hyp.trn trn -i wsj'), and ref.stm and hyp.ctm "
+                        "(a segment per file, the phones with their times, files named as by transcribe --format ctm; "
+                        "'sclite -r DIR/ref.stm stm -h DIR/hyp.ctm ctm'); see docs/transcription-formats.md")  # fmt: skip
     parser.add_argument("--skip-invalid", action="store_true",
                         help="leave out utterances with an empty reference or phones the model cannot output "
                         "(counted in the summary, listed in the JSON report) instead of failing")  # fmt: skip
@@ -59,6 +65,65 @@ def sclite_trn(report: dict, side: str) -> str:
     return "".join(f"{t[side]} ({utt_id})\n" for utt_id, t in report["transcripts"].items())
 
 
+def sclite_file_ids(manifest: dict[str, dict], manifest_path: Path) -> dict[str, str]:
+    """Each utterance's file ID in ref.stm and hyp.ctm: ``transcribe``'s rule (``file_ids``) over the manifest's
+    audio files, so that hyp.ctm is what ``transcribe --format ctm`` writes for them.
+
+    Args:
+        manifest: what ``read_manifest`` returns.
+        manifest_path: its file, named in errors.
+
+    Raises ValueError naming the utterances whose files get one ID (STM and CTM tell utterances apart by file
+    only) or the IDs with white space (sclite splits its lines on it).
+    """
+    names = dict(zip(manifest, file_ids([entry["wav"] for entry in manifest.values()])))
+    utterances_of = defaultdict(list)
+    for utt_id, name in names.items():
+        utterances_of[name].append(utt_id)
+    for name, utt_ids in utterances_of.items():
+        if len(utt_ids) > 1:
+            files = ", ".join(dict.fromkeys(manifest[utt_id]["wav"] for utt_id in utt_ids))
+            raise ValueError(f"manifest {manifest_path}: utterances {', '.join(utt_ids)} get one file ID, {name} "
+                             f"({files}), but sclite's STM and CTM (--sclite) tell utterances apart by file only")
+    spaced = [repr(text) for utt_id, name in names.items() for text in (utt_id, name) if len(text.split()) != 1]
+    if spaced:
+        raise ValueError(f"manifest {manifest_path}: IDs for sclite (--sclite) cannot contain white space: "
+                         f"{', '.join(spaced[:5])}")
+    return names
+
+
+def sclite_stm(report: dict, names: dict[str, str]) -> str:
+    """The references as NIST STM, one segment per utterance spanning its whole file, sorted by file ID as sclite
+    requires: ``<file ID> 1 <utterance id> 0 <duration> <phones>`` (channel 1, as in the CTM).
+
+    Args:
+        report: what ``evaluate_manifest`` returns.
+        names: each utterance's file ID (``sclite_file_ids``).
+    """
+    lines = [";; fvae-asr evaluate: <file ID> <channel> <utterance id> <start> <end> <reference phones>\n"]
+    for utt_id in sorted(report["transcripts"], key=names.__getitem__):
+        transcript = report["transcripts"][utt_id]
+        phones = " ".join(transcript["ref"].split())
+        lines.append(f"{names[utt_id]} 1 {utt_id} 0 {transcript['duration']:.3f} {phones}\n")
+    return "".join(lines)
+
+
+def sclite_ctm(report: dict, names: dict[str, str]) -> str:
+    """The hypotheses as NIST CTM, sorted by file ID and start time, each file's lines as ``transcribe --format ctm``
+    writes them; a file with an empty hypothesis has none (sclite warns, then counts its reference phones deleted).
+
+    Args:
+        report: what ``evaluate_manifest`` returns, with ``timestamps``.
+        names: each utterance's file ID (``sclite_file_ids``).
+    """
+    transcripts = report["transcripts"]
+    return "".join(
+        ctm_lines(FileTranscription(t["wav"], t["hyp"].split(), duration=t["duration"], segments=t["segments"]),
+                  names[utt_id])
+        for utt_id, t in sorted(transcripts.items(), key=lambda item: names[item[0]])
+    )  # fmt: skip
+
+
 def write_outputs(report: dict, outputs: list[tuple[Path | None, Callable[[dict], str]]]) -> str | None:
     """Write each requested file (atomically: a failure keeps the old one); returns the first failure, if any."""
     for path, render in outputs:
@@ -75,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     args = parse_args(argv)
     try:
+        names = {}  # each utterance's file ID for sclite, checked before the long part so that a bad one fails at once
+        if args.sclite is not None:
+            names = sclite_file_ids(read_manifest(args.manifest, args.data_folder), args.manifest)
         transcriber = Transcriber(args.checkpoint, args.device, args.batch_size)
-        report = evaluate_manifest(transcriber, args.manifest, args.skip_invalid, args.data_folder)
+        report = evaluate_manifest(transcriber, args.manifest, args.skip_invalid, args.data_folder,
+                                   timestamps=args.sclite is not None)  # fmt: skip
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -89,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot create {args.sclite}: {err.strerror or err}", file=sys.stderr)
             return 1
         outputs += [(args.sclite / f"{side}.trn", lambda r, side=side: sclite_trn(r, side)) for side in ("ref", "hyp")]
+        outputs += [(args.sclite / "ref.stm", lambda r: sclite_stm(r, names)),
+                    (args.sclite / "hyp.ctm", lambda r: sclite_ctm(r, names))]  # fmt: skip
     failure = write_outputs(report, outputs)
     if failure:
         print(f"error: {failure}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Offline end-to-end demo: ``python -m fvae_asr.demo --out DIR``.
+"""Offline end-to-end demo: ``fvae-asr demo --out DIR``.
 
 Generates a synthetic target-domain corpus in the TIMIT layout, measures the tiny pretrained backbone's PER
 with a head trained on the frozen backbone, adapts it with FVAE-LoRA through the TIMIT recipe, evaluates,

@@ -1,4 +1,4 @@
-"""Command line: ``python -m fvae_asr.synthetic --out DIR --domain target --train-speakers 24``."""
+"""Command line: ``fvae-asr synthetic --out DIR --domain target --train-speakers 24``."""
 
 from __future__ import annotations
 

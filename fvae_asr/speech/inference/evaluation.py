@@ -63,13 +63,18 @@ def invalid_references(manifest: dict[str, dict], phones: Collection[str]) -> di
 
 
 def evaluate_manifest(
-    transcriber: Transcriber, manifest_path: str | Path, skip_invalid: bool = False, data_root: str | None = None
+    transcriber: Transcriber,
+    manifest_path: str | Path,
+    skip_invalid: bool = False,
+    data_root: str | None = None,
+    timestamps: bool = False,
 ) -> dict:
     """Transcribe every utterance of a manifest and score it against its ``phn`` reference.
 
     Returns ``error_report``'s fields (``per``, ``substitutions``, ``deletions``, ``insertions``,
     ``reference_phones``, ``utterances``) plus ``manifest``, ``skipped`` (id -> reason) and ``transcripts``
-    (id -> wav, ref, hyp). A reference that is empty or has phones the model cannot output is an error naming
+    (id -> wav, ref, hyp, duration of the file in seconds and, with ``timestamps``, ``segments``: the hypothesis'
+    ``PhoneSegment``s, ``[phone, start, end]`` in JSON). A reference that is empty or has phones the model cannot output is an error naming
     the utterance, unless ``skip_invalid`` leaves such utterances out (listed in ``skipped``). A file that cannot
     be transcribed is an error naming the manifest and the file.
     """
@@ -85,14 +90,15 @@ def evaluate_manifest(
     ids = [utt_id for utt_id in manifest if utt_id not in skipped]
     if not ids:
         raise ValueError(f"manifest {manifest_path}: no utterance left to score ({len(skipped)} skipped as invalid)")
-    results = transcriber.transcribe_files(manifest[utt_id]["wav"] for utt_id in ids)
+    results = transcriber.transcribe_files((manifest[utt_id]["wav"] for utt_id in ids), timestamps)
     failures = [f"{result.path}: {result.error}" for result in results if result.error is not None]
     if failures:
         raise ValueError(f"manifest {manifest_path}: {len(failures)} file(s) not transcribed: " + "; ".join(failures))
     transcripts = {
-        utt_id: {"wav": result.path, "ref": manifest[utt_id]["phn"], "hyp": " ".join(result.phones)}
+        utt_id: {"wav": result.path, "ref": manifest[utt_id]["phn"], "hyp": " ".join(result.phones),
+                 "duration": result.duration, **({"segments": result.segments} if timestamps else {})}
         for utt_id, result in zip(ids, results)
-    }
+    }  # fmt: skip
     try:
         report = error_report(ids, *_references_and_hypotheses(transcripts))
     except ValueError as err:
