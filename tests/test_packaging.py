@@ -18,7 +18,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from conftest import REPO, recipe_overrides
-from test_corpus import make_ipa_corpus
+from ipa_corpus import make_ipa_corpus
 from tiny_models import TINY_ENCODERS
 
 NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "results", "demo_out", "build", "*.egg-info", "__pycache__", "docs")
