@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast docs bench compare spurious
+.PHONY: setup demo test test-fast lint format docs bench compare spurious
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +15,21 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup  ## offline end-to-end demo on the embedded synthetic corpus
-	$(PY) -m fvae_asr.demo --out demo_out
+	$(PY) -m fvae_asr demo --out demo_out
 
-test: setup docs  ## the docs build (strict) and the whole test suite, slow end-to-end tests included
+test: setup lint docs  ## lint, the docs build (strict) and the whole test suite, slow end-to-end tests included
 	$(PY) -m pytest -q
 
 test-fast: setup  ## everything but the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
+
+lint: setup  ## ruff: lint and format check (configured in pyproject.toml; `make format` applies the formatter)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup  ## ruff: fix what the linter can and format the code
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 docs: setup  ## the documentation site from docs/ into site/; broken links and missing references fail
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
