@@ -163,7 +163,7 @@ def test_ddp_with_two_cpu_processes(tone_corpus, tmp_path):
     assert (tmp_path / "model" / "adapter_model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("hparams_file", [HPARAMS, HPARAMS.parent / "hparams" / "demo.yaml"], ids=["timit", "demo"])
+@pytest.mark.parametrize("hparams_file", [HPARAMS, HPARAMS.with_name("demo.yaml")], ids=["timit", "demo"])
 @pytest.mark.parametrize("rank", [4, 16])
 def test_shipped_recipes_default_to_the_authors_weighting(hparams_file, rank, tmp_path):
     overrides = {"data_folder": str(tmp_path), "output_folder": str(tmp_path), "rank": rank,

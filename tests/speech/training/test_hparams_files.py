@@ -9,7 +9,7 @@ from fvae_asr.speech.training.hparams import hparams_source, load_hparams
 from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.training.run_folder import RunSettingsError, resolved_settings
 
-DEMO = HPARAMS.parent / "hparams" / "demo.yaml"
+DEMO = HPARAMS.with_name("demo.yaml")
 
 BASE = """\
 seed: 1
