@@ -26,7 +26,7 @@ Writes ``OUT/results.json`` (one entry per method, targets and shift), ``OUT/res
 printed), ``OUT/dev_per.png`` (dev PER per epoch at the picked rates) and ``OUT/test_per.png`` (test PER with
 error bars per setting).
 
-    python benchmarks/compare_methods.py --out docs/compare --work results/compare --jobs 2
+    python -m benchmarks.compare_methods --out docs/compare --work results/compare --jobs 2
 
 On a real corpus (``--data_folder`` of TIMIT, or ``--train_annotation/--valid_annotation/--test_annotation``) the
 study runs a named preset through the recipe's own ``hparams.yaml``: ``--preset paper_timit`` is the paper's TIMIT
@@ -36,7 +36,7 @@ then one recipe run in a worker (``--device cuda --precision bf16``), or, with `
 --nproc_per_node N``, a torchrun of ``recipe_process.py`` on N processes (DDP). Records are kept and resumed the
 same way, keyed by the corpus's content, the encoder, the precision and the number of processes.
 
-    python benchmarks/compare_methods.py --preset paper_timit --data_folder /data/TIMIT --device cuda \
+    python -m benchmarks.compare_methods --preset paper_timit --data_folder /data/TIMIT --device cuda \
         --precision bf16 --out results/paper_timit/out --work results/paper_timit/work
 """
 
@@ -66,6 +66,7 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from benchmarks.study_runner import run_due
 from fvae_asr.demo import size as demo_size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.files import read_json
@@ -78,14 +79,9 @@ from fvae_asr.speech.run_folder import PRECISIONS
 from fvae_asr.speech.timit import SPLITS, prepare_timit
 from fvae_asr.synthetic import generate_corpus
 
-SCRIPT_DIR = str(Path(__file__).resolve().parent)
-if SCRIPT_DIR not in sys.path:  # the sibling module, also when this script is loaded by path (tests, workers)
-    sys.path.append(SCRIPT_DIR)
-
-from study_runner import run_due  # noqa: E402
-
 logger = logging.getLogger("fvae_asr.compare")
 
+REPO = Path(__file__).resolve().parent.parent  # the checkout whose commit the records name
 TARGETS: dict[str, list[str]] = {
     "qk": ["q_proj", "k_proj"],
     "all_linear": ["projection", "q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense"],
@@ -408,7 +404,7 @@ def source_commit() -> str:
     """The commit this code runs on (with ``+changes`` when the package, the recipe or the benchmarks differ from
     it: results written under docs/ do not count), for the records."""
     def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=Path(SCRIPT_DIR).parent, capture_output=True, text=True, check=False)
+        result = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
         return result.stdout.strip() if result.returncode == 0 else ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
@@ -482,7 +478,7 @@ def torchrun_recipe(
     flags = [f"--{key}" if value is True else f"--{key}={value}" for key, value in run_opts.items()]  # argparse's
     flags += [f"--{key}={json.dumps(value)}" for key, value in overrides.items()]  # JSON is YAML, as train.py reads it
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(Path(SCRIPT_DIR) / "recipe_process.py"), str(result_file), str(recipe), *flags]  # fmt: skip
+               str(Path(__file__).with_name("recipe_process.py")), str(result_file), str(recipe), *flags]  # fmt: skip
     log = folder / "torchrun.log"
     with log.open("a", encoding="utf-8") as handle:
         handle.write(f"$ {' '.join(command)}\n")
@@ -757,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     entries = results_entries(study)
     pairs = paired_differences(entries)
     effects = control_effects(entries)
-    command = " ".join(["python benchmarks/compare_methods.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m benchmarks.compare_methods", *(argv if argv is not None else sys.argv[1:])])
     results = {"size": args.size, "settings": settings, "commit": paths["commit"], "command": command,
                "results": entries, "fvae_minus_lora": pairs, "controls": effects,
                "runs": [study.records[task] for task in study.due()],

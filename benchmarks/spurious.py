@@ -47,7 +47,7 @@ its audio in ``DIR/test_wavs``. The corpus is generated once under ``WORK/corpus
 ``--jobs N`` runs N single-threaded trainings side by side. Writes ``OUT/results.json``, ``OUT/results.md``
 (also printed) and ``OUT/accuracy.png``.
 
-    python benchmarks/spurious.py --out docs/spurious --work results/spurious --jobs 2
+    python -m benchmarks.spurious --out docs/spurious --work results/spurious --jobs 2
 """
 
 from __future__ import annotations
@@ -76,26 +76,21 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from speechbrain.nnet.schedulers import LinearWarmupScheduler
 
-SCRIPT_DIR = str(Path(__file__).resolve().parent)
-if SCRIPT_DIR not in sys.path:  # the sibling script, also when this one is loaded by path (tests, workers)
-    sys.path.append(SCRIPT_DIR)
-
-from compare_methods import (  # noqa: E402
+from benchmarks.compare_methods import (
     ABLATIONS, CONTROLS, METHODS, STUDY, TARGETS, backbone_digest, mean_std, record_path, source_commit,
 )
-from compare_methods import TUNED as COMPARED_TUNED  # noqa: E402
-from compare_methods import read_record as finished_record  # noqa: E402
-from study_runner import run_due  # noqa: E402
-
-from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight  # noqa: E402
-from fvae_asr.audio import SAMPLE_RATE  # noqa: E402
-from fvae_asr.demo.paths import ASSET_BACKBONE  # noqa: E402
-from fvae_asr.files import read_json, write_atomically, write_json  # noqa: E402
-from fvae_asr.speech.classifier import PooledClassifier  # noqa: E402
-from fvae_asr.speech.encoder import SSLEncoder  # noqa: E402
-from fvae_asr.speech.export import DESCRIPTION_NAME, export_recognizer  # noqa: E402
-from fvae_asr.speech.recognizer import configure_training, count_parameters  # noqa: E402
-from fvae_asr.synthetic import SOURCE, Espeak, make_speaker, synthesize_utterance  # noqa: E402
+from benchmarks.compare_methods import TUNED as COMPARED_TUNED
+from benchmarks.compare_methods import read_record as finished_record
+from benchmarks.study_runner import run_due
+from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight
+from fvae_asr.audio import SAMPLE_RATE
+from fvae_asr.demo.paths import ASSET_BACKBONE
+from fvae_asr.files import read_json, write_atomically, write_json
+from fvae_asr.speech.classifier import PooledClassifier
+from fvae_asr.speech.encoder import SSLEncoder
+from fvae_asr.speech.export import DESCRIPTION_NAME, export_recognizer
+from fvae_asr.speech.recognizer import configure_training, count_parameters
+from fvae_asr.synthetic import SOURCE, Espeak, make_speaker, synthesize_utterance
 
 logger = logging.getLogger("fvae_asr.spurious")
 
@@ -621,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         logger.info("wrote the test manifest %s", write_test_manifest(corpus, args.export))
     study = run_study(args, settings, paths)
     entries = results_entries(study)
-    command = " ".join(["python benchmarks/spurious.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m benchmarks.spurious", *(sys.argv[1:] if argv is None else argv)])
     results = {"size": args.size, "settings": settings, "commit": paths["commit"], "command": command,
                "corpus_options": corpus_options(args.size, args.corpus_seed),
                "results": entries, "fvae_minus_lora": fvae_minus_lora(entries),

@@ -34,8 +34,8 @@ def run_due(
     a ``functools.partial`` of one) and ``describe(record)`` words its result for the log. With
     ``start_runs=False`` only records already on disk are read."""
     in_flight: dict[Future, Hashable] = {}
-    # spawn: fresh interpreters, no thread pools or torch state inherited; they import the scripts by name
-    # from this process's sys.path
+    # spawn: fresh interpreters, no thread pools or torch state inherited; they import the benchmarks package
+    # from this process's sys.path (the repository root under python -m)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         while True:
             found = False  # a record read from disk can make more runs due

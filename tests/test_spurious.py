@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_script
+from benchmarks import spurious
 from fvae_asr.adapters import FVAELoRALinear, LoRALinear, adapter_layers
 from fvae_asr.adapters.model import adapter_state
 from fvae_asr.audio import load_audio
@@ -22,7 +22,6 @@ from tiny_models import TINY_ENCODERS
 
 
 def test_training_groups_hold_the_correlation_rate_exactly_and_test_groups_are_balanced():
-    spurious = load_script("spurious")
     groups = spurious.split_groups({"train_per_class": 240, "val_per_class": 60, "test_per_group": 30, "rate": 0.9})
     train = Counter(spurious.plan_split(groups["train"], seed=0, split="train"))
     for c in range(4):
@@ -37,7 +36,6 @@ def test_training_groups_hold_the_correlation_rate_exactly_and_test_groups_are_b
 
 @pytest.mark.parametrize("per_class, rate", [(100, 0.9), (241, 0.9), (40, 0.95)])
 def test_sizes_that_do_not_split_into_whole_groups_are_refused(per_class, rate, capsys):
-    spurious = load_script("spurious")
     with pytest.raises(ValueError, match=f"{per_class} utterances per class at rate {rate}"):
         spurious.correlated_groups(per_class, rate)
     with pytest.raises(SystemExit) as exit_info:
@@ -46,7 +44,6 @@ def test_sizes_that_do_not_split_into_whole_groups_are_refused(per_class, rate, 
 
 
 def test_the_plan_is_deterministic_by_seed():
-    spurious = load_script("spurious")
     groups = spurious.correlated_groups(60, 0.9)
     assert spurious.plan_split(groups, 3, "train") == spurious.plan_split(groups, 3, "train")
     assert spurious.plan_split(groups, 3, "train") != spurious.plan_split(groups, 4, "train")
@@ -55,7 +52,6 @@ def test_the_plan_is_deterministic_by_seed():
 
 def test_the_audio_is_deterministic_by_seed():
     pytest.importorskip("espeakng_loader")
-    spurious = load_script("spurious")
     plan = [(0, 0), (1, 3), (2, 1)]
     with spurious.Espeak() as espeak:
         first = spurious.synthesize_split(espeak, plan, seed=0, split="train")
@@ -92,7 +88,6 @@ def test_a_padded_utterance_pools_as_it_does_alone():
 
 
 def test_methods_reuse_the_comparison_study_definitions():
-    spurious = load_script("spurious")
     models = {m: spurious.build_model(m, str(spurious.ASSET_BACKBONE), seed=0) for m in spurious.METHODS}
     trainable = {m: {n for n, p in model.named_parameters() if p.requires_grad} for m, model in models.items()}
     assert trainable["frozen"] == {"head.weight", "head.bias"}
@@ -111,7 +106,6 @@ def _finish(study, task, val_acc, avg=80.0, worst=40.0):
 
 
 def test_each_method_runs_its_seeds_at_its_best_validation_rate_and_ablations_at_fvae_lora_s():
-    spurious = load_script("spurious")
     study = spurious.Study({**spurious.STUDY_SIZE, "lr_grid": [0.001, 0.01, 0.05], "seeds": [0, 1]})
     first = study.due()
     assert {(t.method, t.seed) for t in first} == {(m, 0) for m in spurious.TUNED} and len(first) == 12
@@ -137,7 +131,6 @@ def test_each_method_runs_its_seeds_at_its_best_validation_rate_and_ablations_at
 @pytest.mark.slow
 def test_quick_study_writes_the_schema_and_never_reruns_a_finished_run(tmp_path: Path, capsys) -> None:
     pytest.importorskip("espeakng_loader")
-    spurious = load_script("spurious")
     out = tmp_path / "out"
     argv = ["--quick", "--out", str(out), "--work", str(tmp_path / "work")]
     returned = spurious.main(argv)
@@ -181,7 +174,6 @@ def test_quick_study_writes_the_schema_and_never_reruns_a_finished_run(tmp_path:
 @pytest.mark.slow
 def test_export_keeps_each_runs_classifier_and_writes_the_test_manifest(tmp_path: Path) -> None:
     pytest.importorskip("espeakng_loader")
-    spurious = load_script("spurious")
     out, exports = tmp_path / "out", tmp_path / "exports"
     argv = ["--quick", "--methods", "fvae_lora", "--out", str(out), "--work", str(tmp_path / "work"),
             "--export", str(exports)]  # fmt: skip
