@@ -20,7 +20,7 @@ Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the allocation a
 peak of live bytes above the step's start, replayed from the CPU allocator's alloc/free records that
 ``torch.profiler`` (``profile_memory=True``) keeps. Both count tensor memory only (no allocator caches, no Python).
 
-Run ``python benchmarks/adapter_speed.py --help`` for the options; ``--quick`` takes under a minute on 2 cores.
+Run ``python -m benchmarks.adapter_speed --help`` for the options; ``--quick`` takes under a minute on 2 cores.
 """
 
 from __future__ import annotations

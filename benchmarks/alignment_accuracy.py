@@ -4,7 +4,7 @@ exported recogniser (``fvae_asr.speech.inference.forced_alignment``) and compare
 of every phone but the first) with the reference's. Prints and writes (``--json``) the share of boundaries within
 ``--tolerance`` seconds and the median and mean absolute errors.
 
-    python benchmarks/alignment_accuracy.py --checkpoint demo_out/fvae_lora/model \\
+    python -m benchmarks.alignment_accuracy --checkpoint demo_out/fvae_lora/model \\
         --manifest demo_out/fvae_lora/save/test.json --json docs/bench/alignment_accuracy_demo.json
 """
 
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not errors:
         parser.error(f"no utterance could be aligned: {'; '.join(failed[:3])}")
     figures = {**summary(errors, args.tolerance), "utterances": len(manifest) - len(failed), "failed": failed,
-               "command": " ".join(["python benchmarks/alignment_accuracy.py", *(argv or sys.argv[1:])])}  # fmt: skip
+               "command": " ".join(["python -m benchmarks.alignment_accuracy", *(argv or sys.argv[1:])])}  # fmt: skip
     print(f"{figures['boundaries']} boundaries in {figures['utterances']} utterances: "
           f"{100 * figures['within_tolerance']:.1f}% within {1000 * args.tolerance:.0f} ms, median error "
           f"{1000 * figures['median_error_s']:.1f} ms, mean {1000 * figures['mean_error_s']:.1f} ms")  # fmt: skip

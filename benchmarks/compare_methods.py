@@ -26,7 +26,7 @@ Writes ``OUT/results.json`` (one entry per method, targets and shift), ``OUT/res
 printed), ``OUT/dev_per.png`` (dev PER per epoch at the picked rates) and ``OUT/test_per.png`` (test PER with
 error bars per setting).
 
-    python benchmarks/compare_methods.py --out docs/compare --work results/compare --jobs 2
+    python -m benchmarks.compare_methods --out docs/compare --work results/compare --jobs 2
 
 On a real corpus (``--data_folder`` of TIMIT, or ``--train_annotation/--valid_annotation/--test_annotation``) the
 study runs a named preset through the recipe's own ``hparams/train.yaml``: ``--preset paper_timit`` is the paper's TIMIT
@@ -36,7 +36,7 @@ then one recipe run in a worker (``--device cuda --precision bf16``), or, with `
 --nproc_per_node N``, a torchrun of ``recipe_process.py`` on N processes (DDP). Records are kept and resumed the
 same way, keyed by the corpus's content, the encoder, the precision and the number of processes.
 
-    python benchmarks/compare_methods.py --preset paper_timit --data_folder /data/TIMIT --device cuda \
+    python -m benchmarks.compare_methods --preset paper_timit --data_folder /data/TIMIT --device cuda \
         --precision bf16 --out results/paper_timit/out --work results/paper_timit/work
 """
 
@@ -66,6 +66,10 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from benchmarks.study_records import (
+    backbone_digest, mean_std, read_record, source_commit, study_command, write_record,
+)
+from benchmarks.study_runner import picked_rate, run_due
 from fvae_asr.demo import size as demo_size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.files import read_json
@@ -77,12 +81,6 @@ from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.training.run_folder import PRECISIONS
 from fvae_asr.speech.data.timit import SPLITS, prepare_timit
 from fvae_asr.synthetic import generate_corpus
-
-SCRIPT_DIR = str(Path(__file__).resolve().parent)
-if SCRIPT_DIR not in sys.path:  # the sibling module, also when this script is loaded by path (tests, workers)
-    sys.path.append(SCRIPT_DIR)
-
-from study_runner import run_due  # noqa: E402
 
 logger = logging.getLogger("fvae_asr.compare")
 
@@ -348,10 +346,6 @@ def parameter_counts(export: str) -> tuple[int, int]:
     return sum(p.numel() for _, p in named), used
 
 
-def record_path(out: Path, task: Any) -> Path:
-    return out / "records" / f"{task.key}.json"
-
-
 def resolved_recipe(recipe: str, overrides: dict[str, Any]) -> Any:
     """A recipe file (``recipe_file`` name) with ``overrides``, its references resolved, as a yaml tree: tags kept,
     no object built (nothing is loaded or downloaded)."""
@@ -391,39 +385,9 @@ def task_settings(task: Task, settings: dict[str, Any]) -> dict[str, Any]:
     return {**settings, **recipe_settings(task.method, task.targets, settings.get("recipe", DEMO_RECIPE))}
 
 
-def read_record(out: Path, task: Any, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The finished run's record if it was made with exactly these settings."""
-    path = record_path(out, task)
-    if not path.is_file():
-        return None
-    record = read_json(path, "run record")
-    return record if record.get("settings") == settings else None
-
-
 def read_task_record(out: Path, task: Task, settings: dict[str, Any]) -> dict[str, Any] | None:
     """The finished run's record if it was made with the study's ``settings`` and the method's own."""
     return read_record(out, task, task_settings(task, settings))
-
-
-def source_commit() -> str:
-    """The commit this code runs on (with ``+changes`` when the package, the recipe or the benchmarks differ from
-    it: results written under docs/ do not count), for the records."""
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=Path(SCRIPT_DIR).parent, capture_output=True, text=True, check=False)
-        return result.stdout.strip() if result.returncode == 0 else ""
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", "fvae_asr", "recipes", "benchmarks")
-    return commit + ("+changes" if changed else "")
-
-
-def backbone_digest(backbone: Path) -> str:
-    """Identifies the backbone's weights, so that records stay valid wherever the study's folders live."""
-    digest = hashlib.sha256()
-    for pattern in ("*.json", "*.safetensors", "*.bin"):  # (.bin: weights a local encoder may hold instead)
-        for path in sorted(backbone.glob(pattern)):
-            digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def run_task(task: Task, settings: dict[str, Any], paths: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -466,9 +430,7 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, Any], out: P
         "commit": paths["commit"],
         "settings": task_settings(task, settings),
     }
-    path = record_path(out, task)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_record(out, task, record)
     return record
 
 
@@ -483,7 +445,7 @@ def torchrun_recipe(
     flags = [f"--{key}" if value is True else f"--{key}={value}" for key, value in run_opts.items()]  # argparse's
     flags += [f"--{key}={json.dumps(value)}" for key, value in overrides.items()]  # JSON is YAML, as train.py reads it
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(Path(SCRIPT_DIR) / "recipe_process.py"), str(result_file), str(recipe), *flags]  # fmt: skip
+               str(Path(__file__).with_name("recipe_process.py")), str(result_file), str(recipe), *flags]  # fmt: skip
     log = folder / "torchrun.log"
     with log.open("a", encoding="utf-8") as handle:
         handle.write(f"$ {' '.join(command)}\n")
@@ -511,10 +473,7 @@ class Study:
 
     def picked_lr(self, shift: str, method: str, targets: str) -> float | None:
         """The grid's rate with the lowest best-epoch dev PER, once the whole grid has run (ties: lower rate)."""
-        grid = self.grid(shift, method, targets)
-        if not all(task in self.records for task in grid):
-            return None
-        return min(grid, key=lambda task: (min(self.records[task]["dev_per"]), task.lr)).lr
+        return picked_rate(self.grid(shift, method, targets), self.records, lambda record: min(record["dev_per"]))
 
     def due(self) -> list[Task]:
         """Every run whose inputs are known, in priority order (finished ones included)."""
@@ -546,13 +505,6 @@ def run_study(args: argparse.Namespace, settings: dict[str, Any], paths: dict[st
             run=partial(run_task, settings=settings, paths=paths, out=args.out),
             describe=lambda record: f"test PER {record['test_per']:.2f}", logger=logger)  # fmt: skip
     return study
-
-
-def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (None where undefined)."""
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def results_entries(study: Study) -> list[dict[str, Any]]:
@@ -758,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     entries = results_entries(study)
     pairs = paired_differences(entries)
     effects = control_effects(entries)
-    command = " ".join(["python benchmarks/compare_methods.py", *(argv if argv is not None else sys.argv[1:])])
+    command = study_command("benchmarks.compare_methods", argv)
     results = {"size": args.size, "settings": settings, "commit": paths["commit"], "command": command,
                "results": entries, "fvae_minus_lora": pairs, "controls": effects,
                "runs": [study.records[task] for task in study.due()],

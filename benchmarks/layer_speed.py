@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,14 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks.adapter_speed import cpu_name, interleaved_times_ms, paired_ratios, save_json
 from fvae_asr import FVAELoRAConfig, LoRAConfig
 from fvae_asr.adapters.layers import AdaptedLinear, FVAELoRALinear, LoRALinear
-
-SCRIPT_DIR = str(Path(__file__).resolve().parent)
-if SCRIPT_DIR not in sys.path:  # the sibling module, also when this script is loaded by path (tests)
-    sys.path.append(SCRIPT_DIR)
-
-from adapter_speed import cpu_name, interleaved_times_ms, paired_ratios, save_json  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,10 +1,11 @@
-"""The scheduling loop the studies share: every run a study lists as due is done once, ``jobs`` single-threaded
-trainings at a time in fresh interpreters, and a run that already left its record is read instead of rerun."""
+"""The scheduling the studies share: every run a study lists as due is done once, ``jobs`` single-threaded
+trainings at a time in fresh interpreters, and a run that already left its record is read instead of rerun; a
+method's rate is picked once its whole grid has run."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from typing import Any, Protocol
@@ -34,8 +35,8 @@ def run_due(
     a ``functools.partial`` of one) and ``describe(record)`` words its result for the log. With
     ``start_runs=False`` only records already on disk are read."""
     in_flight: dict[Future, Hashable] = {}
-    # spawn: fresh interpreters, no thread pools or torch state inherited; they import the scripts by name
-    # from this process's sys.path
+    # spawn: fresh interpreters, no thread pools or torch state inherited; they import the benchmarks package
+    # from this process's sys.path (the repository root under python -m)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         while True:
             found = False  # a record read from disk can make more runs due
@@ -58,3 +59,13 @@ def run_due(
                 task = in_flight.pop(future)
                 study.records[task] = future.result()
                 logger.info("finished %s: %s", task.key, describe(study.records[task]))
+
+
+def picked_rate(
+    grid: Sequence[Any], records: dict[Any, dict[str, Any]], loss: Callable[[dict[str, Any]], float]
+) -> float | None:
+    """The rate (``task.lr``) of the grid's run whose record has the lowest ``loss``, once every run of the grid
+    has a record (ties: the lower rate); None before."""
+    if not all(task in records for task in grid):
+        return None
+    return min(grid, key=lambda task: (loss(records[task]), task.lr)).lr

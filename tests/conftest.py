@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -52,16 +50,6 @@ def make_tone_corpus(root: Path, utterances_per_speaker: int = 4, seed: int = 0)
 @pytest.fixture(scope="session")
 def tone_corpus(tmp_path_factory) -> Path:
     return make_tone_corpus(tmp_path_factory.mktemp("corpus") / "TIMIT")
-
-
-def load_script(name: str) -> ModuleType:
-    """A script of benchmarks/ (not a package) as a module, registered once (dataclasses need that)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def torchrun_on_two_cpu_processes(script: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:

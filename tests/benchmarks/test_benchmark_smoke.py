@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import load_script
+from benchmarks import adapter_speed as bench
 from fvae_asr import FVAELoRAConfig, aux_loss, inject
 from fvae_asr.adapters.layers import ADAPTER_LAYERS
 
@@ -38,7 +38,6 @@ def _run_quietly(bench, argv: list[str]) -> dict:
 
 @pytest.mark.parametrize("dtype, clock", [("fp32", "wall"), ("bf16", "cpu")])
 def test_quick_tiny_run_writes_every_goal_and_positive_finite_figures(tmp_path: Path, dtype: str, clock: str) -> None:
-    bench = load_script("adapter_speed")
     # One thread: on a busy 2-core machine, two threads wait on each other and the run takes 10x longer.
     argv = ["--quick", "--size", "tiny", "--dtype", dtype, "--rounds", "2", "--threads", "1", "--clock", clock]
     returned = _run_quietly(bench, [*argv, "--json", str(tmp_path / "b.json")])
@@ -78,7 +77,6 @@ def test_quick_tiny_run_writes_every_goal_and_positive_finite_figures(tmp_path: 
     ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], capsys) -> None:
-    bench = load_script("adapter_speed")
     with pytest.raises(SystemExit) as exit_info:
         bench.parse_args(argv)
     assert exit_info.value.code == 2
@@ -87,21 +85,18 @@ def test_bad_options_are_usage_errors(argv: list[str], capsys) -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
 def test_cuda_without_a_gpu_is_a_usage_error(capsys) -> None:
-    bench = load_script("adapter_speed")
     with pytest.raises(SystemExit) as exit_info:
         bench.parse_args(["--device", "cuda"])
     assert exit_info.value.code == 2 and "no CUDA device" in capsys.readouterr().err
 
 
 def test_cpu_clock_counts_this_process_work_not_sleep() -> None:
-    bench = load_script("adapter_speed")
     cpu = torch.device("cpu")
     assert bench.time_ms(lambda: time.sleep(0.05), cpu, "wall") >= 50
     assert bench.time_ms(lambda: time.sleep(0.05), cpu, "cpu") < 25
 
 
 def test_variants_are_interleaved_in_rotated_order() -> None:
-    bench = load_script("adapter_speed")
     calls: list[str] = []
     steps = {name: (lambda name=name: calls.append(name)) for name in "ABC"}
     times = bench.interleaved_times_ms(steps, rounds=4, warmup=1, device=torch.device("cpu"))
@@ -111,7 +106,6 @@ def test_variants_are_interleaved_in_rotated_order() -> None:
 
 def test_authors_style_peer_has_our_loss_at_the_default_config() -> None:
     """Same weights, same noise: the peer's training loss equals ours, so the benchmark compares like with like."""
-    bench = load_script("adapter_speed")
     config = FVAELoRAConfig()
     assert config.delta == 2 / config.rank  # the default this equality rests on
     assert bench.same_objective_gap(config, features=48, frames=10, seed=3) < 1e-6
@@ -119,7 +113,6 @@ def test_authors_style_peer_has_our_loss_at_the_default_config() -> None:
 
 
 def test_authors_style_peer_runs_the_whole_objective_in_eval_but_outputs_mu1() -> None:
-    bench = load_script("adapter_speed")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(24, 24))
     with mock.patch.dict(ADAPTER_LAYERS, {"fvae_lora": bench.AuthorsStyleFVAELoRALinear}):
@@ -139,7 +132,6 @@ def test_authors_style_peer_runs_the_whole_objective_in_eval_but_outputs_mu1() -
 
 def test_large_style_model_takes_the_attention_mask_and_steps_in_bf16() -> None:
     """The wav2vec2-large path (layer-norm CNN, attention mask) on a tiny model, under bf16 autocast."""
-    bench = load_script("adapter_speed")
     tiny_large = {**bench.MODEL_SIZES["tiny"], "feat_extract_norm": "layer", "do_stable_layer_norm": True}
     settings = bench.Settings(
         device="cpu", dtype="bf16", size="tiny", clock="wall", threads=1, rounds=1, warmup=0, batch=2, seconds=0.2,
@@ -164,7 +156,6 @@ def test_large_style_model_takes_the_attention_mask_and_steps_in_bf16() -> None:
 
 @pytest.mark.parametrize("adamw", ["default", "foreach", "fused"])
 def test_every_variant_steps_with_the_chosen_adamw_implementation(adamw: str) -> None:
-    bench = load_script("adapter_speed")
     settings = bench.settings_from_args(bench.parse_args(["--size", "tiny", "--quick", "--rank", "4", "--adamw", adamw]))
     assert settings.adamw == adamw
     for variant in VARIANTS:

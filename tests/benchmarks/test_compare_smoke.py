@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import load_script
+from benchmarks import compare_methods as compare
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import export_hf_ctc
 from fvae_asr.speech.models.recognizer import CTCRecognizer
@@ -27,7 +27,6 @@ def _finish(study, task, dev_per, test_per=50.0):
 
 
 def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_lora_s():
-    compare = load_script("compare_methods")
     study = compare.Study(SIZE)
     first = study.due()
     assert {t.seed for t in first} == {0} and {t.method for t in first} == set(compare.TUNED)
@@ -62,7 +61,6 @@ def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_l
 
 
 def test_a_study_of_some_methods_and_targets_plans_only_those():
-    compare = load_script("compare_methods")
     study = compare.Study(compare.SIZES["demo"])  # the demo's runs, and LoRA beside them, on all linears
     demo = [("frozen", "shared"), ("lora", "all_linear"), ("fvae_lora", "all_linear")]
     assert {(t.method, t.targets) for t in study.due()} == set(demo)
@@ -78,7 +76,6 @@ def test_a_study_of_some_methods_and_targets_plans_only_those():
 
 
 def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(tmp_path: Path, capsys) -> None:
-    compare = load_script("compare_methods")
     tiny_wav2vec2().save_pretrained(tmp_path / "wav2vec2")
     labels = ["<blank>", *PHONES_39]  # a CTC checkpoint like the shipped one: demo.yaml starts from its head
     recognizer = CTCRecognizer(SSLEncoder(tmp_path / "wav2vec2"), len(labels))
@@ -111,7 +108,7 @@ def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(t
 
     assert {(c["method"], c["control"]) for c in results["controls"]} == {
         ("lora", "lora_task_clip"), ("fvae_lora", "fvae_lora_old")}  # fmt: skip
-    assert results["commit"] and results["command"].startswith("python benchmarks/compare_methods.py --quick")
+    assert results["commit"] and results["command"].startswith("python -m benchmarks.compare_methods --quick")
 
     records = sorted((out / "records").rglob("*.json"))
     assert len(records) == 2 * 10 + 2 * 2  # the grid of 10 settings, then 2 ablations x 2 target settings
@@ -142,14 +139,12 @@ def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(t
 
 
 def test_missing_backbone_is_a_clear_error(tmp_path: Path, capsys) -> None:
-    compare = load_script("compare_methods")
     with pytest.raises(SystemExit):
         compare.main(["--out", str(tmp_path), "--backbone", str(tmp_path / "nowhere")])
     assert "python -m fvae_asr.demo.backbone" in capsys.readouterr().err
 
 
 def test_dev_per_parsing_keeps_the_last_line_of_each_epoch(tmp_path: Path) -> None:
-    compare = load_script("compare_methods")
     log = tmp_path / "train_log.txt"
     log.write_text("epoch: 1, lr: 1.00e-03 - train loss: 3.1 - valid loss: 2.9, valid PER: 90.0\n"
                    "epoch: 1, lr: 1.00e-03 - train loss: 3.0 - valid loss: 2.8, valid PER: 80.5\n"
@@ -181,7 +176,6 @@ def _preset_argv(corpus: Path, encoder: Path, tmp_path: Path, *extra: str) -> li
 
 
 def test_paper_timit_preset_is_the_paper_s_setting_through_the_recipe_s_own_hparams(tone_corpus, tmp_path):
-    compare = load_script("compare_methods")
     args = compare.parse_args(["--preset", "paper_timit", "--data_folder", str(tone_corpus), "--work", str(tmp_path)])
     size = args.size
     assert (size["recipe"], size["encoder_source"], size["methods"], size["targets"], size["seeds"]) == (
@@ -225,7 +219,6 @@ def test_paper_timit_preset_is_the_paper_s_setting_through_the_recipe_s_own_hpar
     ],
 )
 def test_a_real_corpus_study_refuses_bad_flags_before_writing(tone_corpus, tmp_path, capsys, argv, message):
-    compare = load_script("compare_methods")
     argv = [str(tone_corpus) if item == "CORPUS" else str(tmp_path / item) if item == "NOWHERE" else item
             for item in argv]  # fmt: skip
     with pytest.raises(SystemExit) as exit_:
@@ -237,7 +230,6 @@ def test_a_real_corpus_study_refuses_bad_flags_before_writing(tone_corpus, tmp_p
 def test_preset_quick_trains_through_the_recipe_keys_records_by_corpus_and_encoder_and_resumes(
     tone_corpus, large_layout_encoder, tmp_path, capsys
 ):
-    compare = load_script("compare_methods")
     argv = _preset_argv(tone_corpus, large_layout_encoder, tmp_path, "--quick", "--jobs", "2")
     returned = compare.main(argv)
     out = tmp_path / "out"
@@ -281,7 +273,6 @@ def test_preset_quick_trains_through_the_recipe_keys_records_by_corpus_and_encod
 @pytest.mark.slow
 def test_preset_runs_each_recipe_run_under_torchrun_on_two_processes(tone_corpus, large_layout_encoder, tmp_path):
     """--launcher torchrun: each run is recipe_process.py under torchrun (DDP with gloo on 2 CPU processes)."""
-    compare = load_script("compare_methods")
     argv = _preset_argv(tone_corpus, large_layout_encoder, tmp_path, "--quick", "--methods", "lora", "--seeds", "0",
                         "--lr-grid", "0.005", "--launcher", "torchrun", "--nproc_per_node", "2")  # fmt: skip
     results = compare.main(argv)
@@ -295,8 +286,6 @@ def test_preset_runs_each_recipe_run_under_torchrun_on_two_processes(tone_corpus
 
 def test_a_corpus_given_by_annotations_is_identified_by_its_content_wherever_it_lives(tmp_path):
     from test_corpus import make_ipa_corpus
-
-    compare = load_script("compare_methods")
 
     def corpus_of(root: Path) -> dict:
         annotations = [f"--{key}={root / name}" for key, name in (("train_annotation", "train.csv"),

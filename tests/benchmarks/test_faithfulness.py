@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, load_script
+from conftest import REPO
 from torch import nn
 
+from benchmarks import faithfulness
 from fvae_asr.adapters.config import FVAELoRAConfig
 from fvae_asr.adapters.layers import FVAELoRALinear
-
-faithfulness = load_script("faithfulness")
 
 
 def _layer(decoder_layers: int = 3, seed: int = 0) -> FVAELoRALinear:
@@ -141,7 +140,7 @@ def test_our_default_layer_matches_the_authors_layer_to_float_precision(tmp_path
     out = tmp_path / "result.json"
     # A fresh process: their PEFT fork must not meet the installed peft another test may have imported.
     subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "faithfulness.py"), "--authors-repo",
+        [sys.executable, "-m", "benchmarks.faithfulness", "--authors-repo",
          os.environ["FVAE_AUTHORS_REPO"], "--features", "64", "--frames", "10", "--json", str(out)],
         check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300,
     )  # fmt: skip

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_script
+from benchmarks import layer_speed
 
 
 def _run(argv: list[str]) -> dict:
     threads = torch.get_num_threads()
     try:
-        return load_script("layer_speed").main(argv)
+        return layer_speed.main(argv)
     finally:
         torch.set_num_threads(threads)
 
@@ -37,9 +37,8 @@ def test_quick_run_writes_the_times_and_the_ratio_over_lora_and_profiles(tmp_pat
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU builds C++ with g++")
 def test_the_compiled_scoring_gives_the_eager_terms_and_gradients(monkeypatch) -> None:
-    bench = load_script("layer_speed")
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # compiled code draws eager's noise
-    layers = {variant: bench.adapted_layer(variant, 32, 4) for variant in ("fvae", "fvae_compiled")}
+    layers = {variant: layer_speed.adapted_layer(variant, 32, 4) for variant in ("fvae", "fvae_compiled")}
     with torch.no_grad():  # heads away from their zero init, so that the latents depend on x
         for encoder in (layers["fvae"].encoder_z1, layers["fvae"].encoder_z2):
             for head in (encoder.mean, encoder.logvar):
@@ -51,7 +50,7 @@ def test_the_compiled_scoring_gives_the_eager_terms_and_gradients(monkeypatch) -
     inputs = {variant: x.clone().requires_grad_() for variant in layers}
     for variant, layer in layers.items():
         torch.manual_seed(1)  # the same latent noise
-        bench.train_step(layer, inputs[variant])()
+        layer_speed.train_step(layer, inputs[variant])()
     eager, compiled = layers["fvae"], layers["fvae_compiled"]
     for name in eager.last_terms:
         torch.testing.assert_close(compiled.last_terms[name], eager.last_terms[name], msg=name)
@@ -64,5 +63,5 @@ def test_the_compiled_scoring_gives_the_eager_terms_and_gradients(monkeypatch) -
 @pytest.mark.parametrize("argv", [["--frames", "3"], ["--rank", "0"], ["--steps", "0"]])
 def test_bad_options_are_usage_errors(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        load_script("layer_speed").parse_args(argv)
+        layer_speed.parse_args(argv)
     assert exit_info.value.code == 2 and argv[0] in capsys.readouterr().err

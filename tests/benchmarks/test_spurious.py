@@ -1,4 +1,4 @@
-"""benchmarks/spurious.py: the exact group plan (training correlation, balanced test), determinism by seed, the
+"""benchmarks/spurious/: the exact group plan (training correlation, balanced test), determinism by seed, the
 masked mean pooling of the classifier, the study's bookkeeping, and a --quick smoke run writing the schema."""
 
 from __future__ import annotations
@@ -11,56 +11,61 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_script
+from benchmarks.compare_methods import ABLATIONS, METHODS, TARGETS
+from benchmarks.spurious.cli import main, parse_args
+from benchmarks.spurious.corpus import (
+    NOISES, WORDS, correlated_groups, load_split, plan_split, split_groups, synthesize_split,
+)
+from benchmarks.spurious.results import fvae_minus_lora, results_entries
+from benchmarks.spurious.study import STUDY_METHODS, STUDY_SIZE, TUNED, Study
+from benchmarks.spurious.training import Task, build_model, correct_predictions, group_accuracies
 from fvae_asr.adapters import FVAELoRALinear, LoRALinear, adapter_layers
 from fvae_asr.adapters.model import adapter_state
 from fvae_asr.audio import load_audio
+from fvae_asr.demo.paths import ASSET_BACKBONE
 from fvae_asr.speech.models.classifier import PooledClassifier, masked_mean_pool
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import load_exported
+from fvae_asr.synthetic import Espeak
 from tiny_models import TINY_ENCODERS
 
 
 def test_training_groups_hold_the_correlation_rate_exactly_and_test_groups_are_balanced():
-    spurious = load_script("spurious")
-    groups = spurious.split_groups({"train_per_class": 240, "val_per_class": 60, "test_per_group": 30, "rate": 0.9})
-    train = Counter(spurious.plan_split(groups["train"], seed=0, split="train"))
+    groups = split_groups({"train_per_class": 240, "val_per_class": 60, "test_per_group": 30, "rate": 0.9})
+    train = Counter(plan_split(groups["train"], seed=0, split="train"))
     for c in range(4):
         assert train[(c, c)] == 216  # 90 % of 240 with the class's own noise
         assert [train[(c, n)] for n in range(4) if n != c] == [8, 8, 8]  # the other 24 spread evenly
     assert sum(train.values()) == 960
-    val = Counter(spurious.plan_split(groups["val"], seed=0, split="val"))
+    val = Counter(plan_split(groups["val"], seed=0, split="val"))
     assert [val[(c, c)] for c in range(4)] == [54] * 4 and val[(0, 1)] == 2
-    test = Counter(spurious.plan_split(groups["test"], seed=0, split="test"))
+    test = Counter(plan_split(groups["test"], seed=0, split="test"))
     assert len(test) == 16 and set(test.values()) == {30}
 
 
 @pytest.mark.parametrize("per_class, rate", [(100, 0.9), (241, 0.9), (40, 0.95)])
 def test_sizes_that_do_not_split_into_whole_groups_are_refused(per_class, rate, capsys):
-    spurious = load_script("spurious")
     with pytest.raises(ValueError, match=f"{per_class} utterances per class at rate {rate}"):
-        spurious.correlated_groups(per_class, rate)
+        correlated_groups(per_class, rate)
     with pytest.raises(SystemExit) as exit_info:
-        spurious.parse_args(["--train-per-class", str(per_class), "--rate", str(rate)])
+        parse_args(["--train-per-class", str(per_class), "--rate", str(rate)])
     assert exit_info.value.code == 2 and "do not split into whole groups" in capsys.readouterr().err
 
 
 def test_the_plan_is_deterministic_by_seed():
-    spurious = load_script("spurious")
-    groups = spurious.correlated_groups(60, 0.9)
-    assert spurious.plan_split(groups, 3, "train") == spurious.plan_split(groups, 3, "train")
-    assert spurious.plan_split(groups, 3, "train") != spurious.plan_split(groups, 4, "train")
-    assert sorted(spurious.plan_split(groups, 3, "train")) == sorted(spurious.plan_split(groups, 4, "train"))
+    groups = correlated_groups(60, 0.9)
+    assert plan_split(groups, 3, "train") == plan_split(groups, 3, "train")
+    assert plan_split(groups, 3, "train") != plan_split(groups, 4, "train")
+    assert sorted(plan_split(groups, 3, "train")) == sorted(plan_split(groups, 4, "train"))
 
 
 def test_the_audio_is_deterministic_by_seed():
     pytest.importorskip("espeakng_loader")
-    spurious = load_script("spurious")
     plan = [(0, 0), (1, 3), (2, 1)]
-    with spurious.Espeak() as espeak:
-        first = spurious.synthesize_split(espeak, plan, seed=0, split="train")
-        again = spurious.synthesize_split(espeak, plan, seed=0, split="train")
-        other = spurious.synthesize_split(espeak, plan, seed=1, split="train")
+    with Espeak() as espeak:
+        first = synthesize_split(espeak, plan, seed=0, split="train")
+        again = synthesize_split(espeak, plan, seed=0, split="train")
+        other = synthesize_split(espeak, plan, seed=1, split="train")
     for key in ("audio", "lengths", "label", "nuisance"):
         assert np.array_equal(first[key], again[key])
     assert first["label"].tolist() == [0, 1, 2] and first["nuisance"].tolist() == [0, 3, 1]
@@ -92,15 +97,14 @@ def test_a_padded_utterance_pools_as_it_does_alone():
 
 
 def test_methods_reuse_the_comparison_study_definitions():
-    spurious = load_script("spurious")
-    models = {m: spurious.build_model(m, str(spurious.ASSET_BACKBONE), seed=0) for m in spurious.METHODS}
+    models = {m: build_model(m, str(ASSET_BACKBONE), seed=0) for m in METHODS}
     trainable = {m: {n for n, p in model.named_parameters() if p.requires_grad} for m, model in models.items()}
     assert trainable["frozen"] == {"head.weight", "head.bias"}
     assert not any("feature_extractor" in n for n in trainable["full"]) and len(trainable["full"]) > 20
     assert all(isinstance(layer, LoRALinear) for layer in adapter_layers(models["lora"]))
     configs = {m: adapter_state(models[m]).config for m in ("fvae_lora", "delta0", "same_prior")}
     assert all(isinstance(layer, FVAELoRALinear) for layer in adapter_layers(models["fvae_lora"]))
-    assert configs["fvae_lora"].target_modules == spurious.TARGETS["all_linear"]
+    assert configs["fvae_lora"].target_modules == TARGETS["all_linear"]
     assert (configs["delta0"].delta, configs["delta0"].beta_z2) == (0.0, 1.0)
     assert configs["same_prior"].prior_mean_z2 == 0.0 and configs["fvae_lora"].prior_mean_z2 == 1.5
 
@@ -111,41 +115,38 @@ def _finish(study, task, val_acc, avg=80.0, worst=40.0):
 
 
 def test_each_method_runs_its_seeds_at_its_best_validation_rate_and_ablations_at_fvae_lora_s():
-    spurious = load_script("spurious")
-    study = spurious.Study({**spurious.STUDY_SIZE, "lr_grid": [0.001, 0.01, 0.05], "seeds": [0, 1]})
+    study = Study({**STUDY_SIZE, "lr_grid": [0.001, 0.01, 0.05], "seeds": [0, 1]})
     first = study.due()
-    assert {(t.method, t.seed) for t in first} == {(m, 0) for m in spurious.TUNED} and len(first) == 12
+    assert {(t.method, t.seed) for t in first} == {(m, 0) for m in TUNED} and len(first) == 12
     for task in first:
         _finish(study, task, {0.001: 90.0, 0.01: 95.0, 0.05: 95.0}[task.lr] if task.method != "full" else 50.0)
     assert study.picked_lr("fvae_lora") == 0.01  # a tie with 0.05: the lower rate
     assert study.picked_lr("full") == 0.001 and study.picked_lr("delta0") == 0.01
-    Task = spurious.Task
-    ablations = {Task(m, 0.01, s) for m in spurious.ABLATIONS for s in (0, 1)}
+    ablations = {Task(m, 0.01, s) for m in ABLATIONS for s in (0, 1)}
     seeds = {*(Task(m, 0.01, 1) for m in ("frozen", "lora", "fvae_lora")), Task("full", 0.001, 1)}
     assert set(study.due()) - set(first) == seeds | ablations
     for task in study.due():
         if task not in study.records:
             _finish(study, task, 0.0)
-    entries = {e["method"]: e for e in spurious.results_entries(study)}
+    entries = {e["method"]: e for e in results_entries(study)}
     assert entries["fvae_lora"]["avg_acc"] == [80.0, 81.0] and entries["fvae_lora"]["gap"] == [40.0, 40.0]
     assert entries["fvae_lora"]["val_acc_by_lr"] == {"0.001": 90.0, "0.01": 95.0, "0.05": 95.0}
     assert entries["delta0"]["lr"] == 0.01 and entries["delta0"]["val_acc_by_lr"] == {}
     entries["lora"]["worst_group_acc"] = [45.0, 30.0]
-    assert spurious.fvae_minus_lora(list(entries.values())) == {"avg_acc": [0.0, 0.0], "worst_group_acc": [-5.0, 11.0]}
+    assert fvae_minus_lora(list(entries.values())) == {"avg_acc": [0.0, 0.0], "worst_group_acc": [-5.0, 11.0]}
 
 
 @pytest.mark.slow
 def test_quick_study_writes_the_schema_and_never_reruns_a_finished_run(tmp_path: Path, capsys) -> None:
     pytest.importorskip("espeakng_loader")
-    spurious = load_script("spurious")
     out = tmp_path / "out"
     argv = ["--quick", "--out", str(out), "--work", str(tmp_path / "work")]
-    returned = spurious.main(argv)
+    returned = main(argv)
 
     results = json.loads((out / "results.json").read_text())
     assert results == json.loads(json.dumps(returned))
-    assert [e["method"] for e in results["results"]] == spurious.STUDY_METHODS  # the recipe's controls are not run
-    assert spurious.STUDY_METHODS == ["frozen", "lora", "fvae_lora", "full", "delta0", "same_prior"]
+    assert [e["method"] for e in results["results"]] == STUDY_METHODS  # the recipe's controls are not run
+    assert STUDY_METHODS == ["frozen", "lora", "fvae_lora", "full", "delta0", "same_prior"]
     for e in results["results"]:
         assert {"method", "lr", "seeds", "avg_acc", "worst_group_acc"} <= set(e)
         assert e["seeds"] == [0] and e["lr"] == 0.01
@@ -167,12 +168,12 @@ def test_quick_study_writes_the_schema_and_never_reruns_a_finished_run(tmp_path:
     assert fvae["settings"]["max_grad_norm"] == 1e-3 and fvae["settings"]["adapter_config"]["decoder_layers"] == 3
     assert fvae["commit"] == results["commit"] and "--quick" in results["command"]
     stamps = [r.stat().st_mtime_ns for r in records]
-    again = spurious.main(argv)
+    again = main(argv)
     assert [r.stat().st_mtime_ns for r in records] == stamps  # nothing ran again
     assert again["results"] == returned["results"]
 
     (out / "records" / "same_prior" / "lr0.01" / "seed0.json").unlink()
-    partial = {e["method"]: e for e in spurious.main([*argv, "--report-only"])["results"]}
+    partial = {e["method"]: e for e in main([*argv, "--report-only"])["results"]}
     assert not (out / "records" / "same_prior" / "lr0.01" / "seed0.json").exists()  # nothing ran
     assert partial["same_prior"]["seeds"] == [] and partial["delta0"]["seeds"] == [0]
     assert "| same_prior | 0.01 | (fvae_lora's) | 0 | n/a |" in (out / "results.md").read_text()
@@ -181,27 +182,26 @@ def test_quick_study_writes_the_schema_and_never_reruns_a_finished_run(tmp_path:
 @pytest.mark.slow
 def test_export_keeps_each_runs_classifier_and_writes_the_test_manifest(tmp_path: Path) -> None:
     pytest.importorskip("espeakng_loader")
-    spurious = load_script("spurious")
     out, exports = tmp_path / "out", tmp_path / "exports"
     argv = ["--quick", "--methods", "fvae_lora", "--out", str(out), "--work", str(tmp_path / "work"),
             "--export", str(exports)]  # fmt: skip
-    [record] = spurious.main(argv)["runs"]
+    [record] = main(argv)["runs"]
     manifest = json.loads((exports / "test.json").read_text())
     (corpus,) = (tmp_path / "work" / "corpus").iterdir()
-    test = spurious.load_split(corpus, "test")
+    test = load_split(corpus, "test")
     assert [(e["label"], e["nuisance"]) for e in manifest.values()] == [
-        (spurious.WORDS[w], list(spurious.NOISES)[n]) for w, n in zip(test["label"].tolist(), test["nuisance"].tolist())]
+        (WORDS[w], list(NOISES)[n]) for w, n in zip(test["label"].tolist(), test["nuisance"].tolist())]
     assert all(torch.equal(load_audio(e["wav"]), wav) for e, wav in zip(manifest.values(), test["wavs"]))
     # The exported model is the run's: the same test accuracy, group by group.
     model, description = load_exported(exports / "fvae_lora" / "lr0.01" / "seed0")
-    assert description["task"] == "classification" and description["labels"] == list(spurious.WORDS)
-    correct = spurious.correct_predictions(model, test, 8)
-    assert spurious.group_accuracies(correct, test) == record["test_group_acc"]
+    assert description["task"] == "classification" and description["labels"] == list(WORDS)
+    correct = correct_predictions(model, test, 8)
+    assert group_accuracies(correct, test) == record["test_group_acc"]
     # A finished run with its export never runs again; one whose export is gone does.
     stamp = (out / "records" / "fvae_lora" / "lr0.01" / "seed0.json").stat().st_mtime_ns
-    spurious.main(argv)
+    main(argv)
     assert (out / "records" / "fvae_lora" / "lr0.01" / "seed0.json").stat().st_mtime_ns == stamp
     (exports / "fvae_lora" / "lr0.01" / "seed0" / "recognizer.json").unlink()
-    spurious.main(argv)
+    main(argv)
     assert (out / "records" / "fvae_lora" / "lr0.01" / "seed0.json").stat().st_mtime_ns != stamp
     assert (exports / "fvae_lora" / "lr0.01" / "seed0" / "recognizer.json").is_file()

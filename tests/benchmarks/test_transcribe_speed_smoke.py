@@ -6,11 +6,10 @@ import json
 import math
 from pathlib import Path
 
-from conftest import load_script
+from benchmarks import transcribe_speed as bench
 
 
 def test_quick_run_writes_speeds_memory_and_agreement_for_both_sides(tmp_path: Path) -> None:
-    bench = load_script("transcribe_speed")
     returned = bench.main(["--quick", "--batch-size", "1", "--json", str(tmp_path / "t.json")])
     written = json.loads((tmp_path / "t.json").read_text())
     assert written["short_identical_phones_share"] == returned["short_identical_phones_share"]

@@ -12,7 +12,7 @@ import soundfile as sf
 
 pytest.importorskip("espeakng_loader")
 
-from fvae_asr.speech.data import timit  # noqa: E402
+from fvae_asr.speech.data.labels import timit  # noqa: E402
 from fvae_asr.synthetic import (  # noqa: E402
     DOMAINS,
     NOISY_ROOM,

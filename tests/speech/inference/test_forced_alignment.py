@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_script
+from benchmarks import alignment_accuracy as accuracy
 from fvae_asr.cli.align import main as align_main
 from fvae_asr.speech.inference.ctc_segments import PhoneSegment
 from fvae_asr.speech.inference.forced_alignment import AlignmentError, align_log_probs
@@ -87,7 +87,6 @@ def test_align_reads_timit_label_files_beside_the_audio_and_folds_them(tmp_path,
 
 
 def test_accuracy_script_reports_the_share_within_tolerance(tmp_path, backbone, prepared, capsys):
-    accuracy = load_script("alignment_accuracy")
     model = _exported(tmp_path / "model", "fvae_lora", backbone)
     figures = accuracy.main(["--checkpoint", str(model), "--manifest", str(prepared), "--json",
                              str(tmp_path / "figures.json")])  # fmt: skip

@@ -1,0 +1,164 @@
+"""One run of the study: the pooled classifier with a method's adapters, trained by the protocol, scored group by
+group, and its record."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from speechbrain.nnet.schedulers import LinearWarmupScheduler
+
+from benchmarks.compare_methods import METHODS, TARGETS
+from benchmarks.spurious.corpus import NOISES, SPLITS, WORDS, load_split
+from benchmarks.study_records import read_record as finished_record
+from benchmarks.study_records import write_record
+from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight
+from fvae_asr.speech.models.classifier import PooledClassifier
+from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.models.export import DESCRIPTION_NAME, export_recognizer
+from fvae_asr.speech.models.training_kinds import configure_training, count_parameters
+
+TARGET_MODULES = TARGETS["all_linear"]
+# The recipe's clipping (recipes/timit/hparams/train.yaml, max_grad_norm) for every method: the authors' FVAE-LoRA norm 1
+# on 1000 * task + aux, in the units of task + lambda * aux.
+MAX_GRAD_NORM = 1e-3
+
+
+def pad_batch(wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-padded (B, S) waveforms and their relative lengths (B,), as SpeechBrain batches them."""
+    longest = max(len(w) for w in wavs)
+    batch = torch.zeros(len(wavs), longest)
+    for i, w in enumerate(wavs):
+        batch[i, : len(w)] = w
+    return batch, torch.tensor([len(w) / longest for w in wavs])
+
+
+@dataclass(frozen=True)
+class Task:
+    """One training run: a method at one learning rate and seed."""
+
+    method: str
+    lr: float
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}/lr{self.lr:g}/seed{self.seed}"
+
+
+def adapter_config(method: str) -> FVAELoRAConfig | LoRAConfig | None:
+    """The method's adapter config (None for frozen and full)."""
+    kind = METHODS[method]["adapter"]
+    overrides = METHODS[method].get("adapter_configs", {}).get(kind, {})
+    if kind == "fvae_lora":
+        return FVAELoRAConfig(target_modules=TARGET_MODULES, trainable_modules=["head"], **overrides)
+    if kind == "lora":
+        return LoRAConfig(dropout=0.1, target_modules=TARGET_MODULES, trainable_modules=["head"], **overrides)
+    return None
+
+
+def task_settings(task: Task, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run's record must match: the study's, then the method's adapter config and clipping."""
+    config = adapter_config(task.method)
+    return {**settings, "adapter_config": None if config is None else config.to_dict(), "max_grad_norm": MAX_GRAD_NORM}
+
+
+def build_model(method: str, backbone: str, seed: int) -> PooledClassifier:
+    """The pooled classifier with the method's adapters injected (or its weights set to train); seeded."""
+    torch.manual_seed(seed)
+    model = PooledClassifier(SSLEncoder(backbone), len(WORDS))
+    configure_training(model, METHODS[method]["adapter"], adapter_config(method))
+    return model
+
+
+@torch.no_grad()
+def correct_predictions(model: PooledClassifier, split: dict[str, Any], batch_size: int) -> torch.Tensor:
+    """Whether the model (in eval mode) gets each utterance of a split right: a bool tensor."""
+    model.eval()
+    predictions = [model(*pad_batch(split["wavs"][start : start + batch_size])).argmax(-1)
+                   for start in range(0, len(split["wavs"]), batch_size)]  # fmt: skip
+    return torch.cat(predictions) == split["label"]
+
+
+def group_accuracies(correct: torch.Tensor, split: dict[str, Any]) -> dict[str, float]:
+    """Accuracy (%) per (class, nuisance) group present in the split, keyed ``word/noise``."""
+    accuracies = {}
+    for c, word in enumerate(WORDS):
+        for n, noise in enumerate(NOISES):
+            members = (split["label"] == c) & (split["nuisance"] == n)
+            if members.any():
+                accuracies[f"{word}/{noise}"] = 100.0 * correct[members].float().mean().item()
+    return accuracies
+
+
+def train(model: PooledClassifier, split: dict[str, Any], task: Task, settings: dict[str, Any]) -> list[float]:
+    """The protocol's training; returns the mean training loss of each epoch."""
+    batch_size, epochs = settings["batch_size"], settings["epochs"]
+    n = len(split["wavs"])
+    steps = epochs * -(-n // batch_size)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=task.lr, weight_decay=0.01)
+    scheduler = LinearWarmupScheduler(task.lr, round(0.1 * steps), steps)
+    order = torch.Generator().manual_seed(task.seed)
+    losses = []
+    for _ in range(epochs):
+        model.train()
+        total = 0.0
+        for batch in torch.randperm(n, generator=order).split(batch_size):
+            scheduler(optimizer)  # the rate of this step (the schedule's step 1 first, never a step at rate 0)
+            logits = model(*pad_batch([split["wavs"][i] for i in batch]))
+            loss = F.cross_entropy(logits, split["label"][batch]) + aux_weight(model) * aux_loss(model)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
+            optimizer.step()
+            total += loss.item() * len(batch)
+        losses.append(total / n)
+    return losses
+
+
+def export_path(exports: Path, task: Task) -> Path:
+    return exports / task.key
+
+
+def read_record(out: Path, task: Task, settings: dict[str, Any], exports: Path | None = None) -> dict[str, Any] | None:
+    """The finished run's record if it was made with these settings (and, with ``exports``, its model exported)."""
+    if exports is not None and not (export_path(exports, task) / DESCRIPTION_NAME).is_file():
+        return None
+    return finished_record(out, task, task_settings(task, settings))
+
+
+def run_task(task: Task, settings: dict[str, Any], paths: dict[str, str], out: Path) -> dict[str, Any]:
+    """Train and evaluate one run on one thread; write and return its record."""
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    corpus = Path(paths["corpus"])
+    splits = {split: load_split(corpus, split) for split in SPLITS}
+    model = build_model(task.method, paths["backbone"], task.seed)
+    losses = train(model, splits["train"], task, settings)
+    val_correct = correct_predictions(model, splits["val"], settings["batch_size"])
+    test_groups = group_accuracies(correct_predictions(model, splits["test"], settings["batch_size"]), splits["test"])
+    trainable, total = count_parameters(model)
+    if "exports" in paths:
+        export_recognizer(model, METHODS[task.method]["adapter"], list(WORDS), export_path(Path(paths["exports"]), task))
+    record = {
+        "method": task.method, "lr": task.lr, "seed": task.seed,
+        "val_acc": 100.0 * val_correct.float().mean().item(),
+        "val_group_acc": group_accuracies(val_correct, splits["val"]),
+        "avg_acc": statistics.fmean(test_groups.values()),
+        "worst_group_acc": min(test_groups.values()),
+        "test_group_acc": test_groups,
+        "train_loss": losses,
+        "trainable_params": trainable, "total_params": total,
+        "seconds": round(time.perf_counter() - started, 1),
+        "commit": paths["commit"],
+        "settings": task_settings(task, settings),
+    }  # fmt: skip
+    write_record(out, task, record)
+    return record

@@ -1,0 +1,29 @@
+"""The benchmarks package: every script runs as ``python -m benchmarks.<name>`` from the repository root."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+COMMANDS = ["adapter_speed", "alignment_accuracy", "compare_methods", "faithfulness", "layer_speed", "spurious",
+            "transcribe_speed"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_each_script_runs_as_a_module_of_the_package_from_the_repository_root(name: str) -> None:
+    result = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: ")
+
+
+def test_the_spurious_study_names_its_module_in_usage_errors() -> None:
+    result = subprocess.run([sys.executable, "-m", "benchmarks.spurious", "--epochs", "0"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "python -m benchmarks.spurious: error: --epochs, --jobs and --test-per-group must be at least 1")
