@@ -120,6 +120,9 @@ def _resolve(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mappi
         try:
             resolved = resolve_references(fin, as_mapping(overrides))
         except ValueError as err:  # e.g. "'data_folder' is a !PLACEHOLDER and must be replaced."
+            placeholder = re.match(r"'([\w.]+)' is a !PLACEHOLDER", str(err))
+            if placeholder:
+                raise RunSettingsError(_not_set(placeholder.group(1))) from None
             raise RunSettingsError(f"{hparams_file}: {err}") from None
     tree = ruamel.yaml.YAML().load(resolved)
     flat: dict[str, Any] = {}
@@ -211,8 +214,15 @@ def _validate(flat: dict[str, Any]) -> None:
         raise RunSettingsError(f"{', '.join(unset)} not set: a corpus given by annotations needs all of "
                                f"{', '.join(annotations)}")  # fmt: skip
     if not any(annotations.values()) and not flat.get("data_folder"):
-        raise RunSettingsError(f"data_folder not set: give the TIMIT root (--data_folder=...), or another corpus's "
-                               f"{', '.join(annotations)}")  # fmt: skip
+        raise RunSettingsError(_not_set("data_folder"))
+
+
+def _not_set(key: str) -> str:
+    """The error for a setting the yaml leaves to the command line (``!PLACEHOLDER``)."""
+    if key == "data_folder":
+        return ("data_folder not set: give the TIMIT root (--data_folder=...), or, for another corpus, the folder that "
+                f"$data_root stands for in its {', '.join(ANNOTATION_KEYS.values())}")  # fmt: skip
+    return f"{key} not set: give --{key}=..."
 
 
 def _check_device(device: str, flat: dict[str, Any]) -> None:

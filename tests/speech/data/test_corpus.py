@@ -150,9 +150,10 @@ def test_an_annotation_error_is_one_line_exit_1_and_missing_settings_exit_2(ipa_
                    f"--test_annotation={corpus / 'test.json'}"]  # fmt: skip
     for extra, code, expected in [
         ([f"--data_folder={corpus}", *annotations], 1, "dev.csv, line 4 (ID 'dev2'): "),
-        (annotations[:2], 2, "test_annotation not set"),
+        ([f"--data_folder={corpus}", *annotations[:2]], 2, "test_annotation not set"),
         ([], 2, "data_folder not set"),
-        (annotations[:1] + annotations[2:], 2, "valid_annotation not set"),
+        (annotations, 2, "data_folder not set"),  # the yaml leaves it to the command line (!PLACEHOLDER)
+        ([f"--data_folder={corpus}", *annotations[:1], *annotations[2:]], 2, "valid_annotation not set"),
     ]:
         with pytest.raises(SystemExit) as stopped:
             main([*args, *extra])

@@ -170,7 +170,7 @@ def test_an_invalid_precision_is_refused_before_anything_is_written(tone_corpus,
     with_eval_precision.write_text(HPARAMS.read_text() + "eval_precision: fp64\n")
     with pytest.raises(ValueError, match="eval_precision must be one of fp32, bf16, fp16; got 'fp64'"):
         run(with_eval_precision, QUIET, overrides)
-    with pytest.raises(ValueError, match="hparams.yaml has no eval_precison"):  # a typo in an override
+    with pytest.raises(ValueError, match="train.yaml has no eval_precison"):  # a typo in an override
         run(HPARAMS, QUIET, {**overrides, "eval_precison": "fp16"})
     assert not (tmp_path / "out").exists()
 
