@@ -35,10 +35,10 @@ docs: setup  ## the documentation site from docs/ into site/; broken links and m
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 bench: setup  ## adapter speed: FVAE-LoRA vs an authors'-style implementation vs LoRA, whole model
-	$(PY) -m benchmarks.adapter_speed --threads 1 --clock cpu
+	$(PY) -m benchmarks.speed.adapter_speed --threads 1 --clock cpu
 
 compare: setup  ## frozen / LoRA / FVAE-LoRA / full (+ ablations), tuned learning rates, 2 shifts x 2 target settings
-	$(PY) -m benchmarks.compare_methods --out docs/compare --work results/compare --jobs 2
+	$(PY) -m benchmarks.compare --out docs/compare --work results/compare --jobs 2
 
 spurious: setup  ## spurious correlations in audio: 4 words, noise colour correlated 90% in training, group-balanced test
 	$(PY) -m benchmarks.spurious --out docs/spurious --work results/spurious --jobs 2

@@ -8,10 +8,10 @@ import logging
 from functools import partial
 from typing import Any
 
-from benchmarks.compare_methods import ABLATIONS, CONTROLS, METHODS, STUDY
-from benchmarks.compare_methods import TUNED as COMPARED_TUNED
+from benchmarks.compare.study import ABLATIONS, CONTROLS, METHODS, STUDY
+from benchmarks.compare.study import TUNED as COMPARED_TUNED
 from benchmarks.spurious.training import Task, read_record, run_task
-from benchmarks.study_runner import picked_rate, run_due
+from benchmarks.common.runner import picked_rate, run_due
 
 logger = logging.getLogger("fvae_asr.spurious")
 

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from speechbrain.nnet.schedulers import LinearWarmupScheduler
 
-from benchmarks.compare_methods import METHODS, TARGETS
+from benchmarks.compare.study import METHODS, TARGETS
 from benchmarks.spurious.corpus import NOISES, SPLITS, WORDS, load_split
-from benchmarks.study_records import read_record as finished_record
-from benchmarks.study_records import write_record
+from benchmarks.common.records import read_record as finished_record
+from benchmarks.common.records import write_record
 from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight
 from fvae_asr.speech.models.classifier import PooledClassifier
 from fvae_asr.speech.models.encoder import SSLEncoder

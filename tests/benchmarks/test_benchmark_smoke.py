@@ -1,4 +1,4 @@
-"""Smoke tests of benchmarks/adapter_speed.py on a tiny wav2vec2, and the honesty of its authors'-style peer."""
+"""Smoke tests of benchmarks/speed/adapter_speed.py on a tiny wav2vec2, and the honesty of its authors'-style peer."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks import adapter_speed as bench
+from benchmarks.speed import adapter_speed as bench
 from fvae_asr import FVAELoRAConfig, aux_loss, inject
 from fvae_asr.adapters.layers import ADAPTER_LAYERS
 

@@ -1,4 +1,4 @@
-"""The benchmarks package: every script runs as ``python -m benchmarks.<name>`` from the repository root."""
+"""The benchmarks package: every study and benchmark runs as ``python -m benchmarks.<name>`` from the repository root."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from conftest import REPO
 
-COMMANDS = ["adapter_speed", "alignment_accuracy", "compare_methods", "faithfulness", "layer_speed", "spurious",
-            "transcribe_speed"]  # fmt: skip
+COMMANDS = ["alignment", "compare", "faithfulness", "speed.adapter_speed", "speed.layer_speed", "speed.transcribe_speed",
+            "spurious"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -1,4 +1,4 @@
-"""benchmarks/compare_methods.py: the study's bookkeeping (grid, picked rates, seeds, ablations, pairing) on
+"""benchmarks/compare/study.py: the study's bookkeeping (grid, picked rates, seeds, ablations, pairing) on
 hand-made records, and a --quick smoke run on a tiny random wav2vec2 + CTC head saved as a Hugging Face
 directory (no dependence on the shipped backbone)."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import compare_methods as compare
+from benchmarks.compare import study as compare
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import export_hf_ctc
 from fvae_asr.speech.models.recognizer import CTCRecognizer
@@ -108,7 +108,7 @@ def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(t
 
     assert {(c["method"], c["control"]) for c in results["controls"]} == {
         ("lora", "lora_task_clip"), ("fvae_lora", "fvae_lora_old")}  # fmt: skip
-    assert results["commit"] and results["command"].startswith("python -m benchmarks.compare_methods --quick")
+    assert results["commit"] and results["command"].startswith("python -m benchmarks.compare --quick")
 
     records = sorted((out / "records").rglob("*.json"))
     assert len(records) == 2 * 10 + 2 * 2  # the grid of 10 settings, then 2 ablations x 2 target settings
@@ -285,7 +285,7 @@ def test_preset_runs_each_recipe_run_under_torchrun_on_two_processes(tone_corpus
 
 
 def test_a_corpus_given_by_annotations_is_identified_by_its_content_wherever_it_lives(tmp_path):
-    from test_corpus import make_ipa_corpus
+    from ipa_corpus import make_ipa_corpus
 
     def corpus_of(root: Path) -> dict:
         annotations = [f"--{key}={root / name}" for key, name in (("train_annotation", "train.csv"),

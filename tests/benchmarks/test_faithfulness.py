@@ -1,4 +1,4 @@
-"""benchmarks/faithfulness.py: weight mapping, noise replay and, given FVAE_AUTHORS_REPO, the authors' layer."""
+"""benchmarks/faithfulness/check.py: weight mapping, noise replay and, given FVAE_AUTHORS_REPO, the authors' layer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from conftest import REPO
 from torch import nn
 
-from benchmarks import faithfulness
+from benchmarks.faithfulness import check as faithfulness
 from fvae_asr.adapters.config import FVAELoRAConfig
 from fvae_asr.adapters.layers import FVAELoRALinear
 

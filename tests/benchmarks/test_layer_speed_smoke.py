@@ -1,4 +1,4 @@
-"""Smoke tests of benchmarks/layer_speed.py: one adapted layer's train step, FVAE-LoRA against LoRA."""
+"""Smoke tests of benchmarks/speed/layer_speed.py: one adapted layer's train step, FVAE-LoRA against LoRA."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import layer_speed
+from benchmarks.speed import layer_speed
 
 
 def _run(argv: list[str]) -> dict:

@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/transcribe_speed.py: --quick runs both sides and writes every figure."""
+"""Smoke test of benchmarks/speed/transcribe_speed.py: --quick runs both sides and writes every figure."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from benchmarks import transcribe_speed as bench
+from benchmarks.speed import transcribe_speed as bench
 
 
 def test_quick_run_writes_speeds_memory_and_agreement_for_both_sides(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import alignment_accuracy as accuracy
+from benchmarks.alignment import accuracy as accuracy
 from fvae_asr.cli.align import main as align_main
 from fvae_asr.speech.inference.ctc_segments import PhoneSegment
 from fvae_asr.speech.inference.forced_alignment import AlignmentError, align_log_probs

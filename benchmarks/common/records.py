@@ -13,7 +13,7 @@ from typing import Any
 
 from fvae_asr.files import read_json, write_json
 
-REPO = Path(__file__).resolve().parent.parent  # the checkout whose commit the records name
+REPO = Path(__file__).resolve().parents[2]  # the checkout whose commit the records name
 
 
 def record_path(out: Path, task: Any) -> Path:

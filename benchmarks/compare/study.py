@@ -26,7 +26,7 @@ Writes ``OUT/results.json`` (one entry per method, targets and shift), ``OUT/res
 printed), ``OUT/dev_per.png`` (dev PER per epoch at the picked rates) and ``OUT/test_per.png`` (test PER with
 error bars per setting).
 
-    python -m benchmarks.compare_methods --out docs/compare --work results/compare --jobs 2
+    python -m benchmarks.compare --out docs/compare --work results/compare --jobs 2
 
 On a real corpus (``--data_folder`` of TIMIT, or ``--train_annotation/--valid_annotation/--test_annotation``) the
 study runs a named preset through the recipe's own ``hparams/train.yaml``: ``--preset paper_timit`` is the paper's TIMIT
@@ -36,7 +36,7 @@ then one recipe run in a worker (``--device cuda --precision bf16``), or, with `
 --nproc_per_node N``, a torchrun of ``recipe_process.py`` on N processes (DDP). Records are kept and resumed the
 same way, keyed by the corpus's content, the encoder, the precision and the number of processes.
 
-    python -m benchmarks.compare_methods --preset paper_timit --data_folder /data/TIMIT --device cuda \
+    python -m benchmarks.compare --preset paper_timit --data_folder /data/TIMIT --device cuda \
         --precision bf16 --out results/paper_timit/out --work results/paper_timit/work
 """
 
@@ -66,10 +66,10 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from benchmarks.study_records import (
+from benchmarks.common.records import (
     backbone_digest, mean_std, read_record, source_commit, study_command, write_record,
 )
-from benchmarks.study_runner import picked_rate, run_due
+from benchmarks.common.runner import picked_rate, run_due
 from fvae_asr.demo import size as demo_size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.files import read_json
@@ -161,7 +161,7 @@ def targets_of(method: str, targets: Sequence[str] = tuple(TARGETS)) -> list[str
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line; ``--quick`` swaps in the CI-sized study (or the preset at smoke size); a real corpus is
     checked here (its manifests prepared under ``--work``), before anything is written to ``--out``."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("docs/compare"),
                         help="results, plots and the per-run records (default: %(default)s)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("results/compare"),
@@ -710,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     entries = results_entries(study)
     pairs = paired_differences(entries)
     effects = control_effects(entries)
-    command = study_command("benchmarks.compare_methods", argv)
+    command = study_command("benchmarks.compare", argv)
     results = {"size": args.size, "settings": settings, "commit": paths["commit"], "command": command,
                "results": entries, "fvae_minus_lora": pairs, "controls": effects,
                "runs": [study.records[task] for task in study.due()],
@@ -723,6 +723,3 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(table)
     return results
 
-
-if __name__ == "__main__":
-    main()

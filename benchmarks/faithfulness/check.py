@@ -10,7 +10,7 @@ no term is trivially zero) are copied into ours; their dropout masks and Gaussia
 into ours (our single dropout draw over both encoders' hidden layers gets their two masks side by side). Prints
 the max absolute differences of the train output, the per-layer loss, every gradient and the eval output.
 
-    python -m benchmarks.faithfulness --authors-repo /tmp/fvae-authors --json docs/faithfulness/authors_layer.json
+    python -m benchmarks.faithfulness.check --authors-repo /tmp/fvae-authors --json docs/faithfulness/authors_layer.json
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ def compare(theirs: nn.Module, ours: FVAELoRALinear, x: Tensor, seed: int) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.faithfulness", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--authors-repo", type=Path, required=True, help="a checkout of idiap/FVAE-LoRA"
     )
@@ -345,6 +345,3 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, result)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

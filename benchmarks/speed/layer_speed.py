@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.adapter_speed import cpu_name, interleaved_times_ms, paired_ratios, save_json
+from benchmarks.speed.adapter_speed import cpu_name, interleaved_times_ms, paired_ratios, save_json
 from fvae_asr import FVAELoRAConfig, LoRAConfig
 from fvae_asr.adapters.layers import AdaptedLinear, FVAELoRALinear, LoRALinear
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="One adapted layer's train step: FVAE-LoRA against LoRA.")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed.layer_speed", description="One adapted layer's train step: FVAE-LoRA against LoRA.")
     parser.add_argument("--features", type=int, default=768, help="d, the layer's width (default 768: base)")
     parser.add_argument("--frames", type=int, default=298, help="frames per step (default 298: adapter_speed's)")
     parser.add_argument("--rank", type=int, default=16)

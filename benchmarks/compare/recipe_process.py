@@ -2,7 +2,7 @@
 process: what ``compare_methods.py --launcher torchrun`` launches under torchrun, so that a run on several
 processes gives the study the same result as a run in its own process.
 
-    python -m torch.distributed.run --standalone --nproc_per_node=2 benchmarks/recipe_process.py RESULT.json \
+    python -m torch.distributed.run --standalone --nproc_per_node=2 benchmarks/compare/recipe_process.py RESULT.json \
         recipes/timit/hparams/train.yaml --data_folder=/path/TIMIT --device=cuda --precision=bf16
 """
 

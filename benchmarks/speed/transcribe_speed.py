@@ -30,11 +30,11 @@ import transformers
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from fvae_asr.files import write_json
+from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import export_hf_ctc, export_recognizer
 from fvae_asr.speech.models.recognizer import CTCRecognizer
 from fvae_asr.speech.models.training_kinds import configure_training
-from fvae_asr.speech.inference.transcriber import Transcriber
 
 SAMPLE_RATE = 16_000
 LABELS = ["<blank>", *(f"p{i}" for i in range(39))]  # a TIMIT-sized phone set, blank first
@@ -46,7 +46,7 @@ GOALS = {"short_speed_ratio_ours_over_pipeline": 1.0, "long_speed_ratio_ours_ove
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed.transcribe_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model, 10 short files, 30 s long file")
     parser.add_argument("--size", choices=sorted(SIZES), default=None, help="wav2vec2 size (default base, quick tiny)")
     parser.add_argument("--utterances", type=int, default=None, help="short files (default 200, quick 10)")

@@ -4,7 +4,7 @@ exported recogniser (``fvae_asr.speech.inference.forced_alignment``) and compare
 of every phone but the first) with the reference's. Prints and writes (``--json``) the share of boundaries within
 ``--tolerance`` seconds and the median and mean absolute errors.
 
-    python -m benchmarks.alignment_accuracy --checkpoint demo_out/fvae_lora/model \\
+    python -m benchmarks.alignment --checkpoint demo_out/fvae_lora/model \\
         --manifest demo_out/fvae_lora/save/test.json --json docs/bench/alignment_accuracy_demo.json
 """
 
@@ -45,7 +45,7 @@ def summary(errors: Sequence[float], tolerance: float) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.alignment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="an exported recogniser")
     parser.add_argument("--manifest", type=Path, required=True, help="a manifest with phn_segments (TIMIT preparation)")
     parser.add_argument("--tolerance", type=float, default=0.02, help="seconds (default %(default)s)")
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not errors:
         parser.error(f"no utterance could be aligned: {'; '.join(failed[:3])}")
     figures = {**summary(errors, args.tolerance), "utterances": len(manifest) - len(failed), "failed": failed,
-               "command": " ".join(["python -m benchmarks.alignment_accuracy", *(argv or sys.argv[1:])])}  # fmt: skip
+               "command": " ".join(["python -m benchmarks.alignment", *(argv or sys.argv[1:])])}  # fmt: skip
     print(f"{figures['boundaries']} boundaries in {figures['utterances']} utterances: "
           f"{100 * figures['within_tolerance']:.1f}% within {1000 * args.tolerance:.0f} ms, median error "
           f"{1000 * figures['median_error_s']:.1f} ms, mean {1000 * figures['mean_error_s']:.1f} ms")  # fmt: skip
@@ -66,6 +66,3 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return figures
 
-
-if __name__ == "__main__":
-    main()

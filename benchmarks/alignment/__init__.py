@@ -1,0 +1,1 @@
+"""Forced-alignment accuracy against reference phone boundaries."""

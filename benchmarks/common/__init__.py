@@ -1,0 +1,1 @@
+"""Code the studies share: running tasks in worker processes, picking rates, records and their commands."""

@@ -1,0 +1,1 @@
+"""The comparison study: frozen, LoRA, FVAE-LoRA and full fine-tuning (and ablations) through the TIMIT recipe."""
