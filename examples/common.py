@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-
 from transformers import TrainingArguments
 
 from fvae_asr import AdapterConfig, FVAELoRAConfig, LoRAConfig, inject
@@ -38,11 +37,18 @@ def build_parser(description: str, learning_rate: float, epochs: float, batch_si
     parser.add_argument("--method", choices=METHODS, default="fvae_lora", help="what to train (default fvae_lora)")
     parser.add_argument("--output_dir", required=True, help="where the adapter (or full model) and results go")
     parser.add_argument("--model", help="hub id or local directory; default: a tiny random model built offline")
-    parser.add_argument("--dataset", help="a Hugging Face `datasets` name or local data files (needs --model); "
-                        "default: a small synthetic task generated offline")
+    parser.add_argument(
+        "--dataset",
+        help="a Hugging Face `datasets` name or local data files (needs --model); "
+        "default: a small synthetic task generated offline",
+    )
     parser.add_argument("--dataset_config", help="the dataset's configuration name, e.g. sst2 for glue")
-    parser.add_argument("--targets", choices=sorted(TARGET_CHOICES), default="qk",
-                        help="attention projections to adapt: qk (the paper, default) or qv (the authors' image code)")
+    parser.add_argument(
+        "--targets",
+        choices=sorted(TARGET_CHOICES),
+        default="qk",
+        help="attention projections to adapt: qk (the paper, default) or qv (the authors' image code)",
+    )
     parser.add_argument("--rank", type=int, default=16, help="adapter rank r (default 16)")
     parser.add_argument("--aux_weight", type=float, default=1e-3, help="FVAE lambda (default 1e-3)")
     parser.add_argument("--learning_rate", type=float, default=learning_rate, help=f"default {learning_rate:g}")
@@ -114,13 +120,16 @@ def number_labels(split: Any, label_column: str, names: list[Any]) -> Any:
         raise SystemExit(f"labels {unknown} in column {label_column!r} are not in the training split's labels: {names}")
     features = split.features.copy()  # without new features, map would cast the indices back to the column's type
     features[label_column] = datasets.ClassLabel(names=[str(name) for name in names])
-    return split.map(lambda batch: {label_column: [index[v] for v in batch[label_column]]}, batched=True,
-                     features=features)
+    return split.map(
+        lambda batch: {label_column: [index[v] for v in batch[label_column]]}, batched=True, features=features
+    )
 
 
 def pretrained_classifier(auto_class: Any, name: str, num_labels: int) -> nn.Module:
     """A hub or local checkpoint with a fresh head of ``num_labels`` classes (its own head may have another size)."""
-    return auto_class.from_pretrained(name, num_labels=num_labels, ignore_mismatched_sizes=True, trust_remote_code=False)
+    return auto_class.from_pretrained(
+        name, num_labels=num_labels, ignore_mismatched_sizes=True, trust_remote_code=False
+    )
 
 
 def attention_targets(model: nn.Module, choice: str) -> list[str]:
@@ -129,15 +138,18 @@ def attention_targets(model: nn.Module, choice: str) -> list[str]:
     for first, names in PROJECTION_NAMES.items():
         if first in suffixes:
             return [names[i] for i in TARGET_CHOICES[choice]]
-    raise ValueError(f"no attention projections named {sorted(PROJECTION_NAMES)} in the model; "
-                     f"its linear layers end in: {', '.join(sorted(suffixes))}")
+    raise ValueError(
+        f"no attention projections named {sorted(PROJECTION_NAMES)} in the model; "
+        f"its linear layers end in: {', '.join(sorted(suffixes))}"
+    )
 
 
 def adapter_config(args: argparse.Namespace, targets: list[str], head: list[str]) -> AdapterConfig | None:
     """The adapter config for ``args.method`` (None for full fine-tuning); the head always trains."""
     if args.method == "fvae_lora":
-        return FVAELoRAConfig(rank=args.rank, target_modules=targets, trainable_modules=head,
-                              aux_weight=args.aux_weight)
+        return FVAELoRAConfig(
+            rank=args.rank, target_modules=targets, trainable_modules=head, aux_weight=args.aux_weight
+        )
     if args.method == "lora":
         return LoRAConfig(rank=args.rank, lora_alpha=16.0, dropout=0.1, target_modules=targets, trainable_modules=head)
     return None
@@ -164,13 +176,23 @@ class Task:
 def training_arguments(args: argparse.Namespace) -> Any:
     """TrainingArguments with the paper's optimiser and schedule; no intermediate checkpoints."""
     return TrainingArguments(
-        output_dir=args.output_dir, learning_rate=args.learning_rate, num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
-        optim="adamw_torch", lr_scheduler_type="linear",
+        output_dir=args.output_dir,
+        learning_rate=args.learning_rate,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        optim="adamw_torch",
+        lr_scheduler_type="linear",
         warmup_steps=args.warmup_ratio,  # transformers 5 reads a float < 1 as a ratio of the training steps
-        weight_decay=args.weight_decay, seed=args.seed, data_seed=args.seed, save_strategy="no",
-        eval_strategy="no", logging_strategy="epoch", report_to="none", disable_tqdm=True,
-    )  # fmt: skip
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        data_seed=args.seed,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="epoch",
+        report_to="none",
+        disable_tqdm=True,
+    )
 
 
 def run(args: argparse.Namespace, task: Task) -> dict[str, float]:
@@ -184,15 +206,24 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, float]:
     total = sum(p.numel() for p in task.model.parameters())
     print(f"trainable parameters: {trainable} of {total}")
     trainer = FVAETrainer(  # for full fine-tuning (no adapters) it trains and saves as the plain Trainer
-        model=task.model, args=training_arguments(args), train_dataset=task.train_set,
-        eval_dataset=task.eval_set, data_collator=task.collator, compute_metrics=accuracy,
-    )  # fmt: skip
+        model=task.model,
+        args=training_arguments(args),
+        train_dataset=task.train_set,
+        eval_dataset=task.eval_set,
+        data_collator=task.collator,
+        compute_metrics=accuracy,
+    )
     start = time.perf_counter()
     trainer.train()
     metrics = trainer.evaluate()
     trainer.save_model(args.output_dir)
-    results = {"method": args.method, "eval_accuracy": metrics["eval_accuracy"], "eval_loss": metrics["eval_loss"],
-               "trainable_parameters": trainable, "train_seconds": round(time.perf_counter() - start, 2)}
+    results = {
+        "method": args.method,
+        "eval_accuracy": metrics["eval_accuracy"],
+        "eval_loss": metrics["eval_loss"],
+        "trainable_parameters": trainable,
+        "train_seconds": round(time.perf_counter() - start, 2),
+    }
     path = Path(args.output_dir) / "eval_results.json"
     write_json(path, results)
     print(f"eval accuracy: {results['eval_accuracy']:.4f} (written to {path})")

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared module, however this script is loaded
 
-from common import Task, build_parser, load_dataset, parse_args, pretrained_classifier, run  # noqa: E402
+from common import Task, build_parser, load_dataset, parse_args, pretrained_classifier, run
 
 IMAGE_SIZE, PATCH_SIZE = 32, 8
 COLOURS = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0))  # the class is the square's colour
@@ -46,9 +46,19 @@ def tiny_vit(num_labels: int, seed: int) -> torch.nn.Module:
 
     torch.manual_seed(seed)
     # initializer_range 0.2 as in the text example's tiny BERT: a 0.02-init random encoder is too flat to adapt
-    config = ViTConfig(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_channels=3, hidden_size=64,
-                       num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, num_labels=num_labels,
-                       initializer_range=0.2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = ViTConfig(
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        num_channels=3,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_labels=num_labels,
+        initializer_range=0.2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     return ViTForImageClassification(config)
 
 

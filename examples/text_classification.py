@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared module, however this script is loaded
 
-from common import Task, build_parser, load_dataset, parse_args, pretrained_classifier, run  # noqa: E402
+from common import Task, build_parser, load_dataset, parse_args, pretrained_classifier, run
 
 VOCAB_SIZE = 64
 KEYWORDS = (4, 5, 6, 7)  # token ids whose presence decides the class; fillers are drawn from 10..VOCAB_SIZE-1
@@ -50,10 +50,19 @@ def tiny_bert(num_labels: int, seed: int) -> torch.nn.Module:
 
     torch.manual_seed(seed)
     # initializer_range 0.2, not BERT's 0.02: a random encoder that flat barely tells the keywords apart
-    config = BertConfig(vocab_size=VOCAB_SIZE, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=MAX_LENGTH, num_labels=num_labels,
-                        pad_token_id=PAD_ID, initializer_range=0.2, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=MAX_LENGTH,
+        num_labels=num_labels,
+        pad_token_id=PAD_ID,
+        initializer_range=0.2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     return BertForSequenceClassification(config)
 
 

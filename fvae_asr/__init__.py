@@ -1,9 +1,9 @@
 """fvae-asr: FVAE-LoRA adapters for speech recognition (and any transformer)."""
 
-from fvae_asr.adapters import *  # noqa: F401,F403  (the public adapter API)
+from fvae_asr.adapters import *  # noqa: F403  (the public adapter API)
 from fvae_asr.adapters import __all__ as _adapter_api
 
-__all__ = [*_adapter_api, "phoneme_error_rate", "Transcriber"]
+__all__ = [*_adapter_api, "phoneme_error_rate", "Transcriber"]  # noqa: F405 (the last two: __getattr__)
 
 
 def __getattr__(name: str):

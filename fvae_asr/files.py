@@ -100,5 +100,8 @@ def describe_changes(before: Mapping[str, str], now: Mapping[str, str]) -> str:
         "removed": sorted(before.keys() - now.keys()),
         "modified": sorted(path for path in now.keys() & before.keys() if now[path] != before[path]),
     }
-    return "; ".join(f"{len(files)} {kind} ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
-                     for kind, files in differences.items() if files)  # fmt: skip
+    return "; ".join(
+        f"{len(files)} {kind} ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
+        for kind, files in differences.items()
+        if files
+    )

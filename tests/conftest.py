@@ -13,14 +13,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tiny_models, for every test module
 
-from fvae_asr.speech.data.timit import write_utterance  # noqa: E402
-from tiny_models import TINY_ENCODERS  # noqa: E402
+from fvae_asr.speech.data.timit import write_utterance
+
+from tiny_models import TINY_ENCODERS
 
 REPO = Path(__file__).resolve().parents[1]
 HPARAMS = REPO / "recipes" / "timit" / "hparams" / "train.yaml"
 TONE_PHONES = ["sh", "iy", "ae", "s", "aa", "n", "m", "ow"]
-SPEAKERS = [("TRAIN", "DR1", "FCJF0"), ("TRAIN", "DR2", "MDAC0"), ("TRAIN", "DR3", "MJEB1"),
-            ("TEST", "DR1", "FAKS0"), ("TEST", "DR1", "FDHC0")]  # two dev/core-test ids from the TEST folder
+SPEAKERS = [
+    ("TRAIN", "DR1", "FCJF0"),
+    ("TRAIN", "DR2", "MDAC0"),
+    ("TRAIN", "DR3", "MJEB1"),
+    ("TEST", "DR1", "FAKS0"),
+    ("TEST", "DR1", "FDHC0"),
+]  # two dev/core-test ids from the TEST folder
 
 
 def _tone_utterance(rng: np.random.Generator, n_phones: int) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
@@ -58,8 +64,15 @@ def torchrun_on_two_cpu_processes(script: Path, *args: str, timeout: float) -> s
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-               str(script), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        str(script),
+        *args,
+    ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 

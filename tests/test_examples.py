@@ -38,7 +38,7 @@ def run_example(name: str, out: Path, *argv: str) -> tuple[dict, float]:
 def saved_keys(out: Path) -> list[str]:
     """Tensor names of the saved adapter (LoRA files carry PEFT's prefix, dropped here)."""
     with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
-        return sorted(key.removeprefix(PEFT_PREFIX) for key in f.keys())
+        return sorted(key.removeprefix(PEFT_PREFIX) for key in f.keys())  # noqa: SIM118 (safe_open is no mapping)
 
 
 def assert_adapter_only(out: Path, projections: tuple[str, str]) -> None:
@@ -53,8 +53,9 @@ def assert_adapter_only(out: Path, projections: tuple[str, str]) -> None:
         assert any(f".{projection}.lora_B" in k for k in keys)
 
 
-@pytest.mark.parametrize("name, projections", [("text_classification", ("query", "key")),
-                                               ("image_classification", ("q_proj", "k_proj"))])
+@pytest.mark.parametrize(
+    "name, projections", [("text_classification", ("query", "key")), ("image_classification", ("q_proj", "k_proj"))]
+)
 def test_fvae_lora_learns_the_synthetic_task_in_under_a_minute(tmp_path, name, projections):
     results, seconds = run_example(name, tmp_path / "out")
     assert results["method"] == "fvae_lora"
@@ -92,12 +93,15 @@ def test_full_fine_tuning_saves_the_whole_model(tmp_path):
     assert results["trainable_parameters"] > 5 * lora["trainable_parameters"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--dataset", "imdb"], "--dataset needs --model"),
-    (["--model", "some/model", "--dataset", "imdb"], "pip install datasets"),
-    (["--rank", "0"], "--rank must be a positive integer"),
-    (["--method", "dora"], "invalid choice"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "imdb"], "--dataset needs --model"),
+        (["--model", "some/model", "--dataset", "imdb"], "pip install datasets"),
+        (["--rank", "0"], "--rank must be a positive integer"),
+        (["--method", "dora"], "invalid choice"),
+    ],
+)
 def test_usage_errors_exit_2_before_writing(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if `datasets` were not installed
     with pytest.raises(SystemExit) as exit_info:
@@ -168,9 +172,24 @@ def test_text_example_on_a_local_data_file(tmp_path, offline_datasets, suffix):
         data.write_text("review,sentiment\n" + "".join(f"{text},{words[label]}\n" for text, label in rows))
     else:
         data.write_text("".join(json.dumps({"review": text, "sentiment": label}) + "\n" for text, label in rows))
-    results, _ = run_example("text_classification", tmp_path / "out", "--model", str(tmp_path / "model"),
-                             "--dataset", str(data), "--text_column", "review", "--label_column", "sentiment",
-                             "--max_length", str(example.MAX_LENGTH), "--epochs", "1", "--batch_size", "8")
+    results, _ = run_example(
+        "text_classification",
+        tmp_path / "out",
+        "--model",
+        str(tmp_path / "model"),
+        "--dataset",
+        str(data),
+        "--text_column",
+        "review",
+        "--label_column",
+        "sentiment",
+        "--max_length",
+        str(example.MAX_LENGTH),
+        "--epochs",
+        "1",
+        "--batch_size",
+        "8",
+    )
     assert results["method"] == "fvae_lora" and 0 <= results["eval_accuracy"] <= 1
     assert_adapter_only(tmp_path / "out", ("query", "key"))
     with safe_open(str(tmp_path / "out" / "adapter_model.safetensors"), "pt") as f:
@@ -193,8 +212,18 @@ def test_image_example_on_a_local_image_folder(tmp_path, offline_datasets):
             pixels = rng.integers(0, 64, size=(20, 24, 3), dtype=np.uint8)  # not the model's size: resized
             pixels[..., class_index] = 200
             Image.fromarray(pixels).save(tmp_path / "images" / colour / f"{i}.png")
-    results, _ = run_example("image_classification", tmp_path / "out", "--model", str(tmp_path / "model"),
-                             "--dataset", str(tmp_path / "images"), "--epochs", "1", "--batch_size", "8")
+    results, _ = run_example(
+        "image_classification",
+        tmp_path / "out",
+        "--model",
+        str(tmp_path / "model"),
+        "--dataset",
+        str(tmp_path / "images"),
+        "--epochs",
+        "1",
+        "--batch_size",
+        "8",
+    )
     assert results["method"] == "fvae_lora" and 0 <= results["eval_accuracy"] <= 1
     assert_adapter_only(tmp_path / "out", ("q_proj", "k_proj"))
     with safe_open(str(tmp_path / "out" / "adapter_model.safetensors"), "pt") as f:

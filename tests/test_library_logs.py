@@ -20,8 +20,9 @@ def test_only_the_named_messages_are_dropped(caplog):
 
 
 def test_a_recipe_run_logs_none_of_them(tmp_path, tone_corpus):
-    from conftest import HPARAMS, recipe_overrides
     from fvae_asr.recipes.timit.train import run
+
+    from conftest import HPARAMS, recipe_overrides
 
     run(HPARAMS, {"noprogressbar": True}, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1))
     log = (tmp_path / "log.txt").read_text()  # SpeechBrain's log of the run, every INFO record

@@ -9,27 +9,32 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 
 from conftest import REPO, recipe_overrides
 from ipa_corpus import make_ipa_corpus
 from tiny_models import TINY_ENCODERS
 
-NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "results", "demo_out", "build", "*.egg-info", "__pycache__", "docs")
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".venv", "results", "demo_out", "build", "*.egg-info", "__pycache__", "docs"
+)
 
 
 def _package_names(folder: str, package: str) -> set[str]:
     """Every folder under REPO/folder that holds files (code, or data such as yaml and weights), as a dotted name
     under ``package``, the name REPO/folder installs as; caches and links out of the folder aside."""
     root = REPO / folder
-    holders = {p.parent for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-               and p.resolve().is_relative_to(root.resolve())}  # fmt: skip
+    holders = {
+        p.parent
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.resolve().is_relative_to(root.resolve())
+    }
     return {".".join([package, *holder.relative_to(root).parts]) for holder in holders}
 
 
@@ -81,8 +86,14 @@ def test_the_demo_without_espeak_ng_fails_in_one_line_before_writing_anything(in
     blocked.mkdir()
     (blocked / "espeakng_loader.py").write_text("raise ImportError('espeakng_loader is blocked by the test')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), str(installed.site)])}
-    demo = subprocess.run([sys.executable, "-m", "fvae_asr.demo", "--out", "demo0"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    demo = subprocess.run(
+        [sys.executable, "-m", "fvae_asr.demo", "--out", "demo0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert demo.returncode == 1
     notice = "torchvision is not available - cannot save figures"  # SpeechBrain's, at import, on every command
     assert [line for line in demo.stderr.strip().splitlines() if line != notice] == [
@@ -103,8 +114,9 @@ def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout
 
     located = python("-c", "import fvae_asr, fvae_asr.recipes; print(fvae_asr.__file__)")
     assert located.stdout.strip() == str(site / "fvae_asr" / "__init__.py"), located.stderr
-    demo = python("-m", "fvae_asr.demo", "--out", "out", "--train-speakers", "2", "--sentences-per-speaker", "2",
-                  "--epochs", "1")  # fmt: skip
+    demo = python(
+        "-m", "fvae_asr.demo", "--out", "out", "--train-speakers", "2", "--sentences-per-speaker", "2", "--epochs", "1"
+    )
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert (elsewhere / "out" / "summary.json").is_file() and not (source / "results").exists()
     wav = json.loads((elsewhere / "out" / "summary.json").read_text())["transcription"]["wav"]
@@ -112,17 +124,30 @@ def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout
     assert grid.returncode == 0 and grid.stdout.startswith('File type = "ooTextFile"'), grid.stderr[-2000:]
     # The recipe from the package, on a CSV corpus at 22.05 kHz stereo, with a HuBERT encoder
     corpus = make_ipa_corpus(tmp_path / "ipa")
-    overrides = recipe_overrides(corpus, elsewhere / "hubert", encoder_config=TINY_ENCODERS["hubert"],
-                                 number_of_epochs=1, train_annotation=str(corpus / "train.csv"),
-                                 valid_annotation=str(corpus / "dev.csv"), test_annotation=str(corpus / "test.json"))
-    recipe = python("-m", "fvae_asr.recipes.timit.train", str(site / "fvae_asr" / "recipes" / "timit" / "hparams" / "train.yaml"),
-                    *(f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()),
-                    "--noprogressbar")  # fmt: skip
+    overrides = recipe_overrides(
+        corpus,
+        elsewhere / "hubert",
+        encoder_config=TINY_ENCODERS["hubert"],
+        number_of_epochs=1,
+        train_annotation=str(corpus / "train.csv"),
+        valid_annotation=str(corpus / "dev.csv"),
+        test_annotation=str(corpus / "test.json"),
+    )
+    recipe = python(
+        "-m",
+        "fvae_asr.recipes.timit.train",
+        str(site / "fvae_asr" / "recipes" / "timit" / "hparams" / "train.yaml"),
+        *(f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()),
+        "--noprogressbar",
+    )
     assert recipe.returncode == 0, recipe.stderr[-3000:]
-    assert json.loads((elsewhere / "hubert" / "model" / "backbone" / "config.json").read_text())["model_type"] == "hubert"
+    assert (
+        json.loads((elsewhere / "hubert" / "model" / "backbone" / "config.json").read_text())["model_type"] == "hubert"
+    )
     adapters = python("-c", "from fvae_asr.integrations.speechbrain import FVAELoRA, LoRA; print(FVAELoRA.__module__)")
     assert adapters.stdout.strip() == "fvae_asr.integrations.speechbrain", adapters.stderr[-2000:]
     for command in ("train", "transcribe", "evaluate", "align", "latents", "demo", "synthetic"):
-        usage = subprocess.run([site / "bin" / "fvae-asr", command, "--help"], cwd=elsewhere, env=env,
-                               capture_output=True, text=True)  # fmt: skip
+        usage = subprocess.run(
+            [site / "bin" / "fvae-asr", command, "--help"], cwd=elsewhere, env=env, capture_output=True, text=True
+        )
         assert usage.returncode == 0 and usage.stdout.startswith("usage: fvae-asr"), (command, usage.stderr[-2000:])

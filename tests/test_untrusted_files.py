@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import HPARAMS, recipe_overrides
 from fvae_asr import FVAELoRAConfig, inject, load_adapter, save_adapter
-from fvae_asr.cli.transcribe import main as transcribe_main
+from fvae_asr.recipes.timit.train import run
+from fvae_asr.speech.data.timit import PHONES_39
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import export_recognizer, load_recognizer
-from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.models.recognizer import CTCRecognizer
 from fvae_asr.speech.models.training_kinds import configure_training
-from fvae_asr.speech.data.timit import PHONES_39
+
+from conftest import HPARAMS, recipe_overrides
 from tiny_models import WithHead, tiny_wav2vec2
 
 LABELS = ["<blank>", *PHONES_39]
@@ -53,7 +53,10 @@ def test_a_backbone_asking_for_remote_code_is_refused_before_transformers_sees_i
     wav.write_bytes(b"")  # never read: the model fails to load first
     code = subprocess.run(
         [sys.executable, "-m", "fvae_asr", "transcribe", "--checkpoint", str(model), str(wav)],
-        input="y\n", capture_output=True, text=True, timeout=300,
+        input="y\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
     )  # a "y" waits on stdin, as a careless user would type it
     assert not marker.exists()
     assert code.returncode != 0 and "[y/N]" not in code.stdout + code.stderr
@@ -132,8 +135,10 @@ def test_a_catastrophic_target_pattern_is_never_run_on_load(tmp_path):
     assert len(adapted) == 4 and all(name.endswith(("q_proj", "k_proj")) for name in adapted)
 
 
-@pytest.mark.parametrize("field,value", [("rank", 10**9), ("encoder_hidden", 10**9), ("decoder_hidden", 10**9),
-                                         ("decoder_layers", 32), ("z2_dim", 10**9)])
+@pytest.mark.parametrize(
+    "field,value",
+    [("rank", 10**9), ("encoder_hidden", 10**9), ("decoder_hidden", 10**9), ("decoder_layers", 32), ("z2_dim", 10**9)],
+)
 def test_config_sizes_that_do_not_fit_the_saved_weights_allocate_nothing(tmp_path, field, value):
     directory = _saved_adapter(tmp_path)
     _edit_config(directory, **{field: value})

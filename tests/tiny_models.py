@@ -32,9 +32,16 @@ TINY_ENCODERS = {
     "hubert-base": {"model_type": "hubert", **TINY_WAV2VEC2, **_GROUP_NORM},
     "wavlm": {"model_type": "wavlm", **TINY_WAV2VEC2, "num_buckets": 16, "max_bucket_distance": 32},
     "wavlm-base": {"model_type": "wavlm", **TINY_WAV2VEC2, **_GROUP_NORM, "num_buckets": 16, "max_bucket_distance": 32},
-    "data2vec-audio": {"model_type": "data2vec-audio", **{k: v for k, v in TINY_WAV2VEC2.items() if k not in (
-        "feat_extract_norm", "do_stable_layer_norm", "num_conv_pos_embeddings")}, "num_conv_pos_embeddings": 2,
-        "conv_pos_kernel_size": 5},
+    "data2vec-audio": {
+        "model_type": "data2vec-audio",
+        **{
+            k: v
+            for k, v in TINY_WAV2VEC2.items()
+            if k not in ("feat_extract_norm", "do_stable_layer_norm", "num_conv_pos_embeddings")
+        },
+        "num_conv_pos_embeddings": 2,
+        "conv_pos_kernel_size": 5,
+    },
 }
 
 
@@ -51,8 +58,15 @@ def tiny_bert(seed: int = 0) -> BertModel:
 
 def tiny_vit(seed: int = 0) -> ViTModel:
     torch.manual_seed(seed)
-    cfg = ViTConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64, num_channels=3)
+    cfg = ViTConfig(
+        image_size=16,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_channels=3,
+    )
     return ViTModel(cfg, add_pooling_layer=False).eval()
 
 
@@ -77,6 +91,9 @@ def tiny_inputs(kind: str, batch: int = 2, seed: int = 1) -> Tensor:
     return torch.randn(batch, 3, 16, 16, generator=g)
 
 
-BACKBONES = {"wav2vec2": (tiny_wav2vec2, ["q_proj", "k_proj"]), "bert": (tiny_bert, ["query", "key"]),
-             # transformers 5 names ViT's projections q_proj/k_proj (BERT keeps query/key).
-             "vit": (tiny_vit, ["q_proj", "k_proj"])}
+BACKBONES = {
+    "wav2vec2": (tiny_wav2vec2, ["q_proj", "k_proj"]),
+    "bert": (tiny_bert, ["query", "key"]),
+    # transformers 5 names ViT's projections q_proj/k_proj (BERT keeps query/key).
+    "vit": (tiny_vit, ["q_proj", "k_proj"]),
+}

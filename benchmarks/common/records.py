@@ -40,6 +40,7 @@ def write_record(out: Path, task: Any, record: dict[str, Any]) -> None:
 def source_commit() -> str:
     """The commit this code runs on (with ``+changes`` when the package, the recipe or the benchmarks differ from
     it: results written under docs/ do not count), for the records."""
+
     def git(*args: str) -> str:
         result = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
         return result.stdout.strip() if result.returncode == 0 else ""

@@ -56,7 +56,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache, partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -67,19 +67,24 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from benchmarks.common.records import (
-    backbone_digest, mean_std, read_record, source_commit, study_command, write_record,
+    backbone_digest,
+    mean_std,
+    read_record,
+    source_commit,
+    study_command,
+    write_record,
 )
 from benchmarks.common.runner import picked_rate, run_due
 from fvae_asr.demo import size as demo_size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.files import read_json
+from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.data.annotations import ANNOTATION_KEYS, read_annotation
+from fvae_asr.speech.data.timit import SPLITS, prepare_timit
 from fvae_asr.speech.models.encoder import is_hub_id
 from fvae_asr.speech.models.export import load_recognizer
 from fvae_asr.speech.training.hparams import hparams_source
-from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.training.run_folder import PRECISIONS
-from fvae_asr.speech.data.timit import SPLITS, prepare_timit
 from fvae_asr.synthetic import generate_corpus
 
 logger = logging.getLogger("fvae_asr.compare")
@@ -99,8 +104,12 @@ METHODS: dict[str, dict[str, Any]] = {
     "same_prior": {"adapter": "fvae_lora", "adapter_configs": {"fvae_lora": {"prior_mean_z2": 0.0}}},
     # Controls: the authors' LoRA-baseline clipping (norm 1 on the plain task loss), and this package's 0.1 defaults.
     "lora_task_clip": {"adapter": "lora", "max_grad_norm": 1.0},
-    "fvae_lora_old": {"adapter": "fvae_lora", "max_grad_norm": 5.0, "fvae_lora_alpha": 16, "adapter_configs": {
-        "fvae_lora": {"decoder_layers": 1, "decoder_dropout": 0.0, "logvar_clamp": 10.0}}},
+    "fvae_lora_old": {
+        "adapter": "fvae_lora",
+        "max_grad_norm": 5.0,
+        "fvae_lora_alpha": 16,
+        "adapter_configs": {"fvae_lora": {"decoder_layers": 1, "decoder_dropout": 0.0, "logvar_clamp": 10.0}},
+    },
 }
 # Each with its own grid; the ablations use fvae_lora's rate.
 TUNED = ("frozen", "lora", "fvae_lora", "full", "lora_task_clip", "fvae_lora_old")
@@ -110,20 +119,45 @@ NOT_RUN_AT_INFERENCE = ("encoder_z2.", "decoder.", "decoder_log_scale")  # FVAE 
 EPOCH_LINE = re.compile(r"^epoch: (\d+),.*valid PER: ([-+0-9.eE]+|nan|inf)", re.MULTILINE)
 
 # The study's size, fixed before it ran (see the README): small enough for 96 runs in a few hours on 2 cores.
-STUDY = {"train_speakers": 32, "sentences_per_speaker": 8, "test_speakers": 16, "epochs": 4, "batch_size": 8,
-         "lr_grid": [0.0005, 0.001, 0.003, 0.01, 0.05], "seeds": [0, 1, 2], "shifts": ["target", "noisy_room"],
-         "methods": list(METHODS), "targets": list(TARGETS)}  # fmt: skip
+STUDY = {
+    "train_speakers": 32,
+    "sentences_per_speaker": 8,
+    "test_speakers": 16,
+    "epochs": 4,
+    "batch_size": 8,
+    "lr_grid": [0.0005, 0.001, 0.003, 0.01, 0.05],
+    "seeds": [0, 1, 2],
+    "shifts": ["target", "noisy_room"],
+    "methods": list(METHODS),
+    "targets": list(TARGETS),
+}
 SIZES = {
     "study": STUDY,
     # The demo's corpus, budget and rate grid, to pick the demo's rates by dev PER (its 8 test speakers: 4 dev,
     # 4 test), with LoRA beside it (fvae_asr/demo/size.py says how).
-    "demo": {**STUDY, "train_speakers": demo_size.TRAIN_SPEAKERS, "test_speakers": 8, "epochs": demo_size.EPOCHS,
-             "sentences_per_speaker": demo_size.SENTENCES_PER_SPEAKER, "lr_grid": demo_size.RATE_GRID,
-             "seeds": [0], "shifts": ["target"], "methods": ["frozen", "lora", "fvae_lora"],
-             "targets": ["all_linear"]},
-    "quick": {**STUDY, "train_speakers": 3, "sentences_per_speaker": 2, "test_speakers": 2, "epochs": 1,
-              "lr_grid": [0.003, 0.05], "seeds": [0], "shifts": ["target"]},
-}  # fmt: skip
+    "demo": {
+        **STUDY,
+        "train_speakers": demo_size.TRAIN_SPEAKERS,
+        "test_speakers": 8,
+        "epochs": demo_size.EPOCHS,
+        "sentences_per_speaker": demo_size.SENTENCES_PER_SPEAKER,
+        "lr_grid": demo_size.RATE_GRID,
+        "seeds": [0],
+        "shifts": ["target"],
+        "methods": ["frozen", "lora", "fvae_lora"],
+        "targets": ["all_linear"],
+    },
+    "quick": {
+        **STUDY,
+        "train_speakers": 3,
+        "sentences_per_speaker": 2,
+        "test_speakers": 2,
+        "epochs": 1,
+        "lr_grid": [0.003, 0.05],
+        "seeds": [0],
+        "shifts": ["target"],
+    },
+}
 DEMO_RECIPE = "hparams/demo.yaml"  # the synthetic studies' recipe file (their settings predate a "recipe" key)
 # Studies on a real corpus, through the recipe's own hparams/train.yaml (its epochs and batch size unless given).
 # paper_timit: the paper's TIMIT setting. Rates: each method picks its own by dev PER, as in the synthetic study,
@@ -131,10 +165,16 @@ DEMO_RECIPE = "hparams/demo.yaml"  # the synthetic studies' recipe file (their s
 # fairseq's fine-tuning rates), adapters an order of magnitude higher (the recipe's 5e-4 up to the authors' 5e-3);
 # one grid for both would spend runs on rates that cannot win (docs/paper-timit.md).
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper_timit": {"recipe": "hparams/train.yaml", "encoder_source": "facebook/wav2vec2-large-lv60",
-                    "methods": ["full", "lora", "fvae_lora"], "targets": ["qk"], "seeds": [0, 1, 2],
-                    "lr_grid": [0.0005, 0.002, 0.005], "lr_grids": {"full": [2.5e-5, 0.0001, 0.0004]}},
-}  # fmt: skip
+    "paper_timit": {
+        "recipe": "hparams/train.yaml",
+        "encoder_source": "facebook/wav2vec2-large-lv60",
+        "methods": ["full", "lora", "fvae_lora"],
+        "targets": ["qk"],
+        "seeds": [0, 1, 2],
+        "lr_grid": [0.0005, 0.002, 0.005],
+        "lr_grids": {"full": [2.5e-5, 0.0001, 0.0004]},
+    },
+}
 PRESET_QUICK = {"epochs": 1, "seeds": [0, 1], "lr_grid": [0.002, 0.005], "lr_grids": {"full": [0.0001]}}  # smoke
 
 
@@ -161,33 +201,63 @@ def targets_of(method: str, targets: Sequence[str] = tuple(TARGETS)) -> list[str
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line; ``--quick`` swaps in the CI-sized study (or the preset at smoke size); a real corpus is
     checked here (its manifests prepared under ``--work``), before anything is written to ``--out``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("docs/compare"),
-                        help="results, plots and the per-run records (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--work", type=Path, default=Path("results/compare"),
-                        help="corpora and training folders, large, not committed (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--size", choices=list(SIZES),
-                        help="study: the comparison (default); demo: the demo's corpus and budget for its two "
-                             "methods, to pick its rates; quick: a CI-sized smoke study")  # fmt: skip
-    parser.add_argument("--quick", action="store_true",
-                        help="the same as --size quick; with --preset: the preset at smoke size "
-                             f"({', '.join(f'{k} {v}' for k, v in PRESET_QUICK.items())})")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("docs/compare"),
+        help="results, plots and the per-run records (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("results/compare"),
+        help="corpora and training folders, large, not committed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--size",
+        choices=list(SIZES),
+        help="study: the comparison (default); demo: the demo's corpus and budget for its two "
+        "methods, to pick its rates; quick: a CI-sized smoke study",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the same as --size quick; with --preset: the preset at smoke size "
+        f"({', '.join(f'{k} {v}' for k, v in PRESET_QUICK.items())})",
+    )
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods (default: the size's)")
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), help="adapter targets (default: the size's)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each (default: 1)")
-    parser.add_argument("--backbone", type=Path,
-                        help="Hugging Face wav2vec2 CTC directory (default: the shipped tiny backbone)")  # fmt: skip
+    parser.add_argument(
+        "--backbone", type=Path, help="Hugging Face wav2vec2 CTC directory (default: the shipped tiny backbone)"
+    )
     parser.add_argument("--corpus-seed", type=int, help="seed of the generated corpora (default: 0)")
-    parser.add_argument("--shifts", nargs="+", choices=["target", "noisy_room", "accented"],
-                        help=f"synthetic shifts (default: {' '.join(STUDY['shifts'])})")  # fmt: skip
-    parser.add_argument("--lr-grid", nargs="+", type=float,
-                        help=f"rates of every method (default: {STUDY['lr_grid']}, or the preset's)")  # fmt: skip
-    parser.add_argument("--method-lr-grid", nargs="+", metavar="METHOD=RATE[,RATE]", default=[],
-                        help="a method's own rates, over --lr-grid (e.g. full=1e-4: a fixed rate)")  # fmt: skip
+    parser.add_argument(
+        "--shifts",
+        nargs="+",
+        choices=["target", "noisy_room", "accented"],
+        help=f"synthetic shifts (default: {' '.join(STUDY['shifts'])})",
+    )
+    parser.add_argument(
+        "--lr-grid", nargs="+", type=float, help=f"rates of every method (default: {STUDY['lr_grid']}, or the preset's)"
+    )
+    parser.add_argument(
+        "--method-lr-grid",
+        nargs="+",
+        metavar="METHOD=RATE[,RATE]",
+        default=[],
+        help="a method's own rates, over --lr-grid (e.g. full=1e-4: a fixed rate)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, help=f"training seeds (default: {STUDY['seeds']})")
     parser.add_argument("--epochs", type=int, help=f"epochs per run (default: {STUDY['epochs']}, or the recipe's)")
-    parser.add_argument("--batch-size", type=int,
-                        help=f"utterances per step and process (default: {STUDY['batch_size']}, or the recipe's)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"utterances per step and process (default: {STUDY['batch_size']}, or the recipe's)",
+    )
     real = parser.add_argument_group("a real corpus (with --preset)")
     real.add_argument("--preset", choices=list(PRESETS), help="paper_timit: the paper's TIMIT setting")
     real.add_argument("--data_folder", type=Path, help="TIMIT's root (with annotations: their $data_root)")
@@ -196,13 +266,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     real.add_argument("--encoder_source", help="hub id or local Hugging Face directory (default: the preset's)")
     real.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
     real.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), bf16 or fp16")
-    real.add_argument("--launcher", choices=["inprocess", "torchrun"],
-                      help="inprocess (default): each run in a worker process; torchrun: each run on "
-                           "--nproc_per_node processes (DDP, one GPU each)")  # fmt: skip
+    real.add_argument(
+        "--launcher",
+        choices=["inprocess", "torchrun"],
+        help="inprocess (default): each run in a worker process; torchrun: each run on "
+        "--nproc_per_node processes (DDP, one GPU each)",
+    )
     real.add_argument("--nproc_per_node", type=int, help="processes of a torchrun run (default: 1)")
     args = parser.parse_args(argv)
-    real_flags = ("data_folder", *ANNOTATION_KEYS.values(), "encoder_source", "device", "precision", "launcher",
-                  "nproc_per_node")  # fmt: skip
+    real_flags = (
+        "data_folder",
+        *ANNOTATION_KEYS.values(),
+        "encoder_source",
+        "device",
+        "precision",
+        "launcher",
+        "nproc_per_node",
+    )
     given_real = [f"--{name}" for name in real_flags if getattr(args, name) is not None]
     if args.preset is None:
         if given_real:
@@ -211,9 +291,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.backbone = args.backbone or ASSET_BACKBONE
         args.corpus_seed = 0 if args.corpus_seed is None else args.corpus_seed
     else:
-        synthetic = [flag for flag, value in (("--size", args.size), ("--backbone", args.backbone),
-                                              ("--corpus-seed", args.corpus_seed), ("--shifts", args.shifts))
-                     if value is not None]  # fmt: skip
+        synthetic = [
+            flag
+            for flag, value in (
+                ("--size", args.size),
+                ("--backbone", args.backbone),
+                ("--corpus-seed", args.corpus_seed),
+                ("--shifts", args.shifts),
+            )
+            if value is not None
+        ]
         if synthetic:
             parser.error(f"{', '.join(synthetic)}: only for the synthetic study, not with --preset")
         size = preset_size(args, parser)
@@ -232,8 +319,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if any(not (lr > 0 and math.isfinite(lr)) for lr in size["lr_grid"]):
         parser.error(f"--lr-grid needs positive finite rates, got {size['lr_grid']}")
     if args.preset is None and not (args.backbone / "config.json").is_file():
-        parser.error(f"no wav2vec2 backbone at {args.backbone} (no config.json): build the shipped one with "
-                     "`python -m fvae_asr.demo.backbone`, or pass --backbone DIR")  # fmt: skip
+        parser.error(
+            f"no wav2vec2 backbone at {args.backbone} (no config.json): build the shipped one with "
+            "`python -m fvae_asr.demo.backbone`, or pass --backbone DIR"
+        )
     return args
 
 
@@ -247,8 +336,10 @@ def method_grids(given: Sequence[str], parser: argparse.ArgumentParser) -> dict[
         except ValueError:
             grid = []
         if method not in METHODS or not grid or any(not (lr > 0 and math.isfinite(lr)) for lr in grid):
-            parser.error(f"--method-lr-grid {item}: expected METHOD=RATE[,RATE...] with METHOD one of "
-                         f"{', '.join(METHODS)} and positive finite rates")  # fmt: skip
+            parser.error(
+                f"--method-lr-grid {item}: expected METHOD=RATE[,RATE...] with METHOD one of "
+                f"{', '.join(METHODS)} and positive finite rates"
+            )
         grids[method] = grid
     return grids
 
@@ -268,19 +359,31 @@ def preset_size(args: argparse.Namespace, parser: argparse.ArgumentParser) -> di
         parser.error("--nproc_per_node must be at least 1, and above 1 only with --launcher torchrun")
     local = Path(args.encoder_source)
     if not (local / "config.json").is_file() and not is_hub_id(args.encoder_source):
-        parser.error(f"--encoder_source {args.encoder_source}: neither a Hugging Face model directory (with "
-                     "config.json) nor a hub id such as facebook/wav2vec2-large-lv60")  # fmt: skip
+        parser.error(
+            f"--encoder_source {args.encoder_source}: neither a Hugging Face model directory (with "
+            "config.json) nor a hub id such as facebook/wav2vec2-large-lv60"
+        )
     try:
         args.corpus = real_corpus(args)
     except (OSError, ValueError) as err:  # a missing or malformed corpus (AnnotationError is a ValueError)
         parser.error(str(err))
     tree = resolved_recipe(preset["recipe"], {})
-    size = {"corpus": args.corpus["name"], "recipe": preset["recipe"], "encoder_source": args.encoder_source,
-            "precision": args.precision, "processes": args.nproc_per_node, "device": args.device,
-            "epochs": tree["number_of_epochs"], "batch_size": tree["batch_size"],
-            "lr_grid": preset["lr_grid"], "lr_grids": preset["lr_grids"],
-            "seeds": preset["seeds"], "shifts": [args.corpus["name"]], "methods": preset["methods"],
-            "targets": preset["targets"]}  # fmt: skip
+    size = {
+        "corpus": args.corpus["name"],
+        "recipe": preset["recipe"],
+        "encoder_source": args.encoder_source,
+        "precision": args.precision,
+        "processes": args.nproc_per_node,
+        "device": args.device,
+        "epochs": tree["number_of_epochs"],
+        "batch_size": tree["batch_size"],
+        "lr_grid": preset["lr_grid"],
+        "lr_grids": preset["lr_grids"],
+        "seeds": preset["seeds"],
+        "shifts": [args.corpus["name"]],
+        "methods": preset["methods"],
+        "targets": preset["targets"],
+    }
     return {**size, **PRESET_QUICK} if args.quick else size
 
 
@@ -303,10 +406,14 @@ def real_corpus(args: argparse.Namespace) -> dict[str, Any]:
         entries = {split: read_json(path, "TIMIT manifest") for split, path in zip(SPLITS, manifests)}
         name, overrides = "timit", {"data_folder": str(args.data_folder.resolve())}
     else:
-        raise ValueError("--preset needs a corpus: --data_folder of TIMIT, or --train_annotation, "
-                         "--valid_annotation and --test_annotation")  # fmt: skip
-    content = {split: sorted((utt, entry["duration"], entry["phn"]) for utt, entry in split_entries.items())
-               for split, split_entries in entries.items()}  # fmt: skip
+        raise ValueError(
+            "--preset needs a corpus: --data_folder of TIMIT, or --train_annotation, "
+            "--valid_annotation and --test_annotation"
+        )
+    content = {
+        split: sorted((utt, entry["duration"], entry["phn"]) for utt, entry in split_entries.items())
+        for split, split_entries in entries.items()
+    }
     digest = hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
     identity = {"name": name, "utterances": {split: len(e) for split, e in entries.items()}, "sha256": digest}
     return {"name": name, "overrides": overrides, "identity": identity}
@@ -315,10 +422,19 @@ def real_corpus(args: argparse.Namespace) -> dict[str, Any]:
 def prepare_corpora(args: argparse.Namespace) -> dict[str, str]:
     """One generated TIMIT-layout corpus per shift under ``WORK/corpus/<shift>`` (generated once)."""
     size = args.size
-    return {shift: str(generate_corpus(args.work / "corpus" / shift, seed=args.corpus_seed,
-                                       n_train_speakers=size["train_speakers"], n_test_speakers=size["test_speakers"],
-                                       sentences_per_speaker=size["sentences_per_speaker"], domain=shift).resolve())
-            for shift in size["shifts"]}  # fmt: skip
+    return {
+        shift: str(
+            generate_corpus(
+                args.work / "corpus" / shift,
+                seed=args.corpus_seed,
+                n_train_speakers=size["train_speakers"],
+                n_test_speakers=size["test_speakers"],
+                sentences_per_speaker=size["sentences_per_speaker"],
+                domain=shift,
+            ).resolve()
+        )
+        for shift in size["shifts"]
+    }
 
 
 def dev_per_by_epoch(train_log: Path, epochs: int) -> list[float]:
@@ -355,7 +471,7 @@ def resolved_recipe(recipe: str, overrides: dict[str, Any]) -> Any:
         return ruamel.yaml.YAML().load(resolve_references(fin, merged))
 
 
-@lru_cache(maxsize=None)
+@cache
 def recipe_settings(method: str, targets: str, recipe: str = DEMO_RECIPE) -> dict[str, Any]:
     """What a run of ``method`` trains with beyond the study's size: the resolved adapter config (None for frozen
     and full) and the gradient clipping, read from the recipe as it stands, so that a changed default runs again.
@@ -406,10 +522,15 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, Any], out: P
     train_log = folder / "train_log.txt"
     before = epochs_logged(train_log)
     overrides: dict[str, Any] = {
-        **run_overrides(task.method, task.targets), "seed": task.seed, "lr": task.lr, "output_folder": str(folder),
-        **paths["data"][task.shift], "encoder_source": paths["backbone"],
-        "number_of_epochs": settings["epochs"], "batch_size": settings["batch_size"],
-    }  # fmt: skip
+        **run_overrides(task.method, task.targets),
+        "seed": task.seed,
+        "lr": task.lr,
+        "output_folder": str(folder),
+        **paths["data"][task.shift],
+        "encoder_source": paths["backbone"],
+        "number_of_epochs": settings["epochs"],
+        "batch_size": settings["batch_size"],
+    }
     recipe = recipe_file(settings.get("recipe", DEMO_RECIPE))
     if paths["torchrun"]:
         result = torchrun_recipe(recipe, paths["run_opts"], overrides, paths["torchrun"], folder)
@@ -444,8 +565,17 @@ def torchrun_recipe(
     result_file.unlink(missing_ok=True)  # a result left by an earlier call is not this one's
     flags = [f"--{key}" if value is True else f"--{key}={value}" for key, value in run_opts.items()]  # argparse's
     flags += [f"--{key}={json.dumps(value)}" for key, value in overrides.items()]  # JSON is YAML, as train.py reads it
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(Path(__file__).with_name("recipe_process.py")), str(result_file), str(recipe), *flags]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(Path(__file__).with_name("recipe_process.py")),
+        str(result_file),
+        str(recipe),
+        *flags,
+    ]
     log = folder / "torchrun.log"
     with log.open("a", encoding="utf-8") as handle:
         handle.write(f"$ {' '.join(command)}\n")
@@ -487,8 +617,12 @@ class Study:
                         continue
                     tasks += [Task(shift, method, targets, lr, seed) for seed in self.size["seeds"][1:]]
                     if method == "fvae_lora":
-                        tasks += [Task(shift, ablation, targets, lr, seed) for ablation in ABLATIONS
-                                  if ablation in self.size["methods"] for seed in self.size["seeds"]]  # fmt: skip
+                        tasks += [
+                            Task(shift, ablation, targets, lr, seed)
+                            for ablation in ABLATIONS
+                            if ablation in self.size["methods"]
+                            for seed in self.size["seeds"]
+                        ]
         return tasks
 
     def final_tasks(self, shift: str, method: str, targets: str) -> list[Task]:
@@ -501,9 +635,14 @@ class Study:
 def run_study(args: argparse.Namespace, settings: dict[str, Any], paths: dict[str, Any]) -> Study:
     """Run what is due, ``--jobs`` at a time, until every run of the study has a record."""
     study = Study(args.size)
-    run_due(study, jobs=args.jobs, finished=partial(read_task_record, args.out, settings=settings),
-            run=partial(run_task, settings=settings, paths=paths, out=args.out),
-            describe=lambda record: f"test PER {record['test_per']:.2f}", logger=logger)  # fmt: skip
+    run_due(
+        study,
+        jobs=args.jobs,
+        finished=partial(read_task_record, args.out, settings=settings),
+        run=partial(run_task, settings=settings, paths=paths, out=args.out),
+        describe=lambda record: f"test PER {record['test_per']:.2f}",
+        logger=logger,
+    )
     return study
 
 
@@ -518,22 +657,29 @@ def results_entries(study: Study) -> list[dict[str, Any]]:
                 grid = study.grid(shift, tuned, own)
                 runs = [study.records[t] for t in study.final_tasks(shift, method, own) if t in study.records]
                 timed = [r["seconds_per_epoch"] for r in runs if r["seconds_per_epoch"] is not None]
-                entries.append({
-                    "method": method, "targets": targets, "shift": shift,
-                    "lr_grid": [t.lr for t in grid],
-                    "dev_per_by_lr": {f"{t.lr:g}": min(study.records[t]["dev_per"]) for t in grid
-                                      if t in study.records} if method in TUNED else {},
-                    "lr": study.picked_lr(shift, tuned, own),
-                    "lr_from": tuned,
-                    "seeds": [r["seed"] for r in runs],
-                    "test_per": [r["test_per"] for r in runs],
-                    "dev_per_curves": [r["dev_per"] for r in runs],
-                    "trainable_params_train": runs[0]["trainable_params_train"] if runs else None,
-                    "params_inference": runs[0]["params_inference"] if runs else None,
-                    "total_params": runs[0]["total_params"] if runs else None,
-                    "seconds_per_epoch": statistics.fmean(timed) if timed else None,
-                    "target_independent": own == SHARED,
-                })  # fmt: skip
+                entries.append(
+                    {
+                        "method": method,
+                        "targets": targets,
+                        "shift": shift,
+                        "lr_grid": [t.lr for t in grid],
+                        "dev_per_by_lr": {
+                            f"{t.lr:g}": min(study.records[t]["dev_per"]) for t in grid if t in study.records
+                        }
+                        if method in TUNED
+                        else {},
+                        "lr": study.picked_lr(shift, tuned, own),
+                        "lr_from": tuned,
+                        "seeds": [r["seed"] for r in runs],
+                        "test_per": [r["test_per"] for r in runs],
+                        "dev_per_curves": [r["dev_per"] for r in runs],
+                        "trainable_params_train": runs[0]["trainable_params_train"] if runs else None,
+                        "params_inference": runs[0]["params_inference"] if runs else None,
+                        "total_params": runs[0]["total_params"] if runs else None,
+                        "seconds_per_epoch": statistics.fmean(timed) if timed else None,
+                        "target_independent": own == SHARED,
+                    }
+                )
     return entries
 
 
@@ -547,9 +693,16 @@ def paired_differences(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         by_seed = dict(zip(lora["seeds"], lora["test_per"]))
         diffs = [per - by_seed[seed] for seed, per in zip(fvae["seeds"], fvae["test_per"]) if seed in by_seed]
-        pairs.append({"targets": targets, "shift": shift, "seeds": len(diffs),
-                      "mean": statistics.fmean(diffs) if diffs else None,
-                      "min": min(diffs, default=None), "max": max(diffs, default=None)})  # fmt: skip
+        pairs.append(
+            {
+                "targets": targets,
+                "shift": shift,
+                "seeds": len(diffs),
+                "mean": statistics.fmean(diffs) if diffs else None,
+                "min": min(diffs, default=None),
+                "max": max(diffs, default=None),
+            }
+        )
     return pairs
 
 
@@ -563,11 +716,19 @@ def control_effects(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if method is None or not entry["dev_per_by_lr"] or not method["dev_per_by_lr"]:
             continue
         dev = {name: min(e["dev_per_by_lr"].values()) for name, e in (("recipe", method), ("control", entry))}
-        effects.append({"method": method["method"], "control": control, "targets": targets, "shift": shift,
-                        "dev_per_recipe": dev["recipe"], "dev_per_control": dev["control"],
-                        "test_per_recipe": mean_std(method["test_per"])[0],
-                        "test_per_control": mean_std(entry["test_per"])[0],
-                        "recipe_helped": dev["recipe"] < dev["control"]})  # fmt: skip
+        effects.append(
+            {
+                "method": method["method"],
+                "control": control,
+                "targets": targets,
+                "shift": shift,
+                "dev_per_recipe": dev["recipe"],
+                "dev_per_control": dev["control"],
+                "test_per_recipe": mean_std(method["test_per"])[0],
+                "test_per_control": mean_std(entry["test_per"])[0],
+                "recipe_helped": dev["recipe"] < dev["control"],
+            }
+        )
     return effects
 
 
@@ -580,45 +741,72 @@ def markdown_tables(
 ) -> str:
     """A table per (shift, targets), the paired FVAE-LoRA - LoRA differences, then what the controls show."""
     synthetic = "train_speakers" in size
-    trained = (f"({size['train_speakers']} x {size['sentences_per_speaker']} training utterances)" if synthetic else
-               f"on {size['corpus']} with {size['encoder_source']} (batch {size['batch_size']} per process, "
-               f"processes: {size['processes']}, {size['precision']})")  # fmt: skip
-    lines = [f"Test PER (%) after {size['epochs']} epochs {trained}; mean ± sample std over seeds at each method's "
-             "picked learning rate (best dev PER over the grid with the first seed; the ablations use FVAE-LoRA's).",
-             ""]  # fmt: skip
+    trained = (
+        f"({size['train_speakers']} x {size['sentences_per_speaker']} training utterances)"
+        if synthetic
+        else f"on {size['corpus']} with {size['encoder_source']} (batch {size['batch_size']} per process, "
+        f"processes: {size['processes']}, {size['precision']})"
+    )
+    lines = [
+        f"Test PER (%) after {size['epochs']} epochs {trained}; mean ± sample std over seeds at each method's "
+        "picked learning rate (best dev PER over the grid with the first seed; the ablations use FVAE-LoRA's).",
+        "",
+    ]
     for shift in size["shifts"]:
         for targets in size["targets"]:
-            lines += [f"**{shift}, adapters on {targets}** (frozen and full do not depend on the targets)", "",
-                      "| method | lr | dev PER by lr | seeds | test PER mean ± std | trainable params (train) | "
-                      "params at inference | s / epoch |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            lines += [
+                f"**{shift}, adapters on {targets}** (frozen and full do not depend on the targets)",
+                "",
+                "| method | lr | dev PER by lr | seeds | test PER mean ± std | trainable params (train) | "
+                "params at inference | s / epoch |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
             for e in entries:
                 if (e["shift"], e["targets"]) != (shift, targets):
                     continue
                 mean, std = mean_std(e["test_per"])
                 grid = ", ".join(f"{lr}: {per:.1f}" for lr, per in e["dev_per_by_lr"].items()) or f"({e['lr_from']}'s)"
-                lines.append(f"| {e['method']} | {_fmt(e['lr'], 'g')} | {grid} | {len(e['seeds'])} | "
-                             f"{_fmt(mean)} ± {_fmt(std)} | {_fmt(e['trainable_params_train'], ',')} | "
-                             f"{_fmt(e['params_inference'], ',')} | {_fmt(e['seconds_per_epoch'], '.1f')} |")  # fmt: skip
+                lines.append(
+                    f"| {e['method']} | {_fmt(e['lr'], 'g')} | {grid} | {len(e['seeds'])} | "
+                    f"{_fmt(mean)} ± {_fmt(std)} | {_fmt(e['trainable_params_train'], ',')} | "
+                    f"{_fmt(e['params_inference'], ',')} | {_fmt(e['seconds_per_epoch'], '.1f')} |"
+                )
             lines.append("")
     if pairs:
-        lines += ["**Paired difference, FVAE-LoRA minus LoRA test PER, same seed** (negative: FVAE-LoRA better)", "",
-                  "| shift | targets | seeds | mean | range |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "**Paired difference, FVAE-LoRA minus LoRA test PER, same seed** (negative: FVAE-LoRA better)",
+            "",
+            "| shift | targets | seeds | mean | range |",
+            "|---|---|---|---|---|",
+        ]
     for p in pairs:
-        lines.append(f"| {p['shift']} | {p['targets']} | {p['seeds']} | {_fmt(p['mean'], '+.2f')} | "
-                     f"[{_fmt(p['min'], '+.2f')}, {_fmt(p['max'], '+.2f')}] |")  # fmt: skip
+        lines.append(
+            f"| {p['shift']} | {p['targets']} | {p['seeds']} | {_fmt(p['mean'], '+.2f')} | "
+            f"[{_fmt(p['min'], '+.2f')}, {_fmt(p['max'], '+.2f')}] |"
+        )
     if effects:
-        lines += ["", "**What the recipe does**: each method under the common recipe (clip 1e-3; FVAE-LoRA with the "
-                  "authors' defaults) beside its control, each at its own best rate; best dev PER over the grid "
-                  "(first seed), mean test PER", "",
-                  "| shift | targets | method | control | dev PER, recipe | dev PER, control | recipe better on dev | "
-                  "test PER, recipe | test PER, control |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "**What the recipe does**: each method under the common recipe (clip 1e-3; FVAE-LoRA with the "
+            "authors' defaults) beside its control, each at its own best rate; best dev PER over the grid "
+            "(first seed), mean test PER",
+            "",
+            "| shift | targets | method | control | dev PER, recipe | dev PER, control | recipe better on dev | "
+            "test PER, recipe | test PER, control |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
     for e in effects:
-        lines.append(f"| {e['shift']} | {e['targets']} | {e['method']} | {e['control']} | {e['dev_per_recipe']:.2f} | "
-                     f"{e['dev_per_control']:.2f} | {'yes' if e['recipe_helped'] else 'no'} | "
-                     f"{_fmt(e['test_per_recipe'])} | {_fmt(e['test_per_control'])} |")  # fmt: skip
+        lines.append(
+            f"| {e['shift']} | {e['targets']} | {e['method']} | {e['control']} | {e['dev_per_recipe']:.2f} | "
+            f"{e['dev_per_control']:.2f} | {'yes' if e['recipe_helped'] else 'no'} | "
+            f"{_fmt(e['test_per_recipe'])} | {_fmt(e['test_per_control'])} |"
+        )
     timing = "one thread per run" if synthetic else f"on {size['device']}, processes per run: {size['processes']}"
-    lines += ["", f"s / epoch: wall time of training plus the dev pass per epoch, {timing}, mean over the "
-              "seeds timed; params at inference exclude FVAE's z2 encoder and decoder, which only train."]  # fmt: skip
+    lines += [
+        "",
+        f"s / epoch: wall time of training plus the dev pass per epoch, {timing}, mean over the "
+        "seeds timed; params at inference exclude FVAE's z2 encoder and decoder, which only train.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -641,8 +829,13 @@ def plot_dev_per(entries: list[dict[str, Any]], size: dict[str, Any], path: Path
             std = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in curves]
             epochs = range(1, len(mean) + 1)
             (line,) = axes.plot(epochs, mean, marker="o", label=f"{e['method']} (lr {e['lr']:g})")
-            axes.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                              color=line.get_color(), alpha=0.15)  # fmt: skip
+            axes.fill_between(
+                epochs,
+                [m - s for m, s in zip(mean, std)],
+                [m + s for m, s in zip(mean, std)],
+                color=line.get_color(),
+                alpha=0.15,
+            )
         axes.set(xlabel="epoch", ylabel="dev PER (%)", title=f"{shift}, adapters on {targets}")
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.grid(alpha=0.3)
@@ -679,24 +872,42 @@ def study_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
     besides: each corpus's recipe overrides, the encoder, the work folder, the commit and how runs are launched."""
     work, commit = str(args.work.resolve()), source_commit()
     if args.preset is None:  # the synthetic study: generated corpora, a local backbone, one CPU thread per run
-        settings = {**{k: args.size[k] for k in ("train_speakers", "sentences_per_speaker", "test_speakers", "epochs",
-                                                 "batch_size")},
-                    "corpus_seed": args.corpus_seed, "backbone": backbone_digest(args.backbone)}  # fmt: skip
+        settings = {
+            **{
+                k: args.size[k]
+                for k in ("train_speakers", "sentences_per_speaker", "test_speakers", "epochs", "batch_size")
+            },
+            "corpus_seed": args.corpus_seed,
+            "backbone": backbone_digest(args.backbone),
+        }
         data = {shift: {"data_folder": folder} for shift, folder in prepare_corpora(args).items()}
-        return settings, {"data": data, "backbone": str(args.backbone.resolve()), "work": work, "commit": commit,
-                          "run_opts": {"noprogressbar": True}, "torchrun": None}  # fmt: skip
+        return settings, {
+            "data": data,
+            "backbone": str(args.backbone.resolve()),
+            "work": work,
+            "commit": commit,
+            "run_opts": {"noprogressbar": True},
+            "torchrun": None,
+        }
     local = Path(args.encoder_source)
     is_local = (local / "config.json").is_file()
-    settings = {**{k: args.size[k] for k in ("recipe", "epochs", "batch_size", "precision", "processes")},
-                "corpus": args.corpus["identity"],
-                "backbone": backbone_digest(local) if is_local else args.encoder_source}  # fmt: skip
+    settings = {
+        **{k: args.size[k] for k in ("recipe", "epochs", "batch_size", "precision", "processes")},
+        "corpus": args.corpus["identity"],
+        "backbone": backbone_digest(local) if is_local else args.encoder_source,
+    }
     run_opts = {"noprogressbar": True, "device": args.device, "precision": args.precision}
     torchrun = args.nproc_per_node if args.launcher == "torchrun" else None
     if torchrun and args.device == "cpu":
         run_opts["distributed_backend"] = "gloo"  # NCCL needs GPUs
-    return settings, {"data": {args.corpus["name"]: args.corpus["overrides"]}, "work": work, "commit": commit,
-                      "backbone": str(local.resolve()) if is_local else args.encoder_source, "run_opts": run_opts,
-                      "torchrun": torchrun}  # fmt: skip
+    return settings, {
+        "data": {args.corpus["name"]: args.corpus["overrides"]},
+        "work": work,
+        "commit": commit,
+        "backbone": str(local.resolve()) if is_local else args.encoder_source,
+        "run_opts": run_opts,
+        "torchrun": torchrun,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -711,10 +922,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pairs = paired_differences(entries)
     effects = control_effects(entries)
     command = study_command("benchmarks.compare", argv)
-    results = {"size": args.size, "settings": settings, "commit": paths["commit"], "command": command,
-               "results": entries, "fvae_minus_lora": pairs, "controls": effects,
-               "runs": [study.records[task] for task in study.due()],
-               "seconds_this_call": round(time.perf_counter() - started, 1)}  # fmt: skip
+    results = {
+        "size": args.size,
+        "settings": settings,
+        "commit": paths["commit"],
+        "command": command,
+        "results": entries,
+        "fvae_minus_lora": pairs,
+        "controls": effects,
+        "runs": [study.records[task] for task in study.due()],
+        "seconds_this_call": round(time.perf_counter() - started, 1),
+    }
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = f"`{command}` at commit {paths['commit']}.\n\n" + markdown_tables(entries, pairs, args.size, effects)
     (args.out / "results.md").write_text(table, encoding="utf-8")
@@ -722,4 +940,3 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     plot_test_per(entries, args.size, args.out / "test_per.png")
     print(table)
     return results
-

@@ -48,9 +48,7 @@ class NoiseTape:
         if self._replay is None:
             return None
         if not self._replay:
-            raise RuntimeError(
-                f"replay tape is empty at a {kind} call of shape {tuple(shape)}"
-            )
+            raise RuntimeError(f"replay tape is empty at a {kind} call of shape {tuple(shape)}")
         got_kind, value = self._replay.pop(0)
         if got_kind != kind or value.shape != shape:
             raise RuntimeError(
@@ -66,9 +64,7 @@ class NoiseTape:
     def active(self) -> Iterator[NoiseTape]:
         real_dropout, real_randn_like = F.dropout, torch.randn_like
 
-        def dropout(
-            input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False
-        ) -> Tensor:
+        def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
             if not training or p == 0.0:
                 return input
             mask = self._next("dropout", input.shape)
@@ -95,18 +91,14 @@ def merge_encoder_masks(records: list[tuple[str, Tensor]]) -> list[tuple[str, Te
     """Their tape (encoder 1 mask, encoder 2 mask, then the rest) as ours draws it: one mask over both encoders."""
     (kind1, mask1), (kind2, mask2), *rest = records
     if (kind1, kind2) != ("dropout", "dropout"):
-        raise RuntimeError(
-            f"expected two encoder dropout masks first, got {kind1} and {kind2}"
-        )
+        raise RuntimeError(f"expected two encoder dropout masks first, got {kind1} and {kind2}")
     return [("dropout", torch.cat([mask1, mask2], dim=-1)), *rest]
 
 
 def parameter_map(decoder_layers: int) -> dict[str, tuple[str, str]]:
     """Our parameter name -> (their parameter name, transform): 'same', or 'log' for our log of their raw std."""
     fvae = f"lora_A.{_ADAPTER}."
-    mapping: dict[str, tuple[str, str]] = {
-        "lora_B.weight": (f"lora_B.{_ADAPTER}", "same")
-    }
+    mapping: dict[str, tuple[str, str]] = {"lora_B.weight": (f"lora_B.{_ADAPTER}", "same")}
     for index, latent in enumerate(("z1", "z2")):
         theirs = f"{fvae}views_conditionalGaussianEncoders_list.{index}."
         for ours_part, their_part in (
@@ -131,17 +123,13 @@ def parameter_map(decoder_layers: int) -> dict[str, tuple[str, str]]:
     return mapping
 
 
-def copy_weights(
-    theirs: nn.Module, ours: nn.Module, mapping: dict[str, tuple[str, str]]
-) -> None:
+def copy_weights(theirs: nn.Module, ours: nn.Module, mapping: dict[str, tuple[str, str]]) -> None:
     """Copies their adapter parameters into ours by ``mapping``; every trainable parameter of ours is mapped."""
     their_params, our_params = (
         dict(theirs.named_parameters()),
         dict(ours.named_parameters()),
     )
-    unmapped = sorted(
-        n for n, p in our_params.items() if p.requires_grad and n not in mapping
-    )
+    unmapped = sorted(n for n, p in our_params.items() if p.requires_grad and n not in mapping)
     if unmapped:
         raise KeyError(f"our parameters with no counterpart in the map: {unmapped}")
     with torch.no_grad():
@@ -165,11 +153,7 @@ def mapped_gradient_differences(
     out = {}
     for name, (their_name, transform) in mapping.items():
         their_param = their_params[their_name]
-        their_grad = (
-            their_param.grad * their_param.detach()
-            if transform == "log"
-            else their_param.grad
-        )
+        their_grad = their_param.grad * their_param.detach() if transform == "log" else their_param.grad
         difference = (our_params[name].grad - their_grad).abs().max().item()
         out[name] = {
             "abs": difference,
@@ -184,9 +168,7 @@ def perturb_(module: nn.Module, generator: torch.Generator, std: float = 0.05) -
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
-            noise = (
-                torch.randn(param.shape, generator=generator, dtype=param.dtype) * std
-            )
+            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype) * std
             if name.endswith("scale_tril"):
                 param.mul_(torch.exp(noise * 4))
             else:
@@ -196,15 +178,11 @@ def perturb_(module: nn.Module, generator: torch.Generator, std: float = 0.05) -
 def import_authors_layer(repo: Path) -> tuple[type, type]:
     """(FVAEPEFTConfig, FVAEPEFTLoraLayerWrapped) from their PEFT fork under ``repo/peft/src``."""
     if not (repo / AUTHORS_LAYER_FILE).is_file():
-        raise FileNotFoundError(
-            f"{repo}: no {AUTHORS_LAYER_FILE}; give a checkout of idiap/FVAE-LoRA"
-        )
+        raise FileNotFoundError(f"{repo}: no {AUTHORS_LAYER_FILE}; give a checkout of idiap/FVAE-LoRA")
     src = (repo / "peft/src").resolve()
     loaded = sys.modules.get("peft")
     if loaded is not None and not Path(loaded.__file__).resolve().is_relative_to(src):
-        raise RuntimeError(
-            f"another peft is already imported ({loaded.__file__}); run this in a fresh process"
-        )
+        raise RuntimeError(f"another peft is already imported ({loaded.__file__}); run this in a fresh process")
     sys.path.insert(0, str(src))
     from peft import FVAEPEFTConfig
     from peft.tuners.fvae_peft.fvae_peft_mlp_layer import FVAEPEFTLoraLayerWrapped
@@ -212,20 +190,31 @@ def import_authors_layer(repo: Path) -> tuple[type, type]:
     return FVAEPEFTConfig, FVAEPEFTLoraLayerWrapped
 
 
-def build_authors_layer(
-    config_cls: type, layer_cls: type, base: nn.Linear, rank: int
-) -> nn.Module:
+def build_authors_layer(config_cls: type, layer_cls: type, base: nn.Linear, rank: int) -> nn.Module:
     """Their layer with the FVAEPEFTConfig arguments of their image_main.py (lambdas 1, lora_alpha left default)."""
     config = config_cls(
-        peft_type="FVAE_PEFT", r=rank, latent_dim=rank, latent_fusion="concat",
-        enc_num_of_layer=1, enc_hidden_layer=rank, enc_dropout=0.1, encoder_use_common_hidden_layer=True,
-        dec_num_of_layer=3, dec_hidden_layer=128, z2_latent_mean=1.5, z2_latent_std=1, z1z2_orthogonal_reg=0,
-        lambda_downstream=1000, lambda_reconstruction=1, lambda_z2_l2=1, lambda_z1_l2=1, lambda_kl_z1=1,
+        peft_type="FVAE_PEFT",
+        r=rank,
+        latent_dim=rank,
+        latent_fusion="concat",
+        enc_num_of_layer=1,
+        enc_hidden_layer=rank,
+        enc_dropout=0.1,
+        encoder_use_common_hidden_layer=True,
+        dec_num_of_layer=3,
+        dec_hidden_layer=128,
+        z2_latent_mean=1.5,
+        z2_latent_std=1,
+        z1z2_orthogonal_reg=0,
+        lambda_downstream=1000,
+        lambda_reconstruction=1,
+        lambda_z2_l2=1,
+        lambda_z1_l2=1,
+        lambda_kl_z1=1,
         target_modules=["query", "value"],
-    )  # fmt: skip
+    )
     # As their FVAEPEFTModel._create_and_replace passes them: r, lora_alpha and lora_dropout from the config.
-    return layer_cls(base, _ADAPTER, config, r=config.r, lora_alpha=config.lora_alpha,
-                     lora_dropout=config.lora_dropout)  # fmt: skip
+    return layer_cls(base, _ADAPTER, config, r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout)
 
 
 def authors_loss(layer: nn.Module) -> Tensor:
@@ -233,9 +222,7 @@ def authors_loss(layer: nn.Module) -> Tensor:
     return layer.fvae_peft_current_elbo
 
 
-def run_step(
-    layer: nn.Module, x: Tensor, grad_out: Tensor, tape: NoiseTape, loss_of: Callable
-) -> dict:
+def run_step(layer: nn.Module, x: Tensor, grad_out: Tensor, tape: NoiseTape, loss_of: Callable) -> dict:
     """One training forward under ``tape``; backward of ``<out, grad_out> + loss``; returns output and loss."""
     layer.train()
     layer.zero_grad(set_to_none=True)
@@ -251,31 +238,25 @@ def compare(theirs: nn.Module, ours: FVAELoRALinear, x: Tensor, seed: int) -> di
     mapping = parameter_map(ours.config.decoder_layers)
     copy_weights(theirs, ours, mapping)
     generator = torch.Generator().manual_seed(seed)
-    grad_out = torch.randn(x.shape[:-1] + (ours.out_features,), generator=generator).to(
-        x.dtype
-    )
+    grad_out = torch.randn(x.shape[:-1] + (ours.out_features,), generator=generator).to(x.dtype)
     tape = NoiseTape()
     their_step = run_step(theirs, x, grad_out, tape, authors_loss)
     replay = NoiseTape(merge_encoder_masks(tape.records))
-    our_step = run_step(
-        ours, x, grad_out, replay, lambda layer: layer.last_terms["total"]
-    )
+    our_step = run_step(ours, x, grad_out, replay, lambda layer: layer.last_terms["total"])
     if replay.remaining():
-        raise RuntimeError(
-            f"our layer drew {replay.remaining()} fewer noise tensors than theirs"
-        )
-    unused = [n for n, p in theirs.named_parameters() if p.requires_grad and p.grad is not None
-              and n not in {t for t, _ in mapping.values()}]  # fmt: skip
+        raise RuntimeError(f"our layer drew {replay.remaining()} fewer noise tensors than theirs")
+    unused = [
+        n
+        for n, p in theirs.named_parameters()
+        if p.requires_grad and p.grad is not None and n not in {t for t, _ in mapping.values()}
+    ]
     theirs.eval(), ours.eval()
     with torch.no_grad():
         eval_difference = (theirs(x) - ours(x)).abs().max().item()
     gradients = mapped_gradient_differences(theirs, ours, mapping)
     loss_t, loss_o = their_step["loss"].item(), our_step["loss"].item()
     return {
-        "train_output_max_abs_diff": (their_step["output"] - our_step["output"])
-        .abs()
-        .max()
-        .item(),
+        "train_output_max_abs_diff": (their_step["output"] - our_step["output"]).abs().max().item(),
         "loss_authors": loss_t,
         "loss_ours": loss_o,
         "loss_abs_diff": abs(loss_t - loss_o),
@@ -291,18 +272,14 @@ def compare(theirs: nn.Module, ours: FVAELoRALinear, x: Tensor, seed: int) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.faithfulness", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--authors-repo", type=Path, required=True, help="a checkout of idiap/FVAE-LoRA"
-    )
+    parser.add_argument("--authors-repo", type=Path, required=True, help="a checkout of idiap/FVAE-LoRA")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--features", type=int, default=768)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--double", action="store_true", help="run both layers in float64"
-    )
+    parser.add_argument("--double", action="store_true", help="run both layers in float64")
     args = parser.parse_args(argv)
     try:
         config_cls, layer_cls = import_authors_layer(args.authors_repo)
@@ -326,22 +303,31 @@ def main(argv: list[str] | None = None) -> int:
     x = x.to(base.weight.dtype)
     result = compare(theirs, ours, x, args.seed + 3)
     result["setup"] = {
-        "rank": args.rank, "features": args.features, "batch": args.batch, "frames": args.frames, "seed": args.seed,
+        "rank": args.rank,
+        "features": args.features,
+        "batch": args.batch,
+        "frames": args.frames,
+        "seed": args.seed,
         "dtype": str(base.weight.dtype),
-        "our_config": config.to_dict(), "their_scaling": theirs.scaling[_ADAPTER] / (args.rank + 1e-5),
-        "authors_import": "their PEFT fork from <repo>/peft/src, unmodified", "torch": torch.__version__,
-    }  # fmt: skip
+        "our_config": config.to_dict(),
+        "their_scaling": theirs.scaling[_ADAPTER] / (args.rank + 1e-5),
+        "authors_import": "their PEFT fork from <repo>/peft/src, unmodified",
+        "torch": torch.__version__,
+    }
     print(f"{'quantity':<34} max |ours - theirs|  (relative)")
     print(f"{'train output':<34} {result['train_output_max_abs_diff']:.3g}")
-    print(f"{'per-layer loss':<34} {result['loss_abs_diff']:.3g} (relative {result['loss_rel_diff']:.3g}; "
-          f"theirs {result['loss_authors']:.6g}, ours {result['loss_ours']:.6g})")  # fmt: skip
+    print(
+        f"{'per-layer loss':<34} {result['loss_abs_diff']:.3g} (relative {result['loss_rel_diff']:.3g}; "
+        f"theirs {result['loss_authors']:.6g}, ours {result['loss_ours']:.6g})"
+    )
     for name, value in result["gradient_max_abs_diff_by_parameter"].items():
         print(f"{'grad ' + name:<34} {value['abs']:<19.3g} ({value['rel']:.3g})")
     print(f"{'eval output':<34} {result['eval_output_max_abs_diff']:.3g}")
-    print(f"scale: ours {config.scaling:g}, theirs {result['setup']['their_scaling']:.7g}; "
-          f"noise tensors shared {result['noise_tensors_shared']}; their trained parameters not mapped: "
-          f"{result['their_parameters_with_gradient_not_mapped'] or 'none'}")  # fmt: skip
+    print(
+        f"scale: ours {config.scaling:g}, theirs {result['setup']['their_scaling']:.7g}; "
+        f"noise tensors shared {result['noise_tensors_shared']}; their trained parameters not mapped: "
+        f"{result['their_parameters_with_gradient_not_mapped'] or 'none'}"
+    )
     if args.json:
         write_json(args.json, result)
     return 0
-

@@ -1,1 +1,2 @@
-"""Speed and memory: FVAE-LoRA against LoRA and an authors'-style layer; transcription against the transformers pipeline."""
+"""Speed and memory: FVAE-LoRA against LoRA and an authors'-style layer; transcription against the transformers
+pipeline."""

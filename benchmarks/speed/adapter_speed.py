@@ -115,7 +115,8 @@ class Settings:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed.adapter_speed",
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed.adapter_speed",
         description="Train and eval step time and peak memory of FVAE-LoRA against an authors'-style "
         "implementation of the same objective and against LoRA, on a whole wav2vec2-sized model.",
     )
@@ -425,7 +426,8 @@ def goal_verdicts(results: dict[str, float]) -> dict[str, bool]:
 
 
 def format_report(results: dict) -> str:
-    """A readable table of the times and memories, the goals met or not, the memory ratios and the cost of recompute_scoring."""
+    """A readable table of the times and memories, the goals met or not, the memory ratios and the cost of
+    recompute_scoring."""
     r, s = results, results["settings"]
     model = wav2vec2_config(s["size"])
     lines = [

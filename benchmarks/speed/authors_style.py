@@ -63,7 +63,8 @@ def same_objective_gap(config: FVAELoRAConfig, features: int, frames: int, seed:
     """Relative gap between our layer's training loss and the peer's, same weights and noise, dropout off.
 
     The encoders' dropout is switched off because our layer draws their two masks in one call (another layout
-    of the same noise); the decoder's dropout stays on (both draw its masks in the same order after z1, z2). Every parameter is perturbed away from its zero init.
+    of the same noise); the decoder's dropout stays on (both draw its masks in the same order after z1, z2).
+    Every parameter is perturbed away from its zero init.
     """
     config = replace(config, dropout=0.0)
     torch.manual_seed(seed)

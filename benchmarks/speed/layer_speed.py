@@ -25,7 +25,10 @@ from fvae_asr.adapters.layers import AdaptedLinear, FVAELoRALinear, LoRALinear
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed.layer_speed", description="One adapted layer's train step: FVAE-LoRA against LoRA.")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed.layer_speed",
+        description="One adapted layer's train step: FVAE-LoRA against LoRA.",
+    )
     parser.add_argument("--features", type=int, default=768, help="d, the layer's width (default 768: base)")
     parser.add_argument("--frames", type=int, default=298, help="frames per step (default 298: adapter_speed's)")
     parser.add_argument("--rank", type=int, default=16)
@@ -116,8 +119,10 @@ def main(argv: list[str] | None = None) -> dict:
     for numerator, denominator in pairs:
         key = f"step_ratio_{numerator}_over_{denominator}"
         results[key], results[f"{key}_quartiles"] = paired_ratios(per_step[numerator], per_step[denominator])
-    print(f"one adapted layer, d {args.features}, {args.frames} frames, rank {args.rank}, {args.threads} thread(s), "
-          f"{args.rounds} rounds of {args.steps} steps, {results['device']}")  # fmt: skip
+    print(
+        f"one adapted layer, d {args.features}, {args.frames} frames, rank {args.rank}, {args.threads} thread(s), "
+        f"{args.rounds} rounds of {args.steps} steps, {results['device']}"
+    )
     for name in variants:
         print(f"  {name:14} {results['step_ms'][name]:8.3f} ms per step (first step {first_step_seconds[name]:.1f} s)")
     for key in (k for k in results if k.startswith("step_ratio_") and not k.endswith("_quartiles")):

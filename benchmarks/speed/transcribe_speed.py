@@ -38,15 +38,27 @@ from fvae_asr.speech.models.training_kinds import configure_training
 
 SAMPLE_RATE = 16_000
 LABELS = ["<blank>", *(f"p{i}" for i in range(39))]  # a TIMIT-sized phone set, blank first
-SIZES = {"tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                      conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
-                      num_conv_pos_embedding_groups=2),
-         "base": {}}  # fmt: skip
+SIZES = {
+    "tiny": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    ),
+    "base": {},
+}
 GOALS = {"short_speed_ratio_ours_over_pipeline": 1.0, "long_speed_ratio_ours_over_pipeline": 1.0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed.transcribe_speed", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed.transcribe_speed", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="tiny model, 10 short files, 30 s long file")
     parser.add_argument("--size", choices=sorted(SIZES), default=None, help="wav2vec2 size (default base, quick tiny)")
     parser.add_argument("--utterances", type=int, default=None, help="short files (default 200, quick 10)")
@@ -82,7 +94,10 @@ def build_exports(size: str, seed: int, root: Path) -> tuple[Path, Path]:
     ours = export_recognizer(model, "frozen", LABELS, root / "ours")
     theirs = export_hf_ctc(model, LABELS, root / "hf")
     Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=model.encoder.normalize_wav,
+        feature_size=1,
+        sampling_rate=SAMPLE_RATE,
+        padding_value=0.0,
+        do_normalize=model.encoder.normalize_wav,
         return_attention_mask=model.encoder.use_attention_mask,
     ).save_pretrained(str(theirs))
     return ours, theirs
@@ -119,8 +134,12 @@ def _frames_from_segments(segments: list[tuple[str, float, float]], n_frames: in
 
 
 def _run_ours(model_dir: str, short: list[str], long_path: str, args: dict) -> dict:
-    transcriber = Transcriber(model_dir, batch_size=args["batch_size"], chunk_seconds=args["chunk_seconds"],
-                              context_seconds=args["context_seconds"])  # fmt: skip
+    transcriber = Transcriber(
+        model_dir,
+        batch_size=args["batch_size"],
+        chunk_seconds=args["chunk_seconds"],
+        context_seconds=args["context_seconds"],
+    )
     start = time.perf_counter()
     results = transcriber.transcribe_files(short)
     short_s = time.perf_counter() - start
@@ -147,8 +166,13 @@ def _run_pipeline(model_dir: str, short: list[str], long_path: str, args: dict) 
     outputs = recognise([load(p) for p in short], batch_size=args["batch_size"], **decode)
     short_s = time.perf_counter() - start
     start = time.perf_counter()
-    long_output = recognise(load(long_path), chunk_length_s=args["chunk_seconds"] + 2 * args["context_seconds"],
-                            stride_length_s=args["context_seconds"], batch_size=1, **decode)  # fmt: skip
+    long_output = recognise(
+        load(long_path),
+        chunk_length_s=args["chunk_seconds"] + 2 * args["context_seconds"],
+        stride_length_s=args["context_seconds"],
+        batch_size=1,
+        **decode,
+    )
     long_s = time.perf_counter() - start
     return {
         "short_seconds": short_s,
@@ -180,8 +204,10 @@ def main(argv: list[str] | None = None) -> dict:
         short, long_path = write_corpus(root / "audio", args.utterances, args.long_seconds, args.seed)
         short_audio_s = sum(sf.info(p).duration for p in short)
         call = ([str(p) for p in short], str(long_path), vars(args))
-        sides = {"ours": run_side("ours", args.threads, str(ours_dir), *call),
-                 "pipeline": run_side("pipeline", args.threads, str(hf_dir), *call)}  # fmt: skip
+        sides = {
+            "ours": run_side("ours", args.threads, str(ours_dir), *call),
+            "pipeline": run_side("pipeline", args.threads, str(hf_dir), *call),
+        }
     hop_s = 320 / SAMPLE_RATE if args.size == "base" else 20 / SAMPLE_RATE
     n_frames = int(args.long_seconds / hop_s) + 1
     long_frames = {name: _frames_from_segments(side["long_segments"], n_frames, hop_s) for name, side in sides.items()}
@@ -218,8 +244,11 @@ def main(argv: list[str] | None = None) -> dict:
 def cpu_model() -> str:
     """The processor's model name where Linux tells it, else what ``platform`` knows."""
     cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.is_file() else []  # fmt: skip
+    names = (
+        [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        if cpuinfo.is_file()
+        else []
+    )
     return names[0] if names else platform.processor() or platform.machine()
 
 
@@ -233,8 +262,10 @@ def format_report(r: dict) -> str:
     for kind, what in (("short", f"{s['utterances']} short files"), ("long", f"one {s['long_seconds']:g} s file")):
         name = f"{kind}_speed_ratio_ours_over_pipeline"
         verdict = "met" if r["goals_met"][name] else "NOT met"
-        lines.append(f"{what + ' (audio s / s)':34}{r[f'{kind}_audio_s_per_s_ours']:10.2f}"
-                     f"{r[f'{kind}_audio_s_per_s_pipeline']:10.2f}{r[name]:8.3f}  goal >= 1: {verdict}")  # fmt: skip
+        lines.append(
+            f"{what + ' (audio s / s)':34}{r[f'{kind}_audio_s_per_s_ours']:10.2f}"
+            f"{r[f'{kind}_audio_s_per_s_pipeline']:10.2f}{r[name]:8.3f}  goal >= 1: {verdict}"
+        )
     lines += [
         f"{'peak resident memory (MiB)':34}{r['peak_rss_mb_ours']:10.0f}{r['peak_rss_mb_pipeline']:10.0f}",
         f"short files with identical phones: {r['short_identical_phones_share']:.1%}; "

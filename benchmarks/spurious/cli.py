@@ -21,8 +21,8 @@ every linear layer of the transformer and the feature projection (the comparison
 Protocol, fixed before the study ran:
 - training: AdamW (weight decay 0.01), batch 16, linear warm-up over 10 % of the steps then linear decay to 0,
   cross-entropy + lambda * FVAE auxiliary loss with its gradient norm clipped at 1e-3 for every method (the
-  recipe's clipping: the authors' norm 1 on 1000 * task + aux; it was 5 before the authors' defaults); the model after the last epoch is
-  evaluated (no early stopping);
+  recipe's clipping: the authors' norm 1 on 1000 * task + aux; it was 5 before the authors' defaults); the model
+  after the last epoch is evaluated (no early stopping);
 - learning rate: for each of frozen, lora, fvae_lora and full, the rate of ``--lr-grid`` with the best
   IN-DISTRIBUTION validation average accuracy with the first seed (ties: the lower rate). This is the strict
   rule: it uses no group labels (a group-balanced split with worst-group selection would be the "oracle"
@@ -37,11 +37,11 @@ variants of the source domain recur across splits; rate, pitch, the noise and th
 drawn afresh for each utterance. ``--quick``: 6 utterances per word at rate 0.5, 1 per test group, 1 epoch, one
 rate and one seed.
 
-Resumable: each finished run leaves ``OUT/records/<method>/lr<lr>/seed<k>.json`` (with the commit it ran on) and
-never runs again with the same settings (the sizes, corpus and backbone, and the run's adapter config and
-clipping: a changed default runs again). ``--export DIR`` also keeps every run's trained classifier, ``DIR/<method>/lr<lr>/seed<k>``
-(``export_recognizer``'s format with task "classification": load it with ``load_exported``; a run with a record
-but no export runs again), and writes the test split as a manifest for ``fvae-asr latents``:
+Resumable: each finished run leaves ``OUT/records/<method>/lr<lr>/seed<k>.json`` (with the commit it ran on) and never
+runs again with the same settings (the sizes, corpus and backbone, and the run's adapter config and clipping: a changed
+default runs again). ``--export DIR`` also keeps every run's trained classifier, ``DIR/<method>/lr<lr>/seed<k>``
+(``export_recognizer``'s format with task "classification": load it with ``load_exported``; a run with a record but no
+export runs again), and writes the test split as a manifest for ``fvae-asr latents``:
 ``DIR/test.json`` (per utterance: ``wav``, ``duration``, ``label`` the word, ``nuisance`` the noise colour) with
 its audio in ``DIR/test_wavs``. The corpus is generated once under ``WORK/corpus/<fingerprint of its options>``.
 ``--jobs N`` runs N single-threaded trainings side by side. Writes ``OUT/results.json``, ``OUT/results.md``
@@ -59,12 +59,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common.records import backbone_digest, source_commit, study_command
 from benchmarks.compare.study import ABLATIONS
 from benchmarks.spurious.corpus import corpus_options, prepare_corpus, split_groups, write_test_manifest
 from benchmarks.spurious.report import markdown_report, plot_accuracy
 from benchmarks.spurious.results import fvae_minus_lora, results_entries
 from benchmarks.spurious.study import SIZES, STUDY_METHODS, STUDY_SIZE, run_study
-from benchmarks.common.records import backbone_digest, source_commit, study_command
 from fvae_asr.demo.paths import ASSET_BACKBONE
 from fvae_asr.files import write_atomically, write_json
 
@@ -73,21 +73,38 @@ logger = logging.getLogger("fvae_asr.spurious")
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line; ``--quick`` swaps in the CI-sized study. Usage errors exit 2 before anything is written."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.spurious", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("docs/spurious"),
-                        help="results, plot and per-run records (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--work", type=Path, default=Path("results/spurious"),
-                        help="the generated corpus, not committed (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--export", type=Path,
-                        help="keep each run's trained classifier in EXPORT/<method>/lr<lr>/seed<k> and write the test "
-                        "split's manifest EXPORT/test.json (with its audio) for fvae-asr latents")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.spurious", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("docs/spurious"),
+        help="results, plot and per-run records (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("results/spurious"),
+        help="the generated corpus, not committed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--export",
+        type=Path,
+        help="keep each run's trained classifier in EXPORT/<method>/lr<lr>/seed<k> and write the test "
+        "split's manifest EXPORT/test.json (with its audio) for fvae-asr latents",
+    )
     parser.add_argument("--quick", action="store_true", help="a CI-sized smoke study (under a minute)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each (default: 1)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="write the reports from the records there are; run nothing")  # fmt: skip
-    parser.add_argument("--backbone", type=Path, default=ASSET_BACKBONE,
-                        help="Hugging Face wav2vec2 directory (default: the shipped tiny backbone)")  # fmt: skip
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the reports from the records there are; run nothing"
+    )
+    parser.add_argument(
+        "--backbone",
+        type=Path,
+        default=ASSET_BACKBONE,
+        help="Hugging Face wav2vec2 directory (default: the shipped tiny backbone)",
+    )
     parser.add_argument("--corpus-seed", type=int, default=0, help="seed of the generated corpus (default: 0)")
     parser.add_argument("--methods", nargs="+", choices=STUDY_METHODS, help="methods (default: all)")
     parser.add_argument("--train-per-class", type=int, help=f"default {STUDY_SIZE['train_per_class']}")
@@ -126,8 +143,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     corpus = prepare_corpus(args.work, args.size, args.corpus_seed)
     # What a record depends on (no paths: records stay valid wherever the folders live).
-    settings = {**{key: args.size[key] for key in ("epochs", "batch_size")}, "corpus": corpus.name,
-                "backbone": backbone_digest(args.backbone)}  # fmt: skip
+    settings = {
+        **{key: args.size[key] for key in ("epochs", "batch_size")},
+        "corpus": corpus.name,
+        "backbone": backbone_digest(args.backbone),
+    }
     paths = {"corpus": str(corpus.resolve()), "backbone": str(args.backbone.resolve()), "commit": source_commit()}
     if args.export is not None:
         paths["exports"] = str(args.export.resolve())
@@ -135,15 +155,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     study = run_study(args, settings, paths)
     entries = results_entries(study)
     command = study_command("benchmarks.spurious", argv)
-    results = {"size": args.size, "settings": settings, "commit": paths["commit"], "command": command,
-               "corpus_options": corpus_options(args.size, args.corpus_seed),
-               "results": entries, "fvae_minus_lora": fvae_minus_lora(entries),
-               "runs": [study.records[task] for task in study.due() if task in study.records],
-               "seconds_this_call": round(time.perf_counter() - started, 1)}  # fmt: skip
+    results = {
+        "size": args.size,
+        "settings": settings,
+        "commit": paths["commit"],
+        "command": command,
+        "corpus_options": corpus_options(args.size, args.corpus_seed),
+        "results": entries,
+        "fvae_minus_lora": fvae_minus_lora(entries),
+        "runs": [study.records[task] for task in study.due() if task in study.records],
+        "seconds_this_call": round(time.perf_counter() - started, 1),
+    }
     write_json(args.out / "results.json", results)
     table = markdown_report(entries, args.size, f"{command}   # at commit {paths['commit']}")
     write_atomically(args.out / "results.md", lambda tmp: tmp.write_text(table, encoding="utf-8"))
     plot_accuracy(entries, args.out / "accuracy.png")
     print(table)
     return results
-

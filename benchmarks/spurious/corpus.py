@@ -41,9 +41,11 @@ def correlated_groups(per_class: int, rate: float, n_classes: int = len(WORDS)) 
     majority = Fraction(per_class) * Fraction(rate).limit_denominator(10**6)
     minority = (per_class - majority) / (n_classes - 1)
     if majority.denominator != 1 or minority.denominator != 1:
-        raise ValueError(f"{per_class} utterances per class at rate {rate} do not split into whole groups: "
-                         f"{float(majority):g} with the class's own nuisance and {float(minority):g} with each of "
-                         f"the other {n_classes - 1}")  # fmt: skip
+        raise ValueError(
+            f"{per_class} utterances per class at rate {rate} do not split into whole groups: "
+            f"{float(majority):g} with the class's own nuisance and {float(minority):g} with each of "
+            f"the other {n_classes - 1}"
+        )
     return {(c, n): int(majority if c == n else minority) for c in range(n_classes) for n in range(n_classes)}
 
 
@@ -54,9 +56,11 @@ def balanced_groups(per_group: int, n_classes: int = len(WORDS)) -> dict[tuple[i
 
 def split_groups(size: dict[str, Any]) -> dict[str, dict[tuple[int, int], int]]:
     """The planned group counts of each split (train and val correlated, test balanced)."""
-    return {"train": correlated_groups(size["train_per_class"], size["rate"]),
-            "val": correlated_groups(size["val_per_class"], size["rate"]),
-            "test": balanced_groups(size["test_per_group"])}  # fmt: skip
+    return {
+        "train": correlated_groups(size["train_per_class"], size["rate"]),
+        "val": correlated_groups(size["val_per_class"], size["rate"]),
+        "test": balanced_groups(size["test_per_group"]),
+    }
 
 
 def plan_split(groups: dict[tuple[int, int], int], seed: int, split: str) -> list[tuple[int, int]]:
@@ -84,16 +88,24 @@ def synthesize_split(espeak: Espeak, plan: list[tuple[int, int]], seed: int, spl
         utterance = synthesize_utterance(espeak, f"{WORDS[word].capitalize()}.", speaker, domains[noise], rng)
         audio.append(utterance.audio)
         lengths.append(len(utterance.audio))
-    return {"audio": np.concatenate(audio), "lengths": np.array(lengths, dtype=np.int64),
-            "label": np.array([w for w, _ in plan], dtype=np.int64),
-            "nuisance": np.array([n for _, n in plan], dtype=np.int64)}  # fmt: skip
+    return {
+        "audio": np.concatenate(audio),
+        "lengths": np.array(lengths, dtype=np.int64),
+        "label": np.array([w for w, _ in plan], dtype=np.int64),
+        "nuisance": np.array([n for _, n in plan], dtype=np.int64),
+    }
 
 
 def corpus_options(size: dict[str, Any], seed: int) -> dict[str, Any]:
     """Everything the corpus depends on (its fingerprint)."""
-    return {"seed": seed, "words": list(WORDS), "noises": NOISES, "snr_db": SNR_DB,
-            "voices": dataclasses.asdict(SOURCE),
-            **{key: size[key] for key in ("train_per_class", "val_per_class", "test_per_group", "rate")}}  # fmt: skip
+    return {
+        "seed": seed,
+        "words": list(WORDS),
+        "noises": NOISES,
+        "snr_db": SNR_DB,
+        "voices": dataclasses.asdict(SOURCE),
+        **{key: size[key] for key in ("train_per_class", "val_per_class", "test_per_group", "rate")},
+    }
 
 
 def prepare_corpus(work: Path, size: dict[str, Any], seed: int) -> Path:
@@ -143,7 +155,11 @@ def write_test_manifest(corpus: Path, directory: Path) -> Path:
         path = (wav_dir / f"{utt_id}.wav").resolve()
         # float samples: the model hears exactly the audio it was tested on (16-bit PCM would round it)
         write_atomically(path, lambda tmp, w=wav: sf.write(tmp, w.numpy(), SAMPLE_RATE, format="WAV", subtype="FLOAT"))
-        manifest[utt_id] = {"wav": str(path), "duration": len(wav) / SAMPLE_RATE,
-                            "label": WORDS[int(split["label"][i])], "nuisance": list(NOISES)[int(split["nuisance"][i])]}  # fmt: skip
+        manifest[utt_id] = {
+            "wav": str(path),
+            "duration": len(wav) / SAMPLE_RATE,
+            "label": WORDS[int(split["label"][i])],
+            "nuisance": list(NOISES)[int(split["nuisance"][i])],
+        }
     write_json(directory / "test.json", manifest)
     return directory / "test.json"

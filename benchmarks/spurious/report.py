@@ -10,10 +10,10 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from benchmarks.common.records import mean_std
 from benchmarks.spurious.corpus import NOISES, SNR_DB, WORDS, split_groups
 from benchmarks.spurious.results import fvae_minus_lora
 from benchmarks.spurious.training import MAX_GRAD_NORM, TARGET_MODULES
-from benchmarks.common.records import mean_std
 
 
 def _pm(values: Sequence[float]) -> str:
@@ -28,8 +28,10 @@ def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command
     groups = split_groups(size)
     words, noises = ", ".join(WORDS), ", ".join(f"{name} (slope {slope:g})" for name, slope in NOISES.items())
     lines = [
-        "# Spurious-correlation benchmark (audio Waterbirds)", "",
-        "## Protocol (fixed before the study ran)", "",
+        "# Spurious-correlation benchmark (audio Waterbirds)",
+        "",
+        "## Protocol (fixed before the study ran)",
+        "",
         f"- Task: which of {len(WORDS)} words ({words}) an utterance holds, each word spoken alone by an eSpeak voice "
         "of the synthetic source domain (the shipped backbone's own) with its own voice, rate and pitch.",
         f"- Nuisance: the background noise colour, one of {noises}, added at {SNR_DB:g} dB SNR by the generator's "
@@ -53,32 +55,44 @@ def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command
         f"- Learning rate: each of frozen, lora, fvae_lora and full takes the rate of {size['lr_grid']} with the best "
         f"in-distribution validation average accuracy with seed {size['seeds'][0]} (ties: the lower rate); no group "
         "labels are used for selection (the stricter rule; worst-group accuracy on a group-balanced split would be the "
-        "\"oracle\" one). The ablations run at FVAE-LoRA's rate. All seeds run at the picked rate.",
+        '"oracle" one). The ablations run at FVAE-LoRA\'s rate. All seeds run at the picked rate.',
         f"- Reported: on the group-balanced test split, average accuracy (the mean of the {len(WORDS) ** 2} equal "
         "groups' accuracies), worst-group accuracy and the gap between them; mean ± sample std over seeds "
         f"{size['seeds']}.",
         "- The protocol and the sizes were fixed before the study ran (only a one-epoch timing run preceded it, to "
         "size it for about 35 minutes with --jobs 2 on 2 shared CPU cores); the study ran once and its figures "
-        "are reported as they came.", "",
-        "Command (the study resumes from the records in records/; a re-run only rewrites these reports):", "",
-        f"    {command}", "",
-        "## Results", "",
+        "are reported as they came.",
+        "",
+        "Command (the study resumes from the records in records/; a re-run only rewrites these reports):",
+        "",
+        f"    {command}",
+        "",
+        "## Results",
+        "",
         "| method | lr | val acc by lr | seeds | avg acc | worst-group acc | gap | trainable params |",
         "|---|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     for e in entries:
         grid = ", ".join(f"{lr}: {acc:.1f}" for lr, acc in e["val_acc_by_lr"].items()) or f"({e['lr_from']}'s)"
         lr = "n/a" if e["lr"] is None else f"{e['lr']:g}"
         params = "n/a" if e["trainable_params"] is None else f"{e['trainable_params']:,}"
-        lines.append(f"| {e['method']} | {lr} | {grid} | {len(e['seeds'])} | {_pm(e['avg_acc'])} | "
-                     f"{_pm(e['worst_group_acc'])} | {_pm(e['gap'])} | {params} |")  # fmt: skip
+        lines.append(
+            f"| {e['method']} | {lr} | {grid} | {len(e['seeds'])} | {_pm(e['avg_acc'])} | "
+            f"{_pm(e['worst_group_acc'])} | {_pm(e['gap'])} | {params} |"
+        )
     paired = fvae_minus_lora(entries)
     if paired:
-        lines += ["", "FVAE-LoRA minus LoRA, same seed: average accuracy "
-                  f"{', '.join(f'{d:+.1f}' for d in paired['avg_acc'])}; worst-group accuracy "
-                  f"{', '.join(f'{d:+.1f}' for d in paired['worst_group_acc'])}."]  # fmt: skip
-    lines += ["", "Accuracies in %; val acc: in-distribution validation accuracy with the first seed, the selection "
-              "criterion. accuracy.png plots the same figures."]  # fmt: skip
+        lines += [
+            "",
+            "FVAE-LoRA minus LoRA, same seed: average accuracy "
+            f"{', '.join(f'{d:+.1f}' for d in paired['avg_acc'])}; worst-group accuracy "
+            f"{', '.join(f'{d:+.1f}' for d in paired['worst_group_acc'])}.",
+        ]
+    lines += [
+        "",
+        "Accuracies in %; val acc: in-distribution validation accuracy with the first seed, the selection "
+        "criterion. accuracy.png plots the same figures.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -94,8 +108,11 @@ def plot_accuracy(entries: list[dict[str, Any]], path: Path) -> None:
         axes.bar([i + (k - 0.5) * 0.38 for i in range(len(entries))], means, 0.38, yerr=stds, capsize=3, label=label)
     axes.axhline(100 / len(WORDS), color="grey", linestyle=":", linewidth=1, label="chance")
     axes.set_xticks(range(len(entries)), [e["method"] for e in entries])
-    axes.set(ylabel="test accuracy (%)", ylim=(0, 100),
-             title="Spurious noise-word correlation: group-balanced test (mean ± std over seeds)")  # fmt: skip
+    axes.set(
+        ylabel="test accuracy (%)",
+        ylim=(0, 100),
+        title="Spurious noise-word correlation: group-balanced test (mean ± std over seeds)",
+    )
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize=8)
     figure.savefig(path, dpi=110)

@@ -8,10 +8,10 @@ import logging
 from functools import partial
 from typing import Any
 
+from benchmarks.common.runner import picked_rate, run_due
 from benchmarks.compare.study import ABLATIONS, CONTROLS, METHODS, STUDY
 from benchmarks.compare.study import TUNED as COMPARED_TUNED
 from benchmarks.spurious.training import Task, read_record, run_task
-from benchmarks.common.runner import picked_rate, run_due
 
 logger = logging.getLogger("fvae_asr.spurious")
 
@@ -20,13 +20,31 @@ TUNED = tuple(method for method in COMPARED_TUNED if method in STUDY_METHODS)  #
 
 # The study's size, fixed before it ran. Per word: 240 training and 60 validation utterances (90 % with the
 # word's own noise); test: 30 utterances per (word, noise) group.
-STUDY_SIZE = {"train_per_class": 240, "val_per_class": 60, "test_per_group": 30, "rate": 0.9, "epochs": 6,
-              "batch_size": 16, "lr_grid": STUDY["lr_grid"], "seeds": [0, 1, 2], "methods": STUDY_METHODS}  # fmt: skip
+STUDY_SIZE = {
+    "train_per_class": 240,
+    "val_per_class": 60,
+    "test_per_group": 30,
+    "rate": 0.9,
+    "epochs": 6,
+    "batch_size": 16,
+    "lr_grid": STUDY["lr_grid"],
+    "seeds": [0, 1, 2],
+    "methods": STUDY_METHODS,
+}
 SIZES = {
     "study": STUDY_SIZE,
-    "quick": {**STUDY_SIZE, "train_per_class": 6, "val_per_class": 6, "test_per_group": 1, "rate": 0.5, "epochs": 1,
-              "batch_size": 8, "lr_grid": [0.01], "seeds": [0]},
-}  # fmt: skip
+    "quick": {
+        **STUDY_SIZE,
+        "train_per_class": 6,
+        "val_per_class": 6,
+        "test_per_group": 1,
+        "rate": 0.5,
+        "epochs": 1,
+        "batch_size": 8,
+        "lr_grid": [0.01],
+        "seeds": [0],
+    },
+}
 
 
 class Study:
@@ -68,12 +86,20 @@ def run_study(args: argparse.Namespace, settings: dict[str, Any], paths: dict[st
     """Run what is due, ``--jobs`` at a time, until every run has a record (finished ones are read, not rerun);
     with ``--report-only``, only read the records there are."""
     study = Study(args.size)
-    run_due(study, jobs=args.jobs, finished=partial(read_record, args.out, settings=settings, exports=args.export),
-            run=partial(run_task, settings=settings, paths=paths, out=args.out), describe=describe_run,
-            logger=logger, start_runs=not args.report_only)  # fmt: skip
+    run_due(
+        study,
+        jobs=args.jobs,
+        finished=partial(read_record, args.out, settings=settings, exports=args.export),
+        run=partial(run_task, settings=settings, paths=paths, out=args.out),
+        describe=describe_run,
+        logger=logger,
+        start_runs=not args.report_only,
+    )
     return study
 
 
 def describe_run(record: dict[str, Any]) -> str:
-    return (f"val {record['val_acc']:.1f}, test avg {record['avg_acc']:.1f}, worst group "
-            f"{record['worst_group_acc']:.1f} ({record['seconds']:.0f} s)")
+    return (
+        f"val {record['val_acc']:.1f}, test avg {record['avg_acc']:.1f}, worst group "
+        f"{record['worst_group_acc']:.1f} ({record['seconds']:.0f} s)"
+    )

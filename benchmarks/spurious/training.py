@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from speechbrain.nnet.schedulers import LinearWarmupScheduler
 
-from benchmarks.compare.study import METHODS, TARGETS
-from benchmarks.spurious.corpus import NOISES, SPLITS, WORDS, load_split
 from benchmarks.common.records import read_record as finished_record
 from benchmarks.common.records import write_record
+from benchmarks.compare.study import METHODS, TARGETS
+from benchmarks.spurious.corpus import NOISES, SPLITS, WORDS, load_split
 from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight
 from fvae_asr.speech.models.classifier import PooledClassifier
 from fvae_asr.speech.models.encoder import SSLEncoder
@@ -25,8 +25,8 @@ from fvae_asr.speech.models.export import DESCRIPTION_NAME, export_recognizer
 from fvae_asr.speech.models.training_kinds import configure_training, count_parameters
 
 TARGET_MODULES = TARGETS["all_linear"]
-# The recipe's clipping (recipes/timit/hparams/train.yaml, max_grad_norm) for every method: the authors' FVAE-LoRA norm 1
-# on 1000 * task + aux, in the units of task + lambda * aux.
+# The recipe's clipping (recipes/timit/hparams/train.yaml, max_grad_norm) for every method: the authors' FVAE-LoRA
+# norm 1 on 1000 * task + aux, in the units of task + lambda * aux.
 MAX_GRAD_NORM = 1e-3
 
 
@@ -81,8 +81,10 @@ def build_model(method: str, backbone: str, seed: int) -> PooledClassifier:
 def correct_predictions(model: PooledClassifier, split: dict[str, Any], batch_size: int) -> torch.Tensor:
     """Whether the model (in eval mode) gets each utterance of a split right: a bool tensor."""
     model.eval()
-    predictions = [model(*pad_batch(split["wavs"][start : start + batch_size])).argmax(-1)
-                   for start in range(0, len(split["wavs"]), batch_size)]  # fmt: skip
+    predictions = [
+        model(*pad_batch(split["wavs"][start : start + batch_size])).argmax(-1)
+        for start in range(0, len(split["wavs"]), batch_size)
+    ]
     return torch.cat(predictions) == split["label"]
 
 
@@ -146,19 +148,24 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, str], out: P
     test_groups = group_accuracies(correct_predictions(model, splits["test"], settings["batch_size"]), splits["test"])
     trainable, total = count_parameters(model)
     if "exports" in paths:
-        export_recognizer(model, METHODS[task.method]["adapter"], list(WORDS), export_path(Path(paths["exports"]), task))
+        export_recognizer(
+            model, METHODS[task.method]["adapter"], list(WORDS), export_path(Path(paths["exports"]), task)
+        )
     record = {
-        "method": task.method, "lr": task.lr, "seed": task.seed,
+        "method": task.method,
+        "lr": task.lr,
+        "seed": task.seed,
         "val_acc": 100.0 * val_correct.float().mean().item(),
         "val_group_acc": group_accuracies(val_correct, splits["val"]),
         "avg_acc": statistics.fmean(test_groups.values()),
         "worst_group_acc": min(test_groups.values()),
         "test_group_acc": test_groups,
         "train_loss": losses,
-        "trainable_params": trainable, "total_params": total,
+        "trainable_params": trainable,
+        "total_params": total,
         "seconds": round(time.perf_counter() - started, 1),
         "commit": paths["commit"],
         "settings": task_settings(task, settings),
-    }  # fmt: skip
+    }
     write_record(out, task, record)
     return record

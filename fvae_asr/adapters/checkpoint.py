@@ -61,7 +61,7 @@ def base_state_dict(module: nn.Module) -> dict[str, Tensor]:
         if owner is None:
             base_state[key] = value
         elif key.startswith(f"{owner}.base."):
-            base_state[f"{owner}.{key[len(owner) + len('.base.'):]}"] = value
+            base_state[f"{owner}.{key[len(owner) + len('.base.') :]}"] = value
     return base_state
 
 
@@ -174,17 +174,23 @@ def _config_for_saved_weights(
         try:
             base = model.get_submodule(name)
         except AttributeError:
-            raise ValueError(f"{directory / WEIGHTS_NAME}: adapter weights for '{name}', which the model lacks") from None
+            raise ValueError(
+                f"{directory / WEIGHTS_NAME}: adapter weights for '{name}', which the model lacks"
+            ) from None
         if not isinstance(base, nn.Linear):
-            raise ValueError(f"{directory / WEIGHTS_NAME}: adapter weights for '{name}', a {type(base).__name__}; "
-                             "only nn.Linear layers carry adapters")  # fmt: skip
+            raise ValueError(
+                f"{directory / WEIGHTS_NAME}: adapter weights for '{name}', a {type(base).__name__}; "
+                "only nn.Linear layers carry adapters"
+            )
         _check_sizes(base, config, name, tensors, directory)
     owned = tuple(f"{name}." for name in targets)
     trainable = sorted({key.rsplit(".", 1)[0] for key in tensors if not key.startswith(owned)})
     return dataclasses.replace(config, target_modules=targets, trainable_modules=trainable)
 
 
-def _check_sizes(base: nn.Linear, config: AdapterConfig, name: str, tensors: dict[str, Tensor], directory: Path) -> None:
+def _check_sizes(
+    base: nn.Linear, config: AdapterConfig, name: str, tensors: dict[str, Tensor], directory: Path
+) -> None:
     """The adapter layer the config describes, built on the meta device, must have the saved tensors' shapes."""
     with torch.device("meta"):
         shadow = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
@@ -194,15 +200,20 @@ def _check_sizes(base: nn.Linear, config: AdapterConfig, name: str, tensors: dic
             continue
         saved = tensors.get(f"{name}.{key}")
         if saved is None:
-            raise ValueError(f"{directory / WEIGHTS_NAME}: tensor '{name}.{key}' is missing from the file (the "
-                             "model expects it)")  # fmt: skip
+            raise ValueError(
+                f"{directory / WEIGHTS_NAME}: tensor '{name}.{key}' is missing from the file (the model expects it)"
+            )
         if saved.shape != value.shape:
             sizes = f"rank {config.rank}"
             if config.adapter_type == "fvae_lora":
-                sizes += (f", z2_dim {config.z2_dim}, encoder_hidden {config.encoder_hidden}, decoder_hidden "
-                          f"{config.decoder_hidden}, decoder_layers {config.decoder_layers}")  # fmt: skip
-            raise ValueError(f"{directory / CONFIG_NAME}: its sizes ({sizes}) need tensor '{name}.{key}' of shape "
-                             f"{tuple(value.shape)}, but {WEIGHTS_NAME} has {tuple(saved.shape)}")  # fmt: skip
+                sizes += (
+                    f", z2_dim {config.z2_dim}, encoder_hidden {config.encoder_hidden}, decoder_hidden "
+                    f"{config.decoder_hidden}, decoder_layers {config.decoder_layers}"
+                )
+            raise ValueError(
+                f"{directory / CONFIG_NAME}: its sizes ({sizes}) need tensor '{name}.{key}' of shape "
+                f"{tuple(value.shape)}, but {WEIGHTS_NAME} has {tuple(saved.shape)}"
+            )
 
 
 def _check_linear_owners(model: nn.Module, owners: set[str], origin: Path) -> None:

@@ -51,8 +51,7 @@ def _check_module_spec(owner: object, name: str, allow_empty: bool) -> None:
         return
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
         raise ValueError(
-            f"{type(owner).__name__}.{name} must be a regex string or a list of module-name suffixes, "
-            f"got {value!r}"
+            f"{type(owner).__name__}.{name} must be a regex string or a list of module-name suffixes, got {value!r}"
         )
     if not value and not allow_empty:
         raise ValueError(f"{type(owner).__name__}.{name} must name at least one module")
@@ -174,8 +173,10 @@ class FVAELoRAConfig(AdapterConfig):
         for name in ("alpha", "beta", "delta", "beta_z2", "aux_weight", "b_init_std"):
             _check_non_negative(self, name)
         if self.decoder_layers > MAX_DECODER_LAYERS:
-            raise ValueError(f"FVAELoRAConfig.decoder_layers must be at most {MAX_DECODER_LAYERS} (the authors' "
-                             f"code uses 3), got {self.decoder_layers!r}")  # fmt: skip
+            raise ValueError(
+                f"FVAELoRAConfig.decoder_layers must be at most {MAX_DECODER_LAYERS} (the authors' "
+                f"code uses 3), got {self.decoder_layers!r}"
+            )
         _check_probability(self, "dropout")
         _check_probability(self, "decoder_dropout")
         _check_finite_number(self, "prior_mean_z2")
@@ -188,8 +189,10 @@ class FVAELoRAConfig(AdapterConfig):
                 "FVAELoRAConfig: delta = %g >= beta = %g degenerates: the repulsive term cancels the KL's pull "
                 "on z1, which leaves -beta * H(q1), so the z1 variance grows until logvar_clamp. The authors' "
                 "code weights it as delta = 2 / rank = %g.",
-                self.delta, self.beta, 2.0 / self.rank,
-            )  # fmt: skip
+                self.delta,
+                self.beta,
+                2.0 / self.rank,
+            )
 
 
 CONFIG_TYPES: dict[str, type[AdapterConfig]] = {c.adapter_type: c for c in (LoRAConfig, FVAELoRAConfig)}

@@ -54,9 +54,7 @@ class AdaptedLinear(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         if self.config.check_finite and not _all_finite(x):
-            raise FloatingPointError(
-                f"non-finite input (NaN or Inf) reached adapted layer '{self.adapter_name}'"
-            )
+            raise FloatingPointError(f"non-finite input (NaN or Inf) reached adapted layer '{self.adapter_name}'")
 
     def extra_repr(self) -> str:
         return f"name={self.adapter_name!r}, rank={self.config.rank}, scaling={self.config.scaling:g}"
@@ -108,9 +106,7 @@ class GaussianEncoder(nn.Module):
         return self.mean(h), self.logvar(h) if with_logvar else None
 
 
-def _decoder(
-    latent: int, hidden: int, layers: int, out_features: int, dropout: float, **factory
-) -> nn.Sequential:
+def _decoder(latent: int, hidden: int, layers: int, out_features: int, dropout: float, **factory) -> nn.Sequential:
     """concat(z1, z2) -> [Linear -> ReLU -> Dropout] * layers -> Linear(hidden -> d): the mean of p(x | z1, z2).
 
     ReLU and Dropout sit in one parameterless block, so the Linear layers keep the indices 0, 2, 4, ... that
@@ -174,8 +170,10 @@ class FVAELoRALinear(AdaptedLinear):
             mu1, _ = self.encoder_z1(x, with_logvar=False)
             return self._add_update(self.base(x), self._prior_if_ablated("z1", mu1))
         if self.ablated_latents:
-            raise RuntimeError(f"adapted layer '{self.adapter_name}': latents are ablated for inference only; "
-                               "call model.eval() inside latent_ablation")  # fmt: skip
+            raise RuntimeError(
+                f"adapted layer '{self.adapter_name}': latents are ablated for inference only; "
+                "call model.eval() inside latent_ablation"
+            )
         if self.config.recompute_scoring:  # backward reruns the branch with the same RNG state (noise, dropout)
             z1, terms = checkpoint(self._sample_and_score, x, self._mask_for(x), use_reentrant=False)
         else:

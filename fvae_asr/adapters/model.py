@@ -78,8 +78,10 @@ def inject(model: nn.Module, config: AdapterConfig, layer_type: type[AdaptedLine
     default_type = ADAPTER_LAYERS[config.adapter_type]
     layer_type = layer_type or default_type
     if not (isinstance(layer_type, type) and issubclass(layer_type, default_type)):
-        raise TypeError(f"layer_type must be a subclass of {default_type.__name__} for a "
-                        f"{type(config).__name__}, got {layer_type!r}")  # fmt: skip
+        raise TypeError(
+            f"layer_type must be a subclass of {default_type.__name__} for a "
+            f"{type(config).__name__}, got {layer_type!r}"
+        )
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     targets = [name for name in linears if module_matches(name, config.target_modules)]
     if not targets:

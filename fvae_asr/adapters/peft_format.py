@@ -18,11 +18,25 @@ OWN_CONFIG_KEY = "fvae_asr"  # our config (and adapted modules) inside a PEFT ad
 
 # PEFT LoraConfig fields that change the layers' maths or structure when set; our LoRA implements none of them.
 UNSUPPORTED_WHEN_SET = (
-    "use_dora", "rank_pattern", "alpha_pattern", "layers_to_transform", "layers_pattern", "fan_in_fan_out",
-    "lora_bias", "target_parameters", "exclude_modules", "layer_replication", "trainable_token_indices",
-    "use_qalora", "alora_invocation_tokens", "use_bdlora", "arrow_config", "kasa_config", "monteclora_config",
+    "use_dora",
+    "rank_pattern",
+    "alpha_pattern",
+    "layers_to_transform",
+    "layers_pattern",
+    "fan_in_fan_out",
+    "lora_bias",
+    "target_parameters",
+    "exclude_modules",
+    "layer_replication",
+    "trainable_token_indices",
+    "use_qalora",
+    "alora_invocation_tokens",
+    "use_bdlora",
+    "arrow_config",
+    "kasa_config",
+    "monteclora_config",
     "velora_config",
-)  # fmt: skip
+)
 
 
 def is_peft_config(fields: dict[str, Any]) -> bool:
@@ -87,7 +101,7 @@ def from_peft_names(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     outside = sorted(key for key in tensors if not key.startswith(PEFT_PREFIX))
     if outside:
         raise ValueError(f"tensor '{outside[0]}' does not start with PEFT's prefix '{PEFT_PREFIX}'")
-    return {key[len(PEFT_PREFIX):]: value for key, value in tensors.items()}
+    return {key[len(PEFT_PREFIX) :]: value for key, value in tensors.items()}
 
 
 def lora_owners(tensors: dict[str, Tensor]) -> set[str]:

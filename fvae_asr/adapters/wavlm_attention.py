@@ -19,7 +19,10 @@ class WavLMAttentionThroughModules(WavLMAttention):
     (same masking, gated relative position bias, dropout and returned weights as transformers' version)."""
 
     def torch_multi_head_self_attention(
-        self, hidden_states: Tensor, attention_mask: Tensor | None, gated_position_bias: Tensor,
+        self,
+        hidden_states: Tensor,
+        attention_mask: Tensor | None,
+        gated_position_bias: Tensor,
         output_attentions: bool = True,  # passed by transformers 4, which returns the weights only when asked
     ) -> tuple[Tensor, Tensor]:
         del output_attentions  # the weights are computed anyway; returning them costs nothing

@@ -32,15 +32,18 @@ from fvae_asr.analysis.probes import UNLABELLED, ProbeSettings, ProbeTask, held_
 from fvae_asr.analysis.recorder import LatentRecorder, LayerRecord, record_latents
 from fvae_asr.audio import load_audio
 from fvae_asr.speech.inference.chunking import FrameGeometry
-from fvae_asr.speech.models.classifier import PooledClassifier
 from fvae_asr.speech.inference.evaluation import evaluate_manifest, read_manifest
-from fvae_asr.speech.models.recognizer import CTCRecognizer
 from fvae_asr.speech.inference.transcriber import Transcriber
+from fvae_asr.speech.models.classifier import PooledClassifier
+from fvae_asr.speech.models.recognizer import CTCRecognizer
 
 # probe -> (manifest field, what is held out). Speakers are held out where the label is not the speaker; the
 # speaker probe must hear every voice in training, so it holds out utterances of each speaker instead.
-PROBES = {"phone": ("phn_segments", "speakers"), "speaker": ("spk_id", "utterances of each speaker"),
-          "domain": ("domain", "speakers")}  # fmt: skip
+PROBES = {
+    "phone": ("phn_segments", "speakers"),
+    "speaker": ("spk_id", "utterances of each speaker"),
+    "domain": ("domain", "speakers"),
+}
 SPEAKER_FIELD = "spk_id"
 # A classifier's probes: the manifest field of each utterance-level label, read per frame and off the utterance's
 # mean latent (POOLED suffix); utterances are held out, balanced over the label combinations.
@@ -85,8 +88,8 @@ def check_manifest(manifest: dict[str, dict], path: Path, probes: Sequence[str])
 
 _MISSING_HINT = {
     "phn_segments": " (phone boundaries), which the phone probe needs: prepare the manifest again with this version "
-    "of fvae_asr.speech.data.timit.prepare_timit (manifests prepared before it kept phone segments lack them), or leave "
-    "phone out of --probes",
+    "of fvae_asr.speech.data.timit.prepare_timit (manifests prepared before it kept phone segments lack them), or "
+    "leave phone out of --probes",
     "domain": ": leave domain out of --probes for a manifest without domains",
 }
 
@@ -95,9 +98,13 @@ def _check_segments(entry: dict, where: str) -> None:
     """``phn_segments``: a list of [start, end, label] with 0 <= start <= end, labels spelling out ``phn``."""
     segments = entry["phn_segments"]
     if not isinstance(segments, list) or not all(
-        isinstance(s, list) and len(s) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in s[:2])
-        and isinstance(s[2], str) and 0 <= s[0] <= s[1] for s in segments
-    ):  # fmt: skip
+        isinstance(s, list)
+        and len(s) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in s[:2])
+        and isinstance(s[2], str)
+        and 0 <= s[0] <= s[1]
+        for s in segments
+    ):
         raise ValueError(f"{where}: 'phn_segments' must be a list of [start, end, label] with 0 <= start <= end")
     if [s[2] for s in segments] != entry["phn"].split():
         raise ValueError(f"{where}: the labels of 'phn_segments' are not the phones of 'phn'")
@@ -109,8 +116,9 @@ def progress_bar(iterable: Iterable | None = None, show: bool = True, **kwargs: 
     return tqdm(iterable, disable=not show, file=sys.stderr, **kwargs)
 
 
-def _batches(manifest: dict[str, dict], ids: list[str], batch_size: int, sample_rate: int,
-             progress: bool = True) -> Iterator[list[Tensor]]:  # fmt: skip
+def _batches(
+    manifest: dict[str, dict], ids: list[str], batch_size: int, sample_rate: int, progress: bool = True
+) -> Iterator[list[Tensor]]:
     """The utterances' waveforms, ``batch_size`` at a time, in the order of ``ids``, with a progress bar."""
     with progress_bar(total=len(ids), show=progress, desc="utterances", unit="utt") as bar:
         for start in range(0, len(ids), batch_size):
@@ -130,8 +138,9 @@ def recognizer_run(model: CTCRecognizer, device: torch.device) -> Callable[[list
     return run
 
 
-def _probe_task(probe: str, per_frame: list[list[str | None]], speakers: list[str], ids: list[str],
-                settings: ProbeSettings) -> ProbeTask:  # fmt: skip
+def _probe_task(
+    probe: str, per_frame: list[list[str | None]], speakers: list[str], ids: list[str], settings: ProbeSettings
+) -> ProbeTask:
     """A probe's frame labels (one list per utterance) as class indices, and its held-out frames."""
     classes = sorted({label for labels in per_frame for label in labels if label is not None})
     index = {label: i for i, label in enumerate(classes)}
@@ -146,23 +155,32 @@ def _probe_task(probe: str, per_frame: list[list[str | None]], speakers: list[st
     return ProbeTask(probe, classes, labels, held_out, PROBES[probe][1])
 
 
-def probe_tasks(manifest: dict[str, dict], ids: list[str], frames_per_item: list[int], probes: Sequence[str],
-                geometry: FrameGeometry, settings: ProbeSettings) -> list[ProbeTask]:  # fmt: skip
+def probe_tasks(
+    manifest: dict[str, dict],
+    ids: list[str],
+    frames_per_item: list[int],
+    probes: Sequence[str],
+    geometry: FrameGeometry,
+    settings: ProbeSettings,
+) -> list[ProbeTask]:
     """The probe tasks over the recorded frames (``frames_per_item`` real frames of each utterance of ``ids``)."""
     speakers = [manifest[utt_id][SPEAKER_FIELD] for utt_id in ids]
     tasks = []
     for probe in probes:
         if probe == "phone":
-            per_frame = [frame_phones(manifest[utt_id]["phn_segments"], frame_centres(n, geometry))
-                         for utt_id, n in zip(ids, frames_per_item)]  # fmt: skip
+            per_frame = [
+                frame_phones(manifest[utt_id]["phn_segments"], frame_centres(n, geometry))
+                for utt_id, n in zip(ids, frames_per_item)
+            ]
         else:
             per_frame = [[manifest[utt_id][PROBES[probe][0]]] * n for utt_id, n in zip(ids, frames_per_item)]
         tasks.append(_probe_task(probe, per_frame, speakers, ids, settings))
     return tasks
 
 
-def z1_ablations(model: torch.nn.Module, layers: list[str], measure: Callable[[], dict[str, float]],
-                 progress: bool = True) -> dict:  # fmt: skip
+def z1_ablations(
+    model: torch.nn.Module, layers: list[str], measure: Callable[[], dict[str, float]], progress: bool = True
+) -> dict:
     """``measure()`` (metric -> value) as trained, with z1 at its prior mean (0) in every FVAE layer, and in each
     layer alone: metric -> {"trained", "z1_prior_all_layers", "z1_prior_per_layer": {layer: value}}."""
     runs = {"trained": [], "z1_prior_all_layers": layers, **{name: [name] for name in layers}}  # -> ablated layers
@@ -170,9 +188,14 @@ def z1_ablations(model: torch.nn.Module, layers: list[str], measure: Callable[[]
     for name, ablated in progress_bar(runs.items(), progress, desc="z1 ablations", unit="run"):
         with latent_ablation(model, z1=True, layers=ablated):
             values[name] = measure()
-    return {metric: {"trained": values["trained"][metric], "z1_prior_all_layers": values["z1_prior_all_layers"][metric],
-                     "z1_prior_per_layer": {name: values[name][metric] for name in layers}}
-            for metric in values["trained"]}  # fmt: skip
+    return {
+        metric: {
+            "trained": values["trained"][metric],
+            "z1_prior_all_layers": values["z1_prior_all_layers"][metric],
+            "z1_prior_per_layer": {name: values[name][metric] for name in layers},
+        }
+        for metric in values["trained"]
+    }
 
 
 def _features(record: LayerRecord, latent: str, task: ProbeTask) -> Tensor:
@@ -180,16 +203,21 @@ def _features(record: LayerRecord, latent: str, task: ProbeTask) -> Tensor:
     return record.pooled(latent) if task.name.endswith(POOLED) else record.stacked(latent)
 
 
-def _layer_entry(name: str, record: LayerRecord, tasks: list[ProbeTask], summaries: dict[str, dict],
-                 settings: ProbeSettings) -> dict:  # fmt: skip
+def _layer_entry(
+    name: str, record: LayerRecord, tasks: list[ProbeTask], summaries: dict[str, dict], settings: ProbeSettings
+) -> dict:
     """One layer's part of the report: probe accuracies beside chance, active units, reconstruction errors."""
     probes = {}
     for task in tasks:
-        probes[task.name] = {latent: task.accuracy(_features(record, latent, task), settings)
-                             for latent in record.features}  # fmt: skip
+        probes[task.name] = {
+            latent: task.accuracy(_features(record, latent, task), settings) for latent in record.features
+        }
         probes[task.name]["chance"] = summaries[task.name]["chance"]
-    entry = {"layer": name, "probe": probes,
-             "active_units": {latent: record.active_units(latent) for latent in record.features}}  # fmt: skip
+    entry = {
+        "layer": name,
+        "probe": probes,
+        "active_units": {latent: record.active_units(latent) for latent in record.features},
+    }
     if record.squared_error:
         entry["reconstruction"] = record.reconstruction()
     return entry
@@ -206,30 +234,49 @@ class LatentAnalysis:
     def projected_features(self, task: ProbeTask, layers: Sequence[str]) -> dict[str, dict[str, Tensor]]:
         """layer -> latent -> the features ``task``'s probe reads, for the projection plots."""
         records = self.recorder.records
-        return {name: {latent: _features(records[name], latent, task) for latent in self.report["latents"]}
-                for name in layers}  # fmt: skip
+        return {
+            name: {latent: _features(records[name], latent, task) for latent in self.report["latents"]}
+            for name in layers
+        }
 
 
-def _analysis(manifest_path: Path, ids: list[str], recorder: LatentRecorder, tasks: list[ProbeTask],
-              settings: ProbeSettings, ablations: dict | None, progress: bool = True,
-              **facts: object) -> LatentAnalysis:  # fmt: skip
+def _analysis(
+    manifest_path: Path,
+    ids: list[str],
+    recorder: LatentRecorder,
+    tasks: list[ProbeTask],
+    settings: ProbeSettings,
+    ablations: dict | None,
+    progress: bool = True,
+    **facts: object,
+) -> LatentAnalysis:
     """Probe every recorded layer and put the report together (``facts``: task-specific report fields)."""
     summaries = {task.name: task.summary() for task in tasks}
-    layers = [_layer_entry(name, record, tasks, summaries, settings)
-              for name, record in progress_bar(recorder.records.items(), progress, desc="probes", unit="layer")]
+    layers = [
+        _layer_entry(name, record, tasks, summaries, settings)
+        for name, record in progress_bar(recorder.records.items(), progress, desc="probes", unit="layer")
+    ]
     report = {
-        "manifest": str(manifest_path), "adapter": recorder.kind,
-        "latents": list(next(iter(recorder.records.values())).features), "utterances": len(ids),
-        "frames": sum(recorder.frames_per_item), **facts,
-        "probe_settings": {"model": "multinomial logistic regression, full-batch LBFGS, standardised features",
-                           "l2": settings.l2, "max_iter": settings.max_iter,
-                           "held_out_fraction": settings.held_out_fraction, "seed": settings.seed},
+        "manifest": str(manifest_path),
+        "adapter": recorder.kind,
+        "latents": list(next(iter(recorder.records.values())).features),
+        "utterances": len(ids),
+        "frames": sum(recorder.frames_per_item),
+        **facts,
+        "probe_settings": {
+            "model": "multinomial logistic regression, full-batch LBFGS, standardised features",
+            "l2": settings.l2,
+            "max_iter": settings.max_iter,
+            "held_out_fraction": settings.held_out_fraction,
+            "seed": settings.seed,
+        },
         "probes": summaries,
         "layers": layers,
-    }  # fmt: skip
+    }
     if ablations:
-        report["ablations"] = {metric: {k: values[k] for k in ("trained", "z1_prior_all_layers")}
-                               for metric, values in ablations.items()}  # fmt: skip
+        report["ablations"] = {
+            metric: {k: values[k] for k in ("trained", "z1_prior_all_layers")} for metric, values in ablations.items()
+        }
         for entry in layers:
             for metric, values in ablations.items():
                 entry[f"{metric}_z1_prior"] = values["z1_prior_per_layer"][entry["layer"]]
@@ -241,8 +288,14 @@ def _by_duration(manifest: dict[str, dict]) -> list[str]:
     return sorted(manifest, key=lambda utt_id: (manifest[utt_id].get("duration", math.inf), utt_id))
 
 
-def analyse_latents(transcriber: Transcriber, manifest_path: Path, probes: Sequence[str], settings: ProbeSettings,
-                    ablations: bool = True, progress: bool = True) -> LatentAnalysis:  # fmt: skip
+def analyse_latents(
+    transcriber: Transcriber,
+    manifest_path: Path,
+    probes: Sequence[str],
+    settings: ProbeSettings,
+    ablations: bool = True,
+    progress: bool = True,
+) -> LatentAnalysis:
     """Record the latents of the transcriber's recogniser on the manifest, probe them, and run the ablations
     (``progress``: bars on stderr)."""
     manifest = read_manifest(manifest_path)
@@ -255,8 +308,12 @@ def analyse_latents(transcriber: Transcriber, manifest_path: Path, probes: Seque
     tasks = probe_tasks(manifest, ids, recorder.frames_per_item, probes, geometry, settings)
     per = None
     if ablations and recorder.kind == "fvae_lora":
-        per = z1_ablations(model, list(recorder.records),
-                           lambda: {"per": evaluate_manifest(transcriber, manifest_path)["per"]}, progress)  # fmt: skip
+        per = z1_ablations(
+            model,
+            list(recorder.records),
+            lambda: {"per": evaluate_manifest(transcriber, manifest_path)["per"]},
+            progress,
+        )
     geometry_facts = {"stride": geometry.hop, "receptive_field": geometry.receptive_field}
     return _analysis(manifest_path, ids, recorder, tasks, settings, per, progress, frame_geometry=geometry_facts)
 
@@ -264,24 +321,31 @@ def analyse_latents(transcriber: Transcriber, manifest_path: Path, probes: Seque
 # ---- classifiers --------------------------------------------------------------------------------------------
 
 
-def check_classifier_manifest(manifest: dict[str, dict], path: Path, probes: Sequence[str], classes: Sequence[str],
-                              ablations: bool) -> None:  # fmt: skip
+def check_classifier_manifest(
+    manifest: dict[str, dict], path: Path, probes: Sequence[str], classes: Sequence[str], ablations: bool
+) -> None:
     """Every entry must have each probed label (and, for the ablations, a ``label`` among the classifier's
     classes) as a non-empty string; an unknown probe is an error listing the classifier's probes."""
     unknown = [probe for probe in probes if probe not in CLASSIFIER_PROBES]
     if unknown:
-        raise ValueError(f"probe(s) {', '.join(unknown)} are for recognisers; a classifier's probes are: "
-                         f"{', '.join(CLASSIFIER_PROBES)}")  # fmt: skip
+        raise ValueError(
+            f"probe(s) {', '.join(unknown)} are for recognisers; a classifier's probes are: "
+            f"{', '.join(CLASSIFIER_PROBES)}"
+        )
     fields = sorted({*probes, *([CLASS_FIELD] if ablations else [])})
     for utt_id, entry in manifest.items():
         for field in fields:
             if not isinstance(entry.get(field), str) or not entry[field]:
-                raise ValueError(f"manifest {path}: entry {utt_id!r} has no '{field}' string (the utterance's "
-                                 f"{'class' if field == CLASS_FIELD else 'spurious attribute'}); a classifier's "
-                                 "manifest needs it for the probes or the accuracy ablations")  # fmt: skip
+                raise ValueError(
+                    f"manifest {path}: entry {utt_id!r} has no '{field}' string (the utterance's "
+                    f"{'class' if field == CLASS_FIELD else 'spurious attribute'}); a classifier's "
+                    "manifest needs it for the probes or the accuracy ablations"
+                )
         if ablations and entry[CLASS_FIELD] not in classes:
-            raise ValueError(f"manifest {path}: entry {utt_id!r}: label {entry[CLASS_FIELD]!r} is not one of the "
-                             f"classifier's classes: {', '.join(classes)}")  # fmt: skip
+            raise ValueError(
+                f"manifest {path}: entry {utt_id!r}: label {entry[CLASS_FIELD]!r} is not one of the "
+                f"classifier's classes: {', '.join(classes)}"
+            )
 
 
 def classifier_run(model: PooledClassifier, device: torch.device) -> Callable[[list[Tensor]], Tensor]:
@@ -295,8 +359,13 @@ def classifier_run(model: PooledClassifier, device: torch.device) -> Callable[[l
     return run
 
 
-def classifier_probe_tasks(manifest: dict[str, dict], ids: list[str], frames_per_item: list[int],
-                           probes: Sequence[str], settings: ProbeSettings) -> list[ProbeTask]:  # fmt: skip
+def classifier_probe_tasks(
+    manifest: dict[str, dict],
+    ids: list[str],
+    frames_per_item: list[int],
+    probes: Sequence[str],
+    settings: ProbeSettings,
+) -> list[ProbeTask]:
     """Per probe, a frame task (the utterance's label on each of its real frames) and a pooled task (one label per
     utterance), both holding out the same utterances, chosen within each combination of the probed labels (so the
     held-out set is as balanced as the manifest), or among all utterances where a combination has only one."""
@@ -309,15 +378,24 @@ def classifier_probe_tasks(manifest: dict[str, dict], ids: list[str], frames_per
     for probe in probes:
         classes = sorted({manifest[utt_id][probe] for utt_id in ids})
         per_item = torch.tensor([classes.index(manifest[utt_id][probe]) for utt_id in ids])
-        tasks.append(ProbeTask(probe, classes, per_item.repeat_interleave(frames),
-                               held_items.repeat_interleave(frames), "utterances"))  # fmt: skip
+        tasks.append(
+            ProbeTask(
+                probe, classes, per_item.repeat_interleave(frames), held_items.repeat_interleave(frames), "utterances"
+            )
+        )
         tasks.append(ProbeTask(probe + POOLED, classes, per_item, held_items, "utterances (one mean per utterance)"))
     return tasks
 
 
 @torch.no_grad()
-def classifier_accuracy(model: PooledClassifier, manifest: dict[str, dict], ids: list[str], classes: Sequence[str],
-                        batches: Callable[[], Iterator[list[Tensor]]], device: torch.device) -> dict[str, float]:  # fmt: skip
+def classifier_accuracy(
+    model: PooledClassifier,
+    manifest: dict[str, dict],
+    ids: list[str],
+    classes: Sequence[str],
+    batches: Callable[[], Iterator[list[Tensor]]],
+    device: torch.device,
+) -> dict[str, float]:
     """Accuracy (%) on the manifest: the mean of the accuracies of its groups (label x nuisance, or label alone
     without nuisances) and the worst group's."""
     predictions = []
@@ -333,10 +411,17 @@ def classifier_accuracy(model: PooledClassifier, manifest: dict[str, dict], ids:
     return {"accuracy": sum(accuracies) / len(accuracies), "worst_group_accuracy": min(accuracies)}
 
 
-def analyse_classifier_latents(model: PooledClassifier, description: dict, manifest_path: Path,
-                               probes: Sequence[str], settings: ProbeSettings, batch_size: int = 8,
-                               device: torch.device | str = "cpu", ablations: bool = True,
-                               progress: bool = True) -> LatentAnalysis:  # fmt: skip
+def analyse_classifier_latents(
+    model: PooledClassifier,
+    description: dict,
+    manifest_path: Path,
+    probes: Sequence[str],
+    settings: ProbeSettings,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    ablations: bool = True,
+    progress: bool = True,
+) -> LatentAnalysis:
     """Record the latents of an exported classifier (``load_exported``'s model and description) on the manifest,
     probe them per frame and per utterance, and score the classifier with z1 ablated."""
     classes = description["labels"]
@@ -352,7 +437,10 @@ def analyse_classifier_latents(model: PooledClassifier, description: dict, manif
     tasks = classifier_probe_tasks(manifest, ids, recorder.frames_per_item, probes, settings)
     accuracy = None
     if ablations and recorder.kind == "fvae_lora":
-        accuracy = z1_ablations(model, list(recorder.records),
-                                lambda: classifier_accuracy(model, manifest, ids, classes, batches, device),
-                                progress)  # fmt: skip
+        accuracy = z1_ablations(
+            model,
+            list(recorder.records),
+            lambda: classifier_accuracy(model, manifest, ids, classes, batches, device),
+            progress,
+        )
     return _analysis(manifest_path, ids, recorder, tasks, settings, accuracy, progress, classes=list(classes))

@@ -17,8 +17,11 @@ from fvae_asr.analysis.probes import UNLABELLED, ProbeTask
 from fvae_asr.files import write_atomically
 
 LATENT_STYLES = {"z1": ("tab:blue", "o"), "z2": ("tab:orange", "s"), "Ax": ("tab:green", "^")}
-METRIC_NAMES = {"per": "PER (%)", "accuracy": "average group accuracy (%)",
-                "worst_group_accuracy": "worst-group accuracy (%)"}  # fmt: skip
+METRIC_NAMES = {
+    "per": "PER (%)",
+    "accuracy": "average group accuracy (%)",
+    "worst_group_accuracy": "worst-group accuracy (%)",
+}
 COLOURED_CLASSES = 8  # the most frequent classes get a colour each in projections, the others are grey
 
 
@@ -49,10 +52,17 @@ def plot_probe_accuracy(report: dict, path: Path) -> None:
         axes.axhline(report["probes"][probe]["chance"], color="grey", linestyle="--", label="chance")
         axes.set_ylim(0, 1.02)
         axes.set_ylabel("accuracy")
-        axes.set_title(f"{probe} probe (held out: {report['probes'][probe]['held_out']}; "
-                       f"{report['probes'][probe]['classes']} classes)", fontsize=10)  # fmt: skip
-        axes.set_xticks(x, short_names([layer["layer"] for layer in layers]) if row == len(probes) - 1 else [],
-                        rotation=90, fontsize=7)  # fmt: skip
+        axes.set_title(
+            f"{probe} probe (held out: {report['probes'][probe]['held_out']}; "
+            f"{report['probes'][probe]['classes']} classes)",
+            fontsize=10,
+        )
+        axes.set_xticks(
+            x,
+            short_names([layer["layer"] for layer in layers]) if row == len(probes) - 1 else [],
+            rotation=90,
+            fontsize=7,
+        )
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8, loc="upper right", ncols=len(report["latents"]) + 1)
     _save(figure, path)
@@ -74,8 +84,14 @@ def pca_2d(features: Tensor) -> Tensor:
     return torch.nn.functional.pad(projected, (0, 2 - projected.shape[1]))
 
 
-def plot_projections(features: dict[str, dict[str, Tensor]], task: ProbeTask, path: Path,
-                     max_points: int = 2000, seed: int = 0, unit: str = "frames") -> None:  # fmt: skip
+def plot_projections(
+    features: dict[str, dict[str, Tensor]],
+    task: ProbeTask,
+    path: Path,
+    max_points: int = 2000,
+    seed: int = 0,
+    unit: str = "frames",
+) -> None:
     """Rows: layers; columns: latents; each a 2-D PCA of the (labelled) frames (or other ``unit``s, such as
     utterances) coloured by ``task``'s label."""
     labelled = (task.labels != UNLABELLED).nonzero().squeeze(1)
@@ -118,8 +134,12 @@ def plot_ablation(report: dict, metric: str, path: Path) -> None:
     bars = [layer[f"{metric}_z1_prior"] for layer in layers]
     axes.bar(x, bars, color="tab:blue", label="z1 = 0 in this layer only")
     axes.axhline(per["trained"], color="black", label=f"as trained ({per['trained']:.1f})")
-    axes.axhline(per["z1_prior_all_layers"], color="tab:red", linestyle="--",
-                 label=f"z1 = 0 in every layer ({per['z1_prior_all_layers']:.1f})")  # fmt: skip
+    axes.axhline(
+        per["z1_prior_all_layers"],
+        color="tab:red",
+        linestyle="--",
+        label=f"z1 = 0 in every layer ({per['z1_prior_all_layers']:.1f})",
+    )
     axes.set_xticks(x, short_names([layer["layer"] for layer in layers]), rotation=90, fontsize=7)
     top = max(*bars, per["trained"], per["z1_prior_all_layers"])
     axes.set_ylim(0, 1.3 * top if top > 0 else 1.0)

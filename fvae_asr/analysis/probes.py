@@ -104,9 +104,13 @@ class ProbeTask:
         """Sizes and chance level of this task."""
         labelled = self.labels != UNLABELLED
         test_y = self.labels[labelled & self.held_out]
-        return {"held_out": self.split, "train_frames": int((labelled & ~self.held_out).sum()),
-                "held_out_frames": len(test_y), "classes": len(set(self.labels[labelled].tolist())),
-                "chance": majority_rate(test_y)}  # fmt: skip
+        return {
+            "held_out": self.split,
+            "train_frames": int((labelled & ~self.held_out).sum()),
+            "held_out_frames": len(test_y),
+            "classes": len(set(self.labels[labelled].tolist())),
+            "chance": majority_rate(test_y),
+        }
 
     def accuracy(self, features: Tensor, settings: ProbeSettings) -> float:
         """Held-out accuracy of a probe on ``features`` (frames, dim)."""

@@ -64,14 +64,19 @@ class LayerRecord:
         elements = self.frames * self.input_sum.numel()
         mean = self.input_sum / self.frames
         variance = (self.input_square_sum / self.frames - mean.square()).mean().item()
-        return {"mse": {name: total / elements for name, total in self.squared_error.items()},
-                "input_variance": variance}  # fmt: skip
+        return {
+            "mse": {name: total / elements for name, total in self.squared_error.items()},
+            "input_variance": variance,
+        }
 
 
 def adapter_kind(model: nn.Module) -> str:
     """``fvae_lora`` or ``lora``: the kind of the model's adapter layers; ValueError when it has none."""
-    kinds = {"fvae_lora" if isinstance(layer, FVAELoRALinear) else "lora" for layer in adapter_layers(model)
-             if isinstance(layer, (FVAELoRALinear, LoRALinear))}  # fmt: skip
+    kinds = {
+        "fvae_lora" if isinstance(layer, FVAELoRALinear) else "lora"
+        for layer in adapter_layers(model)
+        if isinstance(layer, (FVAELoRALinear, LoRALinear))
+    }
     if not kinds:
         raise ValueError("the model has no adapter layers (FVAE-LoRA or LoRA): it has no latents to look at")
     if len(kinds) > 1:
@@ -85,8 +90,9 @@ class LatentRecorder:
     def __init__(self, model: nn.Module) -> None:
         self.kind = adapter_kind(model)
         self.layers: list[AdaptedLinear] = adapter_layers(model)
-        self.records = {layer.adapter_name: LayerRecord({name: [] for name in FEATURES[self.kind]})
-                        for layer in self.layers}  # fmt: skip
+        self.records = {
+            layer.adapter_name: LayerRecord({name: [] for name in FEATURES[self.kind]}) for layer in self.layers
+        }
         self.frames_per_item: list[int] = []
         self._pending: dict[str, dict[str, Tensor]] = {}
         self._handles: list[RemovableHandle] = []
@@ -125,8 +131,10 @@ class LatentRecorder:
         for name, values in self._pending.items():
             leading = tuple(values[FEATURES[self.kind][0]].shape[:-1])
             if leading != tuple(mask.shape):
-                raise ValueError(f"adapter layer '{name}' saw inputs of leading shape {leading}, but the frame mask "
-                                 f"has shape {tuple(mask.shape)}: its frames are not the model's frames")  # fmt: skip
+                raise ValueError(
+                    f"adapter layer '{name}' saw inputs of leading shape {leading}, but the frame mask "
+                    f"has shape {tuple(mask.shape)}: its frames are not the model's frames"
+                )
             self._keep(self.records[name], values, mask.to(values[FEATURES[self.kind][0]].device))
         self.frames_per_item += mask.sum(1).tolist()
         self._pending.clear()

@@ -1,9 +1,9 @@
 """Phone boundaries for audio whose phones are known: ``fvae-asr align --checkpoint DIR ...``.
 
 The phones come from a manifest (``--manifest``: a JSON manifest or an annotation CSV with ``wav`` and ``phn``, as
-``evaluate`` reads them) or, for audio files given on the command line, from TIMIT label files beside them
-(``X.WAV`` -> ``X.PHN``; TIMIT's 61 phones are folded to 39 when the model has the 39-phone set). Each file is
-forced-aligned (``fvae_asr.speech.inference.forced_alignment``) and written as a TextGrid (default), CTM or JSON lines, into
+``evaluate`` reads them) or, for audio files given on the command line, from TIMIT label files beside them (``X.WAV`` ->
+``X.PHN``; TIMIT's 61 phones are folded to 39 when the model has the 39-phone set). Each file is forced-aligned
+(``fvae_asr.speech.inference.forced_alignment``) and written as a TextGrid (default), CTM or JSON lines, into
 ``--out-dir`` (one file per input, named by its ID as ``transcribe`` names them) or to stdout (CTM, JSON). A file
 that cannot be aligned (unknown phones, more phones than frames, unreadable audio) gets ``<path>: error: ...`` on
 stderr while the others still align; the exit code is then 1 (2 for usage errors).
@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from fvae_asr.cli.args import output_dir, torch_device
 from fvae_asr.cli.transcribe import file_ids, write_into
+from fvae_asr.speech.data.timit import PHONES_39, _parse_segment, fold_to_39
 from fvae_asr.speech.inference.evaluation import read_manifest
 from fvae_asr.speech.inference.forced_alignment import align_file
-from fvae_asr.speech.data.timit import PHONES_39, _parse_segment, fold_to_39
 from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.speech.inference.transcript_formats import FORMATS
 
@@ -59,8 +59,10 @@ def inputs(args: argparse.Namespace, labels: list[str]) -> list[tuple[str, str, 
     """(output name, audio path, its phones or why they could not be read) for every input: a manifest's
     utterance IDs name its outputs, files are named as ``transcribe`` names them."""
     if args.manifest is not None:
-        return [(utt_id, entry["wav"], entry["phn"].split())
-                for utt_id, entry in read_manifest(args.manifest, args.data_folder).items()]  # fmt: skip
+        return [
+            (utt_id, entry["wav"], entry["phn"].split())
+            for utt_id, entry in read_manifest(args.manifest, args.data_folder).items()
+        ]
     fold = set(PHONES_39) <= set(labels) and "h#" not in labels
     found = []
     for name, path in zip(file_ids(args.files), args.files):

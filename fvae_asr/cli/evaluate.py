@@ -16,9 +16,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from fvae_asr.files import write_atomically
 from fvae_asr.cli.args import output_file, positive_int, torch_device
 from fvae_asr.cli.transcribe import file_ids
+from fvae_asr.files import write_atomically
 from fvae_asr.speech.inference.evaluation import evaluate_manifest, read_manifest, report_alignments
 from fvae_asr.speech.inference.transcriber import FileTranscription, Transcriber
 from fvae_asr.speech.inference.transcript_formats import ctm_lines
@@ -27,19 +27,30 @@ from fvae_asr.speech.inference.transcript_formats import ctm_lines
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fvae-asr evaluate", description="Phone error rate on a manifest.")
     parser.add_argument("--checkpoint", required=True, help="directory written by export_recognizer")
-    parser.add_argument("--manifest", required=True, type=Path,
-                        help="JSON manifest (wav and phn per utterance) or annotation CSV (ID, duration, wav, phn)")
+    parser.add_argument(
+        "--manifest",
+        required=True,
+        type=Path,
+        help="JSON manifest (wav and phn per utterance) or annotation CSV (ID, duration, wav, phn)",
+    )
     parser.add_argument("--data-folder", help="what $data_root (CSV) or {data_root} (JSON) stands for in wav paths")
     parser.add_argument("--alignments", type=output_file, help="write per-utterance REF/HYP alignments here")
     parser.add_argument("--json", type=output_file, help="write the full report (PER, counts, transcripts) here")
-    parser.add_argument("--sclite", type=Path, metavar="DIR",
-                        help="write the references and hypotheses here for NIST sclite: ref.trn and hyp.trn (one line "
-                        "per utterance; 'sclite -r DIR/ref.trn trn -h DIR/hyp.trn trn -i wsj'), and ref.stm and hyp.ctm "
-                        "(a segment per file, the phones with their times, files named as by transcribe --format ctm; "
-                        "'sclite -r DIR/ref.stm stm -h DIR/hyp.ctm ctm'); see docs/transcription-formats.md")  # fmt: skip
-    parser.add_argument("--skip-invalid", action="store_true",
-                        help="leave out utterances with an empty reference or phones the model cannot output "
-                        "(counted in the summary, listed in the JSON report) instead of failing")  # fmt: skip
+    parser.add_argument(
+        "--sclite",
+        type=Path,
+        metavar="DIR",
+        help="write the references and hypotheses here for NIST sclite: ref.trn and hyp.trn (one line "
+        "per utterance; 'sclite -r DIR/ref.trn trn -h DIR/hyp.trn trn -i wsj'), and ref.stm and hyp.ctm "
+        "(a segment per file, the phones with their times, files named as by transcribe --format ctm; "
+        "'sclite -r DIR/ref.stm stm -h DIR/hyp.ctm ctm'); see docs/transcription-formats.md",
+    )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="leave out utterances with an empty reference or phones the model cannot output "
+        "(counted in the summary, listed in the JSON report) instead of failing",
+    )
     parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="utterances per forward pass")
     return parser.parse_args(argv)
@@ -83,12 +94,15 @@ def sclite_file_ids(manifest: dict[str, dict], manifest_path: Path) -> dict[str,
     for name, utt_ids in utterances_of.items():
         if len(utt_ids) > 1:
             files = ", ".join(dict.fromkeys(manifest[utt_id]["wav"] for utt_id in utt_ids))
-            raise ValueError(f"manifest {manifest_path}: utterances {', '.join(utt_ids)} get one file ID, {name} "
-                             f"({files}), but sclite's STM and CTM (--sclite) tell utterances apart by file only")
+            raise ValueError(
+                f"manifest {manifest_path}: utterances {', '.join(utt_ids)} get one file ID, {name} "
+                f"({files}), but sclite's STM and CTM (--sclite) tell utterances apart by file only"
+            )
     spaced = [repr(text) for utt_id, name in names.items() for text in (utt_id, name) if len(text.split()) != 1]
     if spaced:
-        raise ValueError(f"manifest {manifest_path}: IDs for sclite (--sclite) cannot contain white space: "
-                         f"{', '.join(spaced[:5])}")
+        raise ValueError(
+            f"manifest {manifest_path}: IDs for sclite (--sclite) cannot contain white space: {', '.join(spaced[:5])}"
+        )
     return names
 
 
@@ -118,10 +132,11 @@ def sclite_ctm(report: dict, names: dict[str, str]) -> str:
     """
     transcripts = report["transcripts"]
     return "".join(
-        ctm_lines(FileTranscription(t["wav"], t["hyp"].split(), duration=t["duration"], segments=t["segments"]),
-                  names[utt_id])
+        ctm_lines(
+            FileTranscription(t["wav"], t["hyp"].split(), duration=t["duration"], segments=t["segments"]), names[utt_id]
+        )
         for utt_id, t in sorted(transcripts.items(), key=lambda item: names[item[0]])
-    )  # fmt: skip
+    )
 
 
 def write_outputs(report: dict, outputs: list[tuple[Path | None, Callable[[dict], str]]]) -> str | None:
@@ -130,7 +145,8 @@ def write_outputs(report: dict, outputs: list[tuple[Path | None, Callable[[dict]
         if path is None:
             continue
         try:
-            write_atomically(path, lambda tmp: tmp.write_text(render(report), encoding="utf-8"))
+            text = render(report)
+            write_atomically(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         except OSError as err:
             return f"cannot write {path}: {err.strerror or err}"
     return None
@@ -144,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.sclite is not None:
             names = sclite_file_ids(read_manifest(args.manifest, args.data_folder), args.manifest)
         transcriber = Transcriber(args.checkpoint, args.device, args.batch_size)
-        report = evaluate_manifest(transcriber, args.manifest, args.skip_invalid, args.data_folder,
-                                   timestamps=args.sclite is not None)  # fmt: skip
+        report = evaluate_manifest(
+            transcriber, args.manifest, args.skip_invalid, args.data_folder, timestamps=args.sclite is not None
+        )
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -158,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot create {args.sclite}: {err.strerror or err}", file=sys.stderr)
             return 1
         outputs += [(args.sclite / f"{side}.trn", lambda r, side=side: sclite_trn(r, side)) for side in ("ref", "hyp")]
-        outputs += [(args.sclite / "ref.stm", lambda r: sclite_stm(r, names)),
-                    (args.sclite / "hyp.ctm", lambda r: sclite_ctm(r, names))]  # fmt: skip
+        outputs += [
+            (args.sclite / "ref.stm", lambda r: sclite_stm(r, names)),
+            (args.sclite / "hyp.ctm", lambda r: sclite_ctm(r, names)),
+        ]
     failure = write_outputs(report, outputs)
     if failure:
         print(f"error: {failure}", file=sys.stderr)

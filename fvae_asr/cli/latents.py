@@ -16,13 +16,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from fvae_asr.analysis.latents import (
+    CLASSIFIER_PROBES,
+    POOLED,
+    PROBES,
+    LatentAnalysis,
+    analyse_classifier_latents,
+    analyse_latents,
+)
 from fvae_asr.analysis.probes import ProbeSettings
 from fvae_asr.cli.args import positive_int, torch_device
 from fvae_asr.files import write_json
-from fvae_asr.speech.models.export import ADAPTER_FORMAT_KINDS, load_exported, read_description
-from fvae_asr.analysis.latents import (CLASSIFIER_PROBES, POOLED, PROBES, LatentAnalysis, analyse_classifier_latents,
-                                     analyse_latents)  # fmt: skip
 from fvae_asr.speech.inference.transcriber import Transcriber
+from fvae_asr.speech.models.export import ADAPTER_FORMAT_KINDS, load_exported, read_description
 
 DEFAULT_PROBES = {"ctc": "phone,speaker", "classification": ",".join(CLASSIFIER_PROBES)}  # by the export's task
 KNOWN_PROBES = [*PROBES, *CLASSIFIER_PROBES]
@@ -34,9 +40,11 @@ def probe_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in KNOWN_PROBES]
     if not names or unknown:
-        raise argparse.ArgumentTypeError(f"unknown probe(s) {', '.join(unknown) or repr(text)}; choose from "
-                                         f"{', '.join(PROBES)} (recognisers) or {', '.join(CLASSIFIER_PROBES)} "
-                                         "(classifiers)")  # fmt: skip
+        raise argparse.ArgumentTypeError(
+            f"unknown probe(s) {', '.join(unknown) or repr(text)}; choose from "
+            f"{', '.join(PROBES)} (recognisers) or {', '.join(CLASSIFIER_PROBES)} "
+            "(classifiers)"
+        )
     if len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"a probe is named twice in {text!r}")
     return names
@@ -52,26 +60,44 @@ def fraction(text: str) -> float:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fvae-asr latents", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True,
-                        help="FVAE-LoRA or LoRA recogniser or classifier directory written by export_recognizer")
-    parser.add_argument("--manifest", required=True, type=Path,
-                        help="JSON manifest; recogniser: prepare_timit's (wav, phn, phn_segments, spk_id, optionally "
-                        "domain); classifier: wav, label (its class), nuisance (a spurious attribute)")  # fmt: skip
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="FVAE-LoRA or LoRA recogniser or classifier directory written by export_recognizer",
+    )
+    parser.add_argument(
+        "--manifest",
+        required=True,
+        type=Path,
+        help="JSON manifest; recogniser: prepare_timit's (wav, phn, phn_segments, spk_id, optionally "
+        "domain); classifier: wav, label (its class), nuisance (a spurious attribute)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="folder for latents.json and the figures")
-    parser.add_argument("--probes", type=probe_list,
-                        help=f"labels to probe for, comma-separated: recognisers from {', '.join(PROBES)} (default "
-                        f"{DEFAULT_PROBES['ctc']}), classifiers from {', '.join(CLASSIFIER_PROBES)} (default "
-                        f"{DEFAULT_PROBES['classification']})")  # fmt: skip
-    parser.add_argument("--no-ablations", action="store_true",
-                        help="skip the PER (classifier: accuracy) ablations (one pass per layer)")
-    parser.add_argument("--held-out", type=fraction, default=ProbeSettings.held_out_fraction,
-                        help="share of the speakers (utterances, for the speaker probe and for classifiers) held out "
-                        "from probe training")  # fmt: skip
+    parser.add_argument(
+        "--probes",
+        type=probe_list,
+        help=f"labels to probe for, comma-separated: recognisers from {', '.join(PROBES)} (default "
+        f"{DEFAULT_PROBES['ctc']}), classifiers from {', '.join(CLASSIFIER_PROBES)} (default "
+        f"{DEFAULT_PROBES['classification']})",
+    )
+    parser.add_argument(
+        "--no-ablations", action="store_true", help="skip the PER (classifier: accuracy) ablations (one pass per layer)"
+    )
+    parser.add_argument(
+        "--held-out",
+        type=fraction,
+        default=ProbeSettings.held_out_fraction,
+        help="share of the speakers (utterances, for the speaker probe and for classifiers) held out "
+        "from probe training",
+    )
     parser.add_argument("--seed", type=int, default=ProbeSettings.seed, help="seed of the held-out choice")
     parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="utterances per forward pass")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no progress bars on stderr (shown by default, also when stderr is a log file)")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars on stderr (shown by default, also when stderr is a log file)",
+    )
     args = parser.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"argument --out: {args.out} is a file, not a folder")
@@ -86,11 +112,15 @@ def summary(report: dict) -> list[str]:
         for latent in report["latents"]:
             accuracies = [layer["probe"][probe][latent] for layer in report["layers"]]
             ranges.append(f"{latent} {min(accuracies):.2f}-{max(accuracies):.2f}")
-        lines.append(f"{probe} probe (held out: {info['held_out']}): {', '.join(ranges)} over "
-                     f"{len(report['layers'])} layers; chance {info['chance']:.2f}")  # fmt: skip
+        lines.append(
+            f"{probe} probe (held out: {info['held_out']}): {', '.join(ranges)} over "
+            f"{len(report['layers'])} layers; chance {info['chance']:.2f}"
+        )
     for metric, values in report.get("ablations", {}).items():
-        lines.append(f"{metric.replace('_', ' ')} {values['trained']:.2f}% as trained, "
-                     f"{values['z1_prior_all_layers']:.2f}% with z1 = 0 in every layer")  # fmt: skip
+        lines.append(
+            f"{metric.replace('_', ' ')} {values['trained']:.2f}% as trained, "
+            f"{values['z1_prior_all_layers']:.2f}% with z1 = 0 in every layer"
+        )
     return lines
 
 
@@ -128,8 +158,17 @@ def analyse(args: argparse.Namespace, settings: ProbeSettings) -> LatentAnalysis
     ablations = not args.no_ablations
     if task == "classification":
         model, description = load_exported(args.checkpoint, args.device)
-        return analyse_classifier_latents(model, description, args.manifest, probes, settings, args.batch_size,
-                                          args.device, ablations, progress=not args.quiet)  # fmt: skip
+        return analyse_classifier_latents(
+            model,
+            description,
+            args.manifest,
+            probes,
+            settings,
+            args.batch_size,
+            args.device,
+            ablations,
+            progress=not args.quiet,
+        )
     transcriber = Transcriber(args.checkpoint, args.device, args.batch_size)
     return analyse_latents(transcriber, args.manifest, probes, settings, ablations=ablations, progress=not args.quiet)
 

@@ -1,9 +1,9 @@
 """Transcribe audio files to phones: ``fvae-asr transcribe --checkpoint DIR a.wav b.flac ...``.
 
-Prints ``<path>\\t<phones>`` per file on stdout (``--format json|ctm|textgrid`` and ``--timestamps`` for other
-forms and phone times) or, with ``--out-dir``, writes one file per input named after its ID (``a.TextGrid``...); a
-TextGrid is one file per input, so several inputs need ``--out-dir``. A file's ID (see ``file_ids``) is its name without
-extension or, when inputs share a name, its path relative to the inputs' common folder with ``_`` for ``/``; CTM on stdout is sorted
+Prints ``<path>\\t<phones>`` per file on stdout (``--format json|ctm|textgrid`` and ``--timestamps`` for other forms and
+phone times) or, with ``--out-dir``, writes one file per input named after its ID (``a.TextGrid``...); a TextGrid is one
+file per input, so several inputs need ``--out-dir``. A file's ID (see ``file_ids``) is its name without extension or,
+when inputs share a name, its path relative to the inputs' common folder with ``_`` for ``/``; CTM on stdout is sorted
 by ID and start time, as sclite needs. Files longer than ``--chunk-seconds`` are
 read and transcribed chunk by chunk. Files that cannot be read get ``<path>: error: <message>`` on stderr; exits 1
 if any file failed (after all the others are done) or the checkpoint is unusable, 2 on usage errors (including a
@@ -22,7 +22,12 @@ from tqdm import tqdm
 
 from fvae_asr.cli.args import non_negative_float, output_dir, positive_float, positive_int, torch_device
 from fvae_asr.files import write_atomically
-from fvae_asr.speech.inference.transcriber import DEFAULT_CHUNK_SECONDS, DEFAULT_CONTEXT_SECONDS, FileTranscription, Transcriber
+from fvae_asr.speech.inference.transcriber import (
+    DEFAULT_CHUNK_SECONDS,
+    DEFAULT_CONTEXT_SECONDS,
+    FileTranscription,
+    Transcriber,
+)
 from fvae_asr.speech.inference.transcript_formats import FORMATS, TIMED_FORMATS
 
 
@@ -32,18 +37,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("files", nargs="+", help="audio files (any format soundfile reads, any rate)")
     parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="short files per forward pass")
-    parser.add_argument("--format", choices=list(FORMATS), default="text",
-                        help="text: '<path> TAB <phones>' lines; json: one JSON object per line; ctm: "
-                        "'<file> 1 <start> <duration> <phone>' lines; textgrid: a Praat TextGrid per file")  # fmt: skip
-    parser.add_argument("--timestamps", action="store_true",
-                        help="each phone's start and end in seconds (text, json; ctm and textgrid always have them)")
-    parser.add_argument("--out-dir", type=output_dir,
-                        help="write one file per input here, named after it (a.wav -> a.TextGrid), instead of stdout")
-    parser.add_argument("--chunk-seconds", type=positive_float, default=DEFAULT_CHUNK_SECONDS,
-                        help="longer files are transcribed in chunks of this length (default %(default)s)")  # fmt: skip
-    parser.add_argument("--context-seconds", type=non_negative_float, default=DEFAULT_CONTEXT_SECONDS,
-                        help="audio either side of each chunk that the model hears but whose frames are "
-                        "dropped (default %(default)s)")
+    parser.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        default="text",
+        help="text: '<path> TAB <phones>' lines; json: one JSON object per line; ctm: "
+        "'<file> 1 <start> <duration> <phone>' lines; textgrid: a Praat TextGrid per file",
+    )
+    parser.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="each phone's start and end in seconds (text, json; ctm and textgrid always have them)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=output_dir,
+        help="write one file per input here, named after it (a.wav -> a.TextGrid), instead of stdout",
+    )
+    parser.add_argument(
+        "--chunk-seconds",
+        type=positive_float,
+        default=DEFAULT_CHUNK_SECONDS,
+        help="longer files are transcribed in chunks of this length (default %(default)s)",
+    )
+    parser.add_argument(
+        "--context-seconds",
+        type=non_negative_float,
+        default=DEFAULT_CONTEXT_SECONDS,
+        help="audio either side of each chunk that the model hears but whose frames are dropped (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     _check_outputs(parser, args)
     return args
@@ -95,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     args = parse_args(argv)
     try:
-        transcriber = Transcriber(args.checkpoint, args.device, args.batch_size, args.chunk_seconds,
-                                  args.context_seconds)  # fmt: skip
+        transcriber = Transcriber(
+            args.checkpoint, args.device, args.batch_size, args.chunk_seconds, args.context_seconds
+        )
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

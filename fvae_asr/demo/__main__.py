@@ -42,18 +42,27 @@ def run_demo(out: Path, *, seed: int = 0, train_speakers: int, sentences_per_spe
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     backbone = ensure_backbone(out)
-    corpus = generate_corpus(out / "corpus", seed=seed, n_train_speakers=train_speakers, n_test_speakers=8,
-                             sentences_per_speaker=sentences_per_speaker, domain="target", overwrite=True)
+    corpus = generate_corpus(
+        out / "corpus",
+        seed=seed,
+        n_train_speakers=train_speakers,
+        n_test_speakers=8,
+        sentences_per_speaker=sentences_per_speaker,
+        domain="target",
+        overwrite=True,
+    )
     hparams = recipe_file("hparams/demo.yaml")
-    common = {"seed": seed, "data_folder": str(corpus), "encoder_source": str(backbone),
-              "number_of_epochs": epochs}
+    common = {"seed": seed, "data_folder": str(corpus), "encoder_source": str(backbone), "number_of_epochs": epochs}
     for kind in KINDS:  # a re-run starts afresh instead of resuming finished (maybe differently sized) runs
         shutil.rmtree(out / kind, ignore_errors=True)
     runs = {
-        kind: run(hparams, {"noprogressbar": True},
-                  {**common, "adapter": kind, "lr": size.LEARNING_RATES[kind], "output_folder": str(out / kind)})
+        kind: run(
+            hparams,
+            {"noprogressbar": True},
+            {**common, "adapter": kind, "lr": size.LEARNING_RATES[kind], "output_folder": str(out / kind)},
+        )
         for kind in KINDS
-    }  # fmt: skip
+    }
     test_manifest = json.loads(Path(runs["fvae_lora"]["manifests"]["test"]).read_text())
     utterance_id, utterance = sorted(test_manifest.items())[0]
     (transcription,) = Transcriber(runs["fvae_lora"]["export"]).transcribe_files([utterance["wav"]])
@@ -62,29 +71,48 @@ def run_demo(out: Path, *, seed: int = 0, train_speakers: int, sentences_per_spe
         "per_after": runs["fvae_lora"]["test"]["per"],
         "seconds": round(time.perf_counter() - started, 1),
         "trainable_parameters": {kind: r["trainable_parameters"] for kind, r in runs.items()},
-        "settings": {"target_modules": runs["fvae_lora"]["target_modules"],
-                     "lr": {kind: r["lr"] for kind, r in runs.items()}, "epochs": epochs,
-                     "train_utterances": len(json.loads(Path(runs["fvae_lora"]["manifests"]["train"]).read_text())),
-                     "why": size.WHY},
-        "transcription": {"utterance": utterance_id, "wav": utterance["wav"], "reference": utterance["phn"],
-                          "hypothesis": " ".join(transcription.phones or [])},
-        "paths": {"corpus": str(corpus), "backbone": str(backbone),
-                  **{f"{kind}_output": str(out / kind) for kind in runs},
-                  **{f"{kind}_model": r["export"] for kind, r in runs.items()}},
+        "settings": {
+            "target_modules": runs["fvae_lora"]["target_modules"],
+            "lr": {kind: r["lr"] for kind, r in runs.items()},
+            "epochs": epochs,
+            "train_utterances": len(json.loads(Path(runs["fvae_lora"]["manifests"]["train"]).read_text())),
+            "why": size.WHY,
+        },
+        "transcription": {
+            "utterance": utterance_id,
+            "wav": utterance["wav"],
+            "reference": utterance["phn"],
+            "hypothesis": " ".join(transcription.phones or []),
+        },
+        "paths": {
+            "corpus": str(corpus),
+            "backbone": str(backbone),
+            **{f"{kind}_output": str(out / kind) for kind in runs},
+            **{f"{kind}_model": r["export"] for kind, r in runs.items()},
+        },
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="fvae-asr demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="fvae-asr demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for everything the demo writes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corpus and of both training runs")
-    parser.add_argument("--train-speakers", type=positive_int, default=size.TRAIN_SPEAKERS,
-                        help="synthetic target-domain training speakers")  # fmt: skip
-    parser.add_argument("--sentences-per-speaker", type=positive_int, default=size.SENTENCES_PER_SPEAKER,
-                        help="sentences each training speaker reads")  # fmt: skip
+    parser.add_argument(
+        "--train-speakers",
+        type=positive_int,
+        default=size.TRAIN_SPEAKERS,
+        help="synthetic target-domain training speakers",
+    )
+    parser.add_argument(
+        "--sentences-per-speaker",
+        type=positive_int,
+        default=size.SENTENCES_PER_SPEAKER,
+        help="sentences each training speaker reads",
+    )
     parser.add_argument("--epochs", type=positive_int, default=size.EPOCHS, help="training epochs of each run")
     return parser.parse_args(argv)
 
@@ -94,12 +122,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         default_paths()  # eSpeak NG, before anything is written: a missing package is one line, not a traceback
     except EspeakError as err:
-        print(f"error: the demo's corpus needs eSpeak NG: {err} (fvae-asr installs it; see docs/installation.md)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: the demo's corpus needs eSpeak NG: {err} (fvae-asr installs it; see docs/installation.md)",
+            file=sys.stderr,
+        )
         return 1
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
-    summary = run_demo(args.out, seed=args.seed, train_speakers=args.train_speakers,
-                       sentences_per_speaker=args.sentences_per_speaker, epochs=args.epochs)
+    summary = run_demo(
+        args.out,
+        seed=args.seed,
+        train_speakers=args.train_speakers,
+        sentences_per_speaker=args.sentences_per_speaker,
+        epochs=args.epochs,
+    )
     print(json.dumps({k: summary[k] for k in ("per_before", "per_after", "seconds")}, indent=2))
     print(f"reference : {summary['transcription']['reference']}\nhypothesis: {summary['transcription']['hypothesis']}")
     print(f"summary written to {args.out / 'summary.json'}")

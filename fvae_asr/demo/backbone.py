@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
-from fvae_asr.speech.models.export import export_hf_ctc, load_recognizer
 from fvae_asr.recipes.timit.train import run
+from fvae_asr.speech.models.export import export_hf_ctc, load_recognizer
 from fvae_asr.synthetic import generate_corpus
 
 logger = logging.getLogger(__name__)
@@ -46,13 +46,24 @@ SENTENCES_PER_SPEAKER = 10
 
 
 def build_backbone(
-    out_dir: str | Path, work_dir: str | Path, *, seed: int = 0, epochs: int = EPOCHS,
-    train_speakers: int = TRAIN_SPEAKERS, sentences_per_speaker: int = SENTENCES_PER_SPEAKER,
+    out_dir: str | Path,
+    work_dir: str | Path,
+    *,
+    seed: int = 0,
+    epochs: int = EPOCHS,
+    train_speakers: int = TRAIN_SPEAKERS,
+    sentences_per_speaker: int = SENTENCES_PER_SPEAKER,
 ) -> Path:
     """Generate the source-domain corpus, train wav2vec2 + CTC from scratch on it, save it as ``Wav2Vec2ForCTC``."""
     work_dir = Path(work_dir)
-    corpus = generate_corpus(work_dir / "source_corpus", seed=seed, n_train_speakers=train_speakers,
-                             n_test_speakers=8, sentences_per_speaker=sentences_per_speaker, domain="source")
+    corpus = generate_corpus(
+        work_dir / "source_corpus",
+        seed=seed,
+        n_train_speakers=train_speakers,
+        n_test_speakers=8,
+        sentences_per_speaker=sentences_per_speaker,
+        domain="source",
+    )
     result = run(
         recipe_file("hparams/train.yaml"),
         {"noprogressbar": True},
@@ -92,8 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sentences-per-speaker", type=int, default=SENTENCES_PER_SPEAKER)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
-    build_backbone(args.out, args.work_dir, seed=args.seed, epochs=args.epochs, train_speakers=args.train_speakers,
-                   sentences_per_speaker=args.sentences_per_speaker)
+    build_backbone(
+        args.out,
+        args.work_dir,
+        seed=args.seed,
+        epochs=args.epochs,
+        train_speakers=args.train_speakers,
+        sentences_per_speaker=args.sentences_per_speaker,
+    )
 
 
 if __name__ == "__main__":

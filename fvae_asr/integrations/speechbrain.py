@@ -136,9 +136,10 @@ class LoRA(_SpeechBrainAdapter, LoRALinear):
     """Plain LoRA (PEFT's maths, rsLoRA optional) on one ``nn.Linear``, built by SpeechBrain's ``AdaptedModel``.
 
     Arguments as SpeechBrain's LoRA, ``(target_module, rank=16, alpha=1.0)`` with scale ``alpha / rank`` (the same
-    output as ``speechbrain.nnet.adapters.LoRA`` with the same weights), plus ``LoRAConfig``'s dropout and
-    use_rslora (scale ``alpha / sqrt(rank)``) as ``adapter_kwargs``. Same use as ``FVAELoRA`` (``adapter_class: !name:fvae_asr.integrations.speechbrain.LoRA``);
-    its ``aux_loss`` is 0. The same ``freeze: False`` rule applies to SpeechBrain's HuggingFace wrappers.
+    output as ``speechbrain.nnet.adapters.LoRA`` with the same weights), plus ``LoRAConfig``'s dropout and use_rslora
+    (scale ``alpha / sqrt(rank)``) as ``adapter_kwargs``. Same use as ``FVAELoRA`` (``adapter_class:
+    !name:fvae_asr.integrations.speechbrain.LoRA``); its ``aux_loss`` is 0. The same ``freeze: False`` rule applies to
+    SpeechBrain's HuggingFace wrappers.
     """
 
     config_type = LoRAConfig

@@ -43,9 +43,7 @@ def phoneme_error_rate(references: Sequence[PhoneSequence], hypotheses: Sequence
     return 100.0 * _process(references, hypotheses).wer
 
 
-def error_report(
-    ids: Sequence[str], references: Sequence[PhoneSequence], hypotheses: Sequence[PhoneSequence]
-) -> dict:
+def error_report(ids: Sequence[str], references: Sequence[PhoneSequence], hypotheses: Sequence[PhoneSequence]) -> dict:
     """PER with its edit counts: ``per``, ``insertions``, ``deletions``, ``substitutions``,
     ``reference_phones`` and ``utterances``."""
     _check_ids(ids, references)

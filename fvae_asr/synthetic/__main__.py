@@ -20,13 +20,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="output folder (receives TRAIN/ and TEST/)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--domain", choices=sorted(DOMAINS), default="source",
-                        help="acoustic domain (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--domain", choices=sorted(DOMAINS), default="source", help="acoustic domain (default: %(default)s)"
+    )
     parser.add_argument("--train-speakers", type=int, default=24, help="speakers in TRAIN (default: %(default)s)")
-    parser.add_argument("--test-speakers", type=int, default=8,
-                        help="speakers in TEST, half core-test and half dev ids (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--sentences", type=int, default=8,
-                        help="SI+SX sentences per speaker, besides SA1/SA2 (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--test-speakers",
+        type=int,
+        default=8,
+        help="speakers in TEST, half core-test and half dev ids (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sentences", type=int, default=8, help="SI+SX sentences per speaker, besides SA1/SA2 (default: %(default)s)"
+    )
     parser.add_argument("--snr-db", type=float, help="override the domain's noise SNR in dB")
     parser.add_argument("--rt60", type=float, help="override the domain's reverberation time in seconds")
     parser.add_argument("--speed", type=float, help="override the domain's speed factor")
@@ -46,10 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         domain = dataclasses.replace(get_domain(args.domain), **overrides)
         out = generate_corpus(
-            args.out, seed=args.seed, n_train_speakers=args.train_speakers, n_test_speakers=args.test_speakers,
-            sentences_per_speaker=args.sentences, domain=domain, uppercase=not args.lowercase,
+            args.out,
+            seed=args.seed,
+            n_train_speakers=args.train_speakers,
+            n_test_speakers=args.test_speakers,
+            sentences_per_speaker=args.sentences,
+            domain=domain,
+            uppercase=not args.lowercase,
             overwrite=args.overwrite,
-        )  # fmt: skip
+        )
     except OutputFolderTaken as err:
         parser.error(err.message("--overwrite"))
     except (NotADirectoryError, ValueError) as err:  # arguments the generator rejects

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.files import read_json
 from fvae_asr.speech.data.timit import CORE_TEST_SPEAKERS, DEV_SPEAKERS, write_utterance
 from fvae_asr.synthetic.domains import DomainConfig, apply_channel, get_domain
-from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.synthetic.espeak import Espeak, Synthesis
 from fvae_asr.synthetic.phones import PAUSE, phone_segments
 from fvae_asr.synthetic.sentences import CALIBRATION_SENTENCES, make_sentences
@@ -82,8 +82,9 @@ def make_speaker(speaker_id: str, split: str, dialect: str, domain: DomainConfig
     rng = _rng(seed, "speaker", speaker_id)
     variants = domain.female_variants if speaker_id.startswith("F") else domain.male_variants
     voice = f"{domain.languages[rng.integers(len(domain.languages))]}+{variants[rng.integers(len(variants))]}"
-    rate, pitch, pitch_range = (int(rng.integers(low, high + 1)) for low, high in (
-        domain.rate_wpm, domain.pitch, domain.pitch_range))  # fmt: skip
+    rate, pitch, pitch_range = (
+        int(rng.integers(low, high + 1)) for low, high in (domain.rate_wpm, domain.pitch, domain.pitch_range)
+    )
     return Speaker(speaker_id, split, dialect, voice, rate, pitch, pitch_range)
 
 
@@ -135,9 +136,13 @@ def synthesize_utterance(
 ) -> Utterance:
     """Speak ``text`` as ``speaker``, add edge silence, align phones and words, then apply the channel."""
     synthesis = espeak.synthesize(
-        text, speaker.voice, rate=speaker.rate, pitch=speaker.pitch, pitch_range=speaker.pitch_range,
+        text,
+        speaker.voice,
+        rate=speaker.rate,
+        pitch=speaker.pitch,
+        pitch_range=speaker.pitch_range,
         seed=int(rng.integers(2**31)),
-    )  # fmt: skip
+    )
     lead, trail = (int(rng.uniform(*_EDGE_SILENCE_S) * SAMPLE_RATE) for _ in range(2))
     audio = np.concatenate([np.zeros(lead, np.float32), synthesis.audio, np.zeros(trail, np.float32)])
     phones = phone_segments([(start + lead, name) for start, name in _start_samples(synthesis)], len(audio))
@@ -206,7 +211,7 @@ def _plan(seed: int, n_train: int, n_test: int, per_speaker: int) -> list[tuple[
     n_core = (n_test + 1) // 2
     if n_train < 1 or per_speaker < 1:
         raise ValueError("need at least one training speaker and one sentence per speaker")
-    if not (2 <= n_test and n_core <= len(CORE_TEST_SPEAKERS) and n_test - n_core <= len(DEV_SPEAKERS)):
+    if not (n_test >= 2 and n_core <= len(CORE_TEST_SPEAKERS) and n_test - n_core <= len(DEV_SPEAKERS)):
         raise ValueError(f"n_test_speakers must be in [2, {2 * len(CORE_TEST_SPEAKERS)}], got {n_test}")
     rng = random.Random(f"{seed}/speakers")
     core, dev = rng.sample(sorted(CORE_TEST_SPEAKERS), n_core), rng.sample(sorted(DEV_SPEAKERS), n_test - n_core)
@@ -286,9 +291,14 @@ def generate_corpus(
     """
     config = get_domain(domain)
     out = Path(out_dir)
-    options = dict(seed=seed, n_train_speakers=n_train_speakers, n_test_speakers=n_test_speakers,
-                   sentences_per_speaker=sentences_per_speaker, uppercase=uppercase,
-                   domain=dataclasses.asdict(config))  # fmt: skip
+    options = dict(
+        seed=seed,
+        n_train_speakers=n_train_speakers,
+        n_test_speakers=n_test_speakers,
+        sentences_per_speaker=sentences_per_speaker,
+        uppercase=uppercase,
+        domain=dataclasses.asdict(config),
+    )
     options = json.loads(json.dumps(options))  # tuples -> lists, as they read back from the file
     plan = _plan(seed, n_train_speakers, n_test_speakers, sentences_per_speaker)
     if _prepare_output(out, options, overwrite):
@@ -303,14 +313,30 @@ def generate_corpus(
                 for utterance_id, text in scripts[speaker_id]:
                     rng = _rng(seed, "utterance", speaker_id, utterance_id)
                     utterance = synthesize_utterance(synthesiser, text, speaker, config, rng)
-                    write_utterance(out, folder.split, speaker.dialect, speaker_id, utterance_id, utterance.audio,
-                                    utterance.phones, utterance.words, text, uppercase=uppercase)  # fmt: skip
+                    write_utterance(
+                        out,
+                        folder.split,
+                        speaker.dialect,
+                        speaker_id,
+                        utterance_id,
+                        utterance.audio,
+                        utterance.phones,
+                        utterance.words,
+                        text,
+                        uppercase=uppercase,
+                    )
                     count += 1
     finally:
         if espeak is None:
             synthesiser.close()
     (out / OPTIONS_FILE).write_text(json.dumps(options, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     elapsed = time.perf_counter() - started
-    logger.info("Wrote %d utterances (%s domain) to %s in %.1f s (%.1f utt/s)", count, config.name, out, elapsed,
-                count / elapsed)  # fmt: skip
+    logger.info(
+        "Wrote %d utterances (%s domain) to %s in %.1f s (%.1f utt/s)",
+        count,
+        config.name,
+        out,
+        elapsed,
+        count / elapsed,
+    )
     return out

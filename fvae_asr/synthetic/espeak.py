@@ -133,9 +133,7 @@ class _Engine:
         self._lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
         data = text.encode()
         self._chunks, self._events = [], []
-        self._check(
-            self._lib.espeak_ng_Synthesize(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None), "synthesise"
-        )
+        self._check(self._lib.espeak_ng_Synthesize(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None), "synthesise")
         return b"".join(self._chunks), self._events
 
 

@@ -9,6 +9,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fvae_asr import FVAELoRAConfig, LoRAConfig, adapter_layers, aux_loss, inject, load_adapter, save_adapter
+
 from tiny_models import WithHead, tiny_inputs, tiny_wav2vec2
 
 
@@ -61,8 +62,9 @@ def test_a_lora_checkpoint_in_the_format_before_peft_names_still_loads(tmp_path)
     save_adapter(model, tmp_path)
     config_path, weights_path = tmp_path / "adapter_config.json", tmp_path / "adapter_model.safetensors"
     config_path.write_text(json.dumps(json.loads(config_path.read_text())["fvae_asr"]))
-    save_file({k.removeprefix("base_model.model."): v for k, v in load_file(str(weights_path)).items()},
-              str(weights_path))  # fmt: skip
+    save_file(
+        {k.removeprefix("base_model.model."): v for k, v in load_file(str(weights_path)).items()}, str(weights_path)
+    )
     fresh = WithHead(tiny_wav2vec2(seed=0))
     torch.nn.init.zeros_(fresh.head.weight)
     load_adapter(fresh, tmp_path)
@@ -168,8 +170,9 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
 def test_an_adapter_written_before_the_authors_defaults_loads_as_it_trained(tmp_path):
     """A 0.1 file: scale 1 (lora_alpha 16), a 1-layer decoder without dropout, clamp 10, and no decoder_dropout
     field. It loads with its own numbers, not today's defaults: same eval output, same training loss."""
-    old = FVAELoRAConfig(rank=4, lora_alpha=16, decoder_layers=1, decoder_dropout=0.0, logvar_clamp=10.0,
-                         trainable_modules=["head"])  # fmt: skip
+    old = FVAELoRAConfig(
+        rank=4, lora_alpha=16, decoder_layers=1, decoder_dropout=0.0, logvar_clamp=10.0, trainable_modules=["head"]
+    )
     model = _trained(old)
     save_adapter(model, tmp_path)
     config_path = tmp_path / "adapter_config.json"

@@ -49,8 +49,10 @@ def test_training_gradients_equal_the_separate_encoders_recomputation(overrides)
     z = (x - recon) / layer.decoder_log_scale.exp()
     nll = 0.5 * z.square().sum(-1) + layer.decoder_log_scale.sum() + 0.5 * 12 * torch.log(torch.tensor(2 * torch.pi))
     kl1 = 0.5 * (mu1.square() + logvar1.exp() - 1 - logvar1).sum(-1)
-    gamma = -0.5 * (z2 - 1.5).square().sum(-1) + 0.5 * z1.square().sum(-1) + 0.5 * (z1.shape[-1] - z2.shape[-1]) * (
-        torch.log(torch.tensor(2 * torch.pi))
+    gamma = (
+        -0.5 * (z2 - 1.5).square().sum(-1)
+        + 0.5 * z1.square().sum(-1)
+        + 0.5 * (z1.shape[-1] - z2.shape[-1]) * (torch.log(torch.tensor(2 * torch.pi)))
     )
     per_frame = cfg.alpha * nll + cfg.beta * kl1 - cfg.delta * gamma
     if cfg.beta_z2:

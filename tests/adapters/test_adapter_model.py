@@ -21,6 +21,7 @@ from fvae_asr import (
     merge_adapters,
 )
 from fvae_asr.adapters.config import config_from_dict
+
 from tiny_models import BACKBONES, TINY_ENCODERS, WithHead, tiny_inputs, tiny_wav2vec2
 
 CONFIGS = {"fvae_lora": FVAELoRAConfig, "lora": LoRAConfig}
@@ -49,7 +50,8 @@ def test_inject_adapts_exactly_the_targets(kind, adapter):
     assert all(isinstance(model.get_submodule(n), layer_type) for n in names)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {
-        n for n, _ in model.named_parameters()
+        n
+        for n, _ in model.named_parameters()
         if n.startswith("head.") or (n.startswith(tuple(f"{m}." for m in names)) and ".base." not in n)
     }
 
@@ -295,9 +297,19 @@ def test_lora_merges_and_fvae_refuses():
 
 @pytest.mark.parametrize(
     "field,value",
-    [("rank", 0), ("z2_dim", -1), ("dropout", 1.0), ("beta", -1.0), ("aux_weight", "x"), ("decoder_layers", 0),
-     ("decoder_dropout", 1.0), ("decoder_dropout", -0.1), ("target_modules", []), ("target_modules", "("),
-     ("logvar_clamp", 0)],
+    [
+        ("rank", 0),
+        ("z2_dim", -1),
+        ("dropout", 1.0),
+        ("beta", -1.0),
+        ("aux_weight", "x"),
+        ("decoder_layers", 0),
+        ("decoder_dropout", 1.0),
+        ("decoder_dropout", -0.1),
+        ("target_modules", []),
+        ("target_modules", "("),
+        ("logvar_clamp", 0),
+    ],
 )
 def test_invalid_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -306,8 +318,16 @@ def test_invalid_config_names_the_field(field, value):
 
 @pytest.mark.parametrize(
     "field,value",
-    [("beta", math.inf), ("alpha", math.nan), ("delta", math.inf), ("aux_weight", math.inf),
-     ("prior_mean_z2", math.nan), ("prior_mean_z2", -math.inf), ("lora_alpha", math.inf), ("b_init_std", math.nan)],
+    [
+        ("beta", math.inf),
+        ("alpha", math.nan),
+        ("delta", math.inf),
+        ("aux_weight", math.inf),
+        ("prior_mean_z2", math.nan),
+        ("prior_mean_z2", -math.inf),
+        ("lora_alpha", math.inf),
+        ("b_init_std", math.nan),
+    ],
 )
 def test_non_finite_config_values_are_rejected(field, value):
     with pytest.raises(ValueError, match=field):
@@ -325,7 +345,10 @@ def test_config_defaults_follow_the_authors_released_code():
     assert LoRAConfig(rank=16, lora_alpha=16, use_rslora=True).scaling == 4.0
     small = FVAELoRAConfig(rank=4)  # delta and the encoder width follow the rank unless given
     assert (small.delta, small.encoder_hidden, small.z2_dim, small.scaling) == (0.5, 4, 4, 2.0)
-    assert (FVAELoRAConfig(rank=4, delta=1.0, encoder_hidden=32).delta, FVAELoRAConfig(encoder_hidden=32).encoder_hidden) == (1.0, 32)
+    assert (
+        FVAELoRAConfig(rank=4, delta=1.0, encoder_hidden=32).delta,
+        FVAELoRAConfig(encoder_hidden=32).encoder_hidden,
+    ) == (1.0, 32)
     assert config_from_dict(small.to_dict()) == small
 
 
@@ -333,8 +356,11 @@ def test_default_layer_has_the_authors_structure():
     """Encoders Linear -> ReLU -> Dropout(0.1) -> zero heads; decoder 3 x [Linear(128) -> ReLU -> Dropout(0.1)]
     -> Linear(d); scale 0.5; the decoder's Linear layers keep the checkpoint names decoder.0, .2, .4, .6."""
     layer = FVAELoRALinear(torch.nn.Linear(40, 24), FVAELoRAConfig(), "q")
-    linears = [(name, m.in_features, m.out_features) for name, m in layer.decoder.named_children()
-               if isinstance(m, torch.nn.Linear)]  # fmt: skip
+    linears = [
+        (name, m.in_features, m.out_features)
+        for name, m in layer.decoder.named_children()
+        if isinstance(m, torch.nn.Linear)
+    ]
     assert linears == [("0", 32, 128), ("2", 128, 128), ("4", 128, 128), ("6", 128, 40)]
     blocks = [m for m in layer.decoder if not isinstance(m, torch.nn.Linear)]
     assert len(blocks) == 3
@@ -346,7 +372,11 @@ def test_default_layer_has_the_authors_structure():
     assert layer.config.scaling == 0.5 and "scaling=0.5" in repr(layer)
     paper_table = FVAELoRALinear(torch.nn.Linear(40, 24), FVAELoRAConfig(decoder_layers=1, decoder_dropout=0.0), "q")
     assert [k for k in paper_table.state_dict() if k.startswith("decoder.")] == [
-        "decoder.0.weight", "decoder.0.bias", "decoder.2.weight", "decoder.2.bias"]  # the names of 0.1 files
+        "decoder.0.weight",
+        "decoder.0.bias",
+        "decoder.2.weight",
+        "decoder.2.bias",
+    ]  # the names of 0.1 files
 
 
 def test_decoder_dropout_acts_in_training_only():
@@ -418,8 +448,10 @@ def test_aux_only_training_keeps_the_z1_variance_bounded_with_the_defaults():
 
 def test_aux_weight_is_lambda_for_fvae_and_zero_otherwise():
     assert aux_weight(nn.Linear(2, 2)) == 0.0
-    for config, expected in ((FVAELoRAConfig(aux_weight=0.25, target_modules=["0"]), 0.25),
-                             (LoRAConfig(target_modules=["0"]), 0.0)):  # fmt: skip
+    for config, expected in (
+        (FVAELoRAConfig(aux_weight=0.25, target_modules=["0"]), 0.25),
+        (LoRAConfig(target_modules=["0"]), 0.0),
+    ):
         model = nn.Sequential(nn.Linear(4, 4))
         inject(model, config)
         assert aux_weight(model) == expected

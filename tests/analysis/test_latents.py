@@ -16,18 +16,19 @@ import soundfile as sf
 import torch
 
 from fvae_asr import FVAELoRAConfig, FVAELoRALinear, LoRAConfig, adapter_layers, inject, latent_ablation
+from fvae_asr.analysis.latents import check_manifest, frame_centres, frame_phones, probe_tasks
 from fvae_asr.analysis.probes import UNLABELLED, ProbeSettings, ProbeTask, held_out_groups, majority_rate
 from fvae_asr.analysis.recorder import LatentRecorder, LayerRecord, record_latents
 from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.latents import main as latents_main
-from fvae_asr.speech.models.encoder import SSLEncoder
-from fvae_asr.speech.models.classifier import PooledClassifier
-from fvae_asr.speech.models.export import export_recognizer, load_exported, load_recognizer
+from fvae_asr.speech.data.timit import PHONES_39, prepare_timit
 from fvae_asr.speech.inference.chunking import FrameGeometry
-from fvae_asr.analysis.latents import check_manifest, frame_centres, frame_phones, probe_tasks
+from fvae_asr.speech.models.classifier import PooledClassifier
+from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.models.export import export_recognizer, load_exported, load_recognizer
 from fvae_asr.speech.models.recognizer import CTCRecognizer
 from fvae_asr.speech.models.training_kinds import configure_training
-from fvae_asr.speech.data.timit import PHONES_39, prepare_timit
+
 from tiny_models import WithHead, tiny_inputs, tiny_wav2vec2
 
 TARGETS = ["q_proj", "k_proj", "v_proj"]
@@ -99,9 +100,8 @@ def test_ablation_errors():
     lora = copy.deepcopy(plain)
     inject(lora, LoRAConfig(rank=4, target_modules=TARGETS))
     for other in (plain, lora):
-        with pytest.raises(ValueError, match="no FVAE-LoRA layers"):
-            with latent_ablation(other, z1=True):
-                pass
+        with pytest.raises(ValueError, match="no FVAE-LoRA layers"), latent_ablation(other, z1=True):
+            pass
     with latent_ablation(model.train(), z1=True), pytest.raises(RuntimeError, match="inference only"):
         model(tiny_inputs("wav2vec2"))
     assert isinstance(adapter_layers(model)[0], FVAELoRALinear)
@@ -138,8 +138,13 @@ def test_recorder_keeps_the_real_frames_of_each_item():
 
 
 def test_layer_record_summaries():
-    record = LayerRecord({"z1": [torch.tensor([[1.0, 5.0], [3.0, 5.0]])]}, {"trained": 8.0},
-                         torch.tensor([2.0, 0.0]), torch.tensor([4.0, 2.0]), frames=2)  # fmt: skip
+    record = LayerRecord(
+        {"z1": [torch.tensor([[1.0, 5.0], [3.0, 5.0]])]},
+        {"trained": 8.0},
+        torch.tensor([2.0, 0.0]),
+        torch.tensor([4.0, 2.0]),
+        frames=2,
+    )
     assert record.active_units("z1") == 1  # the second dimension never moves
     assert record.reconstruction() == {"mse": {"trained": 2.0}, "input_variance": 1.0}
 
@@ -168,8 +173,13 @@ def _frames(seed: int, planted: bool) -> ProbeTask:
 def test_probe_reads_a_planted_label_and_sits_at_chance_on_noise():
     settings = ProbeSettings()
     task, planted = _frames(0, planted=True)
-    assert task.summary() == {"held_out": "speakers", "train_frames": 1800, "held_out_frames": 600, "classes": 4,
-                              "chance": 0.25}  # fmt: skip
+    assert task.summary() == {
+        "held_out": "speakers",
+        "train_frames": 1800,
+        "held_out_frames": 600,
+        "classes": 4,
+        "chance": 0.25,
+    }
     assert task.accuracy(planted, settings) > 0.9
     _, noise = _frames(0, planted=False)
     assert abs(task.accuracy(noise, settings) - 0.25) < 0.06
@@ -211,16 +221,25 @@ def test_frames_are_labelled_with_the_phone_at_their_centre():
 
 
 def _manifest(speakers: int = 4, utterances: int = 2) -> dict[str, dict]:
-    return {f"S{s}_U{u}": {"wav": "x.wav", "phn": "sil aa", "spk_id": f"S{s}", "domain": "ab"[s % 2],
-                           "phn_segments": [[0, 500, "sil"], [500, 1000, "aa"]]}
-            for s in range(speakers) for u in range(utterances)}  # fmt: skip
+    return {
+        f"S{s}_U{u}": {
+            "wav": "x.wav",
+            "phn": "sil aa",
+            "spk_id": f"S{s}",
+            "domain": "ab"[s % 2],
+            "phn_segments": [[0, 500, "sil"], [500, 1000, "aa"]],
+        }
+        for s in range(speakers)
+        for u in range(utterances)
+    }
 
 
 def test_probe_tasks_label_every_frame_and_hold_out_whole_groups():
     manifest = _manifest()
     ids = sorted(manifest)
-    phone, speaker, domain = probe_tasks(manifest, ids, [3] * len(ids), ["phone", "speaker", "domain"], FrameGeometry(320, 400),
-                                         ProbeSettings())  # fmt: skip
+    phone, speaker, domain = probe_tasks(
+        manifest, ids, [3] * len(ids), ["phone", "speaker", "domain"], FrameGeometry(320, 400), ProbeSettings()
+    )
     assert phone.classes == ["aa", "sil"] and phone.labels.tolist() == [1, 0, 0] * 8  # centres 200, 520, 840
     held_speakers = {ids[i // 3][:2] for i in phone.held_out.nonzero().squeeze(1).tolist()}
     assert len(held_speakers) == 1 and phone.held_out.sum() == 6  # one speaker: 2 utterances of 3 frames
@@ -292,8 +311,20 @@ def _run(*argv: str) -> int:
 
 def test_cli_on_an_fvae_lora_recogniser(exports, manifest, tmp_path):
     out = tmp_path / "out"
-    assert _run("--checkpoint", str(exports["fvae_lora"]), "--manifest", str(manifest), "--out", str(out),
-                "--no-ablations", "--probes", "phone") == 0  # fmt: skip
+    assert (
+        _run(
+            "--checkpoint",
+            str(exports["fvae_lora"]),
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out),
+            "--no-ablations",
+            "--probes",
+            "phone",
+        )
+        == 0
+    )
     report = json.loads((out / "latents.json").read_text())
     assert sorted(path.name for path in out.iterdir()) == ["latents.json", "probe_accuracy.png", "projection_phone.png"]
     assert report["adapter"] == "fvae_lora" and report["latents"] == ["z1", "z2"] and report["utterances"] == 12
@@ -338,14 +369,21 @@ def test_cli_per_ablations(exports, manifest, tmp_path, capsys):
 
 def test_cli_on_a_lora_recogniser_probes_ax(exports, manifest, tmp_path):
     out = tmp_path / "out"
-    assert _run("--checkpoint", str(exports["lora"]), "--manifest", str(manifest), "--out", str(out),
-                "--probes", "speaker") == 0  # fmt: skip
+    assert (
+        _run(
+            "--checkpoint", str(exports["lora"]), "--manifest", str(manifest), "--out", str(out), "--probes", "speaker"
+        )
+        == 0
+    )
     report = json.loads((out / "latents.json").read_text())
     assert report["adapter"] == "lora" and report["latents"] == ["Ax"] and "ablations" not in report
     assert [set(layer["probe"]["speaker"]) for layer in report["layers"]] == [{"Ax", "chance"}] * 4  # q, k x 2
     assert "reconstruction" not in report["layers"][0]
     assert sorted(path.name for path in out.iterdir()) == [
-        "latents.json", "probe_accuracy.png", "projection_speaker.png"]
+        "latents.json",
+        "probe_accuracy.png",
+        "projection_speaker.png",
+    ]
 
 
 def _without(manifest: Path, tmp_path: Path, field: str) -> Path:
@@ -366,8 +404,20 @@ def test_cli_errors(exports, manifest, tmp_path, capsys):
     assert f"manifest {old}: entry 'FCJF0_SX10' has no 'phn_segments' (phone boundaries)" in err
     assert len(err.strip().splitlines()) == 1
     # Without the phone probe, such a manifest is fine; a domain the manifest lacks is not.
-    assert _run("--checkpoint", str(exports["fvae_lora"]), "--manifest", str(old), "--out", str(out),
-                "--probes", "speaker", "--no-ablations") == 0  # fmt: skip
+    assert (
+        _run(
+            "--checkpoint",
+            str(exports["fvae_lora"]),
+            "--manifest",
+            str(old),
+            "--out",
+            str(out),
+            "--probes",
+            "speaker",
+            "--no-ablations",
+        )
+        == 0
+    )
     shutil.rmtree(out)
     assert _run("--checkpoint", str(exports["fvae_lora"]), *common, "--probes", "domain") == 1
     assert "has no 'domain': leave domain out of --probes" in capsys.readouterr().err
@@ -385,8 +435,18 @@ def test_cli_errors(exports, manifest, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_module_alias_fails_in_one_line(exports, manifest, tmp_path):
-    command = [sys.executable, "-m", "fvae_asr", "latents", "--checkpoint", str(exports["frozen"]),
-               "--manifest", str(manifest), "--out", str(tmp_path / "out")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "fvae_asr",
+        "latents",
+        "--checkpoint",
+        str(exports["frozen"]),
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 1 and result.stdout == ""
     [error] = result.stderr.splitlines()  # nothing but the error: no loading chatter
@@ -403,16 +463,20 @@ def _classifier(kind: str, backbone: Path) -> PooledClassifier:
     """A tiny pooled classifier of the given kind, trainable weights moved off their initial values."""
     torch.manual_seed(0)
     model = PooledClassifier(SSLEncoder(backbone), len(CLASSES))
-    config = {"fvae_lora": FVAELoRAConfig(rank=4, target_modules=TARGETS, trainable_modules=["head"]),
-              "lora": LoRAConfig(rank=4, trainable_modules=["head"])}.get(kind)  # fmt: skip
+    config = {
+        "fvae_lora": FVAELoRAConfig(rank=4, target_modules=TARGETS, trainable_modules=["head"]),
+        "lora": LoRAConfig(rank=4, trainable_modules=["head"]),
+    }.get(kind)
     configure_training(model, kind, config)
     return _nudged(model).eval()
 
 
 @pytest.fixture(scope="module")
 def classifier_exports(tmp_path_factory, backbone) -> dict[str, Path]:
-    return {kind: export_recognizer(_classifier(kind, backbone), kind, CLASSES, tmp_path_factory.mktemp(kind))
-            for kind in ("fvae_lora", "lora", "frozen")}  # fmt: skip
+    return {
+        kind: export_recognizer(_classifier(kind, backbone), kind, CLASSES, tmp_path_factory.mktemp(kind))
+        for kind in ("fvae_lora", "lora", "frozen")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -427,8 +491,12 @@ def classifier_manifest(tmp_path_factory) -> Path:
         tone = 0.5 * np.sin(2 * np.pi * (300 if label == "low" else 2000) * np.arange(samples) / 16000)
         audio = (tone + NUISANCES[nuisance] * rng.standard_normal(samples)).astype(np.float32)
         sf.write(folder / f"u{i:02d}.wav", audio, 16000)
-        manifest[f"u{i:02d}"] = {"wav": str(folder / f"u{i:02d}.wav"), "duration": samples / 16000,
-                                 "label": label, "nuisance": nuisance}  # fmt: skip
+        manifest[f"u{i:02d}"] = {
+            "wav": str(folder / f"u{i:02d}.wav"),
+            "duration": samples / 16000,
+            "label": label,
+            "nuisance": nuisance,
+        }
     path = folder / "test.json"
     path.write_text(json.dumps(manifest))
     return path
@@ -460,7 +528,9 @@ def test_an_export_without_a_task_is_a_recogniser_and_a_bad_task_is_named(export
     assert isinstance(model, CTCRecognizer) and read["task"] == "ctc"
     for task in ("regression", ["ctc"]):
         (copied / "recognizer.json").write_text(json.dumps({**description, "task": task}))
-        with pytest.raises(ValueError, match=re.escape(f"field 'task' must be one of ctc, classification, got {task!r}")):
+        with pytest.raises(
+            ValueError, match=re.escape(f"field 'task' must be one of ctc, classification, got {task!r}")
+        ):
             load_recognizer(copied)
 
 
@@ -470,13 +540,28 @@ def _frame_count(wav: str) -> int:
 
 def test_cli_on_an_fvae_lora_classifier(classifier_exports, classifier_manifest, tmp_path, capsys):
     out = tmp_path / "out"
-    assert _run("--checkpoint", str(classifier_exports["fvae_lora"]), "--manifest", str(classifier_manifest),
-                "--out", str(out)) == 0  # fmt: skip
+    assert (
+        _run(
+            "--checkpoint",
+            str(classifier_exports["fvae_lora"]),
+            "--manifest",
+            str(classifier_manifest),
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     report = json.loads((out / "latents.json").read_text())
     assert sorted(path.name for path in out.iterdir()) == [
-        "accuracy_ablation.png", "latents.json", "probe_accuracy.png", "projection_label.png",
-        "projection_label_pooled.png", "projection_nuisance.png", "projection_nuisance_pooled.png",
-        "worst_group_accuracy_ablation.png"]  # fmt: skip
+        "accuracy_ablation.png",
+        "latents.json",
+        "probe_accuracy.png",
+        "projection_label.png",
+        "projection_label_pooled.png",
+        "projection_nuisance.png",
+        "projection_nuisance_pooled.png",
+        "worst_group_accuracy_ablation.png",
+    ]
     entries = json.loads(classifier_manifest.read_text())
     frames = sum(_frame_count(e["wav"]) for e in entries.values())
     assert report["adapter"] == "fvae_lora" and report["classes"] == CLASSES and report["utterances"] == 16
@@ -509,11 +594,25 @@ def test_cli_on_an_fvae_lora_classifier(classifier_exports, classifier_manifest,
 
 def test_cli_on_a_lora_classifier_probes_ax(classifier_exports, classifier_manifest, tmp_path):
     out = tmp_path / "out"
-    assert _run("--checkpoint", str(classifier_exports["lora"]), "--manifest", str(classifier_manifest),
-                "--out", str(out), "--probes", "nuisance") == 0  # fmt: skip
+    assert (
+        _run(
+            "--checkpoint",
+            str(classifier_exports["lora"]),
+            "--manifest",
+            str(classifier_manifest),
+            "--out",
+            str(out),
+            "--probes",
+            "nuisance",
+        )
+        == 0
+    )
     report = json.loads((out / "latents.json").read_text())
-    assert report["latents"] == ["Ax"] and "ablations" not in report and list(report["probes"]) == [
-        "nuisance", "nuisance_pooled"]  # fmt: skip
+    assert (
+        report["latents"] == ["Ax"]
+        and "ablations" not in report
+        and list(report["probes"]) == ["nuisance", "nuisance_pooled"]
+    )
     assert [set(layer["probe"]["nuisance_pooled"]) for layer in report["layers"]] == [{"Ax", "chance"}] * 4
 
 
@@ -535,8 +634,12 @@ def test_cli_errors_on_classifiers(classifier_exports, classifier_manifest, tmp_
     assert "entry 'u03': label 'middle' is not one of the classifier's classes: low, high" in capsys.readouterr().err
     assert _run(*checkpoint, "--manifest", str(classifier_manifest), "--out", str(out), "--probes", "phone") == 1
     assert "probe(s) phone are for recognisers; a classifier's probes are: label, nuisance" in capsys.readouterr().err
-    assert _run("--checkpoint", str(classifier_exports["frozen"]), "--manifest", str(classifier_manifest),
-                "--out", str(out)) == 1  # fmt: skip
+    assert (
+        _run(
+            "--checkpoint", str(classifier_exports["frozen"]), "--manifest", str(classifier_manifest), "--out", str(out)
+        )
+        == 1
+    )
     assert "is a 'frozen' classifier: it has no adapter layers" in capsys.readouterr().err
     assert not out.exists()  # nothing written on errors
 

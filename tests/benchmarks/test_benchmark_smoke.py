@@ -60,7 +60,10 @@ def test_quick_tiny_run_writes_every_goal_and_positive_finite_figures(tmp_path: 
         op, bound = bench.GOALS[name]
         assert met == (written[name] >= bound if op == ">=" else written[name] <= bound)
     assert written["authors_style_loss_relative_gap"] < 1e-5
-    assert written["cpu_model"] and written["train_step_ms_fvae_quartiles"][0] <= written["train_step_ms_fvae_quartiles"][1]
+    assert (
+        written["cpu_model"]
+        and written["train_step_ms_fvae_quartiles"][0] <= written["train_step_ms_fvae_quartiles"][1]
+    )
     assert written["device"] and written["torch_version"] == torch.__version__ and written["threads"] == 1
 
 
@@ -134,9 +137,19 @@ def test_large_style_model_takes_the_attention_mask_and_steps_in_bf16() -> None:
     """The wav2vec2-large path (layer-norm CNN, attention mask) on a tiny model, under bf16 autocast."""
     tiny_large = {**bench.MODEL_SIZES["tiny"], "feat_extract_norm": "layer", "do_stable_layer_norm": True}
     settings = bench.Settings(
-        device="cpu", dtype="bf16", size="tiny", clock="wall", threads=1, rounds=1, warmup=0, batch=2, seconds=0.2,
-        short_fraction=0.5, rank=4, seed=0,
-    )  # fmt: skip
+        device="cpu",
+        dtype="bf16",
+        size="tiny",
+        clock="wall",
+        threads=1,
+        rounds=1,
+        warmup=0,
+        batch=2,
+        seconds=0.2,
+        short_fraction=0.5,
+        rank=4,
+        seed=0,
+    )
     with mock.patch.dict(bench.MODEL_SIZES, {"tiny": tiny_large}):
         runner = bench.AdaptedSpeechModel("authors", settings, torch.device("cpu"))
     batch = bench.make_batch(runner.model, settings, torch.device("cpu"))
@@ -156,13 +169,18 @@ def test_large_style_model_takes_the_attention_mask_and_steps_in_bf16() -> None:
 
 @pytest.mark.parametrize("adamw", ["default", "foreach", "fused"])
 def test_every_variant_steps_with_the_chosen_adamw_implementation(adamw: str) -> None:
-    settings = bench.settings_from_args(bench.parse_args(["--size", "tiny", "--quick", "--rank", "4", "--adamw", adamw]))
+    settings = bench.settings_from_args(
+        bench.parse_args(["--size", "tiny", "--quick", "--rank", "4", "--adamw", adamw])
+    )
     assert settings.adamw == adamw
     for variant in VARIANTS:
         runner = bench.AdaptedSpeechModel(variant, settings, torch.device("cpu"))
         defaults = runner.optimizer.defaults
-        assert (defaults["foreach"], defaults["fused"]) == {"default": (None, None), "foreach": (True, None),
-                                                            "fused": (None, True)}[adamw], variant  # fmt: skip
+        assert (defaults["foreach"], defaults["fused"]) == {
+            "default": (None, None),
+            "foreach": (True, None),
+            "fused": (None, True),
+        }[adamw], variant
         trainable = [p for p in runner.model.parameters() if p.requires_grad]
         before = [p.detach().clone() for p in trainable]
         runner.train_step(bench.make_batch(runner.model, settings, torch.device("cpu")))

@@ -10,20 +10,32 @@ from pathlib import Path
 import pytest
 
 from benchmarks.compare import study as compare
+from fvae_asr.speech.data.timit import PHONES_39
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import export_hf_ctc
 from fvae_asr.speech.models.recognizer import CTCRecognizer
-from fvae_asr.speech.data.timit import PHONES_39
+
 from tiny_models import tiny_wav2vec2
 
-SIZE = {"shifts": ["target"], "lr_grid": [0.001, 0.01, 0.05], "seeds": [0, 1],
-        "methods": ["frozen", "lora", "fvae_lora", "full", "delta0", "same_prior", "lora_task_clip", "fvae_lora_old"],
-        "targets": ["qk", "all_linear"]}
+SIZE = {
+    "shifts": ["target"],
+    "lr_grid": [0.001, 0.01, 0.05],
+    "seeds": [0, 1],
+    "methods": ["frozen", "lora", "fvae_lora", "full", "delta0", "same_prior", "lora_task_clip", "fvae_lora_old"],
+    "targets": ["qk", "all_linear"],
+}
 
 
 def _finish(study, task, dev_per, test_per=50.0):
-    study.records[task] = {"seed": task.seed, "dev_per": dev_per, "test_per": test_per, "seconds_per_epoch": 1.0,
-                           "trainable_params_train": 10, "params_inference": 5, "total_params": 20}  # fmt: skip
+    study.records[task] = {
+        "seed": task.seed,
+        "dev_per": dev_per,
+        "test_per": test_per,
+        "seconds_per_epoch": 1.0,
+        "trainable_params_train": 10,
+        "params_inference": 5,
+        "total_params": 20,
+    }
 
 
 def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_lora_s():
@@ -31,7 +43,9 @@ def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_l
     first = study.due()
     assert {t.seed for t in first} == {0} and {t.method for t in first} == set(compare.TUNED)
     assert {(t.method, t.targets) for t in first if t.method in ("frozen", "full")} == {
-        ("frozen", "shared"), ("full", "shared")}  # no adapters: one grid per shift, not one per target setting
+        ("frozen", "shared"),
+        ("full", "shared"),
+    }  # no adapters: one grid per shift, not one per target setting
     # lr grid x (frozen, full, then lora, fvae_lora and their two controls on 2 target settings each)
     assert len(first) == 3 * (2 + 4 * 2)
 
@@ -45,14 +59,21 @@ def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_l
     assert study.picked_lr("target", "lora", "all_linear") is None  # its grid has not run
     due = set(study.due()) - set(first)
     Task = compare.Task
-    assert due == {Task("target", "fvae_lora", "qk", 0.05, 1), Task("target", "lora", "qk", 0.001, 1),
-                   *(Task("target", m, "qk", 0.05, s) for m in compare.ABLATIONS for s in (0, 1))}  # fmt: skip
+    assert due == {
+        Task("target", "fvae_lora", "qk", 0.05, 1),
+        Task("target", "lora", "qk", 0.001, 1),
+        *(Task("target", m, "qk", 0.05, s) for m in compare.ABLATIONS for s in (0, 1)),
+    }
 
     for task in due:
         _finish(study, task, [30.0], test_per={"lora": 40.0, "fvae_lora": 35.0}.get(task.method, 30.0) + task.seed)
     entries = compare.results_entries(study)
     fvae = next(e for e in entries if (e["method"], e["targets"]) == ("fvae_lora", "qk"))
-    assert fvae["lr"] == 0.05 and fvae["seeds"] == [0, 1] and fvae["dev_per_by_lr"] == {"0.001": 40.0, "0.01": 41.0, "0.05": 39.0}
+    assert (
+        fvae["lr"] == 0.05
+        and fvae["seeds"] == [0, 1]
+        and fvae["dev_per_by_lr"] == {"0.001": 40.0, "0.01": 41.0, "0.05": 39.0}
+    )
     assert fvae["test_per"] == [50.0, 36.0]  # seed 0 is the grid run at the picked rate
     delta0 = next(e for e in entries if (e["method"], e["targets"]) == ("delta0", "qk"))
     assert delta0["lr"] == 0.05 and delta0["lr_from"] == "fvae_lora" and delta0["dev_per_by_lr"] == {}
@@ -69,8 +90,9 @@ def test_a_study_of_some_methods_and_targets_plans_only_those():
     assert study.due() == [task for method, targets in demo for task in study.grid("target", method, targets)]
     top = max(compare.SIZES["demo"]["lr_grid"])  # the highest rate wins
     entries = compare.results_entries(study)
-    assert [(e["method"], e["targets"], e["lr"]) for e in entries] == [(method, "all_linear", top)
-                                                                        for method, _ in demo]  # fmt: skip
+    assert [(e["method"], e["targets"], e["lr"]) for e in entries] == [
+        (method, "all_linear", top) for method, _ in demo
+    ]
     (pair,) = compare.paired_differences(entries)
     assert (pair["targets"], pair["seeds"], pair["mean"]) == ("all_linear", 1, pytest.approx(top))
 
@@ -88,10 +110,22 @@ def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(t
     assert results == json.loads(json.dumps(returned))
     entries = results["results"]
     assert {(e["method"], e["targets"], e["shift"]) for e in entries} == {
-        (m, t, "target") for m in compare.METHODS for t in ("qk", "all_linear")}  # fmt: skip
+        (m, t, "target") for m in compare.METHODS for t in ("qk", "all_linear")
+    }
     for e in entries:
-        assert {"method", "targets", "shift", "lr_grid", "dev_per_by_lr", "lr", "seeds", "test_per",
-                "trainable_params_train", "params_inference", "seconds_per_epoch"} <= set(e)  # fmt: skip
+        assert {
+            "method",
+            "targets",
+            "shift",
+            "lr_grid",
+            "dev_per_by_lr",
+            "lr",
+            "seeds",
+            "test_per",
+            "trainable_params_train",
+            "params_inference",
+            "seconds_per_epoch",
+        } <= set(e)
         assert e["lr_grid"] == [0.003, 0.05] and e["lr"] in e["lr_grid"] and e["seeds"] == [0]
         assert len(e["test_per"]) == 1 and e["test_per"][0] >= 0
         if e["method"] in compare.TUNED:
@@ -107,7 +141,9 @@ def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(t
     assert (out / "results.md").read_text() in capsys.readouterr().out
 
     assert {(c["method"], c["control"]) for c in results["controls"]} == {
-        ("lora", "lora_task_clip"), ("fvae_lora", "fvae_lora_old")}  # fmt: skip
+        ("lora", "lora_task_clip"),
+        ("fvae_lora", "fvae_lora_old"),
+    }
     assert results["commit"] and results["command"].startswith("python -m benchmarks.compare --quick")
 
     records = sorted((out / "records").rglob("*.json"))
@@ -116,9 +152,15 @@ def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(t
     old = by_path["target/qk/fvae_lora_old/lr0.003/seed0.json"]["settings"]
     new = by_path["target/qk/fvae_lora/lr0.003/seed0.json"]["settings"]
     assert (new["max_grad_norm"], new["adapter_config"]["decoder_layers"], new["adapter_config"]["lora_alpha"]) == (
-        0.001, 3, 8)  # fmt: skip
+        0.001,
+        3,
+        8,
+    )
     assert (old["max_grad_norm"], old["adapter_config"]["decoder_layers"], old["adapter_config"]["lora_alpha"]) == (
-        5.0, 1, 16)  # fmt: skip
+        5.0,
+        1,
+        16,
+    )
     assert by_path["target/shared/frozen/lr0.003/seed0.json"]["settings"]["adapter_config"] is None
     assert by_path["target/qk/lora_task_clip/lr0.003/seed0.json"]["settings"]["max_grad_norm"] == 1.0
     assert all(record["commit"] == results["commit"] for record in by_path.values())
@@ -146,10 +188,12 @@ def test_missing_backbone_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 def test_dev_per_parsing_keeps_the_last_line_of_each_epoch(tmp_path: Path) -> None:
     log = tmp_path / "train_log.txt"
-    log.write_text("epoch: 1, lr: 1.00e-03 - train loss: 3.1 - valid loss: 2.9, valid PER: 90.0\n"
-                   "epoch: 1, lr: 1.00e-03 - train loss: 3.0 - valid loss: 2.8, valid PER: 80.5\n"
-                   "epoch: 2, lr: 5.00e-04 - train loss: 2.0 - valid loss: 1.9, valid PER: 60.25\n"
-                   "epoch loaded: 2 - test loss: 1.9, test PER: 61.0\n")  # fmt: skip
+    log.write_text(
+        "epoch: 1, lr: 1.00e-03 - train loss: 3.1 - valid loss: 2.9, valid PER: 90.0\n"
+        "epoch: 1, lr: 1.00e-03 - train loss: 3.0 - valid loss: 2.8, valid PER: 80.5\n"
+        "epoch: 2, lr: 5.00e-04 - train loss: 2.0 - valid loss: 1.9, valid PER: 60.25\n"
+        "epoch loaded: 2 - test loss: 1.9, test PER: 61.0\n"
+    )
     assert compare.dev_per_by_epoch(log, 2) == [80.5, 60.25]
     assert compare.epochs_logged(log) == 2
     with pytest.raises(RuntimeError, match="epochs \\[3\\]"):
@@ -171,35 +215,79 @@ def large_layout_encoder(tmp_path_factory) -> Path:
 
 
 def _preset_argv(corpus: Path, encoder: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return ["--preset", "paper_timit", "--data_folder", str(corpus), "--encoder_source", str(encoder),
-            "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), *extra]  # fmt: skip
+    return [
+        "--preset",
+        "paper_timit",
+        "--data_folder",
+        str(corpus),
+        "--encoder_source",
+        str(encoder),
+        "--out",
+        str(tmp_path / "out"),
+        "--work",
+        str(tmp_path / "work"),
+        *extra,
+    ]
 
 
 def test_paper_timit_preset_is_the_paper_s_setting_through_the_recipe_s_own_hparams(tone_corpus, tmp_path):
     args = compare.parse_args(["--preset", "paper_timit", "--data_folder", str(tone_corpus), "--work", str(tmp_path)])
     size = args.size
     assert (size["recipe"], size["encoder_source"], size["methods"], size["targets"], size["seeds"]) == (
-        "hparams/train.yaml", "facebook/wav2vec2-large-lv60", ["full", "lora", "fvae_lora"], ["qk"], [0, 1, 2])  # fmt: skip
+        "hparams/train.yaml",
+        "facebook/wav2vec2-large-lv60",
+        ["full", "lora", "fvae_lora"],
+        ["qk"],
+        [0, 1, 2],
+    )
     assert (size["epochs"], size["batch_size"]) == (20, 8)  # hparams/train.yaml's, read from the file
     assert (size["device"], size["precision"], size["processes"]) == ("cpu", "fp32", 1)
     study = compare.Study(size)
-    grids = {(method, targets): [t.lr for t in study.grid("timit", method, targets)]
-             for method, targets in {(t.method, t.targets) for t in study.due()}}  # fmt: skip
-    assert grids == {("full", "shared"): [2.5e-5, 1e-4, 4e-4], ("lora", "qk"): [5e-4, 2e-3, 5e-3],
-                     ("fvae_lora", "qk"): [5e-4, 2e-3, 5e-3]}  # each method its own grid  # fmt: skip
+    grids = {
+        (method, targets): [t.lr for t in study.grid("timit", method, targets)]
+        for method, targets in {(t.method, t.targets) for t in study.due()}
+    }
+    assert grids == {
+        ("full", "shared"): [2.5e-5, 1e-4, 4e-4],
+        ("lora", "qk"): [5e-4, 2e-3, 5e-3],
+        ("fvae_lora", "qk"): [5e-4, 2e-3, 5e-3],
+    }  # each method its own grid
     assert {t.shift for t in study.due()} == {"timit"}
-    fvae = compare.recipe_settings("fvae_lora", "qk", "hparams/train.yaml")  # the authors' settings, the package's defaults
+    fvae = compare.recipe_settings(
+        "fvae_lora", "qk", "hparams/train.yaml"
+    )  # the authors' settings, the package's defaults
     config = fvae["adapter_config"]
     assert (config["rank"], config["target_modules"], config["lora_alpha"], config["decoder_layers"]) == (
-        16, ["q_proj", "k_proj"], 8, 3)  # fmt: skip
+        16,
+        ["q_proj", "k_proj"],
+        8,
+        3,
+    )
     assert (config["prior_mean_z2"], config["delta"], config["aux_weight"], fvae["max_grad_norm"]) == (
-        1.5, 2 / 16, 1e-3, 1e-3)  # fmt: skip
+        1.5,
+        2 / 16,
+        1e-3,
+        1e-3,
+    )
     assert compare.recipe_settings("lora", "qk", "hparams/train.yaml")["adapter_config"]["lora_alpha"] == 16
     assert compare.recipe_settings("full", "shared", "hparams/train.yaml")["adapter_config"] is None
 
-    fixed = compare.parse_args(["--preset", "paper_timit", "--data_folder", str(tone_corpus), "--work", str(tmp_path),
-                                "--lr-grid", "0.001", "--method-lr-grid", "full=1e-4",
-                                "--batch-size", "4"]).size  # fmt: skip
+    fixed = compare.parse_args(
+        [
+            "--preset",
+            "paper_timit",
+            "--data_folder",
+            str(tone_corpus),
+            "--work",
+            str(tmp_path),
+            "--lr-grid",
+            "0.001",
+            "--method-lr-grid",
+            "full=1e-4",
+            "--batch-size",
+            "4",
+        ]
+    ).size
     assert fixed["lr_grid"] == [0.001] and fixed["lr_grids"] == {"full": [1e-4]}  # a fixed rate per method
     assert fixed["batch_size"] == 4  # e.g. 4 per process on 2 GPUs: the effective batch of 8 on one
 
@@ -219,8 +307,9 @@ def test_paper_timit_preset_is_the_paper_s_setting_through_the_recipe_s_own_hpar
     ],
 )
 def test_a_real_corpus_study_refuses_bad_flags_before_writing(tone_corpus, tmp_path, capsys, argv, message):
-    argv = [str(tone_corpus) if item == "CORPUS" else str(tmp_path / item) if item == "NOWHERE" else item
-            for item in argv]  # fmt: skip
+    argv = [
+        str(tone_corpus) if item == "CORPUS" else str(tmp_path / item) if item == "NOWHERE" else item for item in argv
+    ]
     with pytest.raises(SystemExit) as exit_:
         compare.main([*argv, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
@@ -255,7 +344,11 @@ def test_preset_quick_trains_through_the_recipe_keys_records_by_corpus_and_encod
     record = json.loads((out / "records/timit/qk/fvae_lora/lr0.002/seed0.json").read_text())
     settings = record["settings"]
     assert (settings["recipe"], settings["epochs"], settings["batch_size"], settings["precision"]) == (
-        "hparams/train.yaml", 1, 8, "fp32")  # fmt: skip
+        "hparams/train.yaml",
+        1,
+        8,
+        "fp32",
+    )
     assert settings["corpus"]["name"] == "timit" and settings["corpus"]["utterances"]["train"] == 12
     assert settings["backbone"] == compare.backbone_digest(large_layout_encoder)
     assert settings["adapter_config"]["target_modules"] == ["q_proj", "k_proj"]
@@ -273,8 +366,22 @@ def test_preset_quick_trains_through_the_recipe_keys_records_by_corpus_and_encod
 @pytest.mark.slow
 def test_preset_runs_each_recipe_run_under_torchrun_on_two_processes(tone_corpus, large_layout_encoder, tmp_path):
     """--launcher torchrun: each run is recipe_process.py under torchrun (DDP with gloo on 2 CPU processes)."""
-    argv = _preset_argv(tone_corpus, large_layout_encoder, tmp_path, "--quick", "--methods", "lora", "--seeds", "0",
-                        "--lr-grid", "0.005", "--launcher", "torchrun", "--nproc_per_node", "2")  # fmt: skip
+    argv = _preset_argv(
+        tone_corpus,
+        large_layout_encoder,
+        tmp_path,
+        "--quick",
+        "--methods",
+        "lora",
+        "--seeds",
+        "0",
+        "--lr-grid",
+        "0.005",
+        "--launcher",
+        "torchrun",
+        "--nproc_per_node",
+        "2",
+    )
     results = compare.main(argv)
     ((entry,),) = [[e for e in results["results"] if e["method"] == "lora"]]
     assert entry["seeds"] == [0] and entry["test_per"][0] >= 0
@@ -288,10 +395,17 @@ def test_a_corpus_given_by_annotations_is_identified_by_its_content_wherever_it_
     from ipa_corpus import make_ipa_corpus
 
     def corpus_of(root: Path) -> dict:
-        annotations = [f"--{key}={root / name}" for key, name in (("train_annotation", "train.csv"),
-                       ("valid_annotation", "dev.csv"), ("test_annotation", "test.json"))]  # fmt: skip
-        args = compare.parse_args(["--preset", "paper_timit", "--data_folder", str(root), *annotations,
-                                   "--work", str(tmp_path / "work")])  # fmt: skip
+        annotations = [
+            f"--{key}={root / name}"
+            for key, name in (
+                ("train_annotation", "train.csv"),
+                ("valid_annotation", "dev.csv"),
+                ("test_annotation", "test.json"),
+            )
+        ]
+        args = compare.parse_args(
+            ["--preset", "paper_timit", "--data_folder", str(root), *annotations, "--work", str(tmp_path / "work")]
+        )
         return args.corpus
 
     first = corpus_of(make_ipa_corpus(tmp_path / "a"))

@@ -10,20 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
 from torch import nn
 
 from benchmarks.faithfulness import check as faithfulness
 from fvae_asr.adapters.config import FVAELoRAConfig
 from fvae_asr.adapters.layers import FVAELoRALinear
 
+from conftest import REPO
+
 
 def _layer(decoder_layers: int = 3, seed: int = 0) -> FVAELoRALinear:
     torch.manual_seed(seed)
     base = nn.Linear(12, 10).requires_grad_(False)
-    layer = FVAELoRALinear(
-        base, FVAELoRAConfig(rank=4, decoder_layers=decoder_layers), "t"
-    )
+    layer = FVAELoRALinear(base, FVAELoRAConfig(rank=4, decoder_layers=decoder_layers), "t")
     with torch.no_grad():
         for param in layer.parameters():
             if param.requires_grad:
@@ -43,9 +42,7 @@ def _stand_in(layer: FVAELoRALinear, mapping: dict[str, tuple[str, str]]) -> nn.
                 node.add_module(part, nn.Module())
             node = getattr(node, part)
         value = ours[our_name].detach().clone()
-        node.register_parameter(
-            leaf, nn.Parameter(value.exp() if transform == "log" else value)
-        )
+        node.register_parameter(leaf, nn.Parameter(value.exp() if transform == "log" else value))
     return root
 
 
@@ -80,17 +77,13 @@ def test_gradient_of_raw_std_is_taken_to_the_log_scale():
             param.grad = torch.randn_like(param)
             their_name, transform = mapping[name]
             # dL/ds = dL/dlog(s) / s
-            their[their_name].grad = (
-                param.grad / their[their_name].detach()
-                if transform == "log"
-                else param.grad
-            )
+            their[their_name].grad = param.grad / their[their_name].detach() if transform == "log" else param.grad
     differences = faithfulness.mapped_gradient_differences(stand_in, layer, mapping)
     assert max(d["abs"] for d in differences.values()) < 1e-6
     their["lora_B.default"].grad = their["lora_B.default"].grad + 0.5
-    assert faithfulness.mapped_gradient_differences(stand_in, layer, mapping)[
-        "lora_B.weight"
-    ]["abs"] == (pytest.approx(0.5))
+    assert faithfulness.mapped_gradient_differences(stand_in, layer, mapping)["lora_B.weight"]["abs"] == (
+        pytest.approx(0.5)
+    )
 
 
 def test_replayed_noise_reproduces_a_training_forward_and_checks_the_draw_order():
@@ -121,9 +114,7 @@ def test_replayed_noise_reproduces_a_training_forward_and_checks_the_draw_order(
 
 def test_their_two_encoder_masks_become_our_one():
     m1, m2, eps = torch.ones(2, 3, 4), torch.zeros(2, 3, 4), torch.randn(2, 3, 4)
-    merged = faithfulness.merge_encoder_masks(
-        [("dropout", m1), ("dropout", m2), ("randn", eps)]
-    )
+    merged = faithfulness.merge_encoder_masks([("dropout", m1), ("dropout", m2), ("randn", eps)])
     assert [kind for kind, _ in merged] == ["dropout", "randn"]
     torch.testing.assert_close(merged[0][1], torch.cat([m1, m2], dim=-1))
 
@@ -140,16 +131,28 @@ def test_our_default_layer_matches_the_authors_layer_to_float_precision(tmp_path
     out = tmp_path / "result.json"
     # A fresh process: their PEFT fork must not meet the installed peft another test may have imported.
     subprocess.run(
-        [sys.executable, "-m", "benchmarks.faithfulness", "--authors-repo",
-         os.environ["FVAE_AUTHORS_REPO"], "--features", "64", "--frames", "10", "--json", str(out)],
-        check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.faithfulness",
+            "--authors-repo",
+            os.environ["FVAE_AUTHORS_REPO"],
+            "--features",
+            "64",
+            "--frames",
+            "10",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
     result = json.loads(Path(out).read_text())
     assert result["noise_tensors_shared"] == 7
     assert result["their_parameters_with_gradient_not_mapped"] == []
     assert result["train_output_max_abs_diff"] < 1e-5
     assert result["eval_output_max_abs_diff"] < 1e-5
     assert result["loss_rel_diff"] < 1e-5
-    assert (
-        result["gradient_max_rel_diff"] < 5e-4
-    )  # their std + 1e-5: relative 1e-5 per decoder-scale entry
+    assert result["gradient_max_rel_diff"] < 5e-4  # their std + 1e-5: relative 1e-5 per decoder-scale entry

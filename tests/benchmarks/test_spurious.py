@@ -14,7 +14,13 @@ import torch
 from benchmarks.compare.study import ABLATIONS, METHODS, TARGETS
 from benchmarks.spurious.cli import main, parse_args
 from benchmarks.spurious.corpus import (
-    NOISES, WORDS, correlated_groups, load_split, plan_split, split_groups, synthesize_split,
+    NOISES,
+    WORDS,
+    correlated_groups,
+    load_split,
+    plan_split,
+    split_groups,
+    synthesize_split,
 )
 from benchmarks.spurious.results import fvae_minus_lora, results_entries
 from benchmarks.spurious.study import STUDY_METHODS, STUDY_SIZE, TUNED, Study
@@ -27,6 +33,7 @@ from fvae_asr.speech.models.classifier import PooledClassifier, masked_mean_pool
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import load_exported
 from fvae_asr.synthetic import Espeak
+
 from tiny_models import TINY_ENCODERS
 
 
@@ -110,8 +117,13 @@ def test_methods_reuse_the_comparison_study_definitions():
 
 
 def _finish(study, task, val_acc, avg=80.0, worst=40.0):
-    study.records[task] = {"seed": task.seed, "val_acc": val_acc, "avg_acc": avg + task.seed,
-                           "worst_group_acc": worst + task.seed, "trainable_params": 10}  # fmt: skip
+    study.records[task] = {
+        "seed": task.seed,
+        "val_acc": val_acc,
+        "avg_acc": avg + task.seed,
+        "worst_group_acc": worst + task.seed,
+        "trainable_params": 10,
+    }
 
 
 def test_each_method_runs_its_seeds_at_its_best_validation_rate_and_ablations_at_fvae_lora_s():
@@ -183,14 +195,24 @@ def test_quick_study_writes_the_schema_and_never_reruns_a_finished_run(tmp_path:
 def test_export_keeps_each_runs_classifier_and_writes_the_test_manifest(tmp_path: Path) -> None:
     pytest.importorskip("espeakng_loader")
     out, exports = tmp_path / "out", tmp_path / "exports"
-    argv = ["--quick", "--methods", "fvae_lora", "--out", str(out), "--work", str(tmp_path / "work"),
-            "--export", str(exports)]  # fmt: skip
+    argv = [
+        "--quick",
+        "--methods",
+        "fvae_lora",
+        "--out",
+        str(out),
+        "--work",
+        str(tmp_path / "work"),
+        "--export",
+        str(exports),
+    ]
     [record] = main(argv)["runs"]
     manifest = json.loads((exports / "test.json").read_text())
     (corpus,) = (tmp_path / "work" / "corpus").iterdir()
     test = load_split(corpus, "test")
     assert [(e["label"], e["nuisance"]) for e in manifest.values()] == [
-        (WORDS[w], list(NOISES)[n]) for w, n in zip(test["label"].tolist(), test["nuisance"].tolist())]
+        (WORDS[w], list(NOISES)[n]) for w, n in zip(test["label"].tolist(), test["nuisance"].tolist())
+    ]
     assert all(torch.equal(load_audio(e["wav"]), wav) for e, wav in zip(manifest.values(), test["wavs"]))
     # The exported model is the run's: the same test accuracy, group by group.
     model, description = load_exported(exports / "fvae_lora" / "lr0.01" / "seed0")

@@ -28,8 +28,10 @@ def test_train_runs_the_packaged_recipe_unless_told_otherwise(monkeypatch):
     monkeypatch.setattr("fvae_asr.recipes.timit.train.main", lambda argv: calls.append(argv) or {})
     assert cli.main(["train", "--data_folder=/data/TIMIT", "--adapter=lora"]) == 0
     assert cli.main(["train", "--hparams", "mine.yaml", "--adapter=lora"]) == 0
-    assert calls == [[str(recipe_file("hparams/train.yaml")), "--data_folder=/data/TIMIT", "--adapter=lora"],
-                     ["mine.yaml", "--adapter=lora"]]  # fmt: skip
+    assert calls == [
+        [str(recipe_file("hparams/train.yaml")), "--data_folder=/data/TIMIT", "--adapter=lora"],
+        ["mine.yaml", "--adapter=lora"],
+    ]
 
 
 def test_a_command_gets_the_arguments_after_its_name(monkeypatch):

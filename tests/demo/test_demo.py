@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from conftest import REPO
 from fvae_asr.demo import size
 from fvae_asr.demo.__main__ import main, parse_args
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.speech.training.hparams import load_hparams
+
+from conftest import REPO
 
 
 @pytest.mark.slow
@@ -17,14 +18,17 @@ def test_demo_writes_a_complete_summary(tmp_path):
     assert (ASSET_BACKBONE / "config.json").is_file(), "the tiny pretrained backbone ships with the repository"
     assert main(["--out", str(tmp_path), "--train-speakers", "3", "--sentences-per-speaker", "2", "--epochs", "1"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert 0 <= summary["per_after"] and 0 <= summary["per_before"] and summary["seconds"] > 0
+    assert summary["per_after"] >= 0 and summary["per_before"] >= 0 and summary["seconds"] > 0
     assert summary["trainable_parameters"]["frozen"] < summary["trainable_parameters"]["fvae_lora"]
     assert summary["transcription"]["reference"] and summary["transcription"]["utterance"]
     assert (tmp_path / "fvae_lora" / "model" / "adapter_model.safetensors").is_file()
     settings = summary["settings"]  # what the demo ran with, and why
     assert settings["lr"] == size.LEARNING_RATES and settings["epochs"] == 1 and settings["train_utterances"] == 6
-    assert settings["target_modules"] == ["projection", "q_proj", "k_proj", "v_proj", "out_proj",
-                                          "intermediate_dense", "output_dense"] and "study" in settings["why"]  # fmt: skip
+    assert (
+        settings["target_modules"]
+        == ["projection", "q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense"]
+        and "study" in settings["why"]
+    )
 
 
 def test_the_demo_trains_at_the_rates_its_dev_grid_picked():
@@ -33,7 +37,11 @@ def test_the_demo_trains_at_the_rates_its_dev_grid_picked():
     study = json.loads((REPO / "docs" / "demo_rates" / "results.json").read_text())
     ran = study["size"]
     assert (ran["train_speakers"], ran["sentences_per_speaker"], ran["epochs"], ran["lr_grid"]) == (
-        size.TRAIN_SPEAKERS, size.SENTENCES_PER_SPEAKER, size.EPOCHS, size.RATE_GRID)
+        size.TRAIN_SPEAKERS,
+        size.SENTENCES_PER_SPEAKER,
+        size.EPOCHS,
+        size.RATE_GRID,
+    )
     entries = {entry["method"]: entry for entry in study["results"]}
     for kind, lr in size.LEARNING_RATES.items():
         dev_per = entries[kind]["dev_per_by_lr"]
@@ -55,5 +63,5 @@ def test_demo_usage_names_the_command_and_explains_every_option(capsys):
     assert caught.value.code == 0
     usage = capsys.readouterr().out
     assert usage.startswith("usage: fvae-asr demo ")
-    options = usage[usage.index("options:"):].split("\n  -")[1:]
+    options = usage[usage.index("options:") :].split("\n  -")[1:]
     assert len(options) == 6 and all(len(option.split()) > 3 for option in options), options

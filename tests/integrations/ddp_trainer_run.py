@@ -9,14 +9,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fvae_asr.integrations.transformers import FVAETrainer  # noqa: E402
-from trainer_task import ParityTask, pad_collate, tiny_bert_classifier, training_args  # noqa: E402
+from fvae_asr.integrations.transformers import FVAETrainer
+
+from trainer_task import ParityTask, pad_collate, tiny_bert_classifier, training_args
 
 if __name__ == "__main__":
-    args = training_args(sys.argv[1], max_steps=4, per_device_train_batch_size=2, save_strategy="steps",
-                         save_steps=2, logging_steps=2, ddp_find_unused_parameters=False, ddp_backend="gloo")
-    trainer = FVAETrainer(model=tiny_bert_classifier(), args=args, train_dataset=ParityTask(),
-                          data_collator=pad_collate)
+    args = training_args(
+        sys.argv[1],
+        max_steps=4,
+        per_device_train_batch_size=2,
+        save_strategy="steps",
+        save_steps=2,
+        logging_steps=2,
+        ddp_find_unused_parameters=False,
+        ddp_backend="gloo",
+    )
+    trainer = FVAETrainer(
+        model=tiny_bert_classifier(), args=args, train_dataset=ParityTask(), data_collator=pad_collate
+    )
     trainer.train()
     assert trainer.args.world_size == 2, trainer.args.world_size
     if trainer.is_world_process_zero():

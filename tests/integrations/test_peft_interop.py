@@ -9,6 +9,7 @@ from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 
 from fvae_asr import FVAELoRAConfig, LoRAConfig, inject, load_adapter, save_adapter
+
 from tiny_models import WithHead, tiny_bert, tiny_inputs
 
 # PEFT warns that it ignores our own config, kept under "fvae_asr" in adapter_config.json for our loader.
@@ -58,8 +59,9 @@ def _peft(config: LoraConfig) -> PeftModel:
 @pytest.mark.parametrize("use_rslora", [False, True], ids=["lora", "rslora"])
 @pytest.mark.parametrize("targets", [["query", "value"], r".*\.(query|value)"], ids=["suffixes", "regex"])
 def test_our_lora_adapter_loads_in_peft_with_identical_outputs(tmp_path, use_rslora, targets):
-    ours = _ours(LoRAConfig(rank=4, lora_alpha=8, target_modules=targets, trainable_modules=["head"],
-                            use_rslora=use_rslora))  # fmt: skip
+    ours = _ours(
+        LoRAConfig(rank=4, lora_alpha=8, target_modules=targets, trainable_modules=["head"], use_rslora=use_rslora)
+    )
     save_adapter(ours, tmp_path)
     expected = _outputs(ours)
     assert not torch.equal(expected, _outputs(_fresh()))  # the adapter and the head change the outputs
@@ -72,8 +74,9 @@ def test_our_lora_adapter_loads_in_peft_with_identical_outputs(tmp_path, use_rsl
 @pytest.mark.parametrize("use_rslora", [False, True], ids=["lora", "rslora"])
 @pytest.mark.parametrize("targets", [["query", "value"], r".*\.(query|value)"], ids=["suffixes", "regex"])
 def test_a_peft_lora_adapter_loads_here_with_identical_outputs_and_saves_back(tmp_path, use_rslora, targets):
-    peft_model = _peft(LoraConfig(r=4, lora_alpha=8, target_modules=targets, modules_to_save=["head"],
-                                  use_rslora=use_rslora))  # fmt: skip
+    peft_model = _peft(
+        LoraConfig(r=4, lora_alpha=8, target_modules=targets, modules_to_save=["head"], use_rslora=use_rslora)
+    )
     peft_model.save_pretrained(tmp_path / "peft")
     expected = _outputs(peft_model)
     assert not torch.equal(expected, _outputs(_fresh()))
@@ -120,8 +123,14 @@ def test_an_fvae_lora_adapter_keeps_our_format_and_peft_refuses_it(tmp_path):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("use_dora", True), ("bias", "all"), ("rank_pattern", {"query": 8}), ("alpha_pattern", {"query": 2}),
-     ("layers_to_transform", [0]), ("peft_type", "IA3")],  # fmt: skip
+    [
+        ("use_dora", True),
+        ("bias", "all"),
+        ("rank_pattern", {"query": 8}),
+        ("alpha_pattern", {"query": 2}),
+        ("layers_to_transform", [0]),
+        ("peft_type", "IA3"),
+    ],
 )
 def test_peft_features_our_lora_lacks_are_errors_naming_the_field(tmp_path, field, value):
     _peft(LoraConfig(r=4, target_modules=["query", "value"])).save_pretrained(tmp_path)

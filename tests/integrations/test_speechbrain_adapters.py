@@ -9,10 +9,10 @@ from collections import OrderedDict
 from pathlib import Path
 
 import pytest
+import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.lobes.models.transformer.Transformer import TransformerEncoder
-import speechbrain as sb
 from speechbrain.nnet.adapters import AdaptedModel
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
@@ -21,6 +21,7 @@ from torch import nn
 import fvae_asr
 from fvae_asr import FVAELoRALinear, adapter_layers, aux_loss, aux_weight, frame_mask, loss_terms
 from fvae_asr.integrations.speechbrain import FVAELoRA, LoRA, wav2vec2_frame_mask
+
 from tiny_models import TINY_WAV2VEC2
 
 ADAPTERS = {"fvae_lora": FVAELoRA, "lora": LoRA}
@@ -29,9 +30,14 @@ KWARGS = {"rank": 4, "lora_alpha": 8}
 
 def linear_stack(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(OrderedDict(
-        layer1=nn.Linear(8, 16), act=nn.ReLU(), layer2=nn.Linear(16, 16), layer3=nn.Linear(16, 4),
-    ))  # fmt: skip
+    return nn.Sequential(
+        OrderedDict(
+            layer1=nn.Linear(8, 16),
+            act=nn.ReLU(),
+            layer2=nn.Linear(16, 16),
+            layer3=nn.Linear(16, 4),
+        )
+    )
 
 
 def sb_encoder(seed: int = 0, layerdrop_prob: float = 0.0) -> nn.Module:
@@ -64,8 +70,9 @@ def adapted(kind: str, adapter: str, seed: int = 0, **kwargs) -> tuple[AdaptedMo
     build, targets, unfrozen, _ = BACKBONES[kind]
     base = build(seed)
     reference = copy.deepcopy(base).requires_grad_(False)  # frozen as AdaptedModel freezes: torch's attention
-    model = AdaptedModel(base, ADAPTERS[adapter], target_layers=targets, unfrozen_layers=unfrozen,
-                         adapter_kwargs={**KWARGS, **kwargs})  # fmt: skip
+    model = AdaptedModel(
+        base, ADAPTERS[adapter], target_layers=targets, unfrozen_layers=unfrozen, adapter_kwargs={**KWARGS, **kwargs}
+    )
     return model, reference
 
 
@@ -100,7 +107,7 @@ def test_aux_loss_is_the_mean_of_the_layer_terms_and_every_trainable_parameter_l
     assert trainable and all(
         n.startswith(unfrozen) or (".base." not in n and any(n.startswith(f"{name}.") for name in adapter_names(model)))
         for n in trainable
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     x = inputs(kind)
     for _ in range(2):  # the second step: LoRA's B is no longer zero, so A gets a gradient too
@@ -132,8 +139,13 @@ def adapter_names(model: nn.Module) -> list[str]:
 def test_layerdrop_in_a_speechbrain_encoder_leaves_no_stale_terms(container):
     """Layers built one by one get one record cleared at each forward, also when aux_loss is given the Brain's
     ModuleDict (never run itself) instead of the AdaptedModel."""
-    model = AdaptedModel(Head(sb_encoder(layerdrop_prob=0.5), 8), FVAELoRA, target_layers=["*.pos_ffn.ffn.[03]"],
-                         unfrozen_layers=["out"], adapter_kwargs=KWARGS)  # fmt: skip
+    model = AdaptedModel(
+        Head(sb_encoder(layerdrop_prob=0.5), 8),
+        FVAELoRA,
+        target_layers=["*.pos_ffn.ffn.[03]"],
+        unfrozen_layers=["out"],
+        adapter_kwargs=KWARGS,
+    )
     given = nn.ModuleDict({"encoder": model}) if container else model
     model.train()
     layers = adapter_layers(model)
@@ -182,8 +194,13 @@ def test_masked_padding_does_not_enter_the_aux_loss(kind):
 def test_manual_insertion_adapts_the_weights_loaded_before_it():
     """manual_adapter_insertion (for SpeechBrain's Pretrainer): weights loaded first, then wrapped unchanged."""
     pretrained = linear_stack(seed=5)
-    model = AdaptedModel(linear_stack(seed=0), FVAELoRA, target_layers=["layer[12]"], adapter_kwargs=KWARGS,
-                         manual_adapter_insertion=True)  # fmt: skip
+    model = AdaptedModel(
+        linear_stack(seed=0),
+        FVAELoRA,
+        target_layers=["layer[12]"],
+        adapter_kwargs=KWARGS,
+        manual_adapter_insertion=True,
+    )
     assert not adapter_layers(model)
     model.adapted_model.load_state_dict(pretrained.state_dict())
     model.insert_adapters()
@@ -194,10 +211,12 @@ def test_manual_insertion_adapts_the_weights_loaded_before_it():
 
 
 def test_aux_weight_of_adapted_models_that_disagree_is_an_error():
-    models = nn.ModuleDict({
-        name: AdaptedModel(linear_stack(), FVAELoRA, all_linear=True, adapter_kwargs={**KWARGS, "aux_weight": w})
-        for name, w in (("a", 0.1), ("b", 0.2))
-    })  # fmt: skip
+    models = nn.ModuleDict(
+        {
+            name: AdaptedModel(linear_stack(), FVAELoRA, all_linear=True, adapter_kwargs={**KWARGS, "aux_weight": w})
+            for name, w in (("a", 0.1), ("b", 0.2))
+        }
+    )
     assert aux_weight(models["a"]) == 0.1
     with pytest.raises(ValueError, match=r"different aux_weight values \[0.1, 0.2\]"):
         aux_weight(models)
@@ -208,8 +227,11 @@ def test_wrong_targets_and_keywords_are_errors_naming_them():
         AdaptedModel(nn.Sequential(nn.Conv1d(2, 2, 3)), FVAELoRA, all_conv=True)
     with pytest.raises(TypeError, match=r"\['target_modules'\] are chosen by AdaptedModel"):
         AdaptedModel(linear_stack(), LoRA, all_linear=True, adapter_kwargs={"target_modules": ["layer1"]})
-    with pytest.raises(TypeError, match=r"unknown LoRA adapter_kwargs \['scale'\]; known: alpha, check_finite, "
-                                        r"dropout, lora_alpha, rank, use_rslora"):
+    with pytest.raises(
+        TypeError,
+        match=r"unknown LoRA adapter_kwargs \['scale'\]; known: alpha, check_finite, "
+        r"dropout, lora_alpha, rank, use_rslora",
+    ):
         AdaptedModel(linear_stack(), LoRA, all_linear=True, adapter_kwargs={"scale": 16})
     with pytest.raises(ValueError, match="rank must be a positive integer"):
         AdaptedModel(linear_stack(), FVAELoRA, all_linear=True, adapter_kwargs={"rank": 0})
@@ -358,8 +380,9 @@ def test_the_readme_yaml_adapts_speechbrains_wav2vec2_wrapper(wav2vec2_dir, tmp_
 
 
 def test_frozen_speechbrain_wrapper_warns_that_adapters_cannot_train(wav2vec2_dir):
-    model = AdaptedModel(sb_wav2vec2(wav2vec2_dir, freeze=True), FVAELoRA, target_layers=WAV2VEC2_TARGETS,
-                         adapter_kwargs=KWARGS)  # fmt: skip
+    model = AdaptedModel(
+        sb_wav2vec2(wav2vec2_dir, freeze=True), FVAELoRA, target_layers=WAV2VEC2_TARGETS, adapter_kwargs=KWARGS
+    )
     model.train()  # as SpeechBrain's Brain does at each epoch
     with pytest.warns(UserWarning, match="set freeze: False"):
         model(torch.randn(1, 1600))
@@ -387,7 +410,6 @@ def test_an_injected_layer_is_not_relinked_by_aux_loss():
     assert isinstance(adapter_layers(base)[0], FVAELoRALinear)
 
 
-
 class RecipeBrain(sb.Brain):
     """A minimal SpeechBrain recipe with the lines the README proposes: mask around the forward, aux in the loss."""
 
@@ -410,8 +432,12 @@ def test_a_speechbrain_brain_trains_only_the_adapters(tmp_path):
     mask = torch.ones(8, 6, dtype=torch.bool)
     mask[::2, 4:] = False
     batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, mask), batch_size=4)
-    brain = RecipeBrain(modules={"model": model}, opt_class=lambda params: torch.optim.Adam(params, lr=0.01),
-                        run_opts={"device": "cpu"}, checkpointer=Checkpointer(tmp_path, {"model": model}))
+    brain = RecipeBrain(
+        modules={"model": model},
+        opt_class=lambda params: torch.optim.Adam(params, lr=0.01),
+        run_opts={"device": "cpu"},
+        checkpointer=Checkpointer(tmp_path, {"model": model}),
+    )
     brain.fit(EpochCounter(2), batches, batches)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {n for n, p in model.named_parameters() if p.requires_grad}
@@ -450,10 +476,16 @@ def test_speechbrains_own_lora_doctests_pass_with_our_class(adapter):
 
 
 @pytest.mark.parametrize("adapter", sorted(ADAPTERS))
-@pytest.mark.parametrize(("args", "kwargs", "scale"), [
-    ((), {}, 1 / 16), ((2,), {}, 0.5), ((64, 4), {}, 4 / 64), ((), {"rank": 2, "alpha": 16}, 8.0),
-    ((4,), {"lora_alpha": 2}, 0.5),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "kwargs", "scale"),
+    [
+        ((), {}, 1 / 16),
+        ((2,), {}, 0.5),
+        ((64, 4), {}, 4 / 64),
+        ((), {"rank": 2, "alpha": 16}, 8.0),
+        ((4,), {"lora_alpha": 2}, 0.5),
+    ],
+)
 def test_scale_is_alpha_over_rank_as_in_speechbrains_lora(adapter, args, kwargs, scale):
     from speechbrain.nnet.adapters import LoRA as SpeechBrainLoRA
 
@@ -489,14 +521,25 @@ def test_fvae_reconstruction_weight_has_its_own_name_at_the_speechbrain_boundary
     assert (layer.config.alpha, layer.config.lora_alpha, layer.config.beta, layer.config.scaling) == (0.25, 2, 0.5, 0.5)
 
 
-@pytest.mark.parametrize(("adapter", "kwargs", "message"), [
-    ("fvae_lora", {"alpha": 16, "lora_alpha": 16}, r"both 'alpha' and 'lora_alpha'.*; FVAELoRAConfig.alpha is "
-                                                   r"'reconstruction_weight' here"),
-    ("lora", {"alpha": 16, "lora_alpha": 8}, r"both 'alpha' and 'lora_alpha'"),
-    ("lora", {"reconstruction_weight": 1.0}, r"unknown LoRA adapter_kwargs \['reconstruction_weight'\]"),
-    ("fvae_lora", {"recon_weight": 1.0}, r"unknown FVAELoRA adapter_kwargs \['recon_weight'\]; known: .*"
-                                         r"reconstruction_weight"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("adapter", "kwargs", "message"),
+    [
+        (
+            "fvae_lora",
+            {"alpha": 16, "lora_alpha": 16},
+            r"both 'alpha' and 'lora_alpha'.*; FVAELoRAConfig.alpha is "
+            r"'reconstruction_weight' here",
+        ),
+        ("lora", {"alpha": 16, "lora_alpha": 8}, r"both 'alpha' and 'lora_alpha'"),
+        ("lora", {"reconstruction_weight": 1.0}, r"unknown LoRA adapter_kwargs \['reconstruction_weight'\]"),
+        (
+            "fvae_lora",
+            {"recon_weight": 1.0},
+            r"unknown FVAELoRA adapter_kwargs \['recon_weight'\]; known: .*"
+            r"reconstruction_weight",
+        ),
+    ],
+)
 def test_ambiguous_speechbrain_kwargs_are_refused_in_one_line(adapter, kwargs, message):
     with pytest.raises(TypeError, match=message) as error:
         AdaptedModel(linear_stack(), ADAPTERS[adapter], all_linear=True, adapter_kwargs=kwargs)

@@ -9,12 +9,11 @@ import pytest
 
 pytest.importorskip("accelerate")
 
-import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-from transformers import TrainerCallback, Wav2Vec2Config, Wav2Vec2ForSequenceClassification  # noqa: E402
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback, Wav2Vec2Config, Wav2Vec2ForSequenceClassification
 
-from conftest import torchrun_on_two_cpu_processes  # noqa: E402
-from fvae_asr import (  # noqa: E402
+from fvae_asr import (
     FVAELoRAConfig,
     FVAELoRALinear,
     adapter_layers,
@@ -24,10 +23,12 @@ from fvae_asr import (  # noqa: E402
     inject,
     loss_terms,
 )
-from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
-from fvae_asr.integrations.transformers import FVAETrainer, audio_frame_mask, token_frame_mask  # noqa: E402
-from tiny_models import TINY_WAV2VEC2  # noqa: E402
-from trainer_task import (  # noqa: E402
+from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from fvae_asr.integrations.transformers import FVAETrainer, audio_frame_mask, token_frame_mask
+
+from conftest import torchrun_on_two_cpu_processes
+from tiny_models import TINY_WAV2VEC2
+from trainer_task import (
     ParityTask,
     dropout_free_bert_classifier,
     explicit_arguments_classifier,
@@ -39,8 +40,12 @@ from trainer_task import (  # noqa: E402
 
 
 def _trainer(tmp_path, model=None, **args) -> FVAETrainer:
-    return FVAETrainer(model=model or tiny_bert_classifier(), args=training_args(tmp_path, **args),
-                       train_dataset=ParityTask(), data_collator=pad_collate)
+    return FVAETrainer(
+        model=model or tiny_bert_classifier(),
+        args=training_args(tmp_path, **args),
+        train_dataset=ParityTask(),
+        data_collator=pad_collate,
+    )
 
 
 def test_training_logs_fvae_parts(tmp_path):
@@ -83,8 +88,9 @@ def test_training_loss_is_task_loss_plus_weighted_aux_and_evaluation_adds_nothin
 def test_lora_model_trains_with_the_task_loss_only(tmp_path):
     from fvae_asr import LoRAConfig
 
-    model = tiny_bert_classifier(adapter=LoRAConfig(rank=4, target_modules=["query", "key"],
-                                                    trainable_modules=["classifier"]))
+    model = tiny_bert_classifier(
+        adapter=LoRAConfig(rank=4, target_modules=["query", "key"], trainable_modules=["classifier"])
+    )
     trainer, batch = _trainer(tmp_path, model), _batch()
     model.train()
     torch.manual_seed(7)
@@ -106,15 +112,18 @@ class _RecordingTrainer(FVAETrainer):
 
 
 def test_logged_parts_average_the_micro_batches_since_the_last_log(tmp_path):
-    trainer = _RecordingTrainer(model=tiny_bert_classifier(), train_dataset=ParityTask(), data_collator=pad_collate,
-                                args=training_args(tmp_path, gradient_accumulation_steps=2, logging_steps=2,
-                                                   per_device_train_batch_size=2))
+    trainer = _RecordingTrainer(
+        model=tiny_bert_classifier(),
+        train_dataset=ParityTask(),
+        data_collator=pad_collate,
+        args=training_args(tmp_path, gradient_accumulation_steps=2, logging_steps=2, per_device_train_batch_size=2),
+    )
     trainer.gammas = []
     trainer.train()
     logged = [entry["fvae_gamma"] for entry in trainer.state.log_history if "loss" in entry]
     per_log = 2 * 2  # micro-batches per optimizer step x steps per log
     assert len(trainer.gammas) == 6 * 2 and len(logged) == 3
-    expected = [sum(trainer.gammas[i:i + per_log]) / per_log for i in range(0, len(trainer.gammas), per_log)]
+    expected = [sum(trainer.gammas[i : i + per_log]) / per_log for i in range(0, len(trainer.gammas), per_log)]
     assert logged == pytest.approx(expected, rel=1e-6)
 
 
@@ -203,16 +212,30 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "DDP_DONE" in run.stdout
     for step in (2, 4):
-        assert sorted(p.name for p in (tmp_path / f"checkpoint-{step}").glob("adapter_*")) == [CONFIG_NAME,
-                                                                                               WEIGHTS_NAME]
+        assert sorted(p.name for p in (tmp_path / f"checkpoint-{step}").glob("adapter_*")) == [
+            CONFIG_NAME,
+            WEIGHTS_NAME,
+        ]
 
 
 def test_evaluation_and_best_model_reload_use_the_adapter_checkpoints(tmp_path):
-    trainer = FVAETrainer(model=tiny_bert_classifier(), data_collator=pad_collate, train_dataset=ParityTask(),
-                          eval_dataset=ParityTask(size=8, seed=5),
-                          args=training_args(tmp_path, max_steps=4, eval_strategy="steps", eval_steps=2,
-                                             save_strategy="steps", save_steps=2, load_best_model_at_end=True,
-                                             metric_for_best_model="loss", greater_is_better=True))
+    trainer = FVAETrainer(
+        model=tiny_bert_classifier(),
+        data_collator=pad_collate,
+        train_dataset=ParityTask(),
+        eval_dataset=ParityTask(size=8, seed=5),
+        args=training_args(
+            tmp_path,
+            max_steps=4,
+            eval_strategy="steps",
+            eval_steps=2,
+            save_strategy="steps",
+            save_steps=2,
+            load_best_model_at_end=True,
+            metric_for_best_model="loss",
+            greater_is_better=True,
+        ),
+    )
     trainer.train()
     best = Path(trainer.state.best_model_checkpoint)  # "best" is the higher loss: not the last step's weights
     assert best == tmp_path / "checkpoint-2" and (best / WEIGHTS_NAME).is_file()
@@ -237,8 +260,13 @@ class _FirstStepGradients(TrainerCallback):
 def _first_step_gradients(folder, model, **args) -> dict[str, torch.Tensor]:
     """One optimizer step on all 4 items of a task without padding (every sequence 3 tokens), unclipped."""
     recorder = _FirstStepGradients()
-    trainer = FVAETrainer(model=model, train_dataset=ParityTask(size=4, max_len=3), data_collator=pad_collate,
-                          callbacks=[recorder], args=training_args(folder, max_steps=1, max_grad_norm=0, **args))
+    trainer = FVAETrainer(
+        model=model,
+        train_dataset=ParityTask(size=4, max_len=3),
+        data_collator=pad_collate,
+        callbacks=[recorder],
+        args=training_args(folder, max_steps=1, max_grad_norm=0, **args),
+    )
     trainer.train()
     return recorder.grads
 
@@ -252,20 +280,25 @@ def _assert_same_gradients(got: dict, expected: dict) -> None:
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-6, msg=key)
 
 
-@pytest.mark.parametrize("build", [dropout_free_bert_classifier, explicit_arguments_classifier],
-                         ids=["forward-with-kwargs", "forward-without-kwargs"])  # fmt: skip
+@pytest.mark.parametrize(
+    "build",
+    [dropout_free_bert_classifier, explicit_arguments_classifier],
+    ids=["forward-with-kwargs", "forward-without-kwargs"],
+)
 def test_accumulating_two_batches_of_two_gives_the_gradients_of_one_batch_of_four(tmp_path, monkeypatch, build):
     monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # z = mu: both runs see the same latents
     whole = _first_step_gradients(tmp_path / "whole", build(), per_device_train_batch_size=4)
-    accumulated = _first_step_gradients(tmp_path / "accumulated", build(), per_device_train_batch_size=2,
-                                        gradient_accumulation_steps=2)  # fmt: skip
+    accumulated = _first_step_gradients(
+        tmp_path / "accumulated", build(), per_device_train_batch_size=2, gradient_accumulation_steps=2
+    )
     _assert_same_gradients(accumulated, whole)
 
 
 def test_activation_checkpointing_gives_the_gradients_of_a_run_without_it(tmp_path):
     plain = _first_step_gradients(tmp_path / "plain", tiny_bert_classifier())
-    checkpointed = _first_step_gradients(tmp_path / "checkpointed", tiny_bert_classifier(),
-                                         activation_checkpointing=True)  # fmt: skip
+    checkpointed = _first_step_gradients(
+        tmp_path / "checkpointed", tiny_bert_classifier(), activation_checkpointing=True
+    )
     _assert_same_gradients(checkpointed, plain)
 
 

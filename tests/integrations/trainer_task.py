@@ -15,27 +15,47 @@ VOCAB, PAD = 50, 0
 def tiny_bert_base(seed: int = 0, dropout: float = 0.1) -> BertForSequenceClassification:
     """Tiny random BERT (2 layers, hidden 32) with a 2-class head, no adapters."""
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, num_labels=2, pad_token_id=PAD, hidden_dropout_prob=dropout,
-                     attention_probs_dropout_prob=dropout)
+    cfg = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=2,
+        pad_token_id=PAD,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
     return BertForSequenceClassification(cfg)
 
 
-def tiny_bert_classifier(seed: int = 0, adapter: AdapterConfig | None = None,
-                         dropout: float = 0.1) -> BertForSequenceClassification:  # fmt: skip
+def tiny_bert_classifier(
+    seed: int = 0, adapter: AdapterConfig | None = None, dropout: float = 0.1
+) -> BertForSequenceClassification:
     """``tiny_bert_base`` with adapters (default: FVAE on query/key, aux_weight 0.5, the head trainable)."""
     model = tiny_bert_base(seed, dropout)
-    inject(model, adapter or FVAELoRAConfig(rank=4, target_modules=["query", "key"], trainable_modules=["classifier"],
-                                            aux_weight=0.5))
+    inject(
+        model,
+        adapter
+        or FVAELoRAConfig(rank=4, target_modules=["query", "key"], trainable_modules=["classifier"], aux_weight=0.5),
+    )
     return model
 
 
 def dropout_free_bert_classifier() -> BertForSequenceClassification:
     """``tiny_bert_classifier`` without dropout anywhere (BERT's and the adapters'): a forward's only randomness is
     the latents' sampling noise."""
-    return tiny_bert_classifier(adapter=FVAELoRAConfig(rank=4, target_modules=["query", "key"], aux_weight=0.5,
-                                                       trainable_modules=["classifier"], dropout=0.0,
-                                                       decoder_dropout=0.0), dropout=0.0)
+    return tiny_bert_classifier(
+        adapter=FVAELoRAConfig(
+            rank=4,
+            target_modules=["query", "key"],
+            aux_weight=0.5,
+            trainable_modules=["classifier"],
+            dropout=0.0,
+            decoder_dropout=0.0,
+        ),
+        dropout=0.0,
+    )
 
 
 class ExplicitArgumentsClassifier(nn.Module):
@@ -53,8 +73,17 @@ def explicit_arguments_classifier() -> ExplicitArgumentsClassifier:
     """A dropout-free tiny BERT behind ``ExplicitArgumentsClassifier``, with the same adapters as
     ``dropout_free_bert_classifier``."""
     model = ExplicitArgumentsClassifier(tiny_bert_base(dropout=0.0))
-    inject(model, FVAELoRAConfig(rank=4, target_modules=["query", "key"], trainable_modules=["classifier"],
-                                 aux_weight=0.5, dropout=0.0, decoder_dropout=0.0))
+    inject(
+        model,
+        FVAELoRAConfig(
+            rank=4,
+            target_modules=["query", "key"],
+            trainable_modules=["classifier"],
+            aux_weight=0.5,
+            dropout=0.0,
+            decoder_dropout=0.0,
+        ),
+    )
     return model
 
 
@@ -87,7 +116,17 @@ def pad_collate(items: list[dict]) -> dict[str, torch.Tensor]:
 
 def training_args(output_dir, **overrides) -> TrainingArguments:
     """CPU, fixed seed, no reporting integrations: small and deterministic."""
-    base = dict(output_dir=str(output_dir), per_device_train_batch_size=4, learning_rate=1e-2, max_steps=6,
-                logging_steps=2, save_strategy="no", report_to="none", seed=0, use_cpu=True,
-                dataloader_num_workers=0, disable_tqdm=True)
+    base = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        max_steps=6,
+        logging_steps=2,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
     return TrainingArguments(**{**base, **overrides})

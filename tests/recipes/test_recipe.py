@@ -4,7 +4,6 @@ mixed precision, DDP with gloo, export."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,10 +14,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import HPARAMS, REPO, recipe_overrides, torchrun_on_two_cpu_processes
+from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.models.export import load_recognizer
 from fvae_asr.speech.training.hparams import load_hparams
-from fvae_asr.recipes.timit.train import run
+
+from conftest import HPARAMS, REPO, recipe_overrides, torchrun_on_two_cpu_processes
 from tiny_models import TINY_ENCODERS
 
 QUIET = {"noprogressbar": True}
@@ -82,8 +82,17 @@ def test_interrupted_run_resumes_where_it_stopped(tone_corpus, tmp_path):
 
 def _cli(corpus: Path, output: Path, *extra: str) -> list[str]:
     config = json.dumps(TINY_ENCODERS["wav2vec2"]).replace('"', "")  # a YAML flow mapping
-    return [str(HPARAMS), f"--data_folder={corpus}", f"--output_folder={output}", f"--encoder_config={config}",
-            "--rank=4", "--batch_size=2", "--mask_time_prob=0.0", "--noprogressbar", *extra]
+    return [
+        str(HPARAMS),
+        f"--data_folder={corpus}",
+        f"--output_folder={output}",
+        f"--encoder_config={config}",
+        "--rank=4",
+        "--batch_size=2",
+        "--mask_time_prob=0.0",
+        "--noprogressbar",
+        *extra,
+    ]
 
 
 # Runs the recipe's command line and kills the process (SIGKILL) at the N-th checkpoint: "after" it was saved,
@@ -118,13 +127,15 @@ def test_killed_process_resumes_to_the_result_of_an_uninterrupted_run(tone_corpu
     """kill -9 in the middle of epoch 2 (6 steps per epoch, a checkpoint every 2 steps), after a checkpoint or
     while one is written; the restarted run logs the same epochs (losses, dev PER, rates) and ends with the
     weights and test result of the uninterrupted run."""
+
     def cli(output: Path) -> list[str]:
         intervals = ("--ckpt_interval_minutes=0", "--ckpt_interval_steps=2")
         return _cli(tone_corpus, output, "--number_of_epochs=3", *intervals)
 
     def finished(output: Path) -> tuple[list[str], dict, dict]:
-        latest = max((output / "save").glob("CKPT+*"),
-                     key=lambda c: yaml.safe_load((c / "CKPT.yaml").read_text())["unixtime"])  # fmt: skip
+        latest = max(
+            (output / "save").glob("CKPT+*"), key=lambda c: yaml.safe_load((c / "CKPT.yaml").read_text())["unixtime"]
+        )
         epochs = re.findall(r"^epoch: .*$", (output / "train_log.txt").read_text(), re.M)
         return epochs, json.loads((output / "test_results.json").read_text()), load_file(str(latest / "model.ckpt"))
 
@@ -133,8 +144,12 @@ def test_killed_process_resumes_to_the_result_of_an_uninterrupted_run(tone_corpu
     whole = finished(tmp_path / "whole")
     for mode in ("after", "during"):
         output = tmp_path / mode
-        killed = subprocess.run([sys.executable, "-c", KILL_AT_CHECKPOINT, mode, "6", *cli(output)],
-                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        killed = subprocess.run(
+            [sys.executable, "-c", KILL_AT_CHECKPOINT, mode, "6", *cli(output)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert killed.returncode == -9, killed.stderr[-3000:]
         assert _epochs_logged(output) == [1]
         resumed = subprocess.run([*train, *cli(output)], capture_output=True, text=True, timeout=300)
@@ -154,9 +169,11 @@ def test_bf16_precision_runs(tone_corpus, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tone_corpus, tmp_path):
-    proc = torchrun_on_two_cpu_processes(REPO / "recipes/timit/train.py",
-                                         *_cli(tone_corpus, tmp_path, "--number_of_epochs=2",
-                                               "--distributed_backend=gloo"), timeout=600)
+    proc = torchrun_on_two_cpu_processes(
+        REPO / "recipes/timit/train.py",
+        *_cli(tone_corpus, tmp_path, "--number_of_epochs=2", "--distributed_backend=gloo"),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert _epochs_logged(tmp_path) == [1, 2]
     assert json.loads((tmp_path / "test_results.json").read_text())["utterances"] == 4
@@ -166,10 +183,21 @@ def test_ddp_with_two_cpu_processes(tone_corpus, tmp_path):
 @pytest.mark.parametrize("hparams_file", [HPARAMS, HPARAMS.with_name("demo.yaml")], ids=["timit", "demo"])
 @pytest.mark.parametrize("rank", [4, 16])
 def test_shipped_recipes_default_to_the_authors_weighting(hparams_file, rank, tmp_path):
-    overrides = {"data_folder": str(tmp_path), "output_folder": str(tmp_path), "rank": rank,
-                 "encoder_config": TINY_ENCODERS["wav2vec2"], "init_head_from_checkpoint": False}  # fmt: skip
+    overrides = {
+        "data_folder": str(tmp_path),
+        "output_folder": str(tmp_path),
+        "rank": rank,
+        "encoder_config": TINY_ENCODERS["wav2vec2"],
+        "init_head_from_checkpoint": False,
+    }
     config = load_hparams(hparams_file, overrides)["adapter_configs"]["fvae_lora"]
-    assert (config.rank, config.z2_dim, config.encoder_hidden, config.delta, config.beta) == (rank, rank, rank, 2 / rank, 1.0)
+    assert (config.rank, config.z2_dim, config.encoder_hidden, config.delta, config.beta) == (
+        rank,
+        rank,
+        rank,
+        2 / rank,
+        1.0,
+    )
 
 
 @pytest.mark.parametrize("kind", ["fvae_lora", "lora"])
@@ -238,7 +266,9 @@ def test_tensorboard_logger_without_the_package_is_a_one_line_error_before_anyth
     from fvae_asr.speech.training.run_folder import RunSettingsError
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard raises ImportError
-    with pytest.raises(RunSettingsError, match=r"logger: tensorboard needs the tensorboard package: pip install") as err:
+    with pytest.raises(
+        RunSettingsError, match=r"logger: tensorboard needs the tensorboard package: pip install"
+    ) as err:
         run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path / "out", logger="tensorboard"))
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
     with pytest.raises(RunSettingsError, match=r"logger must be one of file, tensorboard; got 'wandb'"):

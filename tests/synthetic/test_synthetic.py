@@ -12,8 +12,8 @@ import soundfile as sf
 
 pytest.importorskip("espeakng_loader")
 
-from fvae_asr.speech.data.labels import timit  # noqa: E402
-from fvae_asr.synthetic import (  # noqa: E402
+from fvae_asr.speech.data.labels import timit
+from fvae_asr.synthetic import (
     DOMAINS,
     NOISY_ROOM,
     SOURCE,
@@ -27,10 +27,10 @@ from fvae_asr.synthetic import (  # noqa: E402
     synthesize_utterance,
     to_timit,
 )
-from fvae_asr.synthetic.__main__ import main  # noqa: E402
-from fvae_asr.synthetic.corpus import OPTIONS_FILE  # noqa: E402
-from fvae_asr.synthetic.phones import ESPEAK_TO_TIMIT, is_known  # noqa: E402
-from fvae_asr.synthetic.sentences import CALIBRATION_SENTENCES, all_words  # noqa: E402
+from fvae_asr.synthetic.__main__ import main
+from fvae_asr.synthetic.corpus import OPTIONS_FILE
+from fvae_asr.synthetic.phones import ESPEAK_TO_TIMIT, is_known
+from fvae_asr.synthetic.sentences import CALIBRATION_SENTENCES, all_words
 
 SENTENCE = "The quiet farmer carried seven heavy baskets across the old bridge."
 TINY = dict(seed=3, n_train_speakers=3, n_test_speakers=2, sentences_per_speaker=2)
@@ -69,7 +69,7 @@ def test_synthesis_audio_and_events(espeak):
     assert result.sample_rate == 16000 and result.audio.dtype == np.float32 and result.audio.ndim == 1
     assert 2.0 < len(result.audio) / 16000 < 6.0 and np.abs(result.audio).max() <= 1.0
     starts = [p.sample for p in result.phonemes]
-    assert starts == sorted(starts) and 0 <= starts[0] and starts[-1] <= len(result.audio)
+    assert starts == sorted(starts) and starts[0] >= 0 and starts[-1] <= len(result.audio)
     assert len(result.words) == len(SENTENCE.split())
     assert all(is_known(p.mnemonic) for p in result.phonemes)
 
@@ -123,9 +123,15 @@ def test_mapping_targets_are_timit_phones():
 def test_phone_segments_edges_closures_and_pauses():
     events = [(100, "_"), (200, "p"), (230, "'a"), (400, ";"), (450, "_:"), (500, "_"), (600, "t"), (700, "_")]
     assert phone_segments(events, 1000) == [
-        (0, 200, "h#"), (200, 220, "pcl"), (220, 230, "p"), (230, 450, "ae"), (450, 600, "pau"),
-        (600, 666, "tcl"), (666, 700, "t"), (700, 1000, "h#"),
-    ]  # fmt: skip
+        (0, 200, "h#"),
+        (200, 220, "pcl"),
+        (220, 230, "p"),
+        (230, 450, "ae"),
+        (450, 600, "pau"),
+        (600, 666, "tcl"),
+        (666, 700, "t"),
+        (700, 1000, "h#"),
+    ]
 
 
 def test_corpus_layout(corpora):
@@ -147,8 +153,9 @@ def test_corpus_layout(corpora):
         phones = [line.split() for line in wav.with_suffix(".PHN").read_text().splitlines()]
         words = [line.split() for line in wav.with_suffix(".WRD").read_text().splitlines()]
         text = wav.with_suffix(".TXT").read_text().split(maxsplit=2)[2].strip()
-        _check_segments([(int(a), int(b), p) for a, b, p in phones], [(int(a), int(b), w) for a, b, w in words],
-                        info.frames, text)  # fmt: skip
+        _check_segments(
+            [(int(a), int(b), p) for a, b, p in phones], [(int(a), int(b), w) for a, b, w in words], info.frames, text
+        )
     sa1 = {wav.with_suffix(".TXT").read_text().split(maxsplit=2)[2] for wav in wavs if wav.stem == "SA1"}
     assert len(sa1) == 1
 
@@ -199,8 +206,22 @@ def test_command_line(tmp_path, capsys):
         main(["--help"])
     assert exit_info.value.code == 0 and "--train-speakers" in capsys.readouterr().out
     out = tmp_path / "cli"
-    args = ["--out", str(out), "--domain", "target", "--train-speakers", "1", "--test-speakers", "2",
-            "--sentences", "1", "--snr-db", "20", "--lowercase", "--quiet"]  # fmt: skip
+    args = [
+        "--out",
+        str(out),
+        "--domain",
+        "target",
+        "--train-speakers",
+        "1",
+        "--test-speakers",
+        "2",
+        "--sentences",
+        "1",
+        "--snr-db",
+        "20",
+        "--lowercase",
+        "--quiet",
+    ]
     assert main(args) == 0
     assert sorted(path.name for path in out.iterdir()) == [OPTIONS_FILE, "test", "train"]
     assert len(list(out.glob("*/dr*/*/*.wav"))) == 3 * 3

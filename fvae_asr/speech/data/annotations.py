@@ -21,8 +21,8 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-from torch import Tensor
 from speechbrain.dataio.encoder import DEFAULT_BLANK
+from torch import Tensor
 
 from fvae_asr.audio import SAMPLE_RATE, AudioError, check_regular_file, header_duration
 from fvae_asr.files import file_stamps
@@ -141,8 +141,10 @@ def _csv_rows(path: Path):
         header = reader.fieldnames or []
         repeated = sorted({column for column in header if header.count(column) > 1})
         if repeated:
-            raise AnnotationError(f"{path}, line 1: the header names {', '.join(repeated)} twice (which one holds "
-                                  "the data would be a guess)")  # fmt: skip
+            raise AnnotationError(
+                f"{path}, line 1: the header names {', '.join(repeated)} twice (which one holds "
+                "the data would be a guess)"
+            )
         missing = [column for column in CSV_COLUMNS if column not in header]
         if missing:
             raise AnnotationError(
@@ -154,8 +156,10 @@ def _csv_rows(path: Path):
             if any(fields.get(column) is None for column in CSV_COLUMNS):
                 raise AnnotationError(f"{path}, {row}: fewer fields than the header's {len(reader.fieldnames)}")
             if None in fields:  # DictReader's key for the fields past the header's
-                raise AnnotationError(f"{path}, {row} (ID {fields['ID']!r}): more fields than the header's "
-                                      f"{len(header)} (an unquoted comma? quote a field that holds one)")  # fmt: skip
+                raise AnnotationError(
+                    f"{path}, {row} (ID {fields['ID']!r}): more fields than the header's "
+                    f"{len(header)} (an unquoted comma? quote a field that holds one)"
+                )
             yield row, fields["ID"], fields
 
 
@@ -182,6 +186,7 @@ def _json_rows(path: Path):
 def resolve_wav(wav: str, annotation: Path, data_root: str | None, where: str) -> str:
     """The audio path with ``data_root`` put in (``$data_root`` in a CSV, ``{data_root}`` in JSON), absolute:
     relative paths start at the annotation's folder. The one rule for the recipe, ``evaluate`` and the others."""
+
     def substitute(match: re.Match) -> str:
         if match[1] != DATA_ROOT:
             raise AnnotationError(f"{where}: unknown placeholder {match[0]!r} in wav (only {DATA_ROOT} is replaced)")
@@ -226,9 +231,13 @@ def read_inventory(path: str | Path) -> list[str]:
         if not phone:
             continue
         if len(phone.split()) > 1 or phone == DEFAULT_BLANK or phone in phones:
-            problem = ("holds more than one phone" if len(phone.split()) > 1 else
-                       f"{DEFAULT_BLANK} is the CTC blank, not a phone" if phone == DEFAULT_BLANK else
-                       f"repeats line {phones.get(phone)}")  # fmt: skip
+            problem = (
+                "holds more than one phone"
+                if len(phone.split()) > 1
+                else f"{DEFAULT_BLANK} is the CTC blank, not a phone"
+                if phone == DEFAULT_BLANK
+                else f"repeats line {phones.get(phone)}"
+            )
             raise AnnotationError(f"{path}, line {number}: {problem} ({line!r})")
         phones[phone] = number
     if not phones:
@@ -273,7 +282,9 @@ def check_ctc_lengths(annotation: Annotation, frame_lengths: Callable[[Tensor], 
         samples = math.ceil(header_duration(entry["wav"]) * SAMPLE_RATE)
         frames = int(frame_lengths(torch.tensor([samples]))[0])
         if frames < needed:
-            shortest = next(n for n in itertools.count(samples, 16) if int(frame_lengths(torch.tensor([n]))[0]) >= needed)
+            shortest = next(
+                n for n in itertools.count(samples, 16) if int(frame_lengths(torch.tensor([n]))[0]) >= needed
+            )
             raise AnnotationError(
                 f"{annotation.where(utt_id)}: {entry['wav']} lasts {samples / SAMPLE_RATE:.3f} s, {frames} encoder "
                 f"frames, fewer than the {needed} its {len(phones)} phones need for CTC (at least "

@@ -8,7 +8,6 @@ from pathlib import Path
 from speechbrain.dataio.encoder import DEFAULT_BLANK, CTCTextEncoder
 
 
-
 def phone_encoder(path: str | Path, phones: list[str]) -> CTCTextEncoder:
     """The CTC labels of a phone inventory, written to ``path`` once and reloaded (DDP-safe).
 

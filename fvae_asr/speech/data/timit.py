@@ -24,17 +24,72 @@ logger = logging.getLogger(__name__)
 SILENCE = "sil"
 
 # Phones that are already members of the 39-phone set (they map to themselves).
-_KEPT_PHONES = (
-    "aa ae ah aw ay b ch d dh dx eh er ey f g hh ih iy jh k l m n ng ow oy p r s sh t th uh uw v w y z"
-).split()
+_KEPT_PHONES = [
+    "aa",
+    "ae",
+    "ah",
+    "aw",
+    "ay",
+    "b",
+    "ch",
+    "d",
+    "dh",
+    "dx",
+    "eh",
+    "er",
+    "ey",
+    "f",
+    "g",
+    "hh",
+    "ih",
+    "iy",
+    "jh",
+    "k",
+    "l",
+    "m",
+    "n",
+    "ng",
+    "ow",
+    "oy",
+    "p",
+    "r",
+    "s",
+    "sh",
+    "t",
+    "th",
+    "uh",
+    "uw",
+    "v",
+    "w",
+    "y",
+    "z",
+]
 
 # Phones that fold into another one (as in Lee & Hon 1989, used by SpeechBrain's TIMIT recipe).
 _FOLDED_PHONES = {
-    "ao": "aa", "ax": "ah", "ax-h": "ah", "axr": "er", "el": "l", "em": "m", "en": "n", "eng": "ng",
-    "hv": "hh", "ix": "ih", "nx": "n", "ux": "uw", "zh": "sh",
-    "bcl": SILENCE, "dcl": SILENCE, "gcl": SILENCE, "kcl": SILENCE, "pcl": SILENCE, "tcl": SILENCE,
-    "epi": SILENCE, "pau": SILENCE, "h#": SILENCE,
-}  # fmt: skip
+    "ao": "aa",
+    "ax": "ah",
+    "ax-h": "ah",
+    "axr": "er",
+    "el": "l",
+    "em": "m",
+    "en": "n",
+    "eng": "ng",
+    "hv": "hh",
+    "ix": "ih",
+    "nx": "n",
+    "ux": "uw",
+    "zh": "sh",
+    "bcl": SILENCE,
+    "dcl": SILENCE,
+    "gcl": SILENCE,
+    "kcl": SILENCE,
+    "pcl": SILENCE,
+    "tcl": SILENCE,
+    "epi": SILENCE,
+    "pau": SILENCE,
+    "h#": SILENCE,
+}
 
 # Glottal stop: dropped entirely when folding to 39 phones.
 DROPPED_PHONE = "q"
@@ -46,16 +101,88 @@ _PHONE_SET_61 = frozenset(PHONES_61)
 
 # The 24-speaker core test set (TEST folder).
 CORE_TEST_SPEAKERS = frozenset(
-    "FDHC0 FELC0 FJLM0 FMGD0 FMLD0 FNLP0 FPAS0 FPKT0 MBPM0 MCMJ0 MDAB0 MGRT0 "
-    "MJDH0 MJLN0 MJMP0 MKLT0 MLLL0 MLNT0 MNJM0 MPAM0 MTAS1 MTLS0 MWBT0 MWEW0".split()
+    [
+        "FDHC0",
+        "FELC0",
+        "FJLM0",
+        "FMGD0",
+        "FMLD0",
+        "FNLP0",
+        "FPAS0",
+        "FPKT0",
+        "MBPM0",
+        "MCMJ0",
+        "MDAB0",
+        "MGRT0",
+        "MJDH0",
+        "MJLN0",
+        "MJMP0",
+        "MKLT0",
+        "MLLL0",
+        "MLNT0",
+        "MNJM0",
+        "MPAM0",
+        "MTAS1",
+        "MTLS0",
+        "MWBT0",
+        "MWEW0",
+    ]
 )
 
 # The 50-speaker development set used by SpeechBrain's TIMIT recipes (TEST folder, disjoint from core test).
 DEV_SPEAKERS = frozenset(
-    "FADG0 FAKS0 FCAL1 FCMH0 FDAC1 FDMS0 FDRW0 FEDW0 FGJD0 FJEM0 FJMG0 FJSJ0 FKMS0 FMAH0 FMML0 FNMR0 "
-    "FREW0 FSEM0 MAJC0 MBDG0 MBNS0 MBWM0 MCSH0 MDLF0 MDLS0 MDVC0 MERS0 MGJF0 MGLB0 MGWT0 MJAR0 MJFC0 "
-    "MJSW0 MMDB1 MMDM2 MMJR0 MMWH0 MPDF0 MRCS0 MREB0 MRJM4 MRJR0 MROA0 MRTK0 MRWS1 MTAA0 MTDT0 MTEB0 "
-    "MTHC0 MWJG0".split()
+    [
+        "FADG0",
+        "FAKS0",
+        "FCAL1",
+        "FCMH0",
+        "FDAC1",
+        "FDMS0",
+        "FDRW0",
+        "FEDW0",
+        "FGJD0",
+        "FJEM0",
+        "FJMG0",
+        "FJSJ0",
+        "FKMS0",
+        "FMAH0",
+        "FMML0",
+        "FNMR0",
+        "FREW0",
+        "FSEM0",
+        "MAJC0",
+        "MBDG0",
+        "MBNS0",
+        "MBWM0",
+        "MCSH0",
+        "MDLF0",
+        "MDLS0",
+        "MDVC0",
+        "MERS0",
+        "MGJF0",
+        "MGLB0",
+        "MGWT0",
+        "MJAR0",
+        "MJFC0",
+        "MJSW0",
+        "MMDB1",
+        "MMDM2",
+        "MMJR0",
+        "MMWH0",
+        "MPDF0",
+        "MRCS0",
+        "MREB0",
+        "MRJM4",
+        "MRJR0",
+        "MROA0",
+        "MRTK0",
+        "MRWS1",
+        "MTAA0",
+        "MTDT0",
+        "MTEB0",
+        "MTHC0",
+        "MWJG0",
+    ]
 )
 
 # Dialect calibration sentences, read by every speaker: excluded from all splits.
@@ -173,9 +300,12 @@ def prepare_timit(
     uppercase = _detect_uppercase(root) if uppercase is None else uppercase
     split_wavs = _split_wavs(root, uppercase)
     record = {
-        "data_folder": str(root), "phn_set": phn_set, "uppercase": uppercase, "manifest_format": MANIFEST_FORMAT,
+        "data_folder": str(root),
+        "phn_set": phn_set,
+        "uppercase": uppercase,
+        "manifest_format": MANIFEST_FORMAT,
         "corpus_files": _corpus_files(root, [wav for wavs in split_wavs for wav in wavs], uppercase),
-    }  # fmt: skip
+    }
     reason = _why_prepare(paths, save_dir / _OPTS_FILE, record)
     if reason is None:
         logger.info("TIMIT manifests in %s already prepared for %s; skipping", save_dir, root)
@@ -231,8 +361,11 @@ def _why_prepare(paths: Iterable[Path], record_path: Path, record: dict) -> str 
         earlier = read_json(record_path, "preparation record")
     except ValueError as err:
         return f"its record is unreadable ({err})"
-    changed = [f"{key} was {earlier.get(key)!r}, now {value!r}" for key, value in record.items()
-               if key != "corpus_files" and earlier.get(key) != value]  # fmt: skip
+    changed = [
+        f"{key} was {earlier.get(key)!r}, now {value!r}"
+        for key, value in record.items()
+        if key != "corpus_files" and earlier.get(key) != value
+    ]
     if changed:
         return "; ".join(changed)
     before, now = earlier.get("corpus_files"), record["corpus_files"]

@@ -12,14 +12,15 @@ from pathlib import Path
 
 from fvae_asr.files import read_json
 from fvae_asr.speech.data.annotations import read_annotation, resolve_wav
-from fvae_asr.speech.metrics import alignments, error_report
 from fvae_asr.speech.inference.transcriber import Transcriber
+from fvae_asr.speech.metrics import alignments, error_report
 
 REQUIRED_FIELDS = ("wav", "phn")
 
 
-def read_manifest(path: str | Path, data_root: str | None = None,
-                  required: Sequence[str] = REQUIRED_FIELDS) -> dict[str, dict]:  # fmt: skip
+def read_manifest(
+    path: str | Path, data_root: str | None = None, required: Sequence[str] = REQUIRED_FIELDS
+) -> dict[str, dict]:
     """A manifest's entries by utterance id; each needs the ``required`` string fields (``wav`` and ``phn`` for
     scoring a recogniser). A ``.csv`` is read as a recipe annotation. Wav paths follow the recipe's rule
     (``annotations.resolve_wav``): ``$data_root`` (CSV) or ``{data_root}`` (JSON) stands for ``data_root``, and a
@@ -74,9 +75,9 @@ def evaluate_manifest(
     Returns ``error_report``'s fields (``per``, ``substitutions``, ``deletions``, ``insertions``,
     ``reference_phones``, ``utterances``) plus ``manifest``, ``skipped`` (id -> reason) and ``transcripts``
     (id -> wav, ref, hyp, duration of the file in seconds and, with ``timestamps``, ``segments``: the hypothesis'
-    ``PhoneSegment``s, ``[phone, start, end]`` in JSON). A reference that is empty or has phones the model cannot output is an error naming
-    the utterance, unless ``skip_invalid`` leaves such utterances out (listed in ``skipped``). A file that cannot
-    be transcribed is an error naming the manifest and the file.
+    ``PhoneSegment``s, ``[phone, start, end]`` in JSON). A reference that is empty or has phones the model cannot
+    output is an error naming the utterance, unless ``skip_invalid`` leaves such utterances out (listed in
+    ``skipped``). A file that cannot be transcribed is an error naming the manifest and the file.
     """
     manifest = read_manifest(manifest_path, data_root)
     skipped = invalid_references(manifest, transcriber.phones)
@@ -95,10 +96,15 @@ def evaluate_manifest(
     if failures:
         raise ValueError(f"manifest {manifest_path}: {len(failures)} file(s) not transcribed: " + "; ".join(failures))
     transcripts = {
-        utt_id: {"wav": result.path, "ref": manifest[utt_id]["phn"], "hyp": " ".join(result.phones),
-                 "duration": result.duration, **({"segments": result.segments} if timestamps else {})}
+        utt_id: {
+            "wav": result.path,
+            "ref": manifest[utt_id]["phn"],
+            "hyp": " ".join(result.phones),
+            "duration": result.duration,
+            **({"segments": result.segments} if timestamps else {}),
+        }
         for utt_id, result in zip(ids, results)
-    }  # fmt: skip
+    }
     try:
         report = error_report(ids, *_references_and_hypotheses(transcripts))
     except ValueError as err:

@@ -47,14 +47,18 @@ def align_log_probs(
     repeats = int((targets[1:] == targets[:-1]).sum())  # CTC needs a blank between two equal phones
     frames = log_probs.shape[0]
     if len(phones) + repeats > frames:
-        raise AlignmentError(f"{len(phones)} phones ({repeats} repeated) need at least {len(phones) + repeats} "
-                             f"frames; the audio gives {frames}")  # fmt: skip
+        raise AlignmentError(
+            f"{len(phones)} phones ({repeats} repeated) need at least {len(phones) + repeats} "
+            f"frames; the audio gives {frames}"
+        )
     path, scores = taf.forced_align(log_probs[None].float(), targets[None], blank=blank_index)
     spans = taf.merge_tokens(path[0], scores[0].exp(), blank=blank_index)
     onsets = [span.start for span in spans]
     ends = [*onsets[1:], spans[-1].end]
-    return [PhoneSegment(phone, start * seconds_per_frame, end * seconds_per_frame)
-            for phone, start, end in zip(phones, onsets, ends, strict=True)]  # fmt: skip
+    return [
+        PhoneSegment(phone, start * seconds_per_frame, end * seconds_per_frame)
+        for phone, start, end in zip(phones, onsets, ends, strict=True)
+    ]
 
 
 def align_file(transcriber: Transcriber, path: str | Path, phones: Sequence[str]) -> FileTranscription:
@@ -62,8 +66,9 @@ def align_file(transcriber: Transcriber, path: str | Path, phones: Sequence[str]
     unreadable file or one that cannot be aligned gives a result with its ``error``."""
     try:
         log_probs = torch.cat(list(transcriber.frame_log_probs(path)))
-        segments = align_log_probs(log_probs, phones, transcriber.labels, transcriber.blank_index,
-                                   transcriber.seconds_per_frame)  # fmt: skip
+        segments = align_log_probs(
+            log_probs, phones, transcriber.labels, transcriber.blank_index, transcriber.seconds_per_frame
+        )
         with AudioReader(path, transcriber.sample_rate) as reader:
             duration = reader.duration
     except (AudioError, AlignmentError) as err:

@@ -2,8 +2,8 @@
 in, phones (optionally with times) out.
 
 ``Transcriber`` batches short files (padded with SpeechBrain, relative lengths) and transcribes long ones chunk by
-chunk (see ``fvae_asr.speech.inference.chunking`` for the rule), reading only one chunk of audio at a time; phones come from
-the best label of each frame, collapsed as greedy CTC decoding does (``fvae_asr.speech.inference.ctc_segments``).
+chunk (see ``fvae_asr.speech.inference.chunking`` for the rule), reading only one chunk of audio at a time; phones come
+from the best label of each frame, collapsed as greedy CTC decoding does (``fvae_asr.speech.inference.ctc_segments``).
 ``transcribe_files`` reports unreadable files one by one instead of stopping at the first.
 """
 
@@ -20,8 +20,8 @@ from speechbrain.utils.data_utils import batch_pad_right
 from torch import Tensor
 
 from fvae_asr.audio import AudioError, AudioReader, header_duration, load_audio
-from fvae_asr.speech.inference.ctc_segments import PhoneSegment, greedy_phones, phone_segments
 from fvae_asr.speech.inference.chunking import Chunk, FrameGeometry, frames_for, plan_chunks
+from fvae_asr.speech.inference.ctc_segments import PhoneSegment, greedy_phones, phone_segments
 from fvae_asr.speech.models.export import load_recognizer
 from fvae_asr.speech.models.recognizer import greedy_decode
 

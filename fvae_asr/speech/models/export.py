@@ -31,11 +31,11 @@ from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME, check_finite
 from fvae_asr.adapters.peft_format import PEFT_PREFIX
 from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.files import is_disk_full, read_json, respect_umask, write_json
-from fvae_asr.speech.training.resume import NonFiniteTrainingError
 from fvae_asr.speech.models.classifier import PooledClassifier
 from fvae_asr.speech.models.encoder import SSLEncoder, is_hub_id, quiet_hf_loading
 from fvae_asr.speech.models.recognizer import HEAD_NAME, CTCRecognizer
 from fvae_asr.speech.models.training_kinds import ADAPTER_KINDS, configure_training
+from fvae_asr.speech.training.resume import NonFiniteTrainingError
 
 DESCRIPTION_NAME = "recognizer.json"
 TRAINABLE_NAME = "trainable_model.safetensors"
@@ -88,8 +88,9 @@ class TrainableWeights:
         try:
             check_finite(trainable_state(self.model), "the trained weights")
         except ValueError as err:
-            raise NonFiniteTrainingError(f"{err}: the run diverged; no checkpoint was saved (lower the learning "
-                                         "rate and pass --restart=True)") from None  # fmt: skip
+            raise NonFiniteTrainingError(
+                f"{err}: the run diverged; no checkpoint was saved (lower the learning rate and pass --restart=True)"
+            ) from None
         save_trainable(self.model, Path(path))
 
     @mark_as_loader
@@ -135,7 +136,8 @@ def _write_export(model: ExportedModel, task: str, kind: str, labels: list[str],
     encoder = model.encoder
     description = {
         "task": task,
-        "backbone": encoder.source if is_hub_id(encoder.source) and not encoder.random_init_config
+        "backbone": encoder.source
+        if is_hub_id(encoder.source) and not encoder.random_init_config
         else _save_backbone(encoder, directory),
         "adapter": kind,
         "labels": labels,
@@ -157,8 +159,10 @@ def check_replaceable(directory: Path) -> None:
         raise ExportError(f"cannot export to {directory}: it is a file, not a folder")
     others = sorted(p.name for p in directory.iterdir() if p.name not in EXPORT_NAMES) if directory.is_dir() else []
     if others:
-        raise ExportError(f"cannot export to {directory}: it holds files that are no part of an export "
-                          f"({', '.join(others[:5])}); choose a new or empty folder")  # fmt: skip
+        raise ExportError(
+            f"cannot export to {directory}: it holds files that are no part of an export "
+            f"({', '.join(others[:5])}); choose a new or empty folder"
+        )
 
 
 def remove_export(directory: Path) -> bool:
@@ -226,8 +230,14 @@ def export_hf_ctc(model: CTCRecognizer, labels: list[str], directory: str | Path
     respect_umask(directory / "model.safetensors")  # transformers writes it 0o600, the JSON beside it 0o644
     vocab_file = directory / "vocab.json"
     vocab_file.write_text(json.dumps({label: i for i, label in enumerate(labels)}, indent=2) + "\n")
-    tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), pad_token=labels[blank_index], unk_token=None,
-                                     bos_token=None, eos_token=None, word_delimiter_token=None)
+    tokenizer = Wav2Vec2CTCTokenizer(
+        str(vocab_file),
+        pad_token=labels[blank_index],
+        unk_token=None,
+        bos_token=None,
+        eos_token=None,
+        word_delimiter_token=None,
+    )
     tokenizer.save_pretrained(str(directory))
     return directory
 
@@ -281,8 +291,10 @@ def load_recognizer(directory: str | Path, device: str | torch.device = "cpu") -
     is an error naming the file."""
     model, description = load_exported(directory, device)
     if description["task"] != "ctc":
-        raise ValueError(f"{Path(directory) / DESCRIPTION_NAME}: this export is a '{description['task']}' model "
-                         "(an utterance classifier), not a CTC recogniser")  # fmt: skip
+        raise ValueError(
+            f"{Path(directory) / DESCRIPTION_NAME}: this export is a '{description['task']}' model "
+            "(an utterance classifier), not a CTC recogniser"
+        )
     return model, description
 
 
@@ -338,8 +350,10 @@ def _check_head_fits(n_labels: int, weights: Path, description_path: Path) -> No
     try:
         with safe_open(str(weights), "pt") as saved:
             # LoRA exports carry PEFT's tensor names (see fvae_asr.adapters.peft_format)
-            head = next((name for name in (f"{HEAD_NAME}.weight", f"{PEFT_PREFIX}{HEAD_NAME}.weight")
-                         if name in saved.keys()), None)  # fmt: skip
+            head = next(
+                (name for name in (f"{HEAD_NAME}.weight", f"{PEFT_PREFIX}{HEAD_NAME}.weight") if name in saved),
+                None,
+            )
             rows = saved.get_slice(head).get_shape()[0] if head is not None else None
     except (SafetensorError, OSError) as err:
         raise ValueError(f"cannot read weights {weights}: {err}") from err

@@ -54,7 +54,9 @@ def init_head_from_checkpoint(
     vocab = read_json(Path(vocab_file), "vocab")
     weight, bias = ctc.lm_head.weight, ctc.lm_head.bias  # (V_source, C), (V_source,)
     if weight.shape[1] != model.head.in_features:
-        raise ValueError(f"{source}: CTC head takes {weight.shape[1]} features, the encoder gives {model.head.in_features}")
+        raise ValueError(
+            f"{source}: CTC head takes {weight.shape[1]} features, the encoder gives {model.head.in_features}"
+        )
     rows = {i: ctc.config.pad_token_id if i == blank_index else vocab.get(label) for i, label in enumerate(labels)}
     rows = {i: row for i, row in rows.items() if row is not None and 0 <= row < weight.shape[0]}
     if not any(i != blank_index for i in rows):

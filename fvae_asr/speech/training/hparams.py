@@ -47,8 +47,10 @@ def hparams_source(
         if old in (renamed or {}):
             raise ValueError(f"{old} is now called {renamed[old]}: set {renamed[old]} instead")
     if unknown:
-        raise ValueError(f"{path} has no {', '.join(unknown)} (overrides, from the command line or from a file that "
-                         "extends it, must name its keys)")  # fmt: skip
+        raise ValueError(
+            f"{path} has no {', '.join(unknown)} (overrides, from the command line or from a file that "
+            "extends it, must name its keys)"
+        )
     return path, given
 
 

@@ -53,9 +53,11 @@ def check_durations(splits: dict[str, Annotation], encoder: SSLEncoder) -> None:
         for utt_id, entry in annotation.entries.items():
             if geometry.frames(round(entry["duration"] * SAMPLE_RATE)) < frames:
                 why = f"{frames} frames for SpecAugment's masks (mask_time_length)" if frames > 1 else "one frame"
-                raise AnnotationError(f"{annotation.where(utt_id)}: {entry['duration']:.4g} s is too short: the "
-                                      f"encoder needs at least {samples / SAMPLE_RATE:.4g} s ({samples} samples) "
-                                      f"for {why}")  # fmt: skip
+                raise AnnotationError(
+                    f"{annotation.where(utt_id)}: {entry['duration']:.4g} s is too short: the "
+                    f"encoder needs at least {samples / SAMPLE_RATE:.4g} s ({samples} samples) "
+                    f"for {why}"
+                )
     check_ctc_lengths(splits["train"], encoder.frame_lengths)
 
 

@@ -82,14 +82,23 @@ class ResumableBrain(sb.Brain):
         logger.warning(
             "number_of_epochs is now %d: the checkpoint's learning-rate schedule (%d steps, %d warm-up) is rebuilt "
             "for %d steps (%d warm-up); training continues at step %d with rate %.3g",
-            epochs, recovered[1], recovered[0], scheduler.num_training_steps, scheduler.num_warmup_steps,
-            scheduler.current_step, scheduler.calculate_lr(scheduler.current_step),
-        )  # fmt: skip
+            epochs,
+            recovered[1],
+            recovered[0],
+            scheduler.num_training_steps,
+            scheduler.num_warmup_steps,
+            scheduler.current_step,
+            scheduler.calculate_lr(scheduler.current_step),
+        )
         self.hparams.train_logger.log_stats(
-            stats_meta={"schedule rebuilt for number_of_epochs": epochs, "steps": scheduler.num_training_steps,
-                        "warm-up steps": scheduler.num_warmup_steps, "from step": scheduler.current_step},
+            stats_meta={
+                "schedule rebuilt for number_of_epochs": epochs,
+                "steps": scheduler.num_training_steps,
+                "warm-up steps": scheduler.num_warmup_steps,
+                "from step": scheduler.current_step,
+            },
             verbose=False,
-        )  # fmt: skip
+        )
 
     def on_fit_batch_start(self, batch, should_step):
         self.random_states.restore_pending()

@@ -120,10 +120,9 @@ class AtomicCheckpointer(Checkpointer):
             try:
                 self.load_checkpoint(checkpoint)
                 return checkpoint
-            except Exception as err:  # noqa: BLE001 - any failure to load means the files are damaged
+            except Exception as err:
                 failures.append(f"{checkpoint.path.name}: {type(err).__name__}: {err}")
-                logger.warning("Skipping the damaged checkpoint %s (%s: %s)", checkpoint.path, type(err).__name__,
-                               err)  # fmt: skip
+                logger.warning("Skipping the damaged checkpoint %s (%s: %s)", checkpoint.path, type(err).__name__, err)
                 self._undo_partial_load()
         tried = "; ".join(failures)
         raise CheckpointRecoveryError(f"no checkpoint in {self.checkpoints_dir} could be loaded: {tried}")

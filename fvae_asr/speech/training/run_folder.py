@@ -30,12 +30,12 @@ from speechbrain.utils.run_opts import RunOptions
 
 from fvae_asr.files import describe_changes, read_json, write_atomically, write_json
 from fvae_asr.speech.data.annotations import ANNOTATION_KEYS, TIMIT_INVENTORIES, Corpus, audio_files, corpus_of
-from fvae_asr.speech.training.resume import STAGING_PREFIX
 from fvae_asr.speech.data.labels import SORTINGS
 from fvae_asr.speech.models.encoder import check_family
 from fvae_asr.speech.models.export import check_replaceable, remove_export
-from fvae_asr.speech.training.hparams import as_mapping
 from fvae_asr.speech.models.training_kinds import ADAPTER_KINDS
+from fvae_asr.speech.training.hparams import as_mapping
+from fvae_asr.speech.training.resume import STAGING_PREFIX
 from fvae_asr.speech.training.train_logger import LOGGERS, TENSORBOARD_MISSING, tensorboard_missing
 
 logger = logging.getLogger(__name__)
@@ -50,15 +50,35 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 # Settings that may change when a run resumes: where things are written, how often checkpoints are taken, how
 # many epochs (more epochs rebuild the learning-rate schedule) and the restart switch itself.
-RESUMABLE_KEYS = ("output_folder", "save_folder", "export_folder", "train_log", "test_results_file",
-                  "test_alignments_file", "logger", "tensorboard_folder", "train_logger", "number_of_epochs",
-                  "ckpt_interval_minutes", "ckpt_interval_steps", "restart")  # fmt: skip
+RESUMABLE_KEYS = (
+    "output_folder",
+    "save_folder",
+    "export_folder",
+    "train_log",
+    "test_results_file",
+    "test_alignments_file",
+    "logger",
+    "tensorboard_folder",
+    "train_logger",
+    "number_of_epochs",
+    "ckpt_interval_minutes",
+    "ckpt_interval_steps",
+    "restart",
+)
 RESUMABLE_PATHS = ("train_dataloader_opts.num_workers", "valid_dataloader_opts.num_workers")
 # Run options (command-line flags, not yaml overrides) whose effective value joins the settings: those that
 # change the result, and the checkpoint intervals; the others (device, noprogressbar, ...) may change freely.
-SETTING_RUN_OPTS = ("precision", "eval_precision", "grad_accumulation_factor", "max_grad_norm",
-                    "skip_nonfinite_grads", "remove_vector_weight_decay", "optimizer_step_limit",
-                    "ckpt_interval_minutes", "ckpt_interval_steps")  # fmt: skip
+SETTING_RUN_OPTS = (
+    "precision",
+    "eval_precision",
+    "grad_accumulation_factor",
+    "max_grad_norm",
+    "skip_nonfinite_grads",
+    "remove_vector_weight_decay",
+    "optimizer_step_limit",
+    "ckpt_interval_minutes",
+    "ckpt_interval_steps",
+)
 
 
 class RunSettingsError(ValueError):
@@ -170,8 +190,14 @@ def _plain(value: Any) -> Any:
     return None if value is None else str(value)
 
 
-CHOICES = {"adapter": ADAPTER_KINDS, "precision": PRECISIONS, "eval_precision": PRECISIONS, "train_sorting": SORTINGS,
-           "phn_set": tuple(TIMIT_INVENTORIES), "logger": LOGGERS}  # fmt: skip
+CHOICES = {
+    "adapter": ADAPTER_KINDS,
+    "precision": PRECISIONS,
+    "eval_precision": PRECISIONS,
+    "train_sorting": SORTINGS,
+    "phn_set": tuple(TIMIT_INVENTORIES),
+    "logger": LOGGERS,
+}
 # Settings that have a new name: given under the old one (an override, or an older copy of a yaml) they are an
 # error naming the new one, not a KeyError from the yaml loader after the run folder was set up.
 RENAMED_KEYS = {"wav2vec2_source": "encoder_source", "wav2vec2_config": "encoder_config"}
@@ -211,8 +237,9 @@ def _validate(flat: dict[str, Any]) -> None:
     annotations = {key: flat.get(key) for key in ANNOTATION_KEYS.values()}
     if any(annotations.values()) and not all(annotations.values()):
         unset = [key for key, value in annotations.items() if not value]
-        raise RunSettingsError(f"{', '.join(unset)} not set: a corpus given by annotations needs all of "
-                               f"{', '.join(annotations)}")  # fmt: skip
+        raise RunSettingsError(
+            f"{', '.join(unset)} not set: a corpus given by annotations needs all of {', '.join(annotations)}"
+        )
     if not any(annotations.values()) and not flat.get("data_folder"):
         raise RunSettingsError(_not_set("data_folder"))
 
@@ -220,8 +247,10 @@ def _validate(flat: dict[str, Any]) -> None:
 def _not_set(key: str) -> str:
     """The error for a setting the yaml leaves to the command line (``!PLACEHOLDER``)."""
     if key == "data_folder":
-        return ("data_folder not set: give the TIMIT root (--data_folder=...), or, for another corpus, the folder that "
-                f"$data_root stands for in its {', '.join(ANNOTATION_KEYS.values())}")  # fmt: skip
+        return (
+            "data_folder not set: give the TIMIT root (--data_folder=...), or, for another corpus, the folder that "
+            f"$data_root stands for in its {', '.join(ANNOTATION_KEYS.values())}"
+        )
     return f"{key} not set: give --{key}=..."
 
 
@@ -236,8 +265,10 @@ def _check_device(device: str, flat: dict[str, Any]) -> None:
     if kind == "cpu":
         fp16 = [key for key in ("precision", "eval_precision") if flat.get(key) == "fp16"]
         if fp16:
-            raise RunSettingsError(f"{' and '.join(fp16)} fp16 needs a CUDA device, and this run is on the cpu: use "
-                                   "bf16 (or fp32) on a CPU")  # fmt: skip
+            raise RunSettingsError(
+                f"{' and '.join(fp16)} fp16 needs a CUDA device, and this run is on the cpu: use "
+                "bf16 (or fp32) on a CPU"
+            )
 
 
 @contextmanager
@@ -250,8 +281,9 @@ def run_folder_lock(folder: Path, key: str = "output_folder") -> Iterator[None]:
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / LOCK_NAME, "a+", encoding="utf-8")  # noqa: SIM115 - closed by the with below
     except OSError as err:
-        raise RunFolderError(f"{folder}: cannot write there ({err.strerror or err}); choose a folder this run can "
-                             f"write ({key})") from None  # fmt: skip
+        raise RunFolderError(
+            f"{folder}: cannot write there ({err.strerror or err}); choose a folder this run can write ({key})"
+        ) from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -323,18 +355,25 @@ def check_resumable(plan: RunPlan, hparams_file: str | Path, overrides: str | Ma
     if not has_checkpoints(plan.save_folder):
         return
     if not record_file.is_file():
-        logger.warning("%s: checkpoints without %s (an older run): its settings cannot be checked",
-                       plan.save_folder, RUN_RECORD_NAME)
+        logger.warning(
+            "%s: checkpoints without %s (an older run): its settings cannot be checked",
+            plan.save_folder,
+            RUN_RECORD_NAME,
+        )
         return
     recorded = _current_names(read_json(record_file, "run settings (written by the recipe)"))
     pinned = {key: recorded[key] for key in RESUMABLE_KEYS if key in recorded}
     current = resolved_settings(hparams_file, {**as_mapping(overrides), **pinned}, run_opts)
     # A setting added since the run started, at a null default, is no change (missing and null compare equal).
-    changed = [key for key in sorted(set(recorded) | set(current), key=lambda k: (k.count("."), k))  # top level first
-               if not _resumable(key) and recorded.get(key) != current.get(key)]  # fmt: skip
+    changed = [
+        key
+        for key in sorted(set(recorded) | set(current), key=lambda k: (k.count("."), k))  # top level first
+        if not _resumable(key) and recorded.get(key) != current.get(key)
+    ]
     if changed:
-        details = "; ".join(f"{key}: {recorded.get(key, '<unset>')!r} -> {current.get(key, '<unset>')!r}"
-                            for key in changed[:8])  # fmt: skip
+        details = "; ".join(
+            f"{key}: {recorded.get(key, '<unset>')!r} -> {current.get(key, '<unset>')!r}" for key in changed[:8]
+        )
         more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
         raise RunSettingsError(
             f"{plan.output_folder} holds a run with other settings ({details}{more}): resume it with its own "
@@ -347,8 +386,11 @@ def _check_same_audio(plan: RunPlan) -> None:
     """Refuse to resume on a corpus whose audio changed since the run recorded it (regenerated, replaced)."""
     record_file = plan.save_folder / AUDIO_RECORD_NAME
     if not record_file.is_file():
-        logger.warning("%s: checkpoints without %s (an older run): its audio cannot be checked", plan.save_folder,
-                       AUDIO_RECORD_NAME)  # fmt: skip
+        logger.warning(
+            "%s: checkpoints without %s (an older run): its audio cannot be checked",
+            plan.save_folder,
+            AUDIO_RECORD_NAME,
+        )
         return
     recorded = read_json(record_file, "audio files of the run (written by the recipe)")
     if recorded != plan.audio:
@@ -379,7 +421,9 @@ def _moved_class(value: str) -> str:
 
 
 def _resumable(key: str) -> bool:
-    return key.split(".")[0].split("<")[0] in RESUMABLE_KEYS or any(key == p or key.startswith(f"{p}.") for p in RESUMABLE_PATHS)
+    return key.split(".")[0].split("<")[0] in RESUMABLE_KEYS or any(
+        key == p or key.startswith(f"{p}.") for p in RESUMABLE_PATHS
+    )
 
 
 def remove_unfinished_checkpoints(plan: RunPlan) -> None:

@@ -33,12 +33,19 @@ from fvae_asr.speech.training.run_folder import (
 )
 
 TrainFlow = Callable[[Path, dict[str, Any], "str | dict", Corpus], dict]
-RUNTIME_ERRORS = (AnnotationError, RunFolderError, CheckpointSaveError, CheckpointRecoveryError, ExportError,
-                  NonFiniteTrainingError)  # fmt: skip
+RUNTIME_ERRORS = (
+    AnnotationError,
+    RunFolderError,
+    CheckpointSaveError,
+    CheckpointRecoveryError,
+    ExportError,
+    NonFiniteTrainingError,
+)
 
 
-def guarded_run(hparams_file: str | Path, run_opts: dict[str, Any] | None, overrides: str | dict, train: TrainFlow
-                ) -> dict:  # fmt: skip
+def guarded_run(
+    hparams_file: str | Path, run_opts: dict[str, Any] | None, overrides: str | dict, train: TrainFlow
+) -> dict:
     """Claim the run folder, then run ``train``; returns its report (on the main process).
 
     Args:

@@ -12,19 +12,21 @@ import pytest
 import soundfile as sf
 import torch
 
+from fvae_asr.cli.evaluate import main as evaluate_main
+from fvae_asr.recipes.timit.train import dataio_prepare, main, run
+from fvae_asr.speech.data.annotations import AnnotationError, corpus_of, read_annotation, read_inventory
+from fvae_asr.speech.data.labels import labels_of, phone_encoder
+from fvae_asr.speech.data.timit import PHONES_39
+from fvae_asr.speech.inference.transcriber import Transcriber
+from fvae_asr.speech.models.export import load_recognizer
+from fvae_asr.speech.training.run_folder import RunSettingsError, check_resumable, plan_run, record_settings
+
 from conftest import HPARAMS, recipe_overrides
 from ipa_corpus import IPA_PHONES, ROWS, make_ipa_corpus
-from fvae_asr.cli.evaluate import main as evaluate_main
-from fvae_asr.speech.data.annotations import AnnotationError, corpus_of, read_annotation, read_inventory
-from fvae_asr.recipes.timit.train import dataio_prepare
-from fvae_asr.speech.data.labels import labels_of, phone_encoder
-from fvae_asr.speech.models.export import load_recognizer
-from fvae_asr.recipes.timit.train import main, run
-from fvae_asr.speech.data.timit import PHONES_39
-from fvae_asr.speech.training.run_folder import RunSettingsError, check_resumable, plan_run, record_settings
-from fvae_asr.speech.inference.transcriber import Transcriber
 
 QUIET = {"noprogressbar": True}
+
+
 @pytest.fixture(scope="module")
 def ipa_corpus(tmp_path_factory) -> Path:
     return make_ipa_corpus(tmp_path_factory.mktemp("ipa"))
@@ -32,9 +34,14 @@ def ipa_corpus(tmp_path_factory) -> Path:
 
 def _annotated(corpus: Path, output: Path, **extra) -> dict:
     """Recipe overrides for the IPA corpus (data_folder is the CSVs' $data_root)."""
-    return recipe_overrides(corpus, output, train_annotation=str(corpus / "train.csv"),
-                            valid_annotation=str(corpus / "dev.csv"), test_annotation=str(corpus / "test.json"),
-                            **extra)  # fmt: skip
+    return recipe_overrides(
+        corpus,
+        output,
+        train_annotation=str(corpus / "train.csv"),
+        valid_annotation=str(corpus / "dev.csv"),
+        test_annotation=str(corpus / "test.json"),
+        **extra,
+    )
 
 
 def _copy_corpus(ipa_corpus: Path, tmp_path: Path) -> Path:
@@ -92,9 +99,12 @@ def test_a_training_utterance_too_short_for_its_phones_is_refused_before_trainin
     audio, rate = sf.read(short)
     sf.write(short, audio[: int(0.002 * rate)], rate)  # 2 ms: no encoder frame for its phones
     lines = _csv_lines(corpus / "train.csv")
-    with pytest.raises(AnnotationError, match=r"train\.csv, line 3 \(ID 'train1'\): .*train1\.wav lasts 0\.002 s, "
-                                              r"0 encoder frames, fewer than the \d+ its \d+ phones need for CTC "
-                                              r"\(at least 0\.\d+ s\)"):  # fmt: skip
+    with pytest.raises(
+        AnnotationError,
+        match=r"train\.csv, line 3 \(ID 'train1'\): .*train1\.wav lasts 0\.002 s, "
+        r"0 encoder frames, fewer than the \d+ its \d+ phones need for CTC "
+        r"\(at least 0\.\d+ s\)",
+    ):
         run(HPARAMS, QUIET, _annotated(corpus, tmp_path / "out"))
     assert not list((tmp_path / "out").glob("save/CKPT+*")) and lines == _csv_lines(corpus / "train.csv")
 
@@ -110,27 +120,51 @@ def _with_field(lines: list[str], line: int, column: int, value: str) -> list[st
     ("spoil", "message"),
     [
         (lambda lines: _with_field(lines, 1, 3, "phones"), r"dev\.csv, line 1: no phn column"),
-        (lambda lines: _with_field(lines, 3, 3, "ʔ"),
-         r"dev\.csv, line 3 \(ID 'dev1'\): phone 'ʔ' is not in the inventory \(the phones of .*train\.csv: "),
-        (lambda lines: _with_field(lines, 4, 2, "wavs/gone.wav"),
-         r"dev\.csv, line 4 \(ID 'dev2'\): .*gone\.wav: no such audio file"),
-        (lambda lines: _with_field(lines, 3, 2, "dev.csv"),
-         r"dev\.csv, line 3 \(ID 'dev1'\): .*dev\.csv: cannot read audio"),
-        (lambda lines: _with_field(lines, 5, 2, "$corpus_root/wavs/dev3.wav"),
-         r"dev\.csv, line 5 \(ID 'dev3'\): unknown placeholder '\$corpus_root'"),
+        (
+            lambda lines: _with_field(lines, 3, 3, "ʔ"),
+            r"dev\.csv, line 3 \(ID 'dev1'\): phone 'ʔ' is not in the inventory \(the phones of .*train\.csv: ",
+        ),
+        (
+            lambda lines: _with_field(lines, 4, 2, "wavs/gone.wav"),
+            r"dev\.csv, line 4 \(ID 'dev2'\): .*gone\.wav: no such audio file",
+        ),
+        (
+            lambda lines: _with_field(lines, 3, 2, "dev.csv"),
+            r"dev\.csv, line 3 \(ID 'dev1'\): .*dev\.csv: cannot read audio",
+        ),
+        (
+            lambda lines: _with_field(lines, 5, 2, "$corpus_root/wavs/dev3.wav"),
+            r"dev\.csv, line 5 \(ID 'dev3'\): unknown placeholder '\$corpus_root'",
+        ),
         (lambda lines: _with_field(lines, 3, 0, "dev0"), r"dev\.csv, line 3 \(ID 'dev0'\): the ID is used twice"),
-        (lambda lines: _with_field(lines, 3, 1, "-1"),
-         r"dev\.csv, line 3 \(ID 'dev1'\): duration must be a non-negative number"),
+        (
+            lambda lines: _with_field(lines, 3, 1, "-1"),
+            r"dev\.csv, line 3 \(ID 'dev1'\): duration must be a non-negative number",
+        ),
         (lambda lines: _with_field(lines, 3, 3, ""), r"dev\.csv, line 3 \(ID 'dev1'\): empty phn"),
         (lambda lines: [*lines[:2], "dev1, 0.5", *lines[3:]], r"dev\.csv, line 3: fewer fields than the header's 5"),
-        (lambda lines: [*lines[:2], lines[2] + ", ʃ", *lines[3:]],
-         r"dev\.csv, line 3 \(ID 'dev1'\): more fields than the header's 5 \(an unquoted comma"),
+        (
+            lambda lines: [*lines[:2], lines[2] + ", ʃ", *lines[3:]],
+            r"dev\.csv, line 3 \(ID 'dev1'\): more fields than the header's 5 \(an unquoted comma",
+        ),
         (lambda lines: _with_field(lines, 1, 4, "phn"), r"dev\.csv, line 1: the header names phn twice"),
         (lambda lines: _with_field(lines, 3, 0, ""), r"dev\.csv, line 3 \(ID ''\): empty ID"),
     ],
-    ids=["missing-column", "unknown-dev-phone", "missing-wav", "unreadable-wav", "unknown-placeholder",
-         "repeated-id", "bad-duration", "empty-phn", "short-row", "long-row", "repeated-column", "empty-id"],
-)  # fmt: skip
+    ids=[
+        "missing-column",
+        "unknown-dev-phone",
+        "missing-wav",
+        "unreadable-wav",
+        "unknown-placeholder",
+        "repeated-id",
+        "bad-duration",
+        "empty-phn",
+        "short-row",
+        "long-row",
+        "repeated-column",
+        "empty-id",
+    ],
+)
 def test_a_bad_dev_annotation_is_refused_naming_its_row_before_anything_is_written(
     ipa_corpus, tmp_path, spoil, message
 ):
@@ -146,8 +180,11 @@ def test_an_annotation_error_is_one_line_exit_1_and_missing_settings_exit_2(ipa_
     corpus = _copy_corpus(ipa_corpus, tmp_path)
     (corpus / "wavs" / "dev2.wav").unlink()
     args = [str(HPARAMS), f"--output_folder={tmp_path / 'out'}", "--noprogressbar"]
-    annotations = [f"--train_annotation={corpus / 'train.csv'}", f"--valid_annotation={corpus / 'dev.csv'}",
-                   f"--test_annotation={corpus / 'test.json'}"]  # fmt: skip
+    annotations = [
+        f"--train_annotation={corpus / 'train.csv'}",
+        f"--valid_annotation={corpus / 'dev.csv'}",
+        f"--test_annotation={corpus / 'test.json'}",
+    ]
     for extra, code, expected in [
         ([f"--data_folder={corpus}", *annotations], 1, "dev.csv, line 4 (ID 'dev2'): "),
         ([f"--data_folder={corpus}", *annotations[:2]], 2, "test_annotation not set"),
@@ -163,8 +200,10 @@ def test_an_annotation_error_is_one_line_exit_1_and_missing_settings_exit_2(ipa_
 
 
 def test_an_annotation_that_is_not_utf8_text_is_an_error_naming_it(ipa_corpus, tmp_path):
-    for name, data in (("latin1.csv", "ID, duration, wav, phn\nu1, 1.0, a.wav, \xe6\n".encode("latin-1")),
-                       ("latin1.json", '{"u1": {"duration": 1, "wav": "a.wav", "phn": "\xe6"}}'.encode("latin-1"))):
+    for name, data in (
+        ("latin1.csv", "ID, duration, wav, phn\nu1, 1.0, a.wav, \xe6\n".encode("latin-1")),
+        ("latin1.json", '{"u1": {"duration": 1, "wav": "a.wav", "phn": "\xe6"}}'.encode("latin-1")),
+    ):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(AnnotationError, match=rf"{name}: cannot read"):
             read_annotation(tmp_path / name)
@@ -187,15 +226,23 @@ def test_a_named_phone_inventory_is_used_and_checked(ipa_corpus, tmp_path):
     corpus = corpus_of({**_annotated(ipa_corpus, tmp_path), "phone_inventory": str(inventory)})
     assert corpus.phones == sorted([*IPA_PHONES, "ʒ"])  # a phone no annotation uses is kept
     inventory.write_text("ʃ\niː\n", encoding="utf-8")
-    with pytest.raises(AnnotationError, match=r"train\.csv, line 2 \(ID 'train0'\): phone '.*' is not in the "
-                                              r"inventory \(.*phones\.txt: iː ʃ\)"):  # fmt: skip
+    with pytest.raises(
+        AnnotationError,
+        match=r"train\.csv, line 2 \(ID 'train0'\): phone '.*' is not in the "
+        r"inventory \(.*phones\.txt: iː ʃ\)",
+    ):
         corpus_of({**_annotated(ipa_corpus, tmp_path), "phone_inventory": str(inventory)})
 
 
-@pytest.mark.parametrize(("text", "message"), [("a\nb c\n", "line 2: holds more than one phone"),
-                                               ("a\n\nb\na\n", "line 4: repeats line 1"),
-                                               ("<blank>\n", "line 1: <blank> is the CTC blank"),
-                                               ("\n", "no phones")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a\nb c\n", "line 2: holds more than one phone"),
+        ("a\n\nb\na\n", "line 4: repeats line 1"),
+        ("<blank>\n", "line 1: <blank> is the CTC blank"),
+        ("\n", "no phones"),
+    ],
+)
 def test_a_bad_phone_inventory_names_its_line(tmp_path, text, message):
     (tmp_path / "phones.txt").write_text(text, encoding="utf-8")
     with pytest.raises(AnnotationError, match=message):
@@ -211,8 +258,9 @@ def test_the_pipeline_downmixes_and_resamples_to_16_khz(tmp_path, rate):
     tone = 0.5 * np.sin(2 * np.pi * 440 * t)
     sf.write(tmp_path / "same.wav", np.stack([tone, tone], axis=1), rate, subtype="FLOAT")
     sf.write(tmp_path / "opposite.wav", np.stack([tone, -tone], axis=1), rate, subtype="FLOAT")
-    entries = {name: {"wav": str(tmp_path / f"{name}.wav"), "duration": 1.0, "phn": "a"}
-               for name in ("same", "opposite")}  # fmt: skip
+    entries = {
+        name: {"wav": str(tmp_path / f"{name}.wav"), "duration": 1.0, "phn": "a"} for name in ("same", "opposite")
+    }
     encoder = phone_encoder(tmp_path / "labels.txt", ["a"])
     dataset = dataio_prepare({"test": entries}, encoder)["test"]
     items = {item["id"]: item for item in dataset}
@@ -249,12 +297,16 @@ def test_the_recipe_trains_tests_exports_and_evaluates_a_non_timit_corpus(ipa_co
     (output / "save" / "label_encoder.txt").write_text("'stale' => 0\n", encoding="utf-8")  # no checkpoint uses it
     result = run(HPARAMS, QUIET, _annotated(ipa_corpus, output, number_of_epochs=1))
 
-    train_phones = sorted({p for e in read_annotation(ipa_corpus / "train.csv").entries.values()
-                           for p in e["phn"].split()})  # fmt: skip
+    train_phones = sorted(
+        {p for e in read_annotation(ipa_corpus / "train.csv").entries.values() for p in e["phn"].split()}
+    )
     report = json.loads((output / "test_results.json").read_text(encoding="utf-8"))
     assert report["utterances"] == ROWS["test"] and report["reference_phones"] > 0
-    assert result["manifests"] == {"train": str(ipa_corpus / "train.csv"), "dev": str(ipa_corpus / "dev.csv"),
-                                   "test": str(ipa_corpus / "test.json")}  # fmt: skip
+    assert result["manifests"] == {
+        "train": str(ipa_corpus / "train.csv"),
+        "dev": str(ipa_corpus / "dev.csv"),
+        "test": str(ipa_corpus / "test.json"),
+    }
     labels = labels_of(phone_encoder(output / "save" / "label_encoder.txt", train_phones))
     assert labels[0] == "<blank>" and sorted(labels[1:]) == train_phones
 

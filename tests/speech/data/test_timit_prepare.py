@@ -26,8 +26,16 @@ N_SAMPLES = 9600  # 0.6 s at 16 kHz
 SHE_HAD = ["h#", "sh", "iy", "hv", "ae", "dcl", "d", "q", "h#"]
 SHE_HAD_39 = "sil sh iy hh ae sil d sil"  # by hand: h#,dcl -> sil; hv -> hh; q dropped
 # Their spans in the utterance (``_segments``: 9 equal parts of 9600 samples); q's part [7466, 8533) is no phone's.
-SHE_HAD_39_SEGMENTS = [[0, 1066, "sil"], [1066, 2133, "sh"], [2133, 3200, "iy"], [3200, 4266, "hh"],
-                       [4266, 5333, "ae"], [5333, 6400, "sil"], [6400, 7466, "d"], [8533, 9600, "sil"]]
+SHE_HAD_39_SEGMENTS = [
+    [0, 1066, "sil"],
+    [1066, 2133, "sh"],
+    [2133, 3200, "iy"],
+    [3200, 4266, "hh"],
+    [4266, 5333, "ae"],
+    [5333, 6400, "sil"],
+    [6400, 7466, "d"],
+    [8533, 9600, "sil"],
+]
 WORDS = [(800, 4000, "she"), (4000, 8800, "had")]
 
 # (split, dialect, speaker, utterance): two train speakers, a core-test and a dev speaker, SA sentences
@@ -87,7 +95,7 @@ def first_phn(corpus):
 
 def test_constants():
     assert len(PHONES_61) == 61 and len(PHONES_39) == 39
-    assert PHONES_39 == sorted(PHONES_39) and "sil" in PHONES_39 and "q" in PHONES_61
+    assert sorted(PHONES_39) == PHONES_39 and "sil" in PHONES_39 and "q" in PHONES_61
     assert set(PHONES_39) <= set(PHONES_61) | {"sil"}
     assert len(CORE_TEST_SPEAKERS) == 24 and len(DEV_SPEAKERS) == 50
     assert not CORE_TEST_SPEAKERS & DEV_SPEAKERS
@@ -108,8 +116,16 @@ def test_fold_to_39(phones, expected):
 
 
 def test_fold_segments_to_39_merges_silences_and_leaves_q_uncovered():
-    segments = [(0, 10, "h#"), (10, 20, "bcl"), (20, 30, "b"), (30, 40, "q"), (40, 50, "ix"), (50, 60, "pau"),
-                (60, 70, "q"), (70, 80, "h#")]  # fmt: skip
+    segments = [
+        (0, 10, "h#"),
+        (10, 20, "bcl"),
+        (20, 30, "b"),
+        (30, 40, "q"),
+        (40, 50, "ix"),
+        (50, 60, "pau"),
+        (60, 70, "q"),
+        (70, 80, "h#"),
+    ]
     assert fold_segments_to_39(segments) == [(0, 20, "sil"), (20, 30, "b"), (40, 50, "ih"), (50, 80, "sil")]
     with pytest.raises(ValueError, match="unknown TIMIT phone 'xx'"):
         fold_segments_to_39([(0, 1, "xx")])
@@ -173,8 +189,10 @@ def test_manifests_without_phone_segments_are_rebuilt_and_still_train(corpus, tm
     save = tmp_path / "save"
     paths = prepare_timit(corpus, save)
     for path in paths:
-        entries = {key: {field: value for field, value in entry.items() if field != "phn_segments"}
-                   for key, entry in _load(path).items()}  # fmt: skip
+        entries = {
+            key: {field: value for field, value in entry.items() if field != "phn_segments"}
+            for key, entry in _load(path).items()
+        }
         path.write_text(json.dumps(entries))
     record = _load(save / "prepare_opts.json")
     del record["manifest_format"]

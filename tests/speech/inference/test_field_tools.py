@@ -16,6 +16,7 @@ import torch
 from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.transcribe import main as transcribe_main
 from fvae_asr.speech.inference.transcriber import Transcriber
+
 from test_long_transcription import checkpoint_and_short_file, local_checkpoint, parse_textgrid  # noqa: F401 (fixtures)
 from test_transcribe import _write_manifest, audio, backbone, checkpoint  # noqa: F401 (fixtures)
 
@@ -34,8 +35,9 @@ def tool(name: str) -> str:
 
 def praat_intervals(path: Path) -> list[tuple[float, float, str]]:
     """The intervals of a one-tier TextGrid as Praat itself reads them."""
-    out = subprocess.run([tool("praat"), "--run", str(PRAAT_SCRIPT), str(path)], capture_output=True, text=True,
-                         check=True, timeout=60).stdout.splitlines()  # fmt: skip
+    out = subprocess.run(
+        [tool("praat"), "--run", str(PRAAT_SCRIPT), str(path)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.splitlines()
     assert out[0] == "tiers 1"
     rows = [line.split("\t") for line in out[1:]]
     return [(float(start), float(end), label) for start, end, label in rows]
@@ -43,8 +45,12 @@ def praat_intervals(path: Path) -> list[tuple[float, float, str]]:
 
 def test_praat_reads_our_textgrids_with_the_same_intervals(local_checkpoint, checkpoint_and_short_file, tmp_path):
     _, short = checkpoint_and_short_file
-    assert transcribe_main(["--checkpoint", str(local_checkpoint), "--format", "textgrid", "--out-dir", str(tmp_path),
-                            str(short)]) == 0  # fmt: skip
+    assert (
+        transcribe_main(
+            ["--checkpoint", str(local_checkpoint), "--format", "textgrid", "--out-dir", str(tmp_path), str(short)]
+        )
+        == 0
+    )
     [grid] = tmp_path.glob("*.TextGrid")
     ours = parse_textgrid(grid.read_text())[2]
     read = praat_intervals(grid)
@@ -64,8 +70,12 @@ def test_ctm_validator_accepts_our_ctm(local_checkpoint, checkpoint_and_short_fi
 
 def sclite_total(ref: Path, ref_form: str, hyp: Path, hyp_form: str, *options: str) -> list[float]:
     """The numbers of sclite's ``Sum/Avg`` row: #snt #wrd Corr Sub Del Ins Err S.Err."""
-    result = subprocess.run([tool("sclite"), "-r", str(ref), ref_form, "-h", str(hyp), hyp_form, *options,
-                             "-o", "sum", "stdout"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [tool("sclite"), "-r", str(ref), ref_form, "-h", str(hyp), hyp_form, *options, "-o", "sum", "stdout"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     total = next(line for line in result.stdout.splitlines() if "Sum/Avg" in line)
     return [float(x) for x in re.findall(r"\d+(?:\.\d+)?", total)]
@@ -74,8 +84,21 @@ def sclite_total(ref: Path, ref_form: str, hyp: Path, hyp_form: str, *options: s
 def test_sclites_error_rate_on_our_evaluate_output_equals_ours(checkpoint, audio, tmp_path):
     """``evaluate --sclite DIR`` writes ref/hyp in sclite's trn form; sclite's total error rate equals our PER."""
     _write_manifest(tmp_path / "test.json", audio)
-    assert evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json"),
-                          "--json", str(tmp_path / "report.json"), "--sclite", str(tmp_path / "sclite")]) == 0  # fmt: skip
+    assert (
+        evaluate_main(
+            [
+                "--checkpoint",
+                str(checkpoint),
+                "--manifest",
+                str(tmp_path / "test.json"),
+                "--json",
+                str(tmp_path / "report.json"),
+                "--sclite",
+                str(tmp_path / "sclite"),
+            ]
+        )
+        == 0
+    )
     ours = json.loads((tmp_path / "report.json").read_text())
     numbers = sclite_total(tmp_path / "sclite" / "ref.trn", "trn", tmp_path / "sclite" / "hyp.trn", "trn", "-i", "wsj")
     assert numbers[:2] == [ours["utterances"], ours["reference_phones"]]
@@ -94,8 +117,9 @@ def _silent_for(monkeypatch, suffix: str) -> None:
     monkeypatch.setattr(Transcriber, "_result", blank_frames)
 
 
-def test_sclite_scores_our_stm_and_ctm_with_our_per_including_empty_hypotheses(checkpoint, audio, tmp_path,
-                                                                               monkeypatch):  # fmt: skip
+def test_sclite_scores_our_stm_and_ctm_with_our_per_including_empty_hypotheses(
+    checkpoint, audio, tmp_path, monkeypatch
+):
     """``evaluate --sclite DIR`` also writes ref.stm and hyp.ctm: ctmValidator accepts the CTM and sclite counts the
     same utterances, reference phones and error rate as our PER, with one hypothesis empty (no CTM line for its
     file) and one empty reference left out by --skip-invalid (nor in the STM)."""
@@ -104,22 +128,40 @@ def test_sclite_scores_our_stm_and_ctm_with_our_per_including_empty_hypotheses(c
     (tmp_path / "test.json").write_text(json.dumps(manifest))
     _silent_for(monkeypatch, ".sph")
     scl = tmp_path / "sclite"
-    assert evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json"), "--skip-invalid",
-                          "--json", str(tmp_path / "report.json"), "--sclite", str(scl)]) == 0  # fmt: skip
+    assert (
+        evaluate_main(
+            [
+                "--checkpoint",
+                str(checkpoint),
+                "--manifest",
+                str(tmp_path / "test.json"),
+                "--skip-invalid",
+                "--json",
+                str(tmp_path / "report.json"),
+                "--sclite",
+                str(scl),
+            ]
+        )
+        == 0
+    )
     ours = json.loads((tmp_path / "report.json").read_text())
     assert ours["transcripts"]["UTT_C"]["hyp"] == "" and ours["transcripts"]["UTT_A"]["hyp"]
     assert ours["utterances"] == 3 and list(ours["skipped"]) == ["UTT_EMPTY"]
 
     stm = [line.split() for line in (scl / "ref.stm").read_text().splitlines() if not line.startswith(";;")]
-    assert [row[:4] for row in stm] == [["mono", "1", "UTT_A", "0"], ["speech", "1", "UTT_C", "0"],
-                                        ["stereo", "1", "UTT_B", "0"]]  # sorted by file ID  # fmt: skip
+    assert [row[:4] for row in stm] == [
+        ["mono", "1", "UTT_A", "0"],
+        ["speech", "1", "UTT_C", "0"],
+        ["stereo", "1", "UTT_B", "0"],
+    ]  # sorted by file ID
     assert [float(row[4]) for row in stm] == [0.8, 0.5, 0.8]
     assert [" ".join(row[5:]) for row in stm] == [manifest[utt]["phn"] for utt in ("UTT_A", "UTT_C", "UTT_B")]
     ctm_files = [line.split()[0] for line in (scl / "hyp.ctm").read_text().splitlines()]
     assert set(ctm_files) == {"mono", "stereo"} and ctm_files == sorted(ctm_files)
 
-    validated = subprocess.run([tool("ctmValidator.pl"), "-i", str(scl / "hyp.ctm")], capture_output=True, text=True,
-                               timeout=60)  # fmt: skip
+    validated = subprocess.run(
+        [tool("ctmValidator.pl"), "-i", str(scl / "hyp.ctm")], capture_output=True, text=True, timeout=60
+    )
     assert validated.returncode == 0 and "Validated" in validated.stdout, validated.stdout + validated.stderr
     numbers = sclite_total(scl / "ref.stm", "stm", scl / "hyp.ctm", "ctm")
     assert numbers[:2] == [ours["utterances"], ours["reference_phones"]] == [3, 14]
@@ -134,11 +176,24 @@ def test_evaluates_ctm_is_transcribes_ctm_with_the_same_unique_file_ids(checkpoi
     for wav, source in zip(wavs, ("mono.wav", "stereo.flac")):
         wav.parent.mkdir(parents=True)
         shutil.copy(audio[source], wav)
-    manifest = {"second": {"wav": str(wavs[1]), "phn": "sil iy s sh sil"},
-                "first": {"wav": str(wavs[0]), "phn": "sil aa b sil"}}  # fmt: skip
+    manifest = {
+        "second": {"wav": str(wavs[1]), "phn": "sil iy s sh sil"},
+        "first": {"wav": str(wavs[0]), "phn": "sil aa b sil"},
+    }
     (tmp_path / "test.json").write_text(json.dumps(manifest))
-    assert evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json"),
-                          "--sclite", str(tmp_path / "scl")]) == 0  # fmt: skip
+    assert (
+        evaluate_main(
+            [
+                "--checkpoint",
+                str(checkpoint),
+                "--manifest",
+                str(tmp_path / "test.json"),
+                "--sclite",
+                str(tmp_path / "scl"),
+            ]
+        )
+        == 0
+    )
     assert transcribe_main(["--checkpoint", str(checkpoint), "--format", "ctm", *map(str, wavs)]) == 0
     ctm = (tmp_path / "scl" / "hyp.ctm").read_text()
     assert ctm == capsys.readouterr().out.split("\n", 1)[1] and ctm.strip()  # after the evaluation's summary line
@@ -147,18 +202,31 @@ def test_evaluates_ctm_is_transcribes_ctm_with_the_same_unique_file_ids(checkpoi
     assert {line.split()[0] for line in ctm.splitlines()} == {"FCJF0_SA1", "MDAB0_SA1"}
 
 
-@pytest.mark.parametrize(("utterance", "same_file", "named"), [
-    ("UTT_A2", True, "utterances UTT_A, UTT_A2 get one file ID, mono"),  # STM and CTM name files, not utterances
-    ("UTT A", False, "cannot contain white space: 'UTT A'"),  # sclite splits its lines on white space
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("utterance", "same_file", "named"),
+    [
+        ("UTT_A2", True, "utterances UTT_A, UTT_A2 get one file ID, mono"),  # STM and CTM name files, not utterances
+        ("UTT A", False, "cannot contain white space: 'UTT A'"),  # sclite splits its lines on white space
+    ],
+)
 def test_sclite_files_refuse_ids_sclite_cannot_tell_apart_before_anything_is_written(
     checkpoint, audio, tmp_path, capsys, utterance, same_file, named
 ):
     manifest = _write_manifest(tmp_path / "test.json", audio)
     manifest[utterance] = {"wav": str(audio["mono.wav" if same_file else "short.wav"]), "phn": "sil aa sil"}
     (tmp_path / "test.json").write_text(json.dumps(manifest))
-    code = evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json"),
-                          "--json", str(tmp_path / "report.json"), "--sclite", str(tmp_path / "scl")])  # fmt: skip
+    code = evaluate_main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--manifest",
+            str(tmp_path / "test.json"),
+            "--json",
+            str(tmp_path / "report.json"),
+            "--sclite",
+            str(tmp_path / "scl"),
+        ]
+    )
     captured = capsys.readouterr()
     [error] = captured.err.splitlines()
     assert code == 1 and named in error and str(tmp_path / "test.json") in error

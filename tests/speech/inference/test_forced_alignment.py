@@ -12,9 +12,10 @@ import torch
 
 from benchmarks.alignment import accuracy as accuracy
 from fvae_asr.cli.align import main as align_main
+from fvae_asr.speech.data.timit import prepare_timit
 from fvae_asr.speech.inference.ctc_segments import PhoneSegment
 from fvae_asr.speech.inference.forced_alignment import AlignmentError, align_log_probs
-from fvae_asr.speech.data.timit import prepare_timit
+
 from test_transcribe import _exported, backbone  # noqa: F401 (fixture)
 
 LABELS = ["<blank>", "a", "b"]
@@ -41,11 +42,14 @@ def test_the_known_phones_are_kept_even_where_the_model_hears_others():
     assert all(a.end == b.start for a, b in zip(segments, segments[1:])) and segments[0].start < segments[-1].end
 
 
-@pytest.mark.parametrize("phones,frames,message", [
-    (["a", "x"], 10, "phones outside the model's inventory: x"),
-    (["a", "a", "a"], 4, r"3 phones \(2 repeated\) need at least 5 frames; the audio gives 4"),
-    ([], 4, "no phones"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "phones,frames,message",
+    [
+        (["a", "x"], 10, "phones outside the model's inventory: x"),
+        (["a", "a", "a"], 4, r"3 phones \(2 repeated\) need at least 5 frames; the audio gives 4"),
+        ([], 4, "no phones"),
+    ],
+)
 def test_unalignable_phones_are_named(phones, frames, message):
     with pytest.raises(AlignmentError, match=message):
         align_log_probs(_log_probs([0] * frames), phones, LABELS, 0, 0.02)
@@ -57,15 +61,15 @@ def prepared(tmp_path_factory, tone_corpus) -> Path:
     return prepare_timit(tone_corpus, tmp_path_factory.mktemp("prepared"))[2]
 
 
-def test_align_writes_a_textgrid_per_utterance_and_names_the_ones_it_cannot_align(tmp_path, backbone, prepared,
-                                                                                  capsys):  # fmt: skip
+def test_align_writes_a_textgrid_per_utterance_and_names_the_ones_it_cannot_align(tmp_path, backbone, prepared, capsys):
     model = _exported(tmp_path / "model", "fvae_lora", backbone)
     manifest = json.loads(prepared.read_text())
     bad_id = sorted(manifest)[0]
     manifest[bad_id]["phn"] += " zz"
     (tmp_path / "test.json").write_text(json.dumps(manifest))
-    code = align_main(["--checkpoint", str(model), "--manifest", str(tmp_path / "test.json"), "--out-dir",
-                       str(tmp_path / "grids")])  # fmt: skip
+    code = align_main(
+        ["--checkpoint", str(model), "--manifest", str(tmp_path / "test.json"), "--out-dir", str(tmp_path / "grids")]
+    )
     assert code == 1 and "error: phones outside the model's inventory: zz" in capsys.readouterr().err
     written = sorted(path.stem for path in (tmp_path / "grids").glob("*.TextGrid"))
     assert written == sorted(set(manifest) - {bad_id})
@@ -88,8 +92,9 @@ def test_align_reads_timit_label_files_beside_the_audio_and_folds_them(tmp_path,
 
 def test_accuracy_script_reports_the_share_within_tolerance(tmp_path, backbone, prepared, capsys):
     model = _exported(tmp_path / "model", "fvae_lora", backbone)
-    figures = accuracy.main(["--checkpoint", str(model), "--manifest", str(prepared), "--json",
-                             str(tmp_path / "figures.json")])  # fmt: skip
+    figures = accuracy.main(
+        ["--checkpoint", str(model), "--manifest", str(prepared), "--json", str(tmp_path / "figures.json")]
+    )
     assert figures == json.loads((tmp_path / "figures.json").read_text())
     assert figures["boundaries"] > 0 and 0 <= figures["within_tolerance"] <= 1
     assert math.isfinite(figures["median_error_s"]) and figures["utterances"] == 4 and not figures["failed"]

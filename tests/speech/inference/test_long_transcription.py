@@ -18,12 +18,14 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 import fvae_asr
 from fvae_asr.audio import AudioReader, load_audio
-from fvae_asr.cli.transcribe import file_ids, main as transcribe_main
-from fvae_asr.speech.inference.ctc_segments import PhoneSegment, frame_runs, greedy_phones, phone_segments
+from fvae_asr.cli.transcribe import file_ids
+from fvae_asr.cli.transcribe import main as transcribe_main
 from fvae_asr.speech.inference.chunking import FrameGeometry, plan_chunks
-from fvae_asr.speech.models.recognizer import greedy_decode
+from fvae_asr.speech.inference.ctc_segments import PhoneSegment, frame_runs, greedy_phones, phone_segments
 from fvae_asr.speech.inference.transcriber import FileTranscription, Transcriber
 from fvae_asr.speech.inference.transcript_formats import ctm_lines, json_line, text_lines, textgrid
+from fvae_asr.speech.models.recognizer import greedy_decode
+
 from test_transcribe import LABELS, _exported, _tones
 from tiny_models import TINY_WAV2VEC2
 
@@ -127,8 +129,10 @@ def test_phone_times_follow_the_frame_runs():
     frame_ids = torch.tensor([0, 0, 1, 1, 0, 1, 2, 2, 2, 0, 0, 3])
     runs = [run.tolist() for run in frame_runs(frame_ids, blank_index=0)]
     assert runs == [[1, 1, 2, 3], [2, 5, 6, 11], [4, 6, 9, 12]]  # labels, first frames, ends
-    assert_same_segments(phone_segments(frame_ids, labels, 0, 0.02), [
-        ("a", 0.04, 0.08), ("a", 0.10, 0.12), ("b", 0.12, 0.18), ("c", 0.22, 0.24)])  # fmt: skip
+    assert_same_segments(
+        phone_segments(frame_ids, labels, 0, 0.02),
+        [("a", 0.04, 0.08), ("a", 0.10, 0.12), ("b", 0.12, 0.18), ("c", 0.22, 0.24)],
+    )
     assert phone_segments(torch.tensor([3, 3, 0]), labels, 3, 0.5) == [PhoneSegment("_", 1.0, 1.5)]  # blank 3
     assert phone_segments(torch.zeros(5, dtype=torch.long), labels, 0, 0.02) == []
 
@@ -172,8 +176,9 @@ def test_chunks_stitch_to_the_whole_file_exactly_when_the_model_is_local(local_c
     assert torch.equal(chunked.argmax(-1), whole.argmax(-1))
     assert transcriber.transcribe(long_file).phones == transcriber.transcribe_batch([load_audio(long_file)])[0]
     # Without context the positional convolution sees zeros past each chunk's edge: the stitching is what matters.
-    no_context = torch.cat(list(Transcriber(local_checkpoint, chunk_seconds=0.25, context_seconds=0).frame_log_probs(
-        long_file)))  # fmt: skip
+    no_context = torch.cat(
+        list(Transcriber(local_checkpoint, chunk_seconds=0.25, context_seconds=0).frame_log_probs(long_file))
+    )
     assert (no_context - whole).abs().max() > 0.1
 
 
@@ -200,8 +205,9 @@ def test_timestamps_of_a_long_file_are_its_frame_runs(local_checkpoint, long_fil
     assert transcriber.transcribe(long_file).segments is None
 
 
-def test_transcribe_files_chunks_the_long_files_and_batches_the_short(local_checkpoint, long_file,
-                                                                      checkpoint_and_short_file):  # fmt: skip
+def test_transcribe_files_chunks_the_long_files_and_batches_the_short(
+    local_checkpoint, long_file, checkpoint_and_short_file
+):
     _, short = checkpoint_and_short_file
     transcriber = Transcriber(local_checkpoint, chunk_seconds=0.25, context_seconds=LOCAL_CONTEXT, batch_size=2)
     results = transcriber.transcribe_files([long_file, short, long_file.parent / "missing.wav"], timestamps=True)
@@ -294,9 +300,9 @@ def test_ctm_json_and_text_carry_the_same_phones_and_times():
 # ---- the command line -----------------------------------------------------------------------------------------
 
 
-def test_cli_writes_a_textgrid_per_file_and_reports_a_bad_one_after_the_others(local_checkpoint, long_file,
-                                                                              checkpoint_and_short_file, tmp_path,
-                                                                              capsys):  # fmt: skip
+def test_cli_writes_a_textgrid_per_file_and_reports_a_bad_one_after_the_others(
+    local_checkpoint, long_file, checkpoint_and_short_file, tmp_path, capsys
+):
     _, short = checkpoint_and_short_file
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00 not a wave file")
@@ -307,19 +313,23 @@ def test_cli_writes_a_textgrid_per_file_and_reports_a_bad_one_after_the_others(l
     assert captured.out == "" and captured.err.startswith(f"{corrupt}: error: cannot read audio")
     assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == ["long.TextGrid", "short.TextGrid"]
     expected = Transcriber(local_checkpoint, chunk_seconds=0.25, context_seconds=LOCAL_CONTEXT).transcribe(
-        long_file, timestamps=True)  # fmt: skip
+        long_file, timestamps=True
+    )
     _, xmax, intervals = parse_textgrid((tmp_path / "grids" / "long.TextGrid").read_text())
     assert xmax == pytest.approx(expected.duration)
     assert [label for _, _, label in intervals if label] == expected.phones
     assert intervals[0][0] == 0 and intervals[-1][1] == xmax
 
     assert transcribe_main([*args, str(short)]) == 0  # one file: the TextGrid on stdout
-    assert parse_textgrid(capsys.readouterr().out)[2] == parse_textgrid(
-        (tmp_path / "grids" / "short.TextGrid").read_text())[2]  # fmt: skip
+    assert (
+        parse_textgrid(capsys.readouterr().out)[2]
+        == parse_textgrid((tmp_path / "grids" / "short.TextGrid").read_text())[2]
+    )
 
 
-def test_cli_json_and_ctm_on_stdout_keep_the_input_order(local_checkpoint, long_file, checkpoint_and_short_file,
-                                                         capsys):  # fmt: skip
+def test_cli_json_and_ctm_on_stdout_keep_the_input_order(
+    local_checkpoint, long_file, checkpoint_and_short_file, capsys
+):
     _, short = checkpoint_and_short_file
     args = ["--checkpoint", str(local_checkpoint), "--chunk-seconds", "0.25", str(long_file), str(short)]
     assert transcribe_main([*args, "--format", "json", "--timestamps"]) == 0
@@ -332,9 +342,9 @@ def test_cli_json_and_ctm_on_stdout_keep_the_input_order(local_checkpoint, long_
     assert {row[0] for row in rows} == {"long", "short"} and {row[1] for row in rows} == {"1"}
 
 
-def test_cli_a_file_that_cannot_be_written_is_reported_and_the_others_are_written(local_checkpoint, long_file,
-                                                                                 checkpoint_and_short_file,
-                                                                                 tmp_path, capsys):  # fmt: skip
+def test_cli_a_file_that_cannot_be_written_is_reported_and_the_others_are_written(
+    local_checkpoint, long_file, checkpoint_and_short_file, tmp_path, capsys
+):
     _, short = checkpoint_and_short_file
     (tmp_path / "long.json").write_text("previous\n")
     (tmp_path / f".long.json.{os.getpid()}.tmp").mkdir()  # the write cannot happen
@@ -393,8 +403,12 @@ def test_peak_memory_does_not_grow_with_the_length_of_the_file(tmp_path):
         with sf.SoundFile(path, "w", 44100, 2, subtype="PCM_16") as handle:
             for _ in range(6 * minutes):
                 handle.write(ten_seconds)
-        proc = subprocess.run([sys.executable, "-c", PEAK_RSS_SCRIPT, str(checkpoint), str(path)],
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS_SCRIPT, str(checkpoint), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         phones, peaks[minutes] = map(int, proc.stdout.split())
         assert phones > 0
@@ -405,8 +419,9 @@ def test_peak_memory_does_not_grow_with_the_length_of_the_file(tmp_path):
 
 
 def test_textgrid_times_are_written_at_full_precision():
-    exact = FileTranscription("u.wav", phones=["aa"], duration=26.947143125,
-                              segments=[PhoneSegment("aa", 0.1234567891, 0.3)])  # fmt: skip
+    exact = FileTranscription(
+        "u.wav", phones=["aa"], duration=26.947143125, segments=[PhoneSegment("aa", 0.1234567891, 0.3)]
+    )
     xmin, xmax, intervals = parse_textgrid(textgrid(exact, "u"))
     assert xmax == 26.947143125 and intervals[1][0] == 0.1234567891
 
@@ -417,8 +432,7 @@ def test_file_ids_are_unique_for_the_timit_layout():
     assert file_ids(["x/a.wav", "x/b.flac"]) == ["a", "b"] and file_ids(["only/one.wav"]) == ["one"]
 
 
-def test_cli_ctm_is_sorted_by_file_and_start(local_checkpoint, long_file, checkpoint_and_short_file, tmp_path,
-                                             capsys):  # fmt: skip
+def test_cli_ctm_is_sorted_by_file_and_start(local_checkpoint, long_file, checkpoint_and_short_file, tmp_path, capsys):
     _, short = checkpoint_and_short_file
     first = tmp_path / "zz.wav"
     first.write_bytes(Path(short).read_bytes())

@@ -20,14 +20,15 @@ from fvae_asr import FVAELoRAConfig, LoRAConfig
 from fvae_asr.audio import AudioError, load_audio
 from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.transcribe import main as transcribe_main
-from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.data.timit import PHONES_39
 from fvae_asr.speech.inference.evaluation import evaluate_manifest, read_manifest
-from fvae_asr.speech.models.export import export_hf_ctc, export_recognizer, load_recognizer
+from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.speech.metrics import phoneme_error_rate
+from fvae_asr.speech.models.encoder import SSLEncoder
+from fvae_asr.speech.models.export import export_hf_ctc, export_recognizer, load_recognizer
 from fvae_asr.speech.models.recognizer import CTCRecognizer, greedy_decode
 from fvae_asr.speech.models.training_kinds import configure_training
-from fvae_asr.speech.data.timit import PHONES_39
-from fvae_asr.speech.inference.transcriber import Transcriber
+
 from tiny_models import tiny_wav2vec2
 
 LABELS = ["<blank>", *PHONES_39]
@@ -123,8 +124,12 @@ def test_load_audio_errors_name_the_file(tmp_path, audio):
     empty, non_finite = tmp_path / "empty.wav", tmp_path / "nan.wav"
     sf.write(empty, np.zeros(0, dtype=np.float32), RATE)
     sf.write(non_finite, np.array([0.0, np.nan, 0.1], dtype=np.float32), RATE, subtype="FLOAT")
-    cases = {audio["corrupt.wav"]: "cannot read audio", tmp_path / "missing.wav": "no such file",
-             empty: "no audio samples", non_finite: "non-finite"}  # fmt: skip
+    cases = {
+        audio["corrupt.wav"]: "cannot read audio",
+        tmp_path / "missing.wav": "no such file",
+        empty: "no audio samples",
+        non_finite: "non-finite",
+    }
     for path, reason in cases.items():
         with pytest.raises(AudioError, match=reason) as caught:
             load_audio(path)
@@ -158,7 +163,17 @@ def test_transcribe_cli_prints_good_files_and_fails_on_a_corrupt_one(checkpoint,
     good = [str(audio["mono.wav"]), str(audio["stereo.flac"])]
     expected = [f"{r.path}\t{' '.join(r.phones)}" for r in transcriber.transcribe_files(good)]
     broken = str(audio["corrupt.wav"])
-    command = [sys.executable, "-m", "fvae_asr", "transcribe", "--checkpoint", str(checkpoint), good[0], broken, good[1]]
+    command = [
+        sys.executable,
+        "-m",
+        "fvae_asr",
+        "transcribe",
+        "--checkpoint",
+        str(checkpoint),
+        good[0],
+        broken,
+        good[1],
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stdout.splitlines() == expected
@@ -169,8 +184,11 @@ def test_transcribe_cli_prints_good_files_and_fails_on_a_corrupt_one(checkpoint,
 def test_transcribe_cli_exit_codes(checkpoint, audio, capsys):
     assert transcribe_main(["--checkpoint", str(checkpoint), "--batch-size", "3", str(audio["short.wav"])]) == 0
     assert capsys.readouterr().out.startswith(f"{audio['short.wav']}\t")
-    for usage_error in ([str(audio["short.wav"])], ["--checkpoint", str(checkpoint)],
-                        ["--checkpoint", str(checkpoint), "--batch-size", "0", str(audio["short.wav"])]):  # fmt: skip
+    for usage_error in (
+        [str(audio["short.wav"])],
+        ["--checkpoint", str(checkpoint)],
+        ["--checkpoint", str(checkpoint), "--batch-size", "0", str(audio["short.wav"])],
+    ):
         with pytest.raises(SystemExit) as caught:
             transcribe_main(usage_error)
         assert caught.value.code == 2
@@ -256,11 +274,15 @@ def test_full_and_frozen_exports_transcribe(tmp_path, kind, backbone, audio):
 
 def _manifest_with_bad_references(path: Path, audio: dict[str, Path]) -> None:
     """One good utterance, one with 61-phone TIMIT labels (not in the 39-phone inventory) and one empty."""
-    path.write_text(json.dumps({
-        "UTT_A": {"wav": str(audio["mono.wav"]), "phn": "sil aa b sil"},
-        "UTT_61": {"wav": str(audio["stereo.flac"]), "phn": "h# ix n pcl sil"},
-        "UTT_EMPTY": {"wav": str(audio["speech.sph"]), "phn": "  "},
-    }))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "UTT_A": {"wav": str(audio["mono.wav"]), "phn": "sil aa b sil"},
+                "UTT_61": {"wav": str(audio["stereo.flac"]), "phn": "h# ix n pcl sil"},
+                "UTT_EMPTY": {"wav": str(audio["speech.sph"]), "phn": "  "},
+            }
+        )
+    )
 
 
 def test_references_outside_the_inventory_or_empty_are_errors_naming_them(checkpoint, audio, tmp_path, capsys):
@@ -334,8 +356,13 @@ def test_export_files_get_the_umask_permissions(tmp_path, backbone):
     finally:
         os.umask(old)
     files = [f for folder in (exported, frozen, hf) for f in folder.rglob("*") if f.is_file()]
-    assert {f.name for f in files} >= {"adapter_model.safetensors", "trainable_model.safetensors", "model.safetensors",
-                                       "recognizer.json", "config.json"}  # fmt: skip
+    assert {f.name for f in files} >= {
+        "adapter_model.safetensors",
+        "trainable_model.safetensors",
+        "model.safetensors",
+        "recognizer.json",
+        "config.json",
+    }
     assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o644" for f in files}
 
 
@@ -351,8 +378,11 @@ def _poison(path: Path, tensor_name: str | None = None) -> str:
 
 @pytest.mark.parametrize(
     "kind, weights_file",
-    [("fvae_lora", "adapter_model.safetensors"), ("frozen", "trainable_model.safetensors"),
-     ("frozen", "backbone/model.safetensors")],  # fmt: skip
+    [
+        ("fvae_lora", "adapter_model.safetensors"),
+        ("frozen", "trainable_model.safetensors"),
+        ("frozen", "backbone/model.safetensors"),
+    ],
 )
 def test_non_finite_weights_are_rejected_naming_file_and_tensor(tmp_path, backbone, kind, weights_file):
     exported = _exported(tmp_path / "model", kind, backbone)
@@ -419,8 +449,10 @@ def test_cli_errors_on_bad_checkpoint_files_are_one_line(tmp_path, checkpoint, a
     _edit_description(missing_field, labels=None)
     config_not_an_object = Path(shutil.copytree(checkpoint, tmp_path / "list_config"))
     (config_not_an_object / "adapter_config.json").write_text("[1, 2]")
-    cases = {missing_field: "missing field 'labels'",
-             config_not_an_object: "adapter_config.json: expected a JSON object"}  # fmt: skip
+    cases = {
+        missing_field: "missing field 'labels'",
+        config_not_an_object: "adapter_config.json: expected a JSON object",
+    }
     for exported, message in cases.items():
         assert transcribe_main(["--checkpoint", str(exported), str(audio["mono.wav"])]) == 1
         [error] = capsys.readouterr().err.splitlines()
@@ -432,8 +464,9 @@ def test_a_directory_to_transcribe_is_reported_as_a_directory(transcriber, tmp_p
     assert result.error == "is a directory, not an audio file"
 
 
-def test_evaluate_prints_the_per_before_writing_and_keeps_the_old_report_on_failure(checkpoint, audio, tmp_path,
-                                                                                    capsys):  # fmt: skip
+def test_evaluate_prints_the_per_before_writing_and_keeps_the_old_report_on_failure(
+    checkpoint, audio, tmp_path, capsys
+):
     _write_manifest(tmp_path / "test.json", audio)
     report = tmp_path / "report.json"
     report.write_text("previous report\n")
@@ -518,10 +551,15 @@ def test_evaluate_resolves_wav_paths_as_the_recipe_does(checkpoint, audio, tmp_p
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     reports = []
-    for manifest, extra in ((tmp_path / "absolute.json", []), (corpus / "relative.json", []),
-                            (tmp_path / "rooted.json", ["--data-folder", str(corpus)])):  # fmt: skip
+    for manifest, extra in (
+        (tmp_path / "absolute.json", []),
+        (corpus / "relative.json", []),
+        (tmp_path / "rooted.json", ["--data-folder", str(corpus)]),
+    ):
         report = tmp_path / f"{manifest.stem}.report.json"
-        assert evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(manifest), "--json", str(report),
-                              *extra]) == 0, capsys.readouterr().err  # fmt: skip
+        assert (
+            evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(manifest), "--json", str(report), *extra])
+            == 0
+        ), capsys.readouterr().err
         reports.append(json.loads(report.read_text()))
     assert reports[0]["per"] == reports[1]["per"] == reports[2]["per"] and reports[0]["utterances"] == 3

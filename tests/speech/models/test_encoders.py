@@ -11,21 +11,28 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
-from conftest import HPARAMS, recipe_overrides
 from fvae_asr import FVAELoRAConfig, LoRAConfig
 from fvae_asr.adapters import adapter_layers
+from fvae_asr.recipes.timit.train import main, run
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import export_hf_ctc, export_recognizer, load_recognizer
-from fvae_asr.recipes.timit.train import main, run
 from fvae_asr.speech.models.recognizer import CTCRecognizer, init_head_from_checkpoint
 from fvae_asr.speech.models.training_kinds import configure_training
+
+from conftest import HPARAMS, recipe_overrides
 from tiny_models import TINY_ENCODERS
 
 LABELS = ["<blank>", "aa", "iy", "sh", "s"]
-MODEL_CLASSES = {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel", "wavlm": "WavLMModel",
-                 "data2vec-audio": "Data2VecAudioModel"}  # fmt: skip
-ADAPTERS = {"lora": lambda: LoRAConfig(rank=2, target_modules=["q_proj", "k_proj"]),
-            "fvae_lora": lambda: FVAELoRAConfig(rank=2, target_modules=["q_proj", "k_proj"])}  # fmt: skip
+MODEL_CLASSES = {
+    "wav2vec2": "Wav2Vec2Model",
+    "hubert": "HubertModel",
+    "wavlm": "WavLMModel",
+    "data2vec-audio": "Data2VecAudioModel",
+}
+ADAPTERS = {
+    "lora": lambda: LoRAConfig(rank=2, target_modules=["q_proj", "k_proj"]),
+    "fvae_lora": lambda: FVAELoRAConfig(rank=2, target_modules=["q_proj", "k_proj"]),
+}
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +119,10 @@ def test_fvae_terms_see_only_real_frames_and_gradients_reach_every_adapter(saved
     log_probs, frames = model(wavs, lens)
     assert len(seen) == len(adapter_layers(model)) and all(torch.equal(m.sum(1), frames) for m in seen)
     (log_probs.sum() + sum(layer.last_terms["total"] for layer in adapter_layers(model))).backward()
-    assert all(layer.lora_B.weight.grad is not None and layer.lora_B.weight.grad.abs().sum() > 0
-               for layer in adapter_layers(model))  # fmt: skip
+    assert all(
+        layer.lora_B.weight.grad is not None and layer.lora_B.weight.grad.abs().sum() > 0
+        for layer in adapter_layers(model)
+    )
 
 
 @pytest.mark.parametrize("variant", ["wav2vec2", "hubert-base", "wavlm", "data2vec-audio"])
@@ -137,7 +146,7 @@ def test_an_exported_recogniser_reloads_as_its_family_with_identical_outputs(sav
     model = _recognizer(saved / variant, seed=3)
     configure_training(model, kind, ADAPTERS.get(kind, lambda: None)())
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.requires_grad:  # trained weights, not the fresh ones a silent reinitialisation would give
                 param.add_(0.1 * torch.randn_like(param))
     model.eval()
@@ -166,21 +175,28 @@ def test_a_hf_ctc_export_of_each_family_starts_the_recipe_head(saved, tmp_path, 
 
 
 def test_a_model_outside_the_family_is_refused_naming_the_families(tmp_path):
-    BertModel(BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=8)).save_pretrained(tmp_path / "bert")  # fmt: skip
+    BertModel(
+        BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    ).save_pretrained(tmp_path / "bert")
     with pytest.raises(ValueError, match=r"bert.*config.json.*wav2vec2, hubert, wavlm, data2vec-audio; got 'bert'"):
         SSLEncoder(tmp_path / "bert")
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("--wav2vec2_source=facebook/wav2vec2-base", "wav2vec2_source is now called encoder_source"),
-    ("--wav2vec2_config={hidden_size: 32}", "wav2vec2_config is now called encoder_config"),
-    ("--encoder_config={hidden_size: 32}", "encoder_config: model_type must be one of wav2vec2, hubert, wavlm, "
-                                           "data2vec-audio; got None"),
-    ("--encoder_config={model_type: whisper}", "got 'whisper'"),
-])  # fmt: skip
-def test_old_key_names_and_unnamed_families_are_usage_errors_before_anything_is_written(tone_corpus, tmp_path, capsys,
-                                                                                          override, message):
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--wav2vec2_source=facebook/wav2vec2-base", "wav2vec2_source is now called encoder_source"),
+        ("--wav2vec2_config={hidden_size: 32}", "wav2vec2_config is now called encoder_config"),
+        (
+            "--encoder_config={hidden_size: 32}",
+            "encoder_config: model_type must be one of wav2vec2, hubert, wavlm, data2vec-audio; got None",
+        ),
+        ("--encoder_config={model_type: whisper}", "got 'whisper'"),
+    ],
+)
+def test_old_key_names_and_unnamed_families_are_usage_errors_before_anything_is_written(
+    tone_corpus, tmp_path, capsys, override, message
+):
     output = tmp_path / "out"
     with pytest.raises(SystemExit) as stopped:
         main([str(HPARAMS), f"--data_folder={tone_corpus}", f"--output_folder={output}", "--noprogressbar", override])
@@ -201,8 +217,14 @@ def test_a_yaml_with_the_old_key_names_is_a_usage_error(tone_corpus, tmp_path, c
 
 @pytest.mark.parametrize("variant", ["hubert", "wavlm-base", "data2vec-audio"])
 def test_the_recipe_adapts_each_family_from_a_local_directory(tone_corpus, saved, tmp_path, variant):
-    overrides = recipe_overrides(tone_corpus, tmp_path, encoder_source=str(saved / variant), encoder_config={},
-                                 number_of_epochs=1, mask_time_prob=0.05)  # fmt: skip
+    overrides = recipe_overrides(
+        tone_corpus,
+        tmp_path,
+        encoder_source=str(saved / variant),
+        encoder_config={},
+        number_of_epochs=1,
+        mask_time_prob=0.05,
+    )
     result = run(HPARAMS, {"noprogressbar": True}, overrides)
     assert result["target_modules"] == ["q_proj", "k_proj"] and result["test"]["utterances"] == 4
     assert "train gamma" in (tmp_path / "train_log.txt").read_text()
@@ -212,12 +234,18 @@ def test_the_recipe_adapts_each_family_from_a_local_directory(tone_corpus, saved
 
 
 def test_a_run_recorded_under_the_old_names_resumes(tone_corpus, saved, tmp_path):
-    overrides = recipe_overrides(tone_corpus, tmp_path, encoder_source=str(saved / "wav2vec2"), encoder_config={},
-                                 number_of_epochs=1)  # fmt: skip
+    overrides = recipe_overrides(
+        tone_corpus, tmp_path, encoder_source=str(saved / "wav2vec2"), encoder_config={}, number_of_epochs=1
+    )
     run(HPARAMS, {"noprogressbar": True}, overrides)
     record = tmp_path / "save" / "run_config.json"  # as the recipe wrote it before the rename
-    modules_before = {"models.encoder": "encoder", "models.recognizer": "recognizer", "models.export": "export",
-                      "training.resume": "checkpointing", "training.train_logger": "train_logger"}  # 0.1's layout
+    modules_before = {
+        "models.encoder": "encoder",
+        "models.recognizer": "recognizer",
+        "models.export": "export",
+        "training.resume": "checkpointing",
+        "training.train_logger": "train_logger",
+    }  # 0.1's layout
 
     def as_recorded_in_0_1(value):
         if not isinstance(value, str):
@@ -226,8 +254,12 @@ def test_a_run_recorded_under_the_old_names_resumes(tone_corpus, saved, tmp_path
             value = value.replace(f"fvae_asr.speech.{new}.", f"fvae_asr.speech.{old}.")
         return value.replace("SSLEncoder", "Wav2Vec2Encoder")
 
-    old = {key.replace("encoder_source", "wav2vec2_source").replace("encoder_config", "wav2vec2_config"):
-           as_recorded_in_0_1(value) for key, value in json.loads(record.read_text()).items()}  # fmt: skip
+    old = {
+        key.replace("encoder_source", "wav2vec2_source").replace(
+            "encoder_config", "wav2vec2_config"
+        ): as_recorded_in_0_1(value)
+        for key, value in json.loads(record.read_text()).items()
+    }
     assert "wav2vec2_source" in old and "!new:fvae_asr.speech.encoder.Wav2Vec2Encoder" in old.values()
     assert "!new:fvae_asr.speech.checkpointing.AtomicCheckpointer" in old.values()
     record.write_text(json.dumps(old))

@@ -10,14 +10,15 @@ import torch
 from safetensors.torch import load_file
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
 
-from conftest import HPARAMS, recipe_overrides
 from fvae_asr import FVAELoRAConfig
+from fvae_asr.recipes.timit.train import run
+from fvae_asr.speech.data.timit import PHONES_39
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import export_hf_ctc
 from fvae_asr.speech.models.recognizer import CTCRecognizer, init_head_from_checkpoint
 from fvae_asr.speech.models.training_kinds import configure_training
-from fvae_asr.recipes.timit.train import run
-from fvae_asr.speech.data.timit import PHONES_39
+
+from conftest import HPARAMS, recipe_overrides
 from tiny_models import TINY_ENCODERS, tiny_wav2vec2
 
 LABELS = ["<blank>", *PHONES_39]
@@ -93,18 +94,34 @@ def test_hf_ctc_export_refuses_adapted_models(backbone, tmp_path):
 
 def test_recipe_starts_the_head_from_the_checkpoint(tone_corpus, ctc_checkpoint, backbone, tmp_path):
     directory, source = ctc_checkpoint
-    overrides = recipe_overrides(tone_corpus, tmp_path, adapter="frozen", number_of_epochs=1, lr=0.0,
-                                 encoder_config={}, encoder_source=str(directory), init_head_from_checkpoint=True)
+    overrides = recipe_overrides(
+        tone_corpus,
+        tmp_path,
+        adapter="frozen",
+        number_of_epochs=1,
+        lr=0.0,
+        encoder_config={},
+        encoder_source=str(directory),
+        init_head_from_checkpoint=True,
+    )
     result = run(HPARAMS, {"noprogressbar": True}, overrides)
     head = load_file(str(Path(result["export"]) / "trainable_model.safetensors"))  # lr 0: the head never moved
     recipe_labels = json.loads((Path(result["export"]) / "recognizer.json").read_text())["labels"]
     assert recipe_labels != LABELS and sorted(recipe_labels) == sorted(LABELS)  # SpeechBrain's order differs
     rows = [LABELS.index(label) for label in recipe_labels]
-    assert torch.equal(head["head.weight"], source.head.weight[rows]) and torch.equal(head["head.bias"], source.head.bias[rows])
+    assert torch.equal(head["head.weight"], source.head.weight[rows]) and torch.equal(
+        head["head.bias"], source.head.bias[rows]
+    )
 
     with pytest.raises(ValueError, match="no CTC head .*set it to False"):
-        run(HPARAMS, {"noprogressbar": True}, {**overrides, "encoder_source": str(backbone),
-                                                "output_folder": str(tmp_path / "plain")})
+        run(
+            HPARAMS,
+            {"noprogressbar": True},
+            {**overrides, "encoder_source": str(backbone), "output_folder": str(tmp_path / "plain")},
+        )
     with pytest.raises(ValueError, match="encoder_config is set"):
-        run(HPARAMS, {"noprogressbar": True}, {**overrides, "encoder_config": TINY_ENCODERS["wav2vec2"],
-                                                "output_folder": str(tmp_path / "random_init")})
+        run(
+            HPARAMS,
+            {"noprogressbar": True},
+            {**overrides, "encoder_config": TINY_ENCODERS["wav2vec2"], "output_folder": str(tmp_path / "random_init")},
+        )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import HPARAMS
-from fvae_asr.speech.training.hparams import hparams_source, load_hparams
 from fvae_asr.recipes.timit.train import run
+from fvae_asr.speech.training.hparams import hparams_source, load_hparams
 from fvae_asr.speech.training.run_folder import RunSettingsError, resolved_settings
+
+from conftest import HPARAMS
 
 DEMO = HPARAMS.with_name("demo.yaml")
 
@@ -29,8 +30,10 @@ def _files(tmp_path, child: str) -> tuple:
 
 
 def test_an_extending_file_overrides_its_base_and_the_command_line_overrides_both(tmp_path):
-    _, child = _files(tmp_path, "extends: ../base.yaml\nseed: 5\noutput_folder: !ref demo/<adapter>/<seed>\n"
-                                "loader:\n    num_workers: 0\n")  # fmt: skip
+    _, child = _files(
+        tmp_path,
+        "extends: ../base.yaml\nseed: 5\noutput_folder: !ref demo/<adapter>/<seed>\nloader:\n    num_workers: 0\n",
+    )
     hparams = load_hparams(child)
     assert hparams["output_folder"] == "demo/lora/5"  # its !ref resolves against the base's keys
     assert hparams["loader"] == {"batch_size": 8, "num_workers": 0}  # nested keys merge, not replace
@@ -43,10 +46,13 @@ def test_a_plain_file_is_its_own_source(tmp_path):
     assert hparams_source(base, "seed: 3") == (base, {"seed": 3})
 
 
-@pytest.mark.parametrize(("child", "message"), [
-    ("extends: ../missing.yaml\nseed: 5\n", r"child.yaml: extends: .*missing.yaml does not exist"),
-    ("extends: ../base.yaml\nsed: 5\n", r"base.yaml has no sed"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("child", "message"),
+    [
+        ("extends: ../missing.yaml\nseed: 5\n", r"child.yaml: extends: .*missing.yaml does not exist"),
+        ("extends: ../base.yaml\nsed: 5\n", r"base.yaml has no sed"),
+    ],
+)
 def test_a_bad_extending_file_is_named(tmp_path, child, message):
     _, path = _files(tmp_path, child)
     with pytest.raises(ValueError, match=message):
@@ -67,11 +73,28 @@ def test_the_demo_yaml_differs_from_the_recipe_only_where_it_says(tmp_path):
     recipe, demo = settings(HPARAMS), settings(DEMO)
     objects = {key.split(".")[0] for key in recipe if key.count(".") == 1 and key.endswith(".<tag>")}  # built
     differ = {key.split(".")[0] for key in set(recipe) | set(demo) if recipe.get(key) != demo.get(key)} - objects
-    assert differ == {"seed", "output_folder", "save_folder", "export_folder", "train_log", "tensorboard_folder",
-                      "test_results_file",
-                      "test_alignments_file", "encoder_source", "init_head_from_checkpoint", "mask_time_prob",
-                      "head_dropout", "target_modules", "adapter_configs", "number_of_epochs", "lr", "train_sorting",
-                      "ckpt_interval_minutes", "train_dataloader_opts", "valid_dataloader_opts"}  # fmt: skip
+    assert differ == {
+        "seed",
+        "output_folder",
+        "save_folder",
+        "export_folder",
+        "train_log",
+        "tensorboard_folder",
+        "test_results_file",
+        "test_alignments_file",
+        "encoder_source",
+        "init_head_from_checkpoint",
+        "mask_time_prob",
+        "head_dropout",
+        "target_modules",
+        "adapter_configs",
+        "number_of_epochs",
+        "lr",
+        "train_sorting",
+        "ckpt_interval_minutes",
+        "train_dataloader_opts",
+        "valid_dataloader_opts",
+    }
     assert demo["train_dataloader_opts.batch_size"] == recipe["batch_size"]
     assert (demo["train_dataloader_opts.shuffle"], demo["train_dataloader_opts.num_workers"]) == (True, 0)
     assert demo["adapter_configs.fvae_lora.target_modules"] == demo["target_modules"]
@@ -94,8 +117,11 @@ def test_changing_an_objects_class_with_keyword_arguments_is_refused_naming_the_
         args = (tmp_path / "child.yaml",)
     else:
         args = (tmp_path / "base.yaml", swap)
-    with pytest.raises(ValueError, match=r"base.yaml: thing is !new:collections.OrderedDict there.* cannot make it a "
-                                         r"!new:collections.Counter.*thing: !new:collections.Counter \[\.\.\.\]") as err:
+    with pytest.raises(
+        ValueError,
+        match=r"base.yaml: thing is !new:collections.OrderedDict there.* cannot make it a "
+        r"!new:collections.Counter.*thing: !new:collections.Counter \[\.\.\.\]",
+    ) as err:
         hparams_source(*args)
     assert "\n" not in str(err.value)
 

@@ -15,16 +15,18 @@ import pytest
 import soundfile as sf
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from conftest import HPARAMS, recipe_overrides
+from fvae_asr.recipes.timit.train import main, run
 from fvae_asr.speech.models import export
 from fvae_asr.speech.training import resume
-from fvae_asr.recipes.timit.train import main, run
+
+from conftest import HPARAMS, recipe_overrides
 
 QUIET = {"noprogressbar": True}
-DISK_FULL_SAFETENSORS = ('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left '
-                         'on device" })')  # safetensors' own words
+DISK_FULL_SAFETENSORS = (
+    'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left '
+    'on device" })'
+)  # safetensors' own words
 
 
 @pytest.fixture(autouse=True)
@@ -65,8 +67,9 @@ def _checkpoints(output: Path) -> list[Path]:
     return sorted((output / "save").glob("CKPT+*"))
 
 
-def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_checkpoint(tone_corpus, tmp_path,
-                                                                                         monkeypatch, capsys):
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_checkpoint(
+    tone_corpus, tmp_path, monkeypatch, capsys
+):
     """torch.save reports a full disk as ``RuntimeError: basic_ios::clear``; the disk is full while the staging
     folder holds the partial checkpoint, and has room again once it is removed."""
     run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1))
@@ -88,8 +91,9 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_ch
     assert not list((tmp_path / "save").glob(".*"))
 
 
-def test_a_full_disk_while_exporting_is_one_line_and_keeps_the_previous_export(tone_corpus, tmp_path, monkeypatch,
-                                                                               capsys):
+def test_a_full_disk_while_exporting_is_one_line_and_keeps_the_previous_export(
+    tone_corpus, tmp_path, monkeypatch, capsys
+):
     run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1))
     before = _snapshot(tmp_path / "model")
 
@@ -129,8 +133,9 @@ def test_fp16_on_a_cpu_is_a_usage_error_before_anything_is_written(tone_corpus, 
     assert not (tmp_path / "out").exists()
 
 
-def test_a_cuda_device_on_a_machine_without_one_is_a_usage_error_before_anything_is_written(tone_corpus, tmp_path,
-                                                                                           monkeypatch, capsys):
+def test_a_cuda_device_on_a_machine_without_one_is_a_usage_error_before_anything_is_written(
+    tone_corpus, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     code, line = _fails(_argv(tone_corpus, tmp_path / "out", "--device=cuda:0"), capsys)
@@ -157,8 +162,15 @@ def test_training_audio_too_short_for_the_encoder_is_refused_naming_the_row(tone
     frames (the recipe's default mask_time_prob) need 10 frames, 186 samples. Sorted by ascending duration, the
     shortest files share the first batch, which failed inside the encoder."""
     annotations = _short_corpus(tmp_path, [20, 25, 8000, 8000, 8000, 8000])
-    argv = _argv(tone_corpus, tmp_path / "out", data_folder=tmp_path, mask_time_prob=0.05, batch_size=2,
-                 train_dataloader_opts={"batch_size": 2, "num_workers": 0}, **annotations)
+    argv = _argv(
+        tone_corpus,
+        tmp_path / "out",
+        data_folder=tmp_path,
+        mask_time_prob=0.05,
+        batch_size=2,
+        train_dataloader_opts={"batch_size": 2, "num_workers": 0},
+        **annotations,
+    )
     code, line = _fails(argv, capsys)
     assert code == 1 and f"{annotations['train_annotation']}, line 2 (ID 'train0')" in line
     assert "0.01406 s" in line  # 225 samples at 16 kHz

@@ -12,10 +12,9 @@ import pytest
 import soundfile as sf
 from speechbrain.utils.checkpoints import Checkpointer
 
-from conftest import HPARAMS, make_tone_corpus, recipe_overrides
+from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.models import export
 from fvae_asr.speech.models.export import load_recognizer
-from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.training.run_folder import (
     RunFolderInUse,
     RunSettingsError,
@@ -24,6 +23,8 @@ from fvae_asr.speech.training.run_folder import (
     record_settings,
     run_folder_lock,
 )
+
+from conftest import HPARAMS, make_tone_corpus, recipe_overrides
 
 QUIET = {"noprogressbar": True}
 
@@ -50,8 +51,10 @@ def test_a_save_folder_holding_another_runs_checkpoints_is_refused(tone_corpus, 
     before = _snapshot(shared)
     second = recipe_overrides(tone_corpus, tmp_path / "b", save_folder=str(shared), number_of_epochs=2)
     for restart in (False, True):
-        with pytest.raises(RunSettingsError, match=f"{re.escape(str(shared))} holds the checkpoints of the run in "
-                                                   f"{re.escape(str(tmp_path / 'a'))}"):  # fmt: skip
+        with pytest.raises(
+            RunSettingsError,
+            match=f"{re.escape(str(shared))} holds the checkpoints of the run in {re.escape(str(tmp_path / 'a'))}",
+        ):
             run(HPARAMS, QUIET, {**second, "restart": restart})
     after = _snapshot(shared)
     assert [name for name in before.keys() | after.keys() if before.get(name) != after.get(name)] in ([], ["run.lock"])
@@ -100,6 +103,7 @@ def test_a_restart_removes_the_previous_results_before_it_trains(tone_corpus, tm
     run(HPARAMS, QUIET, overrides)
     results = ("model", "test_results.json", "test_alignments.txt")
     assert all((tmp_path / name).exists() for name in results)
+
     def crash(*args, **kwargs):
         raise Crash
 
@@ -128,8 +132,11 @@ def test_resuming_on_a_regenerated_timit_corpus_is_refused(tmp_path):
     before = _snapshot(tmp_path / "out")
     shutil.rmtree(corpus)
     make_tone_corpus(corpus, seed=1)  # the same layout and names, other audio
-    with pytest.raises(RunSettingsError, match=r"trained on other audio: the corpus changed since \(\d+ modified "
-                                               r"\(TEST/DR1/FAKS0/SX10\..*pass --restart=True"):  # fmt: skip
+    with pytest.raises(
+        RunSettingsError,
+        match=r"trained on other audio: the corpus changed since \(\d+ modified "
+        r"\(TEST/DR1/FAKS0/SX10\..*pass --restart=True",
+    ):
         run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 2})
     after = _snapshot(tmp_path / "out")
     assert [name for name in before.keys() | after.keys() if before.get(name) != after.get(name)] in ([], ["run.lock"])
@@ -159,6 +166,9 @@ def test_resuming_on_replaced_annotation_audio_is_refused(tone_corpus, tmp_path)
     (plan.save_folder / "CKPT+1").mkdir()  # as if the run had checkpointed
     check_resumable(plan_run(HPARAMS, overrides, QUIET), HPARAMS, overrides, QUIET)  # unchanged: resumes
     _csv_corpus(tmp_path / "csv", seed=1)  # every wav replaced, the CSVs as they were
-    with pytest.raises(RunSettingsError, match=r"trained on other audio: the corpus changed since \(8 modified "
-                                               r"\(.*dev0\.wav.*pass --restart=True"):  # fmt: skip
+    with pytest.raises(
+        RunSettingsError,
+        match=r"trained on other audio: the corpus changed since \(8 modified "
+        r"\(.*dev0\.wav.*pass --restart=True",
+    ):
         check_resumable(plan_run(HPARAMS, overrides, QUIET), HPARAMS, overrides, QUIET)

@@ -18,9 +18,10 @@ import yaml
 from safetensors.torch import load_file
 from speechbrain.utils.checkpoints import Checkpointer
 
-from conftest import HPARAMS, REPO, recipe_overrides
-from fvae_asr.speech.models import export
 from fvae_asr.recipes.timit.train import main, run
+from fvae_asr.speech.models import export
+
+from conftest import HPARAMS, REPO, recipe_overrides
 from tiny_models import TINY_ENCODERS
 
 QUIET = {"noprogressbar": True}
@@ -95,9 +96,11 @@ def test_resuming_with_changed_settings_is_refused_before_anything_is_written(to
         "aux_weight": ({"aux_weight": 0.01}, ["aux_weight", "adapter_configs.fvae_lora.aux_weight"]),
         "adapter": ({"adapter": "lora"}, ["adapter"]),
         "targets": ({"target_modules": ["q_proj", "v_proj"]}, ["target_modules"]),
-        "prior": ({"adapter_configs": {"fvae_lora": {"prior_mean_z2": 0.0}}},
-                  ["adapter_configs.fvae_lora.prior_mean_z2"]),
-    }  # fmt: skip
+        "prior": (
+            {"adapter_configs": {"fvae_lora": {"prior_mean_z2": 0.0}}},
+            ["adapter_configs.fvae_lora.prior_mean_z2"],
+        ),
+    }
     for changed, named in changes.values():
         with pytest.raises(ValueError, match="holds a run with other settings") as refused:
             run(HPARAMS, QUIET, {**overrides, **changed})
@@ -124,9 +127,8 @@ def test_restart_starts_afresh_with_the_new_settings(tone_corpus, tmp_path, monk
 def test_a_second_run_in_a_busy_output_folder_is_refused(tone_corpus, tmp_path):
     from fvae_asr.speech.training.run_folder import RunFolderInUse, run_folder_lock
 
-    with run_folder_lock(tmp_path):
-        with pytest.raises(RunFolderInUse, match=re.escape(str(tmp_path))):
-            run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1))
+    with run_folder_lock(tmp_path), pytest.raises(RunFolderInUse, match=re.escape(str(tmp_path))):
+        run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1))
     assert not (tmp_path / "save").exists()
 
 
@@ -134,9 +136,18 @@ def test_the_lock_of_a_killed_process_does_not_outlive_it(tmp_path):
     from fvae_asr.speech.training.run_folder import run_folder_lock
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from fvae_asr.speech.training.run_folder import run_folder_lock\n"
-         "with run_folder_lock(__import__('pathlib').Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
-         str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from fvae_asr.speech.training.run_folder import run_folder_lock\n"
+            "with run_folder_lock(__import__('pathlib').Path(sys.argv[1])):\n"
+            " print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     assert holder.stdout.readline().strip() == "held"
     holder.kill()
     holder.wait()
@@ -144,17 +155,31 @@ def test_the_lock_of_a_killed_process_does_not_outlive_it(tmp_path):
         pass
 
 
-@pytest.mark.parametrize(("flag", "field", "allowed"), [("--adapter=foo", "adapter", "fvae_lora"),
-                                                        ("--train_sorting=shuffled", "train_sorting", "random"),
-                                                        ("--ckpt_interval_steps=5", "ckpt_interval_steps", "only one"),
-                                                        ("--restart=no", "restart", "True or False")])
-def test_invalid_settings_are_one_line_usage_errors_before_anything_is_written(tone_corpus, tmp_path, capsys,
-                                                                                flag, field, allowed):
+@pytest.mark.parametrize(
+    ("flag", "field", "allowed"),
+    [
+        ("--adapter=foo", "adapter", "fvae_lora"),
+        ("--train_sorting=shuffled", "train_sorting", "random"),
+        ("--ckpt_interval_steps=5", "ckpt_interval_steps", "only one"),
+        ("--restart=no", "restart", "True or False"),
+    ],
+)
+def test_invalid_settings_are_one_line_usage_errors_before_anything_is_written(
+    tone_corpus, tmp_path, capsys, flag, field, allowed
+):
     output = tmp_path / "out"
     config = json.dumps(TINY_ENCODERS["wav2vec2"]).replace('"', "")
     with pytest.raises(SystemExit) as stopped:
-        main([str(HPARAMS), f"--data_folder={tone_corpus}", f"--output_folder={output}",
-              f"--encoder_config={config}", "--noprogressbar", flag])  # fmt: skip
+        main(
+            [
+                str(HPARAMS),
+                f"--data_folder={tone_corpus}",
+                f"--output_folder={output}",
+                f"--encoder_config={config}",
+                "--noprogressbar",
+                flag,
+            ]
+        )
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and field in err[0] and allowed in err[0]
@@ -258,8 +283,11 @@ def test_a_damaged_latest_checkpoint_is_skipped_for_the_previous_one(tone_corpus
 def _results(output: Path) -> tuple[list[str], dict, dict]:
     """The epochs' log lines, the test report and the weights of the latest checkpoint (the last epoch's)."""
     latest = max(_checkpoint_folders(output), key=lambda c: yaml.safe_load((c / "CKPT.yaml").read_text())["unixtime"])
-    return (re.findall(r"^epoch: .*$", (output / "train_log.txt").read_text(), re.M),
-            json.loads((output / "test_results.json").read_text()), load_file(str(latest / "model.ckpt")))  # fmt: skip
+    return (
+        re.findall(r"^epoch: .*$", (output / "train_log.txt").read_text(), re.M),
+        json.loads((output / "test_results.json").read_text()),
+        load_file(str(latest / "model.ckpt")),
+    )
 
 
 @pytest.mark.slow
@@ -267,8 +295,13 @@ def _results(output: Path) -> tuple[list[str], dict, dict]:
 def test_a_run_resumed_mid_epoch_ends_as_the_uninterrupted_run(tone_corpus, tmp_path, monkeypatch, sorting):
     """Dropout (head and adapters) and the FVAE noise draw from the generators; the data order is shuffled
     with ``random``; the crash comes right after an intra-epoch checkpoint in epoch 2."""
-    common = {"number_of_epochs": 3, "ckpt_interval_steps": 2, "ckpt_interval_minutes": 0, "train_sorting": sorting,
-              "train_dataloader_opts": {"batch_size": 4, "num_workers": 0, "shuffle": sorting == "random"}}  # fmt: skip
+    common = {
+        "number_of_epochs": 3,
+        "ckpt_interval_steps": 2,
+        "ckpt_interval_minutes": 0,
+        "train_sorting": sorting,
+        "train_dataloader_opts": {"batch_size": 4, "num_workers": 0, "shuffle": sorting == "random"},
+    }
     run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path / "whole", **common))
     interrupted = recipe_overrides(tone_corpus, tmp_path / "resumed", **common)
     _crash_on_call(monkeypatch, Checkpointer, "save_and_keep_only", call=3, after=True)  # step 2 of epoch 2
@@ -276,8 +309,9 @@ def test_a_run_resumed_mid_epoch_ends_as_the_uninterrupted_run(tone_corpus, tmp_
         run(HPARAMS, QUIET, interrupted)
     monkeypatch.undo()
     run(HPARAMS, QUIET, interrupted)
-    (whole_log, whole_report, whole_weights), (log, report, weights) = (_results(tmp_path / name)
-                                                                        for name in ("whole", "resumed"))  # fmt: skip
+    (whole_log, whole_report, whole_weights), (log, report, weights) = (
+        _results(tmp_path / name) for name in ("whole", "resumed")
+    )
     assert log == whole_log and len(log) == 3
     assert report == whole_report
     assert weights.keys() == whole_weights.keys() and all(torch.equal(whole_weights[k], weights[k]) for k in weights)
@@ -294,8 +328,9 @@ def test_warmup_schedule_matches_transformers_linear_schedule(tone_corpus, tmp_p
 def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_nothing(tone_corpus, tmp_path, capsys):
     """``--adapter=frozen --lr=1e4`` diverges: one line, exit 1, and no non-finite checkpoint (a NaN one would make
     every later run call it damaged); the checkpoints saved before it diverged are finite."""
-    from conftest import HPARAMS
     from fvae_asr.recipes.timit.train import main
+
+    from conftest import HPARAMS
 
     overrides = recipe_overrides(tone_corpus, tmp_path, adapter="frozen", lr=1e4, number_of_epochs=3)
     args = [str(HPARAMS), "--noprogressbar"] + [
@@ -313,8 +348,8 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_nothing(to
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
-    from fvae_asr.speech.training.resume import NonFiniteTrainingError
     from fvae_asr.speech.models.export import TrainableWeights
+    from fvae_asr.speech.training.resume import NonFiniteTrainingError
 
     model = torch.nn.Linear(3, 2)
     with torch.no_grad():
@@ -343,6 +378,7 @@ def test_an_export_that_crashes_keeps_the_previous_export_whole(tmp_path, monkey
     from fvae_asr.speech.models.encoder import SSLEncoder
     from fvae_asr.speech.models.recognizer import CTCRecognizer
     from fvae_asr.speech.models.training_kinds import configure_training
+
     from tiny_models import tiny_wav2vec2
 
     tiny_wav2vec2().save_pretrained(tmp_path / "backbone")
