@@ -12,7 +12,7 @@ import soundfile as sf
 
 pytest.importorskip("espeakng_loader")
 
-from fvae_asr.speech.data.labels import timit
+from fvae_asr.speech.data import timit
 from fvae_asr.synthetic import (
     DOMAINS,
     NOISY_ROOM,
