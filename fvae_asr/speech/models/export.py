@@ -350,9 +350,9 @@ def _check_head_fits(n_labels: int, weights: Path, description_path: Path) -> No
     try:
         with safe_open(str(weights), "pt") as saved:
             # LoRA exports carry PEFT's tensor names (see fvae_asr.adapters.peft_format)
+            names = saved.keys()  # safe_open is no mapping: `in saved` fails
             head = next(
-                (name for name in (f"{HEAD_NAME}.weight", f"{PEFT_PREFIX}{HEAD_NAME}.weight") if name in saved),
-                None,
+                (name for name in (f"{HEAD_NAME}.weight", f"{PEFT_PREFIX}{HEAD_NAME}.weight") if name in names), None
             )
             rows = saved.get_slice(head).get_shape()[0] if head is not None else None
     except (SafetensorError, OSError) as err:
