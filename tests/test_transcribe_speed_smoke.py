@@ -9,8 +9,9 @@ from pathlib import Path
 from conftest import load_script
 
 
-def test_quick_run_writes_speeds_memory_and_agreement_for_both_sides(tmp_path: Path) -> None:
+def test_quick_run_writes_speeds_memory_and_agreement_for_both_sides(tmp_path: Path, monkeypatch) -> None:
     bench = load_script("transcribe_speed")
+    monkeypatch.syspath_prepend(str(Path(bench.__file__).parent))  # each side's spawned process imports the script
     returned = bench.main(["--quick", "--batch-size", "1", "--json", str(tmp_path / "t.json")])
     written = json.loads((tmp_path / "t.json").read_text())
     assert written["short_identical_phones_share"] == returned["short_identical_phones_share"]
@@ -20,3 +21,7 @@ def test_quick_run_writes_speeds_memory_and_agreement_for_both_sides(tmp_path: P
     assert written["short_identical_phones_share"] == 1.0  # unpadded, the same model gives the same phones
     assert 0.5 < written["long_identical_frames_share"] <= 1.0
     assert set(written["goals_met"]) == set(bench.GOALS) and written["cpu_model"]
+    for kind in ("short", "long"):  # one round: the median ratio and its quartiles are that round's ratio
+        ratios = written[f"{kind}_speed_ratio_rounds"]
+        assert len(ratios) == 1 and written[f"{kind}_speed_ratio_quartiles"] == [ratios[0]] * 2
+        assert math.isclose(ratios[0], written[f"{kind}_audio_s_per_s_ours"] / written[f"{kind}_audio_s_per_s_pipeline"])
