@@ -6,8 +6,11 @@ by ``export_hf_ctc`` (plus a feature extractor that normalises as the recogniser
 transcribe the same synthetic audio (noise with tones, written as 16 kHz wav files) on the CPU with the same
 threads: (a) many short utterances, (b) one long recording, the pipeline with its chunking (``chunk_length_s``,
 ``stride_length_s``). Each runs in a fresh process, so that its peak resident memory (model included) is its own.
+The two sides run in rounds, in turn and in alternating order (ours first in odd rounds, the pipeline first in even
+ones), so that a change in the machine's load between them does not pass for a difference in speed.
 
-Reported: seconds of audio per second of wall time for each, their ratio (ours over the pipeline's), peak memory,
+Reported: seconds of audio per second of wall time for each (median over rounds), their ratio (ours over the
+pipeline's: the median of the rounds' ratios, with quartiles), peak memory (the largest over rounds),
 and agreement: the share of short files with identical phones, and the share of identical frames on the long one
 (frames rebuilt from each side's phone timestamps, blank where no phone). Run with ``--help`` for the options;
 ``--quick`` (tiny model, little audio) takes under a minute.
@@ -67,16 +70,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="short files per batch, both (default 8)")
     parser.add_argument("--chunk-seconds", type=float, default=20.0, help="both (default 20)")
     parser.add_argument("--context-seconds", type=float, default=2.0, help="ours; the pipeline's stride (default 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of both sides (default 3, quick 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the figures here as JSON")
     args = parser.parse_args(argv)
-    for name in ("utterances", "threads", "batch_size"):
+    for name in ("utterances", "threads", "batch_size", "rounds"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     args.size = args.size or ("tiny" if args.quick else "base")
     args.utterances = args.utterances or (10 if args.quick else 200)
     args.long_seconds = args.long_seconds or (30.0 if args.quick else 600.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     if not args.long_seconds > args.chunk_seconds:
         parser.error(f"--long-seconds ({args.long_seconds:g}) must exceed --chunk-seconds ({args.chunk_seconds:g})")
     return args
@@ -204,10 +209,12 @@ def main(argv: list[str] | None = None) -> dict:
         short, long_path = write_corpus(root / "audio", args.utterances, args.long_seconds, args.seed)
         short_audio_s = sum(sf.info(p).duration for p in short)
         call = ([str(p) for p in short], str(long_path), vars(args))
-        sides = {
-            "ours": run_side("ours", args.threads, str(ours_dir), *call),
-            "pipeline": run_side("pipeline", args.threads, str(hf_dir), *call),
-        }
+        dirs = {"ours": str(ours_dir), "pipeline": str(hf_dir)}
+        rounds = []
+        for index in range(args.rounds):
+            order = list(dirs) if index % 2 == 0 else list(dirs)[::-1]
+            rounds.append({name: run_side(name, args.threads, dirs[name], *call) for name in order})
+    sides = rounds[0]  # the outputs, the same in every round
     hop_s = 320 / SAMPLE_RATE if args.size == "base" else 20 / SAMPLE_RATE
     n_frames = int(args.long_seconds / hop_s) + 1
     long_frames = {name: _frames_from_segments(side["long_segments"], n_frames, hop_s) for name, side in sides.items()}
@@ -221,14 +228,18 @@ def main(argv: list[str] | None = None) -> dict:
         "short_audio_seconds": short_audio_s,
         "long_audio_seconds": args.long_seconds,
     }
-    for name, side in sides.items():
-        results[f"short_audio_s_per_s_{name}"] = short_audio_s / side["short_seconds"]
-        results[f"long_audio_s_per_s_{name}"] = args.long_seconds / side["long_seconds"]
-        results[f"peak_rss_mb_{name}"] = side["peak_rss_mb"]
-    for kind in ("short", "long"):
-        results[f"{kind}_speed_ratio_ours_over_pipeline"] = (
-            results[f"{kind}_audio_s_per_s_ours"] / results[f"{kind}_audio_s_per_s_pipeline"]
-        )
+    audio_s = {"short": short_audio_s, "long": args.long_seconds}
+    for name in sides:
+        for kind, seconds in audio_s.items():
+            speeds = [seconds / r[name][f"{kind}_seconds"] for r in rounds]
+            results[f"{kind}_audio_s_per_s_{name}"] = float(np.median(speeds))
+            results[f"{kind}_audio_s_per_s_{name}_rounds"] = speeds
+        results[f"peak_rss_mb_{name}"] = max(r[name]["peak_rss_mb"] for r in rounds)
+    for kind in audio_s:
+        ratios = [r["pipeline"][f"{kind}_seconds"] / r["ours"][f"{kind}_seconds"] for r in rounds]
+        results[f"{kind}_speed_ratio_ours_over_pipeline"] = float(np.median(ratios))
+        results[f"{kind}_speed_ratio_quartiles"] = np.quantile(ratios, [0.25, 0.75]).tolist()
+        results[f"{kind}_speed_ratio_rounds"] = ratios
     pairs = list(zip(sides["ours"]["short_phones"], sides["pipeline"]["short_phones"], strict=True))
     results["short_identical_phones_share"] = sum(a == b for a, b in pairs) / len(pairs)
     results["long_identical_frames_share"] = float(np.mean([a == b for a, b in zip(*long_frames.values())]))
@@ -256,7 +267,7 @@ def format_report(r: dict) -> str:
     s = r["settings"]
     lines = [
         f"{r['model']} | threads {s['threads']} | batch {s['batch_size']} | chunk {s['chunk_seconds']:g} s, "
-        f"context/stride {s['context_seconds']:g} s",
+        f"context/stride {s['context_seconds']:g} s | {s['rounds']} round(s), medians (ratio quartiles)",
         f"{'':34}{'ours':>10}{'pipeline':>10}{'ratio':>8}",
     ]
     for kind, what in (("short", f"{s['utterances']} short files"), ("long", f"one {s['long_seconds']:g} s file")):
@@ -264,7 +275,8 @@ def format_report(r: dict) -> str:
         verdict = "met" if r["goals_met"][name] else "NOT met"
         lines.append(
             f"{what + ' (audio s / s)':34}{r[f'{kind}_audio_s_per_s_ours']:10.2f}"
-            f"{r[f'{kind}_audio_s_per_s_pipeline']:10.2f}{r[name]:8.3f}  goal >= 1: {verdict}"
+            f"{r[f'{kind}_audio_s_per_s_pipeline']:10.2f}{r[name]:8.3f}  goal >= 1: {verdict}  "
+            f"({' to '.join(f'{q:.3f}' for q in r[f'{kind}_speed_ratio_quartiles'])})"
         )
     lines += [
         f"{'peak resident memory (MiB)':34}{r['peak_rss_mb_ours']:10.0f}{r['peak_rss_mb_pipeline']:10.0f}",

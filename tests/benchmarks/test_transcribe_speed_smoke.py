@@ -19,3 +19,8 @@ def test_quick_run_writes_speeds_memory_and_agreement_for_both_sides(tmp_path: P
     assert written["short_identical_phones_share"] == 1.0  # unpadded, the same model gives the same phones
     assert 0.5 < written["long_identical_frames_share"] <= 1.0
     assert set(written["goals_met"]) == set(bench.GOALS) and written["cpu_model"]
+    for kind in ("short", "long"):  # one round: the median ratio and its quartiles are that round's ratio
+        ratios = written[f"{kind}_speed_ratio_rounds"]
+        assert len(ratios) == 1 and written[f"{kind}_speed_ratio_quartiles"] == [ratios[0]] * 2
+        speeds = written[f"{kind}_audio_s_per_s_ours"], written[f"{kind}_audio_s_per_s_pipeline"]
+        assert math.isclose(ratios[0], speeds[0] / speeds[1])

@@ -104,8 +104,8 @@ class Transcriber:
         return [[self.labels[i] for i in ids] for ids in greedy_decode(log_probs, frame_lens, self.blank_index)]
 
     def transcribe_files(self, paths: Iterable[str | Path], timestamps: bool = False) -> list[FileTranscription]:
-        """Transcribe files (short ones in batches of similar duration); results in input order, failures
-        reported per file."""
+        """Transcribe files (short ones in batches of similar duration, longest batch first); results in input
+        order, failures reported per file."""
         paths = [str(path) for path in paths]
         results = dict(self.transcribe_each(paths, timestamps))
         return [results[i] for i in range(len(paths))]
@@ -114,12 +114,17 @@ class Transcriber:
         self, paths: Sequence[str | Path], timestamps: bool = False
     ) -> Iterator[tuple[int, FileTranscription]]:
         """(index in ``paths``, result) for each file as soon as it is done: short files in batches of similar
-        duration, then long ones one by one, chunk by chunk."""
+        duration, then long ones one by one, chunk by chunk.
+
+        The batches are those of the files sorted by duration, run longest first: each later batch then fits in
+        memory the allocator already holds. Run shortest first, every batch is a little larger than the last and
+        the process keeps growing (on wav2vec2-base, 60 files of 1 to 5 s: 3.7 GB resident instead of 1.4 GB).
+        """
         paths = [str(path) for path in paths]
         durations = [header_duration(path) for path in paths]
         order = sorted(range(len(paths)), key=durations.__getitem__)
         short = [i for i in order if not self._is_long(durations[i])]
-        for start in range(0, len(short), self.batch_size):
+        for start in reversed(range(0, len(short), self.batch_size)):
             group = short[start : start + self.batch_size]
             yield from zip(group, self._transcribe_group([paths[i] for i in group], timestamps))
         for i in (i for i in order if self._is_long(durations[i])):

@@ -563,3 +563,30 @@ def test_evaluate_resolves_wav_paths_as_the_recipe_does(checkpoint, audio, tmp_p
         ), capsys.readouterr().err
         reports.append(json.loads(report.read_text()))
     assert reports[0]["per"] == reports[1]["per"] == reports[2]["per"] and reports[0]["utterances"] == 3
+
+
+def test_short_files_go_longest_batch_first_in_the_batches_of_length_sorted_order(transcriber, tmp_path, monkeypatch):
+    """The batches are those of the files sorted shortest first (so the outputs do not change), run longest batch
+    first: later, shorter batches then fit in memory the allocator already holds instead of growing it."""
+    seconds = [0.5, 0.3, 0.7, 0.4, 0.6]
+    paths = []
+    for index, length in enumerate(seconds):
+        paths.append(tmp_path / f"u{index}.wav")
+        sf.write(paths[-1], _tones(RATE, length), RATE)
+    batches = []
+    forward = transcriber._forward
+    monkeypatch.setattr(transcriber, "_forward", lambda wavs: batches.append([len(w) for w in wavs]) or forward(wavs))
+
+    order = [index for index, _ in transcriber.transcribe_each(paths)]
+
+    samples = [int(RATE * s) for s in sorted(seconds)]
+    assert batches == [samples[4:], samples[2:4], samples[:2]]  # batch size 2
+    assert order == [2, 0, 4, 1, 3]
+
+
+def test_transcription_builds_no_autograd_graph(transcriber, audio):
+    """Inference keeps no activations for backward, although the loaded head and adapters are trainable."""
+    assert any(param.requires_grad for param in transcriber.model.parameters())
+    wav = load_audio(audio["mono.wav"])
+    blocks = [*transcriber.frame_log_probs(audio["mono.wav"]), *transcriber._forward([wav, wav[: len(wav) // 2]])]
+    assert all(not block.requires_grad and block.grad_fn is None for block in blocks)
