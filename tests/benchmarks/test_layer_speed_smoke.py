@@ -23,7 +23,8 @@ def _run(argv: list[str]) -> dict:
 
 def test_quick_run_writes_the_times_and_the_ratio_over_lora_and_profiles(tmp_path: Path, capsys) -> None:
     returned = _run(["--quick", "--profile", "--json", str(tmp_path / "layer.json")])
-    assert "aten::addmm" in capsys.readouterr().out  # the operator table of FVAE-LoRA's step
+    table = capsys.readouterr().out  # the operator table of FVAE-LoRA's step: which operators lead depends on load
+    assert "Self CPU time total" in table and table.count("aten::") >= 5
     written = json.loads((tmp_path / "layer.json").read_text())
     assert written == json.loads(json.dumps(returned))
     assert set(written["step_ms"]) == {"lora", "fvae"}

@@ -330,15 +330,24 @@ def load_exported(directory: str | Path, device: str | torch.device = "cpu") -> 
 
 
 def _backbone_source(directory: Path, backbone: str) -> str:
-    """The backbone folder inside the export, or a hub id. A backbone folder that is gone is an error here,
-    not a confusing hub lookup (exports written before backbones were copied name an absolute folder)."""
+    """The backbone folder inside the export, or a hub id. An export is self-contained: a local path that
+    leads outside it (absolute, ``..``, or a link out) is refused, as it would load whatever lies there. A
+    backbone folder that is gone is an error here, not a confusing hub lookup (exports written before backbones
+    were copied name an absolute folder)."""
+    described = directory / DESCRIPTION_NAME
     folder = directory / backbone
+    path_like = Path(backbone).is_absolute() or ".." in Path(backbone).parts
+    if not path_like and not folder.exists() and is_hub_id(backbone) and backbone != BACKBONE_DIR:
+        return backbone
+    if path_like or (folder.exists() and not folder.resolve().is_relative_to(directory.resolve())):
+        raise ValueError(
+            f"{described}: field 'backbone' is {backbone!r}, a folder outside the export; an export is "
+            f"self-contained, so only a folder inside it (such as '{BACKBONE_DIR}') or a Hugging Face hub id is loaded"
+        )
     if folder.is_dir():
         return str(folder)
-    if is_hub_id(backbone) and backbone != BACKBONE_DIR:
-        return backbone
     raise FileNotFoundError(
-        f"{directory / DESCRIPTION_NAME}: backbone folder {folder} does not exist (copy the whole export folder; "
+        f"{described}: backbone folder {folder} does not exist (copy the whole export folder; "
         "exports written before backbones were copied into them refer to the folder the backbone came from)"
     )
 

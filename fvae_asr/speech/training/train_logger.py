@@ -47,7 +47,9 @@ class RecipeLogger(TrainLogger):
         train_stats: dict[str, Any] | None = None,
         valid_stats: dict[str, Any] | None = None,
         test_stats: dict[str, Any] | None = None,
-        verbose: bool = False,
+        verbose: bool = True,
     ) -> None:
+        """Each stage's stats to every logger; ``verbose`` (SpeechBrain's default) also logs them as INFO, which
+        the console and the run's ``log.txt`` show."""
         for logger in self.loggers:
             logger.log_stats(stats_meta, train_stats, valid_stats, test_stats, verbose=verbose)
