@@ -1,4 +1,5 @@
-"""Speech side: TIMIT preparation, the CTC recogniser and its SpeechBrain Brain, PER, transcription."""
+"""Speech side: corpora (data), the recogniser and its export (models), training runs (training), transcription and
+scoring (inference), and PER (metrics)."""
 
 from fvae_asr.library_logs import quiet_library_logs
 

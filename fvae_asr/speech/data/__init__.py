@@ -1,1 +1,1 @@
-"""Corpora: TIMIT preparation, annotation files (CSV/JSON) and the SpeechBrain datasets."""
+"""Corpora: TIMIT preparation, annotation files (CSV/JSON) and the CTC labels of a phone inventory."""

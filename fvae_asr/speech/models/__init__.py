@@ -1,1 +1,1 @@
-"""The recogniser and classifier modules, their encoders, and the self-contained export."""
+"""The recogniser and classifier modules, their encoders, the ways of training them, and the self-contained export."""

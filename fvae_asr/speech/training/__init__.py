@@ -1,1 +1,2 @@
-"""Training runs: the Brain, run folders, exact resume, hyperparameter files, the recipe's flow."""
+"""Training runs around a recipe's flow: the resumable Brain, the run guard (run folders, locks, exact resume),
+hyperparameter files, the training log, and the flow's steps that are not its method."""
