@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from fvae_asr.cli.args import output_dir, torch_device
 from fvae_asr.cli.transcribe import file_ids, write_into
-from fvae_asr.speech.data.timit import PHONES_39, _parse_segment, fold_to_39
+from fvae_asr.speech.data.timit import PHONES_39, fold_to_39, parse_label_line
 from fvae_asr.speech.inference.evaluation import read_manifest
 from fvae_asr.speech.inference.forced_alignment import align_file
 from fvae_asr.speech.inference.transcriber import Transcriber
@@ -51,7 +51,7 @@ def timit_phones(wav: Path, fold: bool) -> list[str]:
     if label_file is None:
         raise FileNotFoundError(f"{wav}: no TIMIT label file beside it ({candidates[0].name})")
     lines = label_file.read_text(encoding="utf-8").splitlines()
-    phones = [_parse_segment(line, label_file, number)[2] for number, line in enumerate(lines, 1) if line.strip()]
+    phones = [parse_label_line(line, label_file, number)[2] for number, line in enumerate(lines, 1) if line.strip()]
     return fold_to_39(phones) if fold else phones
 
 

@@ -469,7 +469,7 @@ def _read_labels(path: Path, wav: Path, n_samples: int) -> list[tuple[int, Segme
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
-                segment = _parse_segment(line, path, number)
+                segment = parse_label_line(line, path, number)
                 if segment[1] > n_samples:
                     raise ValueError(
                         f"{path}, line {number}: end {segment[1]} is beyond the {n_samples} samples of {wav} "
@@ -479,8 +479,9 @@ def _read_labels(path: Path, wav: Path, n_samples: int) -> list[tuple[int, Segme
     return labels
 
 
-def _parse_segment(line: str, path: Path, number: int) -> Segment:
-    """Validate one ``start end label`` line and return it as a segment."""
+def parse_label_line(line: str, path: Path, number: int) -> Segment:
+    """One ``start end label`` line of a TIMIT label file (``.PHN``, ``.WRD``) as a segment; a malformed line is an
+    error naming the file and line."""
     fields = line.split()
     if len(fields) != 3:
         raise ValueError(f"{path}, line {number}: expected 'start end label', got {line.strip()!r}")
