@@ -192,6 +192,7 @@ def training_arguments(args: argparse.Namespace) -> Any:
         logging_strategy="epoch",
         report_to="none",
         disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinned memory serves a GPU; on a CPU it only warns
     )
 
 
