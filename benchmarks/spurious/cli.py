@@ -30,12 +30,12 @@ Protocol, fixed before the study ran:
 - reported on the group-balanced test split: average accuracy (= the mean of the group accuracies, as groups
   are equal), worst-group accuracy, and their gap, mean and sample std over the seeds.
 
-Sizes (``STUDY_SIZE``), chosen for about 35 minutes with ``--jobs 2`` on 2 shared CPU cores (one timing run of
-one epoch preceded them): 240 training and 60 validation utterances per word, 30 test utterances per group
-(480), 6 epochs, the comparison study's grid 0.001, 0.003, 0.01, 0.05, seeds 0, 1, 2 (30 runs). The 12 voice
-variants of the source domain recur across splits; rate, pitch, the noise and the utterance's randomness are
-drawn afresh for each utterance. ``--quick``: 6 utterances per word at rate 0.5, 1 per test group, 1 epoch, one
-rate and one seed.
+Sizes (``STUDY_SIZE``), chosen under 0.1.0's defaults for about 35 minutes with ``--jobs 2`` on 2 shared CPU
+cores (one timing run of one epoch preceded them): 240 training and 60 validation utterances per word, 30 test
+utterances per group (480), 6 epochs, the comparison study's grid 0.0005, 0.001, 0.003, 0.01, 0.05, seeds 0, 1, 2
+(34 runs). The 12 voice variants of the source domain recur across splits; rate, pitch, the noise and the
+utterance's randomness are drawn afresh for each utterance. ``--quick``: 6 utterances per word at rate 0.5, 1 per
+test group, 1 epoch, one rate and one seed.
 
 Resumable: each finished run leaves ``OUT/records/<method>/lr<lr>/seed<k>.json`` (with the commit it ran on) and never
 runs again with the same settings (the sizes, corpus and backbone, and the run's adapter config and clipping: a changed
