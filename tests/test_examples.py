@@ -6,7 +6,6 @@ import importlib.util
 import json
 import re
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -29,10 +28,9 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
-def run_example(name: str, out: Path, *argv: str) -> tuple[dict, float]:
-    start = time.perf_counter()
+def run_example(name: str, out: Path, *argv: str) -> dict:
     assert load_example(name).main(["--output_dir", str(out), *argv]) == 0
-    return json.loads((out / "eval_results.json").read_text()), time.perf_counter() - start
+    return json.loads((out / "eval_results.json").read_text())
 
 
 def saved_keys(out: Path) -> list[str]:
@@ -56,17 +54,16 @@ def assert_adapter_only(out: Path, projections: tuple[str, str]) -> None:
 @pytest.mark.parametrize(
     "name, projections", [("text_classification", ("query", "key")), ("image_classification", ("q_proj", "k_proj"))]
 )
-def test_fvae_lora_learns_the_synthetic_task_in_under_a_minute(tmp_path, name, projections):
-    results, seconds = run_example(name, tmp_path / "out")
+def test_fvae_lora_learns_the_synthetic_task_and_saves_only_its_adapter(tmp_path, name, projections):
+    results = run_example(name, tmp_path / "out")
     assert results["method"] == "fvae_lora"
     assert results["eval_accuracy"] >= CHANCE + 0.35, results
-    assert seconds < 60
     assert_adapter_only(tmp_path / "out", projections)
     assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["adapter_type"] == "fvae_lora"
 
 
 def test_lora_saves_only_its_adapter_with_the_chosen_targets(tmp_path):
-    results, _ = run_example("image_classification", tmp_path / "out", "--method", "lora", "--targets", "qv", *QUICK)
+    results = run_example("image_classification", tmp_path / "out", "--method", "lora", "--targets", "qv", *QUICK)
     assert results["method"] == "lora" and 0 <= results["eval_accuracy"] <= 1
     assert_adapter_only(tmp_path / "out", ("q_proj", "v_proj"))
     saved = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
@@ -84,12 +81,12 @@ def test_fvae_lora_config_takes_rank_and_lambda(tmp_path):
 
 
 def test_full_fine_tuning_saves_the_whole_model(tmp_path):
-    results, _ = run_example("text_classification", tmp_path / "out", "--method", "full", *QUICK)
+    results = run_example("text_classification", tmp_path / "out", "--method", "full", *QUICK)
     assert results["method"] == "full"
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert not (tmp_path / "out" / "adapter_config.json").exists()
     # every parameter trains: far more than the adapters and head of the LoRA run
-    lora, _ = run_example("text_classification", tmp_path / "lora", "--method", "lora", *QUICK)
+    lora = run_example("text_classification", tmp_path / "lora", "--method", "lora", *QUICK)
     assert results["trainable_parameters"] > 5 * lora["trainable_parameters"]
 
 
@@ -115,7 +112,7 @@ def test_usage_errors_exit_2_before_writing(tmp_path, monkeypatch, capsys, argv,
 def test_model_from_a_local_directory(tmp_path, name, build):
     example = load_example(name)
     getattr(example, build)(num_labels=2, seed=3).save_pretrained(tmp_path / "model")  # a checkpoint, 2 labels
-    results, _ = run_example(name, tmp_path / "out", "--model", str(tmp_path / "model"), "--method", "lora", *QUICK)
+    results = run_example(name, tmp_path / "out", "--model", str(tmp_path / "model"), "--method", "lora", *QUICK)
     assert 0 <= results["eval_accuracy"] <= 1
     with safe_open(str(tmp_path / "out" / "adapter_model.safetensors"), "pt") as f:
         assert f.get_tensor(f"{PEFT_PREFIX}classifier.weight").shape[0] == 4  # re-headed for the 4 synthetic classes
@@ -172,7 +169,7 @@ def test_text_example_on_a_local_data_file(tmp_path, offline_datasets, suffix):
         data.write_text("review,sentiment\n" + "".join(f"{text},{words[label]}\n" for text, label in rows))
     else:
         data.write_text("".join(json.dumps({"review": text, "sentiment": label}) + "\n" for text, label in rows))
-    results, _ = run_example(
+    results = run_example(
         "text_classification",
         tmp_path / "out",
         "--model",
@@ -212,7 +209,7 @@ def test_image_example_on_a_local_image_folder(tmp_path, offline_datasets):
             pixels = rng.integers(0, 64, size=(20, 24, 3), dtype=np.uint8)  # not the model's size: resized
             pixels[..., class_index] = 200
             Image.fromarray(pixels).save(tmp_path / "images" / colour / f"{i}.png")
-    results, _ = run_example(
+    results = run_example(
         "image_classification",
         tmp_path / "out",
         "--model",
