@@ -10,7 +10,7 @@ no term is trivially zero) are copied into ours; their dropout masks and Gaussia
 into ours (our single dropout draw over both encoders' hidden layers gets their two masks side by side). Prints
 the max absolute differences of the train output, the per-layer loss, every gradient and the eval output.
 
-    python -m benchmarks.faithfulness.check --authors-repo /tmp/fvae-authors --json docs/faithfulness/authors_layer.json
+    python -m benchmarks.faithfulness --authors-repo /tmp/fvae-authors --json docs/faithfulness/authors_layer.json
 """
 
 from __future__ import annotations
