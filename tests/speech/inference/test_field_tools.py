@@ -81,24 +81,16 @@ def sclite_total(ref: Path, ref_form: str, hyp: Path, hyp_form: str, *options: s
     return [float(x) for x in re.findall(r"\d+(?:\.\d+)?", total)]
 
 
+def evaluate(checkpoint: Path, manifest: Path, *options: str) -> int:
+    """``fvae-asr evaluate --checkpoint CHECKPOINT --manifest MANIFEST OPTIONS...``: its exit code."""
+    return evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(manifest), *options])
+
+
 def test_sclites_error_rate_on_our_evaluate_output_equals_ours(checkpoint, audio, tmp_path):
     """``evaluate --sclite DIR`` writes ref/hyp in sclite's trn form; sclite's total error rate equals our PER."""
     _write_manifest(tmp_path / "test.json", audio)
-    assert (
-        evaluate_main(
-            [
-                "--checkpoint",
-                str(checkpoint),
-                "--manifest",
-                str(tmp_path / "test.json"),
-                "--json",
-                str(tmp_path / "report.json"),
-                "--sclite",
-                str(tmp_path / "sclite"),
-            ]
-        )
-        == 0
-    )
+    options = ["--json", str(tmp_path / "report.json"), "--sclite", str(tmp_path / "sclite")]
+    assert evaluate(checkpoint, tmp_path / "test.json", *options) == 0
     ours = json.loads((tmp_path / "report.json").read_text())
     numbers = sclite_total(tmp_path / "sclite" / "ref.trn", "trn", tmp_path / "sclite" / "hyp.trn", "trn", "-i", "wsj")
     assert numbers[:2] == [ours["utterances"], ours["reference_phones"]]
@@ -128,22 +120,8 @@ def test_sclite_scores_our_stm_and_ctm_with_our_per_including_empty_hypotheses(
     (tmp_path / "test.json").write_text(json.dumps(manifest))
     _silent_for(monkeypatch, ".sph")
     scl = tmp_path / "sclite"
-    assert (
-        evaluate_main(
-            [
-                "--checkpoint",
-                str(checkpoint),
-                "--manifest",
-                str(tmp_path / "test.json"),
-                "--skip-invalid",
-                "--json",
-                str(tmp_path / "report.json"),
-                "--sclite",
-                str(scl),
-            ]
-        )
-        == 0
-    )
+    options = ["--skip-invalid", "--json", str(tmp_path / "report.json"), "--sclite", str(scl)]
+    assert evaluate(checkpoint, tmp_path / "test.json", *options) == 0
     ours = json.loads((tmp_path / "report.json").read_text())
     assert ours["transcripts"]["UTT_C"]["hyp"] == "" and ours["transcripts"]["UTT_A"]["hyp"]
     assert ours["utterances"] == 3 and list(ours["skipped"]) == ["UTT_EMPTY"]
@@ -181,19 +159,7 @@ def test_evaluates_ctm_is_transcribes_ctm_with_the_same_unique_file_ids(checkpoi
         "first": {"wav": str(wavs[0]), "phn": "sil aa b sil"},
     }
     (tmp_path / "test.json").write_text(json.dumps(manifest))
-    assert (
-        evaluate_main(
-            [
-                "--checkpoint",
-                str(checkpoint),
-                "--manifest",
-                str(tmp_path / "test.json"),
-                "--sclite",
-                str(tmp_path / "scl"),
-            ]
-        )
-        == 0
-    )
+    assert evaluate(checkpoint, tmp_path / "test.json", "--sclite", str(tmp_path / "scl")) == 0
     assert transcribe_main(["--checkpoint", str(checkpoint), "--format", "ctm", *map(str, wavs)]) == 0
     ctm = (tmp_path / "scl" / "hyp.ctm").read_text()
     assert ctm == capsys.readouterr().out.split("\n", 1)[1] and ctm.strip()  # after the evaluation's summary line
@@ -215,17 +181,8 @@ def test_sclite_files_refuse_ids_sclite_cannot_tell_apart_before_anything_is_wri
     manifest = _write_manifest(tmp_path / "test.json", audio)
     manifest[utterance] = {"wav": str(audio["mono.wav" if same_file else "short.wav"]), "phn": "sil aa sil"}
     (tmp_path / "test.json").write_text(json.dumps(manifest))
-    code = evaluate_main(
-        [
-            "--checkpoint",
-            str(checkpoint),
-            "--manifest",
-            str(tmp_path / "test.json"),
-            "--json",
-            str(tmp_path / "report.json"),
-            "--sclite",
-            str(tmp_path / "scl"),
-        ]
+    code = evaluate(
+        checkpoint, tmp_path / "test.json", "--json", str(tmp_path / "report.json"), "--sclite", str(tmp_path / "scl")
     )
     captured = capsys.readouterr()
     [error] = captured.err.splitlines()
