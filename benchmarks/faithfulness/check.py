@@ -95,70 +95,46 @@ def merge_encoder_masks(records: list[tuple[str, Tensor]]) -> list[tuple[str, Te
     return [("dropout", torch.cat([mask1, mask2], dim=-1)), *rest]
 
 
-def parameter_map(decoder_layers: int) -> dict[str, tuple[str, str]]:
-    """Our parameter name -> (their parameter name, transform): 'same', or 'log' for our log of their raw std."""
+def parameter_map(decoder_layers: int) -> dict[str, str]:
+    """Our parameter name -> theirs; every one is the same variable (the decoder std is raw in both)."""
     fvae = f"lora_A.{_ADAPTER}."
-    mapping: dict[str, tuple[str, str]] = {"lora_B.weight": (f"lora_B.{_ADAPTER}", "same")}
+    mapping = {"lora_B.weight": f"lora_B.{_ADAPTER}"}
     for index, latent in enumerate(("z1", "z2")):
         theirs = f"{fvae}views_conditionalGaussianEncoders_list.{index}."
-        for ours_part, their_part in (
-            ("hidden", "layers.0"),
-            ("mean", "mean"),
-            ("logvar", "logvar"),
-        ):
+        for ours_part, their_part in (("hidden", "layers.0"), ("mean", "mean"), ("logvar", "logvar")):
             for leaf in ("weight", "bias"):
-                mapping[f"encoder_{latent}.{ours_part}.{leaf}"] = (
-                    f"{theirs}{their_part}.{leaf}",
-                    "same",
-                )
+                mapping[f"encoder_{latent}.{ours_part}.{leaf}"] = f"{theirs}{their_part}.{leaf}"
     decoder = f"{fvae}views_conditionalGaussianDecoders."
     for layer in range(decoder_layers + 1):
         their_part = f"layers.{layer}" if layer < decoder_layers else "output_layer"
         for leaf in ("weight", "bias"):
-            mapping[f"decoder.{2 * layer}.{leaf}"] = (
-                f"{decoder}{their_part}.{leaf}",
-                "same",
-            )
-    mapping["decoder_log_scale"] = (f"{decoder}scale_tril", "log")
+            mapping[f"decoder.{2 * layer}.{leaf}"] = f"{decoder}{their_part}.{leaf}"
+    mapping["decoder_std"] = f"{decoder}scale_tril"
     return mapping
 
 
-def copy_weights(theirs: nn.Module, ours: nn.Module, mapping: dict[str, tuple[str, str]]) -> None:
+def copy_weights(theirs: nn.Module, ours: nn.Module, mapping: dict[str, str]) -> None:
     """Copies their adapter parameters into ours by ``mapping``; every trainable parameter of ours is mapped."""
-    their_params, our_params = (
-        dict(theirs.named_parameters()),
-        dict(ours.named_parameters()),
-    )
+    their_params, our_params = dict(theirs.named_parameters()), dict(ours.named_parameters())
     unmapped = sorted(n for n, p in our_params.items() if p.requires_grad and n not in mapping)
     if unmapped:
         raise KeyError(f"our parameters with no counterpart in the map: {unmapped}")
     with torch.no_grad():
-        for name, (their_name, transform) in mapping.items():
-            value = their_params[their_name]
-            our_params[name].copy_(value.log() if transform == "log" else value)
+        for name, their_name in mapping.items():
+            our_params[name].copy_(their_params[their_name])
 
 
-def mapped_gradient_differences(
-    theirs: nn.Module, ours: nn.Module, mapping: dict[str, tuple[str, str]]
-) -> dict[str, float]:
-    """Max |grad ours - grad theirs| per mapped parameter ("abs", and "rel" to their max |grad|), their gradient
-    taken to our parametrisation.
-
-    For our log-scale l = log(s): dL/dl = s * dL/ds.
-    """
-    their_params, our_params = (
-        dict(theirs.named_parameters()),
-        dict(ours.named_parameters()),
-    )
+def mapped_differences(
+    theirs: nn.Module, ours: nn.Module, mapping: dict[str, str], of: Callable[[Tensor], Tensor | None]
+) -> dict[str, dict[str, float]]:
+    """Max |ours - theirs| of ``of(parameter)`` (its ``.grad``, or the parameter itself) per mapped parameter:
+    "abs", and "rel" to their max |value|."""
+    their_params, our_params = dict(theirs.named_parameters()), dict(ours.named_parameters())
     out = {}
-    for name, (their_name, transform) in mapping.items():
-        their_param = their_params[their_name]
-        their_grad = their_param.grad * their_param.detach() if transform == "log" else their_param.grad
-        difference = (our_params[name].grad - their_grad).abs().max().item()
-        out[name] = {
-            "abs": difference,
-            "rel": difference / their_grad.abs().max().item(),
-        }
+    for name, their_name in mapping.items():
+        their_value, our_value = of(their_params[their_name]).detach(), of(our_params[name]).detach()
+        difference = (our_value - their_value).abs().max().item()
+        out[name] = {"abs": difference, "rel": difference / their_value.abs().max().item()}
     return out
 
 
@@ -248,12 +224,12 @@ def compare(theirs: nn.Module, ours: FVAELoRALinear, x: Tensor, seed: int) -> di
     unused = [
         n
         for n, p in theirs.named_parameters()
-        if p.requires_grad and p.grad is not None and n not in {t for t, _ in mapping.values()}
+        if p.requires_grad and p.grad is not None and n not in set(mapping.values())
     ]
     theirs.eval(), ours.eval()
     with torch.no_grad():
         eval_difference = (theirs(x) - ours(x)).abs().max().item()
-    gradients = mapped_gradient_differences(theirs, ours, mapping)
+    gradients = mapped_differences(theirs, ours, mapping, lambda param: param.grad)
     loss_t, loss_o = their_step["loss"].item(), our_step["loss"].item()
     return {
         "train_output_max_abs_diff": (their_step["output"] - our_step["output"]).abs().max().item(),
@@ -273,42 +249,51 @@ def compare(theirs: nn.Module, ours: FVAELoRALinear, x: Tensor, seed: int) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.faithfulness", description=__doc__.splitlines()[0])
     parser.add_argument("--authors-repo", type=Path, required=True, help="a checkout of idiap/FVAE-LoRA")
-    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--json", type=Path, help="write the one-step layer comparison here")
+    parser.add_argument("--trajectory-json", type=Path, help="write the training-trajectory comparison here")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--features", type=int, default=768)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--double", action="store_true", help="run both layers in float64")
+    parser.add_argument("--double", action="store_true", help="run both sides in float64")
+    parser.add_argument("--steps", type=int, default=100, help="training steps of the trajectory (0: none)")
+    parser.add_argument("--report-steps", type=int, nargs="+", default=[1, 10, 100])
     args = parser.parse_args(argv)
     try:
         config_cls, layer_cls = import_authors_layer(args.authors_repo)
     except (FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    dtype = torch.float64 if args.double else torch.float32
+    layer_result = one_step(args, config_cls, layer_cls, dtype)
+    if args.json:
+        write_json(args.json, layer_result)
+    if args.steps > 0:
+        trajectory_result = trajectory(args, config_cls, layer_cls, dtype)
+        if args.trajectory_json:
+            write_json(args.trajectory_json, trajectory_result)
+    return 0
+
+
+def one_step(args: argparse.Namespace, config_cls: type, layer_cls: type, dtype: torch.dtype) -> dict:
+    """One training step of their layer and ours from the same weights and noise; printed and returned."""
     torch.manual_seed(args.seed)
     base = nn.Linear(args.features, args.features).requires_grad_(False)
-    theirs = build_authors_layer(config_cls, layer_cls, base, args.rank)
-    if args.double:
-        base, theirs = base.double(), theirs.double()
+    theirs = build_authors_layer(config_cls, layer_cls, base, args.rank)  # built in float32, as their code builds it
+    base, theirs = base.to(dtype), theirs.to(dtype)
     perturb_(theirs, torch.Generator().manual_seed(args.seed + 1))
     config = FVAELoRAConfig(rank=args.rank)
     ours = FVAELoRALinear(base, config, "faithfulness")
-    x = torch.randn(
-        args.batch,
-        args.frames,
-        args.features,
-        generator=torch.Generator().manual_seed(args.seed + 2),
-    )
-    x = x.to(base.weight.dtype)
-    result = compare(theirs, ours, x, args.seed + 3)
+    x = torch.randn(args.batch, args.frames, args.features, generator=torch.Generator().manual_seed(args.seed + 2))
+    result = compare(theirs, ours, x.to(dtype), args.seed + 3)
     result["setup"] = {
         "rank": args.rank,
         "features": args.features,
         "batch": args.batch,
         "frames": args.frames,
         "seed": args.seed,
-        "dtype": str(base.weight.dtype),
+        "dtype": str(dtype),
         "our_config": config.to_dict(),
         "their_scaling": theirs.scaling[_ADAPTER] / (args.rank + 1e-5),
         "authors_import": "their PEFT fork from <repo>/peft/src, unmodified",
@@ -328,6 +313,38 @@ def main(argv: list[str] | None = None) -> int:
         f"noise tensors shared {result['noise_tensors_shared']}; their trained parameters not mapped: "
         f"{result['their_parameters_with_gradient_not_mapped'] or 'none'}"
     )
-    if args.json:
-        write_json(args.json, result)
-    return 0
+    return result
+
+
+def trajectory(args: argparse.Namespace, config_cls: type, layer_cls: type, dtype: torch.dtype) -> dict:
+    """Their training and ours side by side for ``--steps`` steps (``trajectory.py``); printed and returned."""
+    from benchmarks.faithfulness.trajectory import build_pair, random_batches, train_side_by_side
+
+    classes = 4
+    theirs, ours = build_pair(config_cls, layer_cls, args.features, classes, args.rank, dtype, args.seed)
+    batches = random_batches(args.steps, args.batch, args.frames, args.features, classes, dtype, args.seed + 1)
+    print(f"\ntraining {args.steps} steps side by side ({dtype}): largest relative parameter difference")
+    print(f"{'step':>6}  {'max rel diff':>12}  {'parameter':<44} {'loss theirs':>12} {'ours x 1000':>12}")
+
+    def show(step: int, report: dict) -> None:
+        print(
+            f"{step:>6}  {report['largest_relative_difference']:>12.3g}  {report['worst_parameter']:<44} "
+            f"{report['loss_authors']:>12.6g} {report['loss_ours_times_1000']:>12.6g}"
+        )
+
+    reports = train_side_by_side(theirs, ours, batches, [s for s in args.report_steps if s <= args.steps], show)
+    return {
+        "reports": reports,
+        "setup": {
+            "steps": args.steps,
+            "rank": args.rank,
+            "features": args.features,
+            "batch": args.batch,
+            "frames": args.frames,
+            "classes": classes,
+            "seed": args.seed,
+            "dtype": str(dtype),
+            "our_config": ours.query.config.to_dict(),
+            "torch": torch.__version__,
+        },
+    }

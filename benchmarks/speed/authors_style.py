@@ -51,7 +51,7 @@ class AuthorsStyleFVAELoRALinear(FVAELoRALinear):
         z1_l2 = z1.square().mean()
         z2_l2 = (z2 - cfg.prior_mean_z2).square().mean()
         recon_mean = self.decoder(torch.cat([z1, z2], dim=-1).to(x.dtype))
-        scale_tril = torch.diag_embed(self.decoder_log_scale.float().exp())
+        scale_tril = torch.diag_embed(self.decoder_scale().float())
         normal = MultivariateNormal(loc=recon_mean.float(), scale_tril=scale_tril, validate_args=False)
         reconstruction = -normal.log_prob(x.float()).mean()
         kl_mean = kl_z1.mean()

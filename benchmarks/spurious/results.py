@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.compare.study import ABLATIONS
-from benchmarks.spurious.study import TUNED, Study
+from benchmarks.spurious.study import AT_FVAE_RATE, TUNED, Study
 
 
 def results_entries(study: Study) -> list[dict[str, Any]]:
     """One entry per method: the picked rate, per-seed test figures and the validation scores of the grid."""
     entries = []
     for method in study.size["methods"]:
-        tuned = "fvae_lora" if method in ABLATIONS else method
+        tuned = "fvae_lora" if method in AT_FVAE_RATE else method
         runs = [study.records[t] for t in study.final_tasks(method) if t in study.records]
         gaps = [r["avg_acc"] - r["worst_group_acc"] for r in runs]
         entries.append(

@@ -9,14 +9,17 @@ from functools import partial
 from typing import Any
 
 from benchmarks.common.runner import picked_rate, run_due
-from benchmarks.compare.study import ABLATIONS, CONTROLS, METHODS, STUDY
+from benchmarks.compare.study import ABLATIONS, CONTROLS, FACTOR_CONTROLS, METHODS, STUDY
 from benchmarks.compare.study import TUNED as COMPARED_TUNED
 from benchmarks.spurious.training import Task, read_record, run_task
 
 logger = logging.getLogger("fvae_asr.spurious")
 
-STUDY_METHODS = [method for method in METHODS if method not in CONTROLS]  # the recipe's controls are not run here
-TUNED = tuple(method for method in COMPARED_TUNED if method in STUDY_METHODS)  # each with its own grid
+# The ablations, and the controls that put the package's 0.1 defaults back (all at once: fvae_lora_old; one at a
+# time: FACTOR_CONTROLS), run at FVAE-LoRA's picked rate, so that each differs from it in its settings alone.
+AT_FVAE_RATE = (*ABLATIONS, "fvae_lora_old", *FACTOR_CONTROLS)
+STUDY_METHODS = [method for method in METHODS if method not in CONTROLS] + ["fvae_lora_old", *FACTOR_CONTROLS]
+TUNED = tuple(method for method in COMPARED_TUNED if method in STUDY_METHODS and method not in AT_FVAE_RATE)
 
 # The study's size, fixed before it ran. Per word: 240 training and 60 validation utterances (90 % with the
 # word's own noise); test: 30 utterances per (word, noise) group.
@@ -49,7 +52,7 @@ SIZES = {
 
 class Study:
     """Which runs are due: each tuned method's grid with the first seed, then its other seeds at the picked rate
-    and the ablations at FVAE-LoRA's."""
+    and the ablations and controls at FVAE-LoRA's."""
 
     def __init__(self, size: dict[str, Any]) -> None:
         self.size = size
@@ -60,7 +63,7 @@ class Study:
 
     def picked_lr(self, method: str) -> float | None:
         """The grid's rate with the best validation accuracy, once the grid has run (ties: the lower rate)."""
-        tuned = "fvae_lora" if method in ABLATIONS else method
+        tuned = "fvae_lora" if method in AT_FVAE_RATE else method
         return picked_rate(self.grid(tuned), self.records, lambda record: -record["val_acc"])
 
     def due(self) -> list[Task]:
@@ -74,7 +77,7 @@ class Study:
                 tasks += [Task(method, lr, seed) for seed in self.size["seeds"][1:]]
         lr = self.picked_lr("fvae_lora") if "fvae_lora" in methods else None
         if lr is not None:
-            tasks += [Task(m, lr, seed) for m in ABLATIONS if m in methods for seed in self.size["seeds"]]
+            tasks += [Task(m, lr, seed) for m in AT_FVAE_RATE if m in methods for seed in self.size["seeds"]]
         return tasks
 
     def final_tasks(self, method: str) -> list[Task]:

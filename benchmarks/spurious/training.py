@@ -16,18 +16,17 @@ from speechbrain.nnet.schedulers import LinearWarmupScheduler
 
 from benchmarks.common.records import read_record as finished_record
 from benchmarks.common.records import write_record
-from benchmarks.compare.study import METHODS, TARGETS
+from benchmarks.compare.study import FACTOR_CONTROLS, METHODS, TARGETS
 from benchmarks.spurious.corpus import NOISES, SPLITS, WORDS, load_split
-from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight
+from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight, loss_terms
+from fvae_asr.adapters.optimizer import MAX_GRAD_NORM, OPTIMIZER_RULE, authors_adamw
 from fvae_asr.speech.models.classifier import PooledClassifier
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import DESCRIPTION_NAME, export_recognizer
 from fvae_asr.speech.models.training_kinds import configure_training, count_parameters
 
 TARGET_MODULES = TARGETS["all_linear"]
-# The recipe's clipping (recipes/timit/hparams/train.yaml, max_grad_norm) for every method: the authors' FVAE-LoRA
-# norm 1 on 1000 * task + aux, in the units of task + lambda * aux.
-MAX_GRAD_NORM = 1e-3
+SPURIOUS_METHODS = {**METHODS, **FACTOR_CONTROLS}  # the comparison study's methods and the one-factor controls
 
 
 def pad_batch(wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,26 +53,39 @@ class Task:
 
 def adapter_config(method: str) -> FVAELoRAConfig | LoRAConfig | None:
     """The method's adapter config (None for frozen and full)."""
-    kind = METHODS[method]["adapter"]
-    overrides = METHODS[method].get("adapter_configs", {}).get(kind, {})
+    kind = SPURIOUS_METHODS[method]["adapter"]
+    overrides = SPURIOUS_METHODS[method].get("adapter_configs", {}).get(kind, {})
     if kind == "fvae_lora":
+        if "fvae_lora_alpha" in SPURIOUS_METHODS[method]:
+            overrides = {**overrides, "lora_alpha": SPURIOUS_METHODS[method]["fvae_lora_alpha"]}
         return FVAELoRAConfig(target_modules=TARGET_MODULES, trainable_modules=["head"], **overrides)
     if kind == "lora":
         return LoRAConfig(dropout=0.1, target_modules=TARGET_MODULES, trainable_modules=["head"], **overrides)
     return None
 
 
+def max_grad_norm(method: str) -> float:
+    """The method's clipping norm: the recipe's (the authors' in our units) unless a control sets another."""
+    return SPURIOUS_METHODS[method].get("max_grad_norm", MAX_GRAD_NORM)
+
+
 def task_settings(task: Task, settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings a run's record must match: the study's, then the method's adapter config and clipping."""
+    """The settings a run's record must match: the study's, then the method's adapter config, clipping and
+    optimiser rule."""
     config = adapter_config(task.method)
-    return {**settings, "adapter_config": None if config is None else config.to_dict(), "max_grad_norm": MAX_GRAD_NORM}
+    return {
+        **settings,
+        "adapter_config": None if config is None else config.to_dict(),
+        "max_grad_norm": max_grad_norm(task.method),
+        "optimizer_rule": OPTIMIZER_RULE,
+    }
 
 
 def build_model(method: str, backbone: str, seed: int) -> PooledClassifier:
     """The pooled classifier with the method's adapters injected (or its weights set to train); seeded."""
     torch.manual_seed(seed)
     model = PooledClassifier(SSLEncoder(backbone), len(WORDS))
-    configure_training(model, METHODS[method]["adapter"], adapter_config(method))
+    configure_training(model, SPURIOUS_METHODS[method]["adapter"], adapter_config(method))
     return model
 
 
@@ -99,30 +111,38 @@ def group_accuracies(correct: torch.Tensor, split: dict[str, Any]) -> dict[str, 
     return accuracies
 
 
-def train(model: PooledClassifier, split: dict[str, Any], task: Task, settings: dict[str, Any]) -> list[float]:
-    """The protocol's training; returns the mean training loss of each epoch."""
+def train(
+    model: PooledClassifier, split: dict[str, Any], task: Task, settings: dict[str, Any]
+) -> dict[str, list[float]]:
+    """The protocol's training, with the authors' optimiser set-up (``authors_adamw``); returns the mean of each
+    epoch's training loss (``loss``) and, with FVAE layers, of each FVAE term (``reconstruction``, ``kl_z1``,
+    ``gamma``, ``aux``...), so that a record shows whether the VAE trained."""
     batch_size, epochs = settings["batch_size"], settings["epochs"]
     n = len(split["wavs"])
     steps = epochs * -(-n // batch_size)
+    clip = max_grad_norm(task.method)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=task.lr, weight_decay=0.01)
+    optimizer = authors_adamw(model, task.lr, weight_decay=0.01, max_grad_norm=clip)
     scheduler = LinearWarmupScheduler(task.lr, round(0.1 * steps), steps)
     order = torch.Generator().manual_seed(task.seed)
-    losses = []
+    history: dict[str, list[float]] = {}
     for _ in range(epochs):
         model.train()
-        total = 0.0
+        sums: dict[str, float] = {}
         for batch in torch.randperm(n, generator=order).split(batch_size):
             scheduler(optimizer)  # the rate of this step (the schedule's step 1 first, never a step at rate 0)
             logits = model(*pad_batch([split["wavs"][i] for i in batch]))
             loss = F.cross_entropy(logits, split["label"][batch]) + aux_weight(model) * aux_loss(model)
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
+            torch.nn.utils.clip_grad_norm_(parameters, clip)
             optimizer.step()
-            total += loss.item() * len(batch)
-        losses.append(total / n)
-    return losses
+            parts = {"loss": loss, **{"aux" if k == "total" else k: v for k, v in loss_terms(model).items()}}
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + value.item() * len(batch)
+        for name, total in sums.items():
+            history.setdefault(name, []).append(total / n)
+    return history
 
 
 def export_path(exports: Path, task: Task) -> Path:
@@ -143,13 +163,13 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, str], out: P
     corpus = Path(paths["corpus"])
     splits = {split: load_split(corpus, split) for split in SPLITS}
     model = build_model(task.method, paths["backbone"], task.seed)
-    losses = train(model, splits["train"], task, settings)
+    history = train(model, splits["train"], task, settings)
     val_correct = correct_predictions(model, splits["val"], settings["batch_size"])
     test_groups = group_accuracies(correct_predictions(model, splits["test"], settings["batch_size"]), splits["test"])
     trainable, total = count_parameters(model)
     if "exports" in paths:
         export_recognizer(
-            model, METHODS[task.method]["adapter"], list(WORDS), export_path(Path(paths["exports"]), task)
+            model, SPURIOUS_METHODS[task.method]["adapter"], list(WORDS), export_path(Path(paths["exports"]), task)
         )
     record = {
         "method": task.method,
@@ -160,7 +180,8 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, str], out: P
         "avg_acc": statistics.fmean(test_groups.values()),
         "worst_group_acc": min(test_groups.values()),
         "test_group_acc": test_groups,
-        "train_loss": losses,
+        "train_loss": history.pop("loss"),
+        "train_fvae_terms": history,  # per epoch; empty without FVAE layers
         "trainable_params": trainable,
         "total_params": total,
         "seconds": round(time.perf_counter() - started, 1),

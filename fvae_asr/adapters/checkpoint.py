@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from fvae_asr.adapters.config import AdapterConfig, LoRAConfig, config_from_dict
-from fvae_asr.adapters.layers import ADAPTER_LAYERS, AdaptedLinear
+from fvae_asr.adapters.layers import ADAPTER_LAYERS, AdaptedLinear, upgrade_legacy_tensors
 from fvae_asr.adapters.model import adapter_layers, adapter_state, has_adapters, inject
 from fvae_asr.adapters.peft_format import (
     OWN_CONFIG_KEY,
@@ -128,7 +128,7 @@ def load_adapter(model: nn.Module, directory: str | Path) -> list[str]:
     saved = read_adapter_config(directory)
     config, saved_modules = _saved_config(saved, directory / CONFIG_NAME)
     weights_path = directory / WEIGHTS_NAME
-    tensors = load_tensors(weights_path, "adapter weights")
+    tensors = upgrade_legacy_tensors(load_tensors(weights_path, "adapter weights"))
     if is_peft_config(saved):
         try:
             tensors = from_peft_names(tensors)

@@ -122,6 +122,21 @@ def _decoder(latent: int, hidden: int, layers: int, out_features: int, dropout: 
 
 
 LATENTS = ("z1", "z2")
+DECODER_STD_EPS = 1e-5  # the authors' scale_tril + 1e-5 I: the std's floor in the reconstruction NLL
+LEGACY_LOG_SCALE = "decoder_log_scale"  # 0.2's parameter, log(std); read and converted, never written
+
+
+def upgrade_legacy_tensors(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Tensors saved by fvae-asr 0.2 (``*.decoder_log_scale``, the log of the std) in today's names: the raw
+    ``*.decoder_std`` that gives the same std, ``exp(log_scale) - DECODER_STD_EPS``. Other tensors pass as they are."""
+    upgraded = {}
+    for key, value in tensors.items():
+        owner, _, leaf = key.rpartition(".")
+        if leaf == LEGACY_LOG_SCALE:
+            key = f"{owner}.decoder_std" if owner else "decoder_std"
+            value = value.exp() - DECODER_STD_EPS
+        upgraded[key] = value
+    return upgraded
 
 
 class FVAELoRALinear(AdaptedLinear):
@@ -141,7 +156,9 @@ class FVAELoRALinear(AdaptedLinear):
         self.decoder = _decoder(
             r + r2, config.decoder_hidden, config.decoder_layers, d, config.decoder_dropout, **factory
         )
-        self.decoder_log_scale = nn.Parameter(torch.zeros(d, **factory))  # learned diagonal scale, init 1
+        # The decoder's learned diagonal std, raw as in the authors' code (their ``scale_tril``, init 1): the
+        # optimiser and weight decay see the same variable as theirs. The NLL uses decoder_std + DECODER_STD_EPS.
+        self.decoder_std = nn.Parameter(torch.ones(d, **factory))
         self.lora_B = nn.Linear(r, base.out_features, bias=False, **factory)
         nn.init.normal_(self.lora_B.weight, std=config.b_init_std)
         self.frame_mask: Tensor | None = None  # (...,) bool over x's leading dims; set by set_frame_mask
@@ -149,6 +166,7 @@ class FVAELoRALinear(AdaptedLinear):
         # Terms of the model's last training forward, by layer (not by name: layers built one by one, as by
         # SpeechBrain's AdaptedModel, have no unique name); inject() shares one dict across layers.
         self.recorder: dict[nn.Module, dict[str, Tensor]] = {}
+        self.register_load_state_dict_pre_hook(_upgrade_legacy_state)
 
     @property
     def last_terms(self) -> dict[str, Tensor] | None:
@@ -197,6 +215,10 @@ class FVAELoRALinear(AdaptedLinear):
         """The decoder's mean of x from (mu1, mu2), prior means where ablated (use in eval)."""
         return self.decoder(torch.cat(self.latent_means(x), dim=-1))
 
+    def decoder_scale(self) -> Tensor:
+        """The std of p(x | z1, z2) per dimension, (d,): the raw parameter plus the authors' 1e-5."""
+        return self.decoder_std + DECODER_STD_EPS
+
     def _add_update(self, base_out: Tensor, latent: Tensor) -> Tensor:
         """base_out + s * B latent as one addmm: one new (..., out) tensor instead of three (mm, scale, add)."""
         out = torch.addmm(
@@ -228,7 +250,7 @@ class FVAELoRALinear(AdaptedLinear):
         recon_mean = self.decoder(torch.cat([z1, z2], dim=-1).to(x.dtype))
 
         per_frame = {
-            "reconstruction": gaussian_nll(x.float(), recon_mean.float(), self.decoder_log_scale.float()),
+            "reconstruction": gaussian_nll(x.float(), recon_mean.float(), self.decoder_scale().float()),
             "kl_z1": kl_to_unit_gaussian(mu1, logvar1),
             "gamma": repulsive_gamma(z1, z2, cfg.prior_mean_z2),
         }
@@ -257,6 +279,13 @@ class FVAELoRALinear(AdaptedLinear):
         mu1, logvar1 = enc1(x, features=h1)
         mu2, logvar2 = enc2(x, features=h2)
         return mu1, logvar1, mu2, logvar2
+
+
+def _upgrade_legacy_state(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: object) -> None:
+    """``load_state_dict`` of a 0.2 state (log-scale decoder std) into today's layer: converted in place."""
+    legacy = f"{prefix}{LEGACY_LOG_SCALE}"
+    if legacy in state_dict:
+        state_dict.update(upgrade_legacy_tensors({legacy: state_dict.pop(legacy)}))
 
 
 ADAPTER_LAYERS: dict[str, type[AdaptedLinear]] = {"lora": LoRALinear, "fvae_lora": FVAELoRALinear}

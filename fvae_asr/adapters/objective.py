@@ -14,11 +14,11 @@ from torch import Tensor
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def gaussian_nll(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
-    """-log N(x; mean, diag(exp(log_scale))^2), summed over the last dim: (..., d) -> (...)."""
-    z = (x - mean) * torch.exp(-log_scale)
+def gaussian_nll(x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+    """-log N(x; mean, diag(scale)^2), summed over the last dim: (..., d) -> (...); ``scale`` is the std, > 0."""
+    z = (x - mean) / scale
     # vecdot: the sum of squares without a squared copy of z; forward + backward measured 20% faster on CPU
-    return 0.5 * torch.linalg.vecdot(z, z) + (log_scale.sum(-1) + 0.5 * x.shape[-1] * _LOG_2PI)
+    return 0.5 * torch.linalg.vecdot(z, z) + (scale.log().sum(-1) + 0.5 * x.shape[-1] * _LOG_2PI)
 
 
 def kl_to_unit_gaussian(mu: Tensor, logvar: Tensor, prior_mean: float = 0.0) -> Tensor:

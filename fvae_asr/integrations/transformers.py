@@ -19,10 +19,12 @@ from transformers.trainer_utils import sort_checkpoints
 
 from fvae_asr.adapters.checkpoint import CONFIG_NAME, load_adapter, save_adapter
 from fvae_asr.adapters.model import aux_loss, aux_weight, has_adapters, loss_terms, set_frame_mask
+from fvae_asr.adapters.optimizer import adam_eps, no_decay_parameter_names
 from fvae_asr.files import read_json
 
 logger = logging.getLogger(__name__)
 
+TRAINER_ADAM_EPS = 1e-8  # TrainingArguments.adam_epsilon's default
 MASK_INPUTS = ("input_ids", "inputs_embeds")  # token-level inputs: their attention_mask marks the layers' frames
 
 
@@ -102,6 +104,11 @@ class FVAETrainer(Trainer):
     ``compute_loss_func`` normalises over the accumulated batch as the Trainer documents, and the aux term follows.
     Activation checkpointing works in its default, non-reentrant form; the reentrant one is refused.
     One process or DDP (``torchrun``); DeepSpeed and FSDP shard the weights, which adapter saving does not handle.
+
+    The optimiser follows the authors' rule, as the recipe's does (``fvae_asr.adapters.optimizer``): weight decay
+    skips biases and normalisation weights, and with adapters AdamW's eps is 1e-8 x ``max_grad_norm`` (the
+    authors' eps at their clipping norm of 1). The authors' recipe in these units is ``max_grad_norm=1e-3``, which
+    gives eps 1e-11; an ``adam_epsilon`` set to anything but the Trainer's default 1e-8 is taken as it is.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -116,6 +123,22 @@ class FVAETrainer(Trainer):
         self._part_sums: dict[str, Tensor] = {}
         self._part_batches = 0
         self._in_training_step = False
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """Every parameter but biases and normalisation weights: the authors' weight-decay groups."""
+        exempt = no_decay_parameter_names(model)
+        return [name for name, param in model.named_parameters() if param.requires_grad and name not in exempt]
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimiser, with Adam's eps by the authors' rule when the model has adapters and
+        ``adam_epsilon`` is left at the Trainer's default (without clipping, ``max_grad_norm`` 0, eps stays)."""
+        optimizer = super().create_optimizer(model)
+        clipped = bool(self.args.max_grad_norm) and self.args.max_grad_norm > 0
+        if clipped and has_adapters(self._adapted_model()) and self.args.adam_epsilon == TRAINER_ADAM_EPS:
+            for group in optimizer.param_groups:
+                if "eps" in group:
+                    group["eps"] = adam_eps(self.args.max_grad_norm)
+        return optimizer
 
     def _adapted_model(self, model: nn.Module | None = None) -> nn.Module:
         return self.accelerator.unwrap_model(model if model is not None else self.model, keep_torch_compile=False)

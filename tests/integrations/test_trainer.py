@@ -345,3 +345,21 @@ def test_resuming_from_a_named_incomplete_checkpoint_is_refused(tmp_path):
     (tmp_path / "checkpoint-2").rename(tmp_path / "checkpoint-x")
     with pytest.raises(ValueError, match="no complete checkpoint"):
         _trainer(tmp_path, max_steps=4).train(resume_from_checkpoint=True)
+
+
+def test_the_optimizer_follows_the_authors_rule_as_the_recipe_s_does(tmp_path):
+    from fvae_asr.adapters.optimizer import adam_eps, weight_decay_groups
+
+    model = tiny_bert_classifier()
+    optimizer = _trainer(tmp_path, model, max_grad_norm=1e-3, weight_decay=0.01).create_optimizer()
+    assert [group["eps"] for group in optimizer.param_groups] == [adam_eps(1e-3)] * 2
+    expected = weight_decay_groups(model, 0.01)
+    assert [[id(p) for p in group["params"]] for group in optimizer.param_groups] == [
+        [id(p) for p in group["params"]] for group in expected
+    ]
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.01, 0.0]
+
+
+def test_an_adam_epsilon_the_user_set_is_kept(tmp_path):
+    trainer = _trainer(tmp_path, max_grad_norm=1e-3, adam_epsilon=1e-6)
+    assert [group["eps"] for group in trainer.create_optimizer().param_groups] == [1e-6, 1e-6]

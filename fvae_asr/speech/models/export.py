@@ -28,6 +28,7 @@ from transformers import AutoModelForCTC, Wav2Vec2CTCTokenizer
 
 from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
 from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME, check_finite, load_tensors, save_tensors
+from fvae_asr.adapters.layers import upgrade_legacy_tensors
 from fvae_asr.adapters.peft_format import PEFT_PREFIX
 from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.files import is_disk_full, read_json, respect_umask, write_json
@@ -65,7 +66,7 @@ def save_trainable(model: nn.Module, path: Path) -> None:
 def load_trainable(model: nn.Module, path: Path) -> None:
     """Load ``save_trainable`` output strictly: a missing, extra, misshapen or non-finite tensor is an error
     naming it."""
-    tensors = load_tensors(path, "trainable weights")
+    tensors = upgrade_legacy_tensors(load_tensors(path, "trainable weights"))
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     for name in sorted(set(params) | set(tensors)):
         if name not in tensors or name not in params or tensors[name].shape != params[name].shape:

@@ -4,10 +4,14 @@ keeps only its method (forward, objectives, what each stage reports).
 Its checkpoints also hold the random generators and the running sums of the epoch in progress, so a run resumed
 from any checkpoint trains and logs as the uninterrupted run would have; the learning-rate schedule steps once per
 optimiser step and is rebuilt when ``number_of_epochs`` changes; a non-finite training loss stops the run.
+The optimiser is set up as the authors' FVAE-LoRA code did, for every method alike (``fvae_asr.adapters.optimizer``):
+weight decay skips biases and normalisation weights, Adam's eps follows the clipping norm, and the gradient norm
+is clipped over every trainable parameter at once.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 
@@ -16,6 +20,7 @@ import torch
 import yaml
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
+from fvae_asr.adapters.optimizer import adam_eps, weight_decay_groups
 from fvae_asr.speech.training.resume import NonFiniteTrainingError, RandomStates
 from fvae_asr.speech.training.run_folder import RunSettingsError
 
@@ -40,6 +45,36 @@ class ResumableBrain(sb.Brain):
         self.train_stats: dict[str, float] = {}
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("random_states", self.random_states)
+
+    def init_optimizers(self):
+        """One optimiser over the authors' two weight-decay groups, with Adam's eps for ``max_grad_norm``
+        (``adam_eps``) unless the yaml's ``opt_class`` sets ``eps`` itself."""
+        if self.opt_class is None:
+            return super().init_optimizers()
+        given = self.opt_class.keywords if isinstance(self.opt_class, functools.partial) else {}
+        eps = {} if "eps" in given else {"eps": adam_eps(self.max_grad_norm)}
+        self.optimizer = self.opt_class(weight_decay_groups(self.modules), **eps)
+        self.optimizers_dict = {"opt_class": self.optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+
+    def optimizers_step(self):
+        """SpeechBrain's step, with the gradient norm clipped over all of an optimiser's parameter groups at
+        once, as the authors clip every trainable parameter (SpeechBrain clips each optimiser's first group
+        only, which would leave the no-decay group unclipped)."""
+        optimizers = self.freeze_optimizers(self.optimizers_dict)
+        for optimizer in optimizers.values():
+            self.scaler.unscale_(optimizer)
+            params = [param for group in optimizer.param_groups for param in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        if not self.scaler.is_enabled() and self.skip_nonfinite_grads:
+            self.check_gradients()
+        for optimizer in optimizers.values():
+            self.scaler.step(optimizer)
+        self.scaler.update()
+        for optimizer in optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step += 1
 
     def log_loss_parts(self, **parts: torch.Tensor) -> None:
         """Add this batch's loss terms to the epoch's sums (logged as means at the end of the epoch)."""

@@ -28,6 +28,7 @@ from hyperpyyaml import resolve_references
 from speechbrain.utils.distributed import infer_device
 from speechbrain.utils.run_opts import RunOptions
 
+from fvae_asr.adapters.optimizer import OPTIMIZER_RULE
 from fvae_asr.files import describe_changes, read_json, write_atomically, write_json
 from fvae_asr.speech.data.annotations import ANNOTATION_KEYS, TIMIT_INVENTORIES, Corpus, audio_files, corpus_of
 from fvae_asr.speech.data.labels import SORTINGS
@@ -152,6 +153,7 @@ def _resolve(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mappi
     for name in SETTING_RUN_OPTS:
         flat[name] = given[name] if name in given else flat.get(name, getattr(defaults, name))
     flat["world_size"] = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    flat["optimizer_rule"] = OPTIMIZER_RULE  # runs of an older rule (0.2) do not resume under this one
     flat = json.loads(json.dumps(flat))  # plain JSON values, as they come back from the record
     _validate(flat)
     _check_device(given.get("device") or flat.get("device") or infer_device(), flat)
@@ -231,6 +233,11 @@ def _validate(flat: dict[str, Any]) -> None:
         raise RunSettingsError(TENSORBOARD_MISSING)
     if flat.get("restart") not in (None, True, False):
         raise RunSettingsError(f"restart must be True or False; got {flat['restart']!r}")
+    if flat.get("remove_vector_weight_decay"):
+        raise RunSettingsError(
+            "remove_vector_weight_decay: the recipe already keeps biases and normalisation weights out of weight "
+            "decay (the authors' rule, fvae_asr.adapters.optimizer); leave it off"
+        )
     intervals = {key: flat[key] for key in ("ckpt_interval_minutes", "ckpt_interval_steps")}
     if all(value and value > 0 for value in intervals.values()):
         raise RunSettingsError(f"set only one of ckpt_interval_minutes and ckpt_interval_steps (got {intervals})")
