@@ -558,6 +558,7 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, Any], out: P
         "total_params": total,
         "params_inference": used_at_inference,
         "seconds_per_epoch": result["train_seconds"] / trained_now if trained_now else None,
+        "train_stats": result["train_stats"],  # the loss terms before training and by epoch (FVAE terms too)
         "commit": paths["commit"],
         "settings": task_settings(task, settings),
     }

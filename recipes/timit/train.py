@@ -46,6 +46,7 @@ from fvae_asr.speech.training.recipe_steps import check_durations, corpus_splits
 from fvae_asr.speech.training.resumable_brain import ResumableBrain
 from fvae_asr.speech.training.run_folder import LABEL_ENCODER_NAME
 from fvae_asr.speech.training.runner import guarded_run, run_command
+from fvae_asr.speech.training.train_logger import train_stats_before_training, train_stats_by_epoch
 
 
 class PhoneCTCBrain(ResumableBrain):
@@ -150,8 +151,8 @@ def dataio_prepare(
 
 
 def train_test_export(hparams_file: Path, run_opts: dict[str, Any], overrides: str | dict, corpus: Corpus) -> dict:
-    """Prepare, train (best checkpoint by dev PER), test, export; returns the test report, the export path and
-    the parameter counts. Runs inside the claimed run folder (``guarded_run``)."""
+    """Prepare, train (best checkpoint by dev PER), test, export; returns the test report, the export path, the
+    parameter counts and the logged training terms. Runs inside the claimed run folder (``guarded_run``)."""
     with open(hparams_file, encoding="utf-8") as fin:  # the head sized for the corpus's phones and the blank
         hparams = load_hyperpyyaml(fin, {**as_mapping(overrides), "n_tokens": len(corpus.phones) + 1})
     sb.create_experiment_directory(
@@ -203,6 +204,12 @@ def train_test_export(hparams_file: Path, run_opts: dict[str, Any], overrides: s
         "trainable_parameters": trainable,
         "total_parameters": total,
         "train_seconds": train_seconds,
+        # The mean loss terms of each epoch (CTC and, for FVAE-LoRA, reconstruction NLL, KL, Gamma, aux) and those of
+        # the first batch before any update, from the run's log: what shows that the VAE trains.
+        "train_stats": {
+            "before_training": train_stats_before_training(hparams["train_log"]),
+            "by_epoch": train_stats_by_epoch(hparams["train_log"]),
+        },
         "manifests": {split: str(annotation.path) for split, annotation in splits.items()},
     }
 

@@ -21,6 +21,8 @@ def test_demo_writes_a_complete_summary(tmp_path):
     assert summary["per_after"] >= 0 and summary["per_before"] >= 0 and summary["seconds"] > 0
     assert summary["trainable_parameters"]["frozen"] < summary["trainable_parameters"]["fvae_lora"]
     assert summary["transcription"]["reference"] and summary["transcription"]["utterance"]
+    nll = summary["reconstruction_nll"]  # the VAE's, before any update and over the last epoch
+    assert set(nll) == {"before_training", "last_epoch"} and all(abs(v) < 1e6 for v in nll.values())
     assert (tmp_path / "fvae_lora" / "model" / "adapter_model.safetensors").is_file()
     settings = summary["settings"]  # what the demo ran with, and why
     assert settings["lr"] == size.LEARNING_RATES and settings["epochs"] == 1 and settings["train_utterances"] == 6

@@ -23,6 +23,7 @@ from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, registe
 from fvae_asr.adapters.optimizer import adam_eps, weight_decay_groups
 from fvae_asr.speech.training.resume import NonFiniteTrainingError, RandomStates
 from fvae_asr.speech.training.run_folder import RunSettingsError
+from fvae_asr.speech.training.train_logger import BEFORE_TRAINING
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +78,15 @@ class ResumableBrain(sb.Brain):
         self.optimizer_step += 1
 
     def log_loss_parts(self, **parts: torch.Tensor) -> None:
-        """Add this batch's loss terms to the epoch's sums (logged as means at the end of the epoch)."""
-        for name, value in parts.items():
-            self.loss_parts[name] += value.detach().item()
+        """Add this batch's loss terms to the epoch's sums (logged as means at the end of the epoch); a fresh
+        run's first batch, scored before any update, is also logged on its own line ("before training")."""
+        values = {name: value.detach().item() for name, value in parts.items()}
+        if self.hparams.epoch_counter.current == 1 and self.step == 1 and not self.loss_parts:
+            self.hparams.train_logger.log_stats(
+                stats_meta={BEFORE_TRAINING: "first batch"}, train_stats=values, verbose=False
+            )
+        for name, value in values.items():
+            self.loss_parts[name] += value
         self.loss_parts["batches"] += 1
 
     def check_loss_isfinite(self, loss: torch.Tensor) -> None:
