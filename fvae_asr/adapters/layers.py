@@ -239,18 +239,19 @@ class FVAELoRALinear(AdaptedLinear):
         return mask
 
     def _sample_and_score(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Sample z1 and z2 and compute the layer's FVAE loss terms in float32 (autocast-safe)."""
+        """Sample z1 and z2 and compute the layer's FVAE loss terms in float32 at least (autocast-safe)."""
         cfg = self.config
         mu1, logvar1, mu2, logvar2 = self._encode_both(x)
-        mu1, mu2 = mu1.float(), mu2.float()
-        logvar1 = logvar1.float().clamp(-cfg.logvar_clamp, cfg.logvar_clamp)
-        logvar2 = logvar2.float().clamp(-cfg.logvar_clamp, cfg.logvar_clamp)
+        exact = torch.promote_types(x.dtype, torch.float32)  # float32 under autocast's half types, float64 kept
+        mu1, mu2 = mu1.to(exact), mu2.to(exact)
+        logvar1 = logvar1.to(exact).clamp(-cfg.logvar_clamp, cfg.logvar_clamp)
+        logvar2 = logvar2.to(exact).clamp(-cfg.logvar_clamp, cfg.logvar_clamp)
         z1 = mu1 + torch.exp(0.5 * logvar1) * torch.randn_like(mu1)
         z2 = mu2 + torch.exp(0.5 * logvar2) * torch.randn_like(mu2)
         recon_mean = self.decoder(torch.cat([z1, z2], dim=-1).to(x.dtype))
 
         per_frame = {
-            "reconstruction": gaussian_nll(x.float(), recon_mean.float(), self.decoder_scale().float()),
+            "reconstruction": gaussian_nll(x.to(exact), recon_mean.to(exact), self.decoder_scale().to(exact)),
             "kl_z1": kl_to_unit_gaussian(mu1, logvar1),
             "gamma": repulsive_gamma(z1, z2, cfg.prior_mean_z2),
         }
