@@ -75,6 +75,7 @@ from benchmarks.common.records import (
     write_record,
 )
 from benchmarks.common.runner import picked_rate, run_due
+from fvae_asr.adapters.optimizer import OPTIMIZER_RULE
 from fvae_asr.demo import size as demo_size
 from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.files import read_json
@@ -484,18 +485,20 @@ def resolved_recipe(recipe: str, overrides: dict[str, Any]) -> Any:
 @cache
 def recipe_settings(method: str, targets: str, recipe: str = DEMO_RECIPE) -> dict[str, Any]:
     """What a run of ``method`` trains with beyond the study's size: the resolved adapter config (None for frozen
-    and full) and the gradient clipping, read from the recipe as it stands, so that a changed default runs again.
-    Only these objects are built from the recipe (not its encoder, which may be a hub id). Fields that only change
-    how the adapter computes (``computation_only``) are left out: they change no result."""
+    and full), the gradient clipping and the optimiser rule, read from the recipe and the package as they stand, so
+    that a changed default runs again. Only these objects are built from the recipe (not its encoder, which may be
+    a hub id). Fields that only change how the adapter computes (``computation_only``) are left out: they change no
+    result."""
     tree = resolved_recipe(recipe, run_overrides(method, targets))
     stream = io.StringIO()
     ruamel.yaml.YAML().dump({key: tree[key] for key in ("adapter", "adapter_configs", "max_grad_norm")}, stream)
     hparams = load_hyperpyyaml(stream.getvalue())
     config = hparams["adapter_configs"].get(hparams["adapter"])
+    training = {"max_grad_norm": hparams["max_grad_norm"], "optimizer_rule": OPTIMIZER_RULE}
     if config is None:
-        return {"adapter_config": None, "max_grad_norm": hparams["max_grad_norm"]}
+        return {"adapter_config": None, **training}
     values = {key: value for key, value in config.to_dict().items() if key not in config.computation_only}
-    return {"adapter_config": values, "max_grad_norm": hparams["max_grad_norm"]}
+    return {"adapter_config": values, **training}
 
 
 def run_overrides(method: str, targets: str) -> dict[str, Any]:
