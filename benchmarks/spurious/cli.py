@@ -16,9 +16,10 @@ the CNN), and the FVAE-LoRA ablations delta0 (VAE2LAT: delta = 0 and a KL of q2 
 (prior mean of z2 = 0); and controls that put the package's 0.1 defaults back into FVAE-LoRA, all at once
 (fvae_lora_old: clipping 5, scale 1, a 1-layer decoder without dropout, log-variance clamp 10) or one at a time
 (fvae_lora_clip5, fvae_lora_scale1, fvae_lora_decoder1), to tell which of them moves FVAE-LoRA's figures.
-Adapters: rank 16, LoRA with alpha 16 and dropout 0.1, FVAE-LoRA with the package's defaults (the authors' code: scale 0.5, a 3-layer decoder with dropout 0.1, delta = 2 / rank, lambda = 1e-3), on
-every linear layer of the transformer and the feature projection (the comparison study's
-``all_linear``; on q/k alone adapters did no better than the frozen head there).
+Adapters: rank 16, LoRA with alpha 16 and dropout 0.1, FVAE-LoRA with the package's defaults (the authors' code:
+scale 0.5, a 3-layer decoder with dropout 0.1, delta = 2 / rank, lambda = 1e-3), on every linear layer of the
+transformer and the feature projection (the comparison study's ``all_linear``; on q/k alone adapters did no better
+than the frozen head there).
 
 Protocol, fixed before the study ran:
 - training: batch 16, linear warm-up over 10 % of the steps then linear decay to 0, cross-entropy + lambda *
