@@ -18,6 +18,7 @@ from fvae_asr.adapters.model import (
     merge_adapters,
     set_frame_mask,
 )
+from fvae_asr.adapters.optimizer import adam_eps, authors_adamw, weight_decay_groups
 
 __all__ = [
     "AdapterConfig",
@@ -26,8 +27,10 @@ __all__ = [
     "LoRAConfig",
     "LoRALinear",
     "adapter_layers",
+    "adam_eps",
     "adapter_state_dict",
     "aux_loss",
+    "authors_adamw",
     "aux_weight",
     "base_state_dict",
     "frame_mask",
@@ -39,4 +42,5 @@ __all__ = [
     "merge_adapters",
     "save_adapter",
     "set_frame_mask",
+    "weight_decay_groups",
 ]
