@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.compare.study import ABLATIONS, METHODS, TARGETS
+from benchmarks.compare.study import METHODS, TARGETS
 from benchmarks.spurious.cli import main, parse_args
 from benchmarks.spurious.corpus import (
     NOISES,
@@ -23,10 +23,19 @@ from benchmarks.spurious.corpus import (
     synthesize_split,
 )
 from benchmarks.spurious.results import fvae_minus_lora, results_entries
-from benchmarks.spurious.study import STUDY_METHODS, STUDY_SIZE, TUNED, Study
-from benchmarks.spurious.training import Task, build_model, correct_predictions, group_accuracies
+from benchmarks.spurious.study import AT_FVAE_RATE, STUDY_METHODS, STUDY_SIZE, TUNED, Study
+from benchmarks.spurious.training import (
+    SPURIOUS_METHODS,
+    Task,
+    adapter_config,
+    build_model,
+    correct_predictions,
+    group_accuracies,
+    max_grad_norm,
+)
 from fvae_asr.adapters import FVAELoRALinear, LoRALinear, adapter_layers
 from fvae_asr.adapters.model import adapter_state
+from fvae_asr.adapters.optimizer import OPTIMIZER_RULE
 from fvae_asr.audio import load_audio
 from fvae_asr.demo.paths import ASSET_BACKBONE
 from fvae_asr.speech.models.classifier import PooledClassifier, masked_mean_pool
@@ -116,6 +125,22 @@ def test_methods_reuse_the_comparison_study_definitions():
     assert configs["same_prior"].prior_mean_z2 == 0.0 and configs["fvae_lora"].prior_mean_z2 == 1.5
 
 
+def test_each_control_puts_back_its_own_0_1_default_and_nothing_else():
+    fvae = adapter_config("fvae_lora").to_dict()
+    changed = {
+        method: ({k: v for k, v in adapter_config(method).to_dict().items() if fvae[k] != v}, max_grad_norm(method))
+        for method in ("fvae_lora_clip5", "fvae_lora_scale1", "fvae_lora_decoder1", "fvae_lora_old")
+    }
+    assert changed["fvae_lora_clip5"] == ({}, 5.0)
+    assert changed["fvae_lora_scale1"] == ({"lora_alpha": 16}, 1e-3)
+    assert changed["fvae_lora_decoder1"] == ({"decoder_layers": 1, "decoder_dropout": 0.0}, 1e-3)
+    assert changed["fvae_lora_old"] == (
+        {"lora_alpha": 16, "decoder_layers": 1, "decoder_dropout": 0.0, "logvar_clamp": 10.0},
+        5.0,
+    )
+    assert max_grad_norm("lora") == max_grad_norm("full") == 1e-3 and set(SPURIOUS_METHODS) >= set(STUDY_METHODS)
+
+
 def _finish(study, task, val_acc, avg=80.0, worst=40.0):
     study.records[task] = {
         "seed": task.seed,
@@ -130,11 +155,12 @@ def test_each_method_runs_its_seeds_at_its_best_validation_rate_and_ablations_at
     study = Study({**STUDY_SIZE, "lr_grid": [0.001, 0.01, 0.05], "seeds": [0, 1]})
     first = study.due()
     assert {(t.method, t.seed) for t in first} == {(m, 0) for m in TUNED} and len(first) == 12
+    assert TUNED == ("frozen", "lora", "fvae_lora", "full")
     for task in first:
         _finish(study, task, {0.001: 90.0, 0.01: 95.0, 0.05: 95.0}[task.lr] if task.method != "full" else 50.0)
     assert study.picked_lr("fvae_lora") == 0.01  # a tie with 0.05: the lower rate
     assert study.picked_lr("full") == 0.001 and study.picked_lr("delta0") == 0.01
-    ablations = {Task(m, 0.01, s) for m in ABLATIONS for s in (0, 1)}
+    ablations = {Task(m, 0.01, s) for m in AT_FVAE_RATE for s in (0, 1)}  # the controls too
     seeds = {*(Task(m, 0.01, 1) for m in ("frozen", "lora", "fvae_lora")), Task("full", 0.001, 1)}
     assert set(study.due()) - set(first) == seeds | ablations
     for task in study.due():
@@ -157,8 +183,19 @@ def test_quick_study_writes_the_schema_and_never_reruns_a_finished_run(tmp_path:
 
     results = json.loads((out / "results.json").read_text())
     assert results == json.loads(json.dumps(returned))
-    assert [e["method"] for e in results["results"]] == STUDY_METHODS  # the recipe's controls are not run
-    assert STUDY_METHODS == ["frozen", "lora", "fvae_lora", "full", "delta0", "same_prior"]
+    assert [e["method"] for e in results["results"]] == STUDY_METHODS  # the recipe's LoRA control is not run
+    assert STUDY_METHODS == [
+        "frozen",
+        "lora",
+        "fvae_lora",
+        "full",
+        "delta0",
+        "same_prior",
+        "fvae_lora_old",
+        "fvae_lora_clip5",
+        "fvae_lora_scale1",
+        "fvae_lora_decoder1",
+    ]
     for e in results["results"]:
         assert {"method", "lr", "seeds", "avg_acc", "worst_group_acc"} <= set(e)
         assert e["seeds"] == [0] and e["lr"] == 0.01
@@ -175,9 +212,14 @@ def test_quick_study_writes_the_schema_and_never_reruns_a_finished_run(tmp_path:
     assert (out / "results.md").read_text() in capsys.readouterr().out
 
     records = sorted((out / "records").rglob("*.json"))
-    assert len(records) == 6
+    assert len(records) == 10
     fvae = json.loads((out / "records" / "fvae_lora" / "lr0.01" / "seed0.json").read_text())
     assert fvae["settings"]["max_grad_norm"] == 1e-3 and fvae["settings"]["adapter_config"]["decoder_layers"] == 3
+    assert fvae["settings"]["optimizer_rule"] == OPTIMIZER_RULE  # a record of 0.2's optimiser runs again
+    terms = fvae["train_fvae_terms"]  # per epoch: whether the VAE trained
+    assert {"reconstruction", "kl_z1", "gamma", "aux"} <= set(terms) and all(len(v) == 1 for v in terms.values())
+    lora = json.loads((out / "records" / "lora" / "lr0.01" / "seed0.json").read_text())
+    assert lora["train_fvae_terms"] == {} and len(lora["train_loss"]) == 1
     assert fvae["commit"] == results["commit"] and "--quick" in results["command"]
     stamps = [r.stat().st_mtime_ns for r in records]
     again = main(argv)
