@@ -18,11 +18,13 @@ from fvae_asr.adapters.model import (
     merge_adapters,
     set_frame_mask,
 )
+from fvae_asr.adapters.peft_api import FVAEModel, get_fvae_model, inject_adapter_in_model
 
 __all__ = [
     "AdapterConfig",
     "FVAELoRAConfig",
     "FVAELoRALinear",
+    "FVAEModel",
     "LoRAConfig",
     "LoRALinear",
     "adapter_layers",
@@ -31,8 +33,10 @@ __all__ = [
     "aux_weight",
     "base_state_dict",
     "frame_mask",
+    "get_fvae_model",
     "has_adapters",
     "inject",
+    "inject_adapter_in_model",
     "latent_ablation",
     "load_adapter",
     "loss_terms",
