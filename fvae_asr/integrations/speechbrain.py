@@ -97,6 +97,12 @@ class _SpeechBrainAdapter:
         super().__init__(target_module, config, name)
         target_module.requires_grad_(False)
 
+    @property
+    def pretrained_module(self) -> nn.Module:
+        """The wrapped layer, under the name SpeechBrain's own adapters give it (code written against
+        ``speechbrain.nnet.adapters.LoRA`` reads it); the same module as ``base``, saved once, as ``base``."""
+        return self.base
+
     def forward(self, x: Tensor) -> Tensor:
         if self.training and not torch.is_grad_enabled():
             warnings.warn(NO_GRAD_WARNING, stacklevel=2)
