@@ -22,6 +22,7 @@ from fvae_asr import (
     inject,
     inject_adapter_in_model,
     load_adapter,
+    save_adapter,
 )
 
 from tiny_models import WithHead, tiny_bert, tiny_inputs
@@ -257,8 +258,6 @@ def test_a_failed_load_leaves_the_wrapper_as_it_was(tmp_path):
     expected = _outputs(model)
     other = _base()
     inject(other, LoRAConfig(r=4, target_modules=TARGETS))
-    from fvae_asr import save_adapter
-
     save_adapter(other, tmp_path)
     (tmp_path / "adapter_model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="adapter_model.safetensors"):
@@ -275,8 +274,9 @@ def test_fvae_trainer_trains_and_saves_the_wrapped_model(tmp_path):
     config = FVAELoRAConfig(r=4, target_modules=["query", "key"], modules_to_save=["classifier"], aux_weight=0.5)
     model = get_fvae_model(tiny_bert_base(), config)
     model.add_adapter("idle", LoRAConfig(r=2, target_modules=["value"]))
-    with model._installed_for("idle"):
-        idle = {n: p.detach().clone() for n, p in model.get_base_model().named_parameters() if "lora_" in n}
+    model.set_adapter("idle")
+    idle = {n: p.detach().clone() for n, p in model.get_base_model().named_parameters() if "lora_" in n}
+    model.set_adapter("default")
     trainer = FVAETrainer(
         model=model,
         args=training_args(tmp_path, eval_strategy="steps", eval_steps=3),
