@@ -48,6 +48,7 @@ class _Adapter:
 
 
 def _outermost(names: list[str]) -> list[str]:
+    """The names not inside another of the names (a module and its children: the module)."""
     return [name for name in names if not any(name.startswith(f"{other}.") for other in names)]
 
 
@@ -111,6 +112,11 @@ class FVAEModel(nn.Module):
             adapter_name: a new name.
             peft_config: its ``FVAELoRAConfig`` or ``LoRAConfig`` (FVAE-LoRA and LoRA adapters may be mixed).
         """
+        if not isinstance(peft_config, AdapterConfig):
+            raise TypeError(
+                f"peft_config must be an fvae_asr FVAELoRAConfig or LoRAConfig, got {type(peft_config).__name__}: "
+                "ours take PEFT's field names, e.g. LoRAConfig(r=16, lora_alpha=16, target_modules=[...])"
+            )
         self._add(adapter_name, lambda model: inject(model, peft_config), peft_config.trainable_modules)
 
     def load_adapter(self, model_id: str | Path, adapter_name: str, is_trainable: bool = False) -> None:

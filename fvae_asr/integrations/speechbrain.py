@@ -9,7 +9,8 @@ of ``FVAELoRAConfig`` / ``LoRAConfig`` except the layer choice, which is ``Adapt
 ``reconstruction_weight`` here. ``fvae_asr.aux_loss``, ``loss_terms``, ``aux_weight`` and
 ``set_frame_mask``/``frame_mask`` work on the ``AdaptedModel``, and its checkpointer saves and loads the adapter
 weights (they are its trainable parameters). Only ``nn.Linear`` layers are adapted (SpeechBrain's LoRA also wraps
-convolutions: ours refuse them, naming the layer type).
+convolutions: ours refuse them, naming the layer type). As in SpeechBrain's adapters, the wrapped layer is
+``adapter.pretrained_module`` (also ``adapter.base``).
 
 WavLM: transformers' ``WavLMAttention`` reads ``q_proj.weight`` and the other projections' weights itself, so an
 adapter wrapping them would never run. ``fvae_asr.inject`` reroutes it; with ``AdaptedModel``, pass the model

@@ -245,6 +245,11 @@ def test_configs_take_peft_field_names():
         LoRAConfig(r=4, rank=8)
 
 
+def test_a_peft_config_given_to_our_wrapper_is_named():
+    with pytest.raises(TypeError, match="must be an fvae_asr FVAELoRAConfig or LoRAConfig, got LoraConfig"):
+        get_fvae_model(_base(), LoraConfig(r=4, target_modules=TARGETS))
+
+
 def test_wrapping_a_model_that_has_adapters_is_refused():
     model = _base()
     inject(model, LoRAConfig(r=4, target_modules=TARGETS))
@@ -306,3 +311,18 @@ def _classifier_outputs(model: torch.nn.Module) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def test_dtype_and_mode_changes_reach_the_adapters_kept_aside():
+    model = get_fvae_model(_base(), _fvae(1))
+    model.add_adapter("second", FVAELoRAConfig(r=2, target_modules=["key"], modules_to_save=["head"]))
+    model.double().train()
+    model.set_adapter("second")
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert all(m.training for m in model.modules())
+    model.eval()
+    model.set_adapter("default")
+    assert not any(m.training for m in model.modules())
+    assert model(tiny_inputs("bert")).dtype == torch.float64
+    with model.disable_adapter():  # the base head, displaced by the adapters' copies, followed too
+        assert model.get_base_model().head.weight.dtype == torch.float64
