@@ -19,11 +19,13 @@ from fvae_asr.adapters.model import (
     set_frame_mask,
 )
 from fvae_asr.adapters.optimizer import adam_eps, authors_adamw, weight_decay_groups
+from fvae_asr.adapters.peft_api import FVAEModel, get_fvae_model, inject_adapter_in_model
 
 __all__ = [
     "AdapterConfig",
     "FVAELoRAConfig",
     "FVAELoRALinear",
+    "FVAEModel",
     "LoRAConfig",
     "LoRALinear",
     "adapter_layers",
@@ -34,8 +36,10 @@ __all__ = [
     "aux_weight",
     "base_state_dict",
     "frame_mask",
+    "get_fvae_model",
     "has_adapters",
     "inject",
+    "inject_adapter_in_model",
     "latent_ablation",
     "load_adapter",
     "loss_terms",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import re
@@ -58,6 +59,28 @@ def _check_module_spec(owner: object, name: str, allow_empty: bool) -> None:
     setattr(owner, name, list(value))
 
 
+# PEFT's LoraConfig names of our fields: a PEFT user's keywords build the same config.
+PEFT_FIELD_NAMES = {"r": "rank", "lora_dropout": "dropout", "modules_to_save": "trainable_modules"}
+
+
+def accepts_peft_names(cls: type) -> type:
+    """Make a config dataclass also accept PEFT's keywords (``r``, ``lora_dropout``, ``modules_to_save``); giving a
+    field under both names is a TypeError naming both."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for peft_name, ours in PEFT_FIELD_NAMES.items():
+            if peft_name in kwargs:
+                if ours in kwargs:
+                    raise TypeError(f"{cls.__name__} got both '{peft_name}' (PEFT's name) and '{ours}': give one")
+                kwargs[ours] = kwargs.pop(peft_name)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
 @dataclass
 class AdapterConfig:
     """Fields shared by every adapter kind: where to inject and what else stays trainable."""
@@ -87,11 +110,28 @@ class AdapterConfig:
         """LoRA's output scale s = lora_alpha / r."""
         return self.lora_alpha / self.rank
 
+    @property
+    def r(self) -> int:
+        """``rank`` under PEFT's name."""
+        return self.rank
+
+    @property
+    def lora_dropout(self) -> float:
+        """``dropout`` under PEFT's name: LoRA's input dropout; FVAE-LoRA's dropout after each encoder's hidden
+        layer (its adapter branch's dropout)."""
+        return self.dropout
+
+    @property
+    def modules_to_save(self) -> TargetSpec:
+        """``trainable_modules`` under PEFT's name."""
+        return self.trainable_modules
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields plus the adapter type, as written to ``adapter_config.json``."""
         return {"adapter_type": self.adapter_type, **dataclasses.asdict(self)}
 
 
+@accepts_peft_names
 @dataclass
 class LoRAConfig(AdapterConfig):
     """Plain LoRA with PEFT's maths: kaiming-uniform A, zero B, scale lora_alpha/r (or /sqrt(r) with rsLoRA)."""
@@ -110,6 +150,7 @@ class LoRAConfig(AdapterConfig):
         return self.lora_alpha / (self.rank**0.5 if self.use_rslora else self.rank)
 
 
+@accepts_peft_names
 @dataclass
 class FVAELoRAConfig(AdapterConfig):
     """FVAE-LoRA: the LoRA update is driven by z1 of a two-latent VAE over the layer input.

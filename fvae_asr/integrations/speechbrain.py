@@ -9,7 +9,8 @@ of ``FVAELoRAConfig`` / ``LoRAConfig`` except the layer choice, which is ``Adapt
 ``reconstruction_weight`` here. ``fvae_asr.aux_loss``, ``loss_terms``, ``aux_weight`` and
 ``set_frame_mask``/``frame_mask`` work on the ``AdaptedModel``, and its checkpointer saves and loads the adapter
 weights (they are its trainable parameters). Only ``nn.Linear`` layers are adapted (SpeechBrain's LoRA also wraps
-convolutions: ours refuse them, naming the layer type).
+convolutions: ours refuse them, naming the layer type). As in SpeechBrain's adapters, the wrapped layer is
+``adapter.pretrained_module`` (also ``adapter.base``).
 
 WavLM: transformers' ``WavLMAttention`` reads ``q_proj.weight`` and the other projections' weights itself, so an
 adapter wrapping them would never run. ``fvae_asr.inject`` reroutes it; with ``AdaptedModel``, pass the model
@@ -96,6 +97,12 @@ class _SpeechBrainAdapter:
         name = f"Linear({target_module.in_features}, {target_module.out_features})"  # AdaptedModel passes no name
         super().__init__(target_module, config, name)
         target_module.requires_grad_(False)
+
+    @property
+    def pretrained_module(self) -> nn.Module:
+        """The wrapped layer, under the name SpeechBrain's own adapters give it (code written against
+        ``speechbrain.nnet.adapters.LoRA`` reads it); the same module as ``base``, saved once, as ``base``."""
+        return self.base
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training and not torch.is_grad_enabled():

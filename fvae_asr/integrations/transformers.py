@@ -1,10 +1,12 @@
 """A Hugging Face ``Trainer`` for models with fvae-asr adapters (``pip install fvae-asr[hf]``).
 
-Build the model, ``fvae_asr.inject(model, config)``, then use ``FVAETrainer`` exactly like ``transformers.Trainer``.
+Build the model, ``fvae_asr.inject(model, config)`` (or wrap it with ``get_fvae_model``), then use ``FVAETrainer``
+exactly like ``transformers.Trainer``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -16,10 +18,12 @@ from transformers import Trainer
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import sort_checkpoints
+from transformers.utils import can_return_loss, find_labels
 
 from fvae_asr.adapters.checkpoint import CONFIG_NAME, load_adapter, save_adapter
 from fvae_asr.adapters.model import aux_loss, aux_weight, has_adapters, loss_terms, set_frame_mask
 from fvae_asr.adapters.optimizer import adam_eps, no_decay_parameter_names
+from fvae_asr.adapters.peft_api import FVAEModel
 from fvae_asr.files import read_json
 
 logger = logging.getLogger(__name__)
@@ -113,6 +117,10 @@ class FVAETrainer(Trainer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if isinstance(self.model, FVAEModel):  # the Trainer reads labels off the wrapped model's class, as for PEFT's
+            inner = type(self.model.get_base_model())
+            self.label_names = find_labels(inner) if self.args.label_names is None else self.args.label_names
+            self.can_return_loss = can_return_loss(inner)
         if has_adapters(self._adapted_model()):
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
                 raise ValueError("FVAETrainer supports one process or DDP; DeepSpeed and FSDP are not supported")
@@ -141,7 +149,16 @@ class FVAETrainer(Trainer):
         return optimizer
 
     def _adapted_model(self, model: nn.Module | None = None) -> nn.Module:
-        return self.accelerator.unwrap_model(model if model is not None else self.model, keep_torch_compile=False)
+        """The model that holds the adapters: unwrapped from DDP and from ``FVAEModel`` (its active adapter)."""
+        model = self.accelerator.unwrap_model(model if model is not None else self.model, keep_torch_compile=False)
+        return model.get_base_model() if isinstance(model, FVAEModel) else model
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """Keep the dataset columns the wrapped model's forward takes (``FVAEModel.forward`` takes any)."""
+        if self._signature_columns is None and isinstance(self.model, FVAEModel):
+            names = inspect.signature(self.model.get_base_model().forward).parameters
+            self._signature_columns = [*names, *{"label", "label_ids", *self.label_names}]
+        super()._set_signature_columns_if_needed()
 
     def frame_mask_for(self, model: nn.Module, inputs: dict[str, Any]) -> Tensor | None:
         """The padding mask handed to the FVAE layers for this batch; override to change it.

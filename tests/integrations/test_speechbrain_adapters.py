@@ -544,3 +544,16 @@ def test_ambiguous_speechbrain_kwargs_are_refused_in_one_line(adapter, kwargs, m
     with pytest.raises(TypeError, match=message) as error:
         AdaptedModel(linear_stack(), ADAPTERS[adapter], all_linear=True, adapter_kwargs=kwargs)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
+def test_the_wrapped_layer_is_pretrained_module_as_in_speechbrains_adapters(adapter):
+    from speechbrain.nnet.adapters import LoRA as SpeechBrainLoRA
+
+    target = nn.Linear(8, 6)
+    ours, theirs = ADAPTERS[adapter](target, rank=2), SpeechBrainLoRA(copy.deepcopy(target), rank=2)
+    assert ours.pretrained_module is target and type(theirs.pretrained_module) is nn.Linear
+    x = torch.randn(3, 8)
+    assert torch.equal(ours.pretrained_module(x), theirs.pretrained_module(x))  # the base layer, not the adapter
+    assert not any(p.requires_grad for p in ours.pretrained_module.parameters())
+    assert not any(key.startswith("pretrained_module.") for key in ours.state_dict())  # saved once, as base

@@ -6,7 +6,9 @@ An export directory holds ``recognizer.json`` (task, backbone, training kind, la
 (a Hugging Face directory ``backbone/``, unless it came from the hub: then its hub id) and either an adapter
 checkpoint (``adapter_config.json`` + ``adapter_model.safetensors``, adapters + head) or, for ``full``/``frozen``,
 ``trainable_model.safetensors`` with the weights that were trained. Nothing in it refers to a path outside it, so
-the folder can be moved or shared. Loading checks every field and weight and names the file at fault.
+the folder can be moved or shared. Loading checks every field and weight and names the file at fault. A CTC
+recogniser's export also loads through SpeechBrain's ``EncoderASR.from_hparams`` (``hyperparams.yaml`` and
+``encoder.ckpt``; see ``fvae_asr.integrations.speechbrain_inference``); our own loader never reads them.
 
 An export is written into a staging folder beside its directory and renamed into place: a crash or a full disk
 leaves the previous export whole, never its description beside new weights.
@@ -46,7 +48,49 @@ ADAPTER_FORMAT_KINDS = ("fvae_lora", "lora")  # saved as an adapter checkpoint; 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"ctc": CTCRecognizer, "classification": PooledClassifier}
 DEFAULT_TASK = "ctc"
 ExportedModel = CTCRecognizer | PooledClassifier
-EXPORT_NAMES = frozenset({DESCRIPTION_NAME, TRAINABLE_NAME, BACKBONE_DIR, CONFIG_NAME, WEIGHTS_NAME})
+# SpeechBrain's inference interface (fvae_asr.integrations.speechbrain_inference): EncoderASR reads the yaml, and
+# its Pretrainer fetches the pointer for the module named "encoder", which loads the folder the pointer lies in.
+SPEECHBRAIN_HPARAMS_NAME = "hyperparams.yaml"
+SPEECHBRAIN_POINTER_NAME = "encoder.ckpt"
+SPEECHBRAIN_POINTER = {"format": "fvae-asr export", "description": DESCRIPTION_NAME}
+_SPEECHBRAIN_HPARAMS = """\
+# SpeechBrain's inference interface to this export (a CTC phone recogniser), written by fvae-asr:
+#   from speechbrain.inference.ASR import EncoderASR
+#   asr = EncoderASR.from_hparams(source="path/to/this/folder", savedir="a/folder/for/its/links")
+#   asr.transcribe_file("speech.wav")  # space-separated phones, as fvae-asr transcribe gives them
+# The encoder loads this folder (found through encoder.ckpt) with fvae-asr's own checked loader.
+
+sample_rate: {sample_rate}
+
+encoder: !new:fvae_asr.integrations.speechbrain_inference.ExportedRecognizer
+
+modules:
+    encoder: !ref <encoder>
+
+tokenizer: !new:fvae_asr.integrations.speechbrain_inference.ExportTokenizer
+    encoder: !ref <encoder>
+
+decoding_function: !name:fvae_asr.integrations.speechbrain_inference.greedy_ctc
+    encoder: !ref <encoder>
+
+audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
+    sample_rate: !ref <sample_rate>
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        encoder: !ref <encoder>
+"""
+EXPORT_NAMES = frozenset(
+    {
+        DESCRIPTION_NAME,
+        TRAINABLE_NAME,
+        BACKBONE_DIR,
+        CONFIG_NAME,
+        WEIGHTS_NAME,
+        SPEECHBRAIN_HPARAMS_NAME,
+        SPEECHBRAIN_POINTER_NAME,
+    }
+)
 _STAGING, _REPLACED = "staging", "replaced"  # .<name>.staging-<pid>: being written; .<name>.replaced-<pid>: the old
 
 
@@ -151,6 +195,11 @@ def _write_export(model: ExportedModel, task: str, kind: str, labels: list[str],
         save_adapter(model, directory)
     else:
         save_trainable(model, directory / TRAINABLE_NAME)
+    if task == "ctc":
+        write_json(directory / SPEECHBRAIN_POINTER_NAME, SPEECHBRAIN_POINTER)
+        (directory / SPEECHBRAIN_HPARAMS_NAME).write_text(
+            _SPEECHBRAIN_HPARAMS.format(sample_rate=description["sample_rate"])
+        )
     write_json(directory / DESCRIPTION_NAME, description)
 
 

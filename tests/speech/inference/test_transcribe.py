@@ -16,7 +16,6 @@ import torch
 import torchaudio.functional
 from safetensors.torch import load_file, save_file
 
-from fvae_asr import FVAELoRAConfig, LoRAConfig
 from fvae_asr.audio import AudioError, load_audio
 from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.transcribe import main as transcribe_main
@@ -29,6 +28,7 @@ from fvae_asr.speech.models.export import export_hf_ctc, export_recognizer, load
 from fvae_asr.speech.models.recognizer import CTCRecognizer, greedy_decode
 from fvae_asr.speech.models.training_kinds import configure_training
 
+from tiny_exports import export_tiny_recognizer
 from tiny_models import tiny_wav2vec2
 
 LABELS = ["<blank>", *PHONES_39]
@@ -38,15 +38,7 @@ CD_RATE = 44100
 
 def _exported(directory: Path, kind: str, backbone: Path) -> Path:
     """Export a tiny recogniser of the given kind with trainable weights nudged off their initial values."""
-    torch.manual_seed(0)
-    model = CTCRecognizer(SSLEncoder(backbone), n_tokens=len(LABELS))
-    configure_training(model, kind, {"fvae_lora": FVAELoRAConfig(rank=4), "lora": LoRAConfig(rank=4)}.get(kind))
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(0.1 * torch.randn(param.shape, generator=generator))
-    return export_recognizer(model, kind, LABELS, directory)
+    return export_tiny_recognizer(directory, kind, backbone, LABELS)
 
 
 def _tones(rate: int, seconds: float, freqs: tuple[float, ...] = (220.0, 523.0)) -> np.ndarray:
