@@ -233,6 +233,9 @@ def _validate(flat: dict[str, Any]) -> None:
         raise RunSettingsError(TENSORBOARD_MISSING)
     if flat.get("restart") not in (None, True, False):
         raise RunSettingsError(f"restart must be True or False; got {flat['restart']!r}")
+    clip = flat.get("max_grad_norm")
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip < float("inf"):
+        raise RunSettingsError(f"max_grad_norm must be a number > 0 (Adam's eps follows it); got {clip!r}")
     if flat.get("remove_vector_weight_decay"):
         raise RunSettingsError(
             "remove_vector_weight_decay: the recipe already keeps biases and normalisation weights out of weight "

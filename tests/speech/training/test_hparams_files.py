@@ -132,3 +132,22 @@ def test_an_extending_file_replaces_an_object_given_with_its_arguments_as_a_list
     assert dict(load_hparams(tmp_path / "child.yaml")["thing"]) == {c: "results".count(c) for c in "results"}
     (tmp_path / "same.yaml").write_text("extends: base.yaml\nthing: !new:collections.OrderedDict\n    b: 2\n")
     assert load_hparams(tmp_path / "same.yaml")["thing"] == {"a": 1, "b": 2}  # same class: arguments merge
+
+
+@pytest.mark.parametrize(
+    ("run_opts", "message"),
+    [
+        ({"max_grad_norm": 0.0}, "max_grad_norm must be a number > 0"),
+        ({"remove_vector_weight_decay": True}, "remove_vector_weight_decay"),
+    ],
+)
+def test_settings_that_break_the_optimiser_rule_are_refused_before_anything_is_built(tmp_path, run_opts, message):
+    with pytest.raises(RunSettingsError, match=message):
+        resolved_settings(*hparams_source(HPARAMS, {"data_folder": str(tmp_path)}), run_opts)
+
+
+def test_a_run_records_the_optimiser_rule_it_trains_under(tmp_path):
+    from fvae_asr.adapters.optimizer import OPTIMIZER_RULE
+
+    settings = resolved_settings(*hparams_source(HPARAMS, {"data_folder": str(tmp_path)}), {})
+    assert settings["optimizer_rule"] == OPTIMIZER_RULE  # a 0.2 run folder (no such setting) does not resume
