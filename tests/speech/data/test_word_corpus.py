@@ -10,13 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from fvae_asr.speech.data.annotations import AnnotationError
-from fvae_asr.speech.data.corpora import corpus_for
-from fvae_asr.speech.data.lexicon import ARPABET_TO_39, LexiconError, Pronouncer, cmudict_version, normalise
-from fvae_asr.speech.data.timit import PHONES_39
-from fvae_asr.speech.data.word_corpus import RECORD_NAME, word_corpus_of, write_manifests
-from tests.word_corpora import (
+from word_corpora import (
     ESPEAK_WORDS,
     LAYOUTS,
     SPLIT_SENTENCES,
@@ -26,6 +20,12 @@ from tests.word_corpora import (
     utt_id,
     word_settings,
 )
+
+from fvae_asr.speech.data.annotations import AnnotationError
+from fvae_asr.speech.data.corpora import corpus_for
+from fvae_asr.speech.data.lexicon import ARPABET_TO_39, LexiconError, Pronouncer, cmudict_version, normalise
+from fvae_asr.speech.data.timit import PHONES_39
+from fvae_asr.speech.data.word_corpus import RECORD_NAME, word_corpus_of, write_manifests
 
 
 @pytest.fixture(scope="module", params=LAYOUTS)
