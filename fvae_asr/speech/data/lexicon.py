@@ -30,6 +30,8 @@ ARPABET_TO_39: dict[str, str] = {
 _ESPEAK_SKIPPED = frozenset({"bcl", "dcl", "gcl", "kcl", "pcl", "tcl", PAUSE, EDGE_SILENCE, "epi", DROPPED_PHONE})
 _ESPEAK_FOLDS = {**PHONE_MAP_61_TO_39, "dx": "t"}
 
+_SIBILANTS = frozenset({"s", "z", "sh", "ch", "jh"})  # (zh folds to sh)
+_VOICELESS = frozenset({"p", "t", "k", "f", "th"})
 ESPEAK_VOICE = "en-us"  # CMUdict is American English
 # Punctuation separates words and is dropped (category P*: . , ; : ! ? " ( ) dashes, quotes, slashes); the hyphen
 # and the apostrophe are kept inside a word. Symbols that stand for words (category S*, and % & # @ * which Unicode
@@ -100,9 +102,9 @@ class Pronouncer:
 
     def phones(self, word: str) -> list[str]:
         """The word's phones; ``LexiconError`` when neither source gives any."""
-        entries = self.dictionary.get(word)
-        if entries:
-            return [_arpabet_phone(phone, word) for phone in entries[0]]
+        spelled = self._dictionary_phones(word)
+        if spelled is not None:
+            return spelled
         if "-" in word:
             return [phone for part in word.split("-") if part for phone in self.phones(part)]
         if word not in self.espeak_words:
@@ -111,11 +113,25 @@ class Pronouncer:
 
     def espeak_parts(self, word: str) -> list[str]:
         """The word, or the parts of a hyphenated word, that CMUdict lacks: what ``phones`` asks eSpeak NG for."""
-        if self.dictionary.get(word):
+        if self._dictionary_phones(word) is not None:
             return []
         if "-" in word:
             return [spoken for part in word.split("-") if part for spoken in self.espeak_parts(part)]
         return [word]
+
+    def _dictionary_phones(self, word: str) -> list[str] | None:
+        """The first CMUdict pronunciation, or for a possessive the dictionary lacks (``brodie's``) its base's with
+        the ending English gives it (``ih z`` after a sibilant, ``s`` after another voiceless sound, else ``z``);
+        None when the dictionary has neither."""
+        entries = self.dictionary.get(word)
+        if entries:
+            return [_arpabet_phone(phone, word) for phone in entries[0]]
+        base = word.removesuffix("'s")
+        if base == word or not self.dictionary.get(base):
+            return None
+        phones = self._dictionary_phones(base)
+        ending = ["ih", "z"] if phones[-1] in _SIBILANTS else ["s"] if phones[-1] in _VOICELESS else ["z"]
+        return phones + ending
 
     def transcribe(self, words: list[str]) -> list[str]:
         """The phones of a normalised word sequence (``normalise``), word after word."""

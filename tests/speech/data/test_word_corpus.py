@@ -81,6 +81,19 @@ def test_first_dictionary_pronunciation_stress_removed_and_espeak_for_the_rest()
     assert pronouncer.espeak_parts("blue-zorblat") == ["zorblat"]
 
 
+def test_a_possessive_the_dictionary_lacks_is_its_base_with_the_english_ending():
+    dictionary = {
+        "brodie": [["B", "R", "OW1", "D", "IY0"]],
+        "pearce": [["P", "IH1", "R", "S"]],
+        "thorpe": [["TH", "AO1", "R", "P"]],
+    }
+    pronouncer = Pronouncer({**dictionary, "john's": [["JH", "AA1", "N", "Z"]]}, espeak=lambda word: [])
+    assert pronouncer.phones("brodie's") == ["b", "r", "ow", "d", "iy", "z"]
+    assert pronouncer.phones("pearce's") == ["p", "ih", "r", "s", "ih", "z"]
+    assert pronouncer.phones("thorpe's") == ["th", "aa", "r", "p", "s"]  # AO -> aa
+    assert pronouncer.espeak_parts("brodie's") == [] and pronouncer.espeak_parts("smith's") == ["smith's"]
+
+
 def test_a_word_neither_source_can_pronounce_is_an_error():
     pronouncer = Pronouncer({}, lambda word: ["_:", "_"])  # eSpeak gives pauses only
     with pytest.raises(LexiconError, match="neither CMUdict nor eSpeak NG can pronounce 'xq'"):
