@@ -60,6 +60,9 @@ def test_changed_transcripts_change_the_runs_settings(tmp_path):
     overrides = _overrides(root, "arctic", tmp_path / "run")
     before = resolved_settings(HPARAMS, overrides, {})
     assert before["corpus"] == "arctic" and before["n_tokens"] == 40
+    narrowed = resolved_settings(HPARAMS, {**overrides, "corpus_splits": {"train": "arctic_a000[12]"}}, {})
+    assert narrowed["corpus_splits.train"] == "arctic_a000[12]" and narrowed["corpus_splits.dev"] is None
+    assert narrowed["word_targets<sha256>"] != before["word_targets<sha256>"]  # 2 training prompts, not 4
     prompts = root / "etc" / "txt.done.data"
     prompts.write_text(prompts.read_text().replace("dark suit", "dark coat"), encoding="utf-8")
     after = resolved_settings(HPARAMS, overrides, {})
@@ -82,6 +85,8 @@ def test_bad_transcript_stops_the_run_before_anything_is_written(tmp_path):
         ("arctic", {"train_annotation": "a.csv", "valid_annotation": "b.csv", "test_annotation": "c.csv"}, "must not"),
         ("word_annotations", {}, "needs all of"),
         ("wsj", {}, "corpus must be one of"),
+        ("timit", {"corpus_splits": {"train": "x"}}, "corpus_splits is for corpus librispeech"),
+        ("arctic", {"corpus_splits": {"valid": "arctic_b*"}}, "corpus_splits names corpus_splits.valid"),
     ],
 )
 def test_a_corpus_that_contradicts_its_settings_is_refused(tmp_path, corpus, extra, message):
