@@ -31,7 +31,7 @@ CV_HEADER = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "
 
 
 def spoken(espeak: Espeak, text: str) -> np.ndarray:
-    """``text`` spoken at 16 kHz, with a little noise so no two recordings are identical."""
+    """``text`` spoken by eSpeak NG's American voice, at 16 kHz."""
     return espeak.synthesize(text, "en-us", rate=190).audio
 
 
