@@ -38,6 +38,18 @@ same way, keyed by the corpus's content, the encoder, the precision and the numb
 
     python -m benchmarks.compare --preset paper_timit --data_folder /data/TIMIT --device cuda \
         --precision bf16 --out results/paper_timit/out --work results/paper_timit/work
+
+A corpus with word transcripts is named by ``--corpus`` (a layout of ``fvae_asr.speech.data.word_corpus``; its
+phone targets are made by the recipe). ``--preset real_speech`` is the study on real recordings
+(docs/real-speech.md): the shipped backbone adapted to a CMU ARCTIC voice (``--corpus arctic`` by default) through
+``hparams/demo.yaml``, every method and both ablations each at its own dev-picked rate, adapters on q/k and on every
+linear layer, on CPU; ``--preset librispeech`` is the same comparison at scale, wav2vec2-large-lv60 on LibriSpeech
+through ``hparams/train.yaml``, for a GPU:
+
+    python -m benchmarks.compare --preset real_speech --data_folder /data/dataset-voice-cathy --jobs 2 \
+        --out docs/real_speech --work results/real_speech
+    python -m benchmarks.compare --preset librispeech --data_folder /data/LibriSpeech --device cuda \
+        --precision bf16 --out results/librispeech/out --work results/librispeech/work
 """
 
 from __future__ import annotations
@@ -82,6 +94,7 @@ from fvae_asr.files import read_json
 from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.data.annotations import ANNOTATION_KEYS, read_annotation
 from fvae_asr.speech.data.timit import SPLITS, prepare_timit
+from fvae_asr.speech.data.word_corpus import WORD_ANNOTATIONS, WORD_LAYOUTS, word_corpus_of
 from fvae_asr.speech.models.encoder import is_hub_id
 from fvae_asr.speech.models.export import load_recognizer
 from fvae_asr.speech.training.hparams import hparams_source
@@ -175,7 +188,35 @@ DEMO_RECIPE = "hparams/demo.yaml"  # the synthetic studies' recipe file (their s
 # from a grid around where such runs train well: full fine-tuning of wav2vec2-large near 1e-4 (SpeechBrain's and
 # fairseq's fine-tuning rates), adapters an order of magnitude higher (the recipe's 5e-4 up to the authors' 5e-3);
 # one grid for both would spend runs on rates that cannot win (docs/paper-timit.md).
+# real_speech: the study on real recordings (docs/real-speech.md, its protocol): the shipped backbone on a CMU ARCTIC
+# voice through the demo's recipe, one CPU thread per run; every method and both ablations tuned on one grid.
+# librispeech: the same comparison at scale, for a GPU, with paper_timit's encoder, recipe and grids.
+ALL_METHODS = ["frozen", "lora", "fvae_lora", "full", *ABLATIONS]
 PRESETS: dict[str, dict[str, Any]] = {
+    "real_speech": {
+        "recipe": DEMO_RECIPE,
+        "encoder_source": str(ASSET_BACKBONE),
+        "corpus": "arctic",
+        "methods": ALL_METHODS,
+        "targets": list(TARGETS),
+        "seeds": [0, 1, 2],
+        "lr_grid": [0.001, 0.003, 0.01, 0.03],
+        "lr_grids": {},
+        "epochs": 10,
+        "batch_size": 8,
+        "tune_ablations": True,
+    },
+    "librispeech": {
+        "recipe": "hparams/train.yaml",
+        "encoder_source": "facebook/wav2vec2-large-lv60",
+        "corpus": "librispeech",
+        "methods": ALL_METHODS,
+        "targets": list(TARGETS),
+        "seeds": [0, 1, 2],
+        "lr_grid": [0.0005, 0.002, 0.005],
+        "lr_grids": {"full": [2.5e-5, 0.0001, 0.0004]},
+        "tune_ablations": True,
+    },
     "paper_timit": {
         "recipe": "hparams/train.yaml",
         "encoder_source": "facebook/wav2vec2-large-lv60",
@@ -270,7 +311,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"utterances per step and process (default: {STUDY['batch_size']}, or the recipe's)",
     )
     real = parser.add_argument_group("a real corpus (with --preset)")
-    real.add_argument("--preset", choices=list(PRESETS), help="paper_timit: the paper's TIMIT setting")
+    real.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="paper_timit: the paper's TIMIT setting; real_speech: the real-speech study (docs/real-speech.md); "
+        "librispeech: the same comparison on LibriSpeech",
+    )
+    real.add_argument(
+        "--corpus",
+        choices=WORD_LAYOUTS,
+        help="a corpus with word transcripts at --data_folder, in this layout (default: the preset's)",
+    )
     real.add_argument("--data_folder", type=Path, help="TIMIT's root (with annotations: their $data_root)")
     for key in ANNOTATION_KEYS.values():
         real.add_argument(f"--{key}", type=Path, help="a CSV or JSON annotation (all three or none)")
@@ -286,6 +337,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     real.add_argument("--nproc_per_node", type=int, help="processes of a torchrun run (default: 1)")
     args = parser.parse_args(argv)
     real_flags = (
+        "corpus",
         "data_folder",
         *ANNOTATION_KEYS.values(),
         "encoder_source",
@@ -325,7 +377,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.size = size
     if size["epochs"] < 1 or size["batch_size"] < 1 or args.jobs < 1:
         parser.error("--epochs, --batch-size and --jobs must be at least 1")
-    if set(size["methods"]) & set(ABLATIONS) and "fvae_lora" not in size["methods"]:
+    if set(size["methods"]) & set(ABLATIONS) and "fvae_lora" not in size["methods"] and not size.get("tune_ablations"):
         parser.error("the ablations run at fvae_lora's picked rate: add fvae_lora to --methods")
     if any(not (lr > 0 and math.isfinite(lr)) for lr in size["lr_grid"]):
         parser.error(f"--lr-grid needs positive finite rates, got {size['lr_grid']}")
@@ -375,7 +427,7 @@ def preset_size(args: argparse.Namespace, parser: argparse.ArgumentParser) -> di
             "config.json) nor a hub id such as facebook/wav2vec2-large-lv60"
         )
     try:
-        args.corpus = real_corpus(args)
+        args.corpus = real_corpus(args, args.corpus or preset.get("corpus"))
     except (OSError, ValueError) as err:  # a missing or malformed corpus (AnnotationError is a ValueError)
         parser.error(str(err))
     tree = resolved_recipe(preset["recipe"], {})
@@ -386,25 +438,43 @@ def preset_size(args: argparse.Namespace, parser: argparse.ArgumentParser) -> di
         "precision": args.precision,
         "processes": args.nproc_per_node,
         "device": args.device,
-        "epochs": tree["number_of_epochs"],
-        "batch_size": tree["batch_size"],
+        "epochs": preset.get("epochs", tree["number_of_epochs"]),
+        "batch_size": preset.get("batch_size", tree["batch_size"]),
         "lr_grid": preset["lr_grid"],
         "lr_grids": preset["lr_grids"],
         "seeds": preset["seeds"],
         "shifts": [args.corpus["name"]],
         "methods": preset["methods"],
         "targets": preset["targets"],
+        "tune_ablations": preset.get("tune_ablations", False),
     }
     return {**size, **PRESET_QUICK} if args.quick else size
 
 
-def real_corpus(args: argparse.Namespace) -> dict[str, Any]:
-    """The corpus of the command line: TIMIT at ``--data_folder`` (its manifests prepared under ``--work``, which
-    checks its layout and labels) or the three annotations (read and checked). Returns its name, the recipe
-    overrides that name it, and its identity for the records: utterances per split and a digest of what the
-    recipe trains on (each utterance's id, duration and phones), wherever the files live."""
+def real_corpus(args: argparse.Namespace, layout: str | None = None) -> dict[str, Any]:
+    """The corpus of the command line: one with word transcripts in ``layout`` (read, pronounced and
+    checked), TIMIT at ``--data_folder`` (its manifests prepared under ``--work``, which checks its layout and
+    labels) or the three annotations (read and checked). Returns its name, the recipe overrides that name it, and
+    its identity for the records: utterances per split and a digest of what the recipe trains on (each
+    utterance's id, duration and phones), wherever the files live."""
     annotations = {split: getattr(args, key) for split, key in ANNOTATION_KEYS.items()}
-    if any(annotations.values()):
+    if layout is not None:
+        if args.data_folder is None:
+            raise ValueError(f"--corpus {layout} needs --data_folder, the corpus's root")
+        root = str(args.data_folder.resolve())
+        overrides = {"corpus": layout, "data_folder": root}
+        if layout == WORD_ANNOTATIONS:
+            overrides.update(
+                {key: str(path.resolve()) for key, path in zip(ANNOTATION_KEYS.values(), annotations.values()) if path}
+            )
+        elif any(annotations.values()):
+            raise ValueError(f"--corpus {layout} is not given by annotations: drop them")
+        save_folder = args.work / "corpus" / f"{layout}_manifests"  # not written: the runs write their own
+        entries = {
+            split: a.entries for split, a in word_corpus_of({**overrides, "save_folder": save_folder}).splits.items()
+        }
+        name = layout
+    elif any(annotations.values()):
         missing = [f"--{ANNOTATION_KEYS[split]}" for split, path in annotations.items() if path is None]
         if missing:
             raise ValueError(f"{', '.join(missing)} not given: a corpus given by annotations needs all three")
@@ -418,8 +488,8 @@ def real_corpus(args: argparse.Namespace) -> dict[str, Any]:
         name, overrides = "timit", {"data_folder": str(args.data_folder.resolve())}
     else:
         raise ValueError(
-            "--preset needs a corpus: --data_folder of TIMIT, or --train_annotation, "
-            "--valid_annotation and --test_annotation"
+            "--preset needs a corpus: --data_folder of TIMIT (or of a corpus with word transcripts, with --corpus), "
+            "or --train_annotation, --valid_annotation and --test_annotation"
         )
     content = {
         split: sorted((utt, entry["duration"], entry["phn"]) for utt, entry in split_entries.items())
@@ -619,11 +689,19 @@ class Study:
         """The grid's rate with the lowest best-epoch dev PER, once the whole grid has run (ties: lower rate)."""
         return picked_rate(self.grid(shift, method, targets), self.records, lambda record: min(record["dev_per"]))
 
+    def tuned(self) -> tuple[str, ...]:
+        """The methods that pick their own rate: the ablations too when the size says ``tune_ablations``."""
+        return (*TUNED, *ABLATIONS) if self.size.get("tune_ablations") else TUNED
+
+    def rate_from(self, method: str) -> str:
+        """The method whose picked rate ``method`` runs at: its own, or FVAE-LoRA's for an untuned ablation."""
+        return method if method in self.tuned() else "fvae_lora"
+
     def due(self) -> list[Task]:
         """Every run whose inputs are known, in priority order (finished ones included)."""
         tasks: list[Task] = []
         for shift in self.size["shifts"]:
-            for method in (m for m in TUNED if m in self.size["methods"]):
+            for method in (m for m in self.tuned() if m in self.size["methods"]):
                 for targets in targets_of(method, self.size["targets"]):
                     tasks += self.grid(shift, method, targets)
                     lr = self.picked_lr(shift, method, targets)
@@ -634,15 +712,14 @@ class Study:
                         tasks += [
                             Task(shift, ablation, targets, lr, seed)
                             for ablation in ABLATIONS
-                            if ablation in self.size["methods"]
+                            if ablation in self.size["methods"] and ablation not in self.tuned()
                             for seed in self.size["seeds"]
                         ]
         return tasks
 
     def final_tasks(self, shift: str, method: str, targets: str) -> list[Task]:
-        """The seed runs reported for a setting (at the picked rate; FVAE-LoRA's for the ablations)."""
-        tuned = "fvae_lora" if method in ABLATIONS else method
-        lr = self.picked_lr(shift, tuned, targets)
+        """The seed runs reported for a setting (at the picked rate; FVAE-LoRA's for untuned ablations)."""
+        lr = self.picked_lr(shift, self.rate_from(method), targets)
         return [] if lr is None else [Task(shift, method, targets, lr, seed) for seed in self.size["seeds"]]
 
 
@@ -667,7 +744,7 @@ def results_entries(study: Study) -> list[dict[str, Any]]:
         for targets in study.size["targets"]:
             for method in study.size["methods"]:
                 own = SHARED if targets_of(method) == [SHARED] else targets
-                tuned = "fvae_lora" if method in ABLATIONS else method
+                tuned = study.rate_from(method)
                 grid = study.grid(shift, tuned, own)
                 runs = [study.records[t] for t in study.final_tasks(shift, method, own) if t in study.records]
                 timed = [r["seconds_per_epoch"] for r in runs if r["seconds_per_epoch"] is not None]
@@ -680,7 +757,7 @@ def results_entries(study: Study) -> list[dict[str, Any]]:
                         "dev_per_by_lr": {
                             f"{t.lr:g}": min(study.records[t]["dev_per"]) for t in grid if t in study.records
                         }
-                        if method in TUNED
+                        if method in study.tuned()
                         else {},
                         "lr": study.picked_lr(shift, tuned, own),
                         "lr_from": tuned,

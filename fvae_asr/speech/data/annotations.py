@@ -102,10 +102,11 @@ def audio_files(settings: Mapping, corpus: Corpus) -> dict[str, str]:
     return {str(path): stamp for path, stamp in file_stamps(Path(wav) for wav in sorted(wavs)).items()}
 
 
-def read_annotation(path: str | Path, data_root: str | None = None) -> Annotation:
+def read_annotation(path: str | Path, data_root: str | None = None, label: str = "phn") -> Annotation:
     """Read a CSV or JSON annotation (chosen by its suffix); raises ``AnnotationError`` naming the file and row of
     the first problem: a missing column or field, a duration that is not a non-negative number, an empty ``phn``,
-    a repeated id, a placeholder other than ``data_root`` (or ``data_root`` without a ``data_folder``)."""
+    a repeated id, a placeholder other than ``data_root`` (or ``data_root`` without a ``data_folder``).
+    ``label="wrd"`` reads a word transcript in place of ``phn`` (``fvae_asr.speech.data.word_corpora``)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _PLACEHOLDERS:
@@ -113,7 +114,7 @@ def read_annotation(path: str | Path, data_root: str | None = None) -> Annotatio
     if not path.is_file():
         raise AnnotationError(f"{path}: no such annotation file")
     try:
-        raw = list(_csv_rows(path) if suffix == ".csv" else _json_rows(path))
+        raw = list(_csv_rows(path, label) if suffix == ".csv" else _json_rows(path, label))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise AnnotationError(f"{path}: cannot read it as UTF-8 {suffix[1:].upper()} ({err})") from None
     entries, rows = {}, {}
@@ -126,7 +127,7 @@ def read_annotation(path: str | Path, data_root: str | None = None) -> Annotatio
         entries[utt_id] = {
             "wav": resolve_wav(fields["wav"], path, data_root, where),
             "duration": _duration(fields["duration"], where),
-            "phn": _phones(fields["phn"], where),
+            label: _phones(fields[label], where, label),
         }
         rows[utt_id] = row
     if not entries:
@@ -134,8 +135,9 @@ def read_annotation(path: str | Path, data_root: str | None = None) -> Annotatio
     return Annotation(path=path, entries=entries, rows=rows)
 
 
-def _csv_rows(path: Path):
+def _csv_rows(path: Path, label: str):
     """(row, id, fields) of a SpeechBrain CSV, read as SpeechBrain's ``load_data_csv`` reads it."""
+    columns = (*CSV_COLUMNS[:3], label)
     with path.open(newline="", encoding="utf-8-sig") as handle:  # a byte order mark (Excel's) is no part of "ID"
         reader = csv.DictReader(handle, skipinitialspace=True)
         header = reader.fieldnames or []
@@ -145,15 +147,15 @@ def _csv_rows(path: Path):
                 f"{path}, line 1: the header names {', '.join(repeated)} twice (which one holds "
                 "the data would be a guess)"
             )
-        missing = [column for column in CSV_COLUMNS if column not in header]
+        missing = [column for column in columns if column not in header]
         if missing:
             raise AnnotationError(
                 f"{path}, line 1: no {', '.join(missing)} column (the header has {', '.join(reader.fieldnames or [])}"
-                f"; needed: {', '.join(CSV_COLUMNS)})"
+                f"; needed: {', '.join(columns)})"
             )
         for fields in reader:
             row = f"line {reader.line_num}"
-            if any(fields.get(column) is None for column in CSV_COLUMNS):
+            if any(fields.get(column) is None for column in columns):
                 raise AnnotationError(f"{path}, {row}: fewer fields than the header's {len(reader.fieldnames)}")
             if None in fields:  # DictReader's key for the fields past the header's
                 raise AnnotationError(
@@ -163,7 +165,7 @@ def _csv_rows(path: Path):
             yield row, fields["ID"], fields
 
 
-def _json_rows(path: Path):
+def _json_rows(path: Path, label: str):
     """(row, id, fields) of a JSON manifest."""
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -175,11 +177,11 @@ def _json_rows(path: Path):
         row = "entry"
         if not isinstance(fields, dict):
             raise AnnotationError(f"{path}, {row} (ID {utt_id!r}): not a JSON object")
-        for field in CSV_COLUMNS[1:]:
+        for field in (*CSV_COLUMNS[1:3], label):
             if field not in fields:
                 raise AnnotationError(f"{path}, {row} (ID {utt_id!r}): no '{field}' field")
-        if not isinstance(fields["wav"], str) or not isinstance(fields["phn"], str):
-            raise AnnotationError(f"{path}, {row} (ID {utt_id!r}): 'wav' and 'phn' must be strings")
+        if not isinstance(fields["wav"], str) or not isinstance(fields[label], str):
+            raise AnnotationError(f"{path}, {row} (ID {utt_id!r}): 'wav' and '{label}' must be strings")
         yield row, utt_id, fields
 
 
@@ -210,10 +212,10 @@ def _duration(value: object, where: str) -> float:
     return duration
 
 
-def _phones(value: str, where: str) -> str:
+def _phones(value: str, where: str, label: str) -> str:
     phones = value.split()
     if not phones:
-        raise AnnotationError(f"{where}: empty phn (no phones)")
+        raise AnnotationError(f"{where}: empty {label} (no {'phones' if label == 'phn' else 'words'})")
     return " ".join(phones)
 
 

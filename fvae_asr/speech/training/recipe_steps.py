@@ -21,6 +21,7 @@ from fvae_asr.speech.data.annotations import (
     read_annotation,
 )
 from fvae_asr.speech.data.timit import SPLITS, manifest_paths, prepare_timit
+from fvae_asr.speech.data.word_corpus import WordCorpus, write_manifests
 from fvae_asr.speech.inference.chunking import FrameGeometry
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.recognizer import CTCRecognizer, init_head_from_checkpoint
@@ -29,8 +30,11 @@ logger = logging.getLogger(__name__)
 
 
 def corpus_splits(hparams: dict[str, Any], corpus: Corpus) -> dict[str, Annotation]:
-    """The train/dev/test annotations: the corpus's own, or TIMIT's manifests, written once by the main process
-    (the others wait), read back and checked against the phone inventory."""
+    """The train/dev/test annotations: the corpus's own, those pronounced from word transcripts (their manifests
+    written once by the main process), or TIMIT's manifests, written once by the main process (the others wait),
+    read back and checked against the phone inventory."""
+    if isinstance(corpus, WordCorpus):
+        run_on_main(write_manifests, args=[corpus, hparams["save_folder"]])
     if corpus.splits is not None:
         return corpus.splits
     prep = {"data_folder": hparams["data_folder"], "save_folder": hparams["save_folder"], "phn_set": hparams["phn_set"]}

@@ -30,7 +30,8 @@ from speechbrain.utils.run_opts import RunOptions
 
 from fvae_asr.adapters.optimizer import OPTIMIZER_RULE
 from fvae_asr.files import describe_changes, read_json, write_atomically, write_json
-from fvae_asr.speech.data.annotations import ANNOTATION_KEYS, TIMIT_INVENTORIES, Corpus, audio_files, corpus_of
+from fvae_asr.speech.data.annotations import ANNOTATION_KEYS, TIMIT_INVENTORIES, Corpus, audio_files
+from fvae_asr.speech.data.corpora import CORPORA, corpus_for
 from fvae_asr.speech.data.labels import SORTINGS
 from fvae_asr.speech.models.encoder import check_family
 from fvae_asr.speech.models.export import check_replaceable, remove_export
@@ -157,7 +158,7 @@ def _resolve(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mappi
     flat = json.loads(json.dumps(flat))  # plain JSON values, as they come back from the record
     _validate(flat)
     _check_device(given.get("device") or flat.get("device") or infer_device(), flat)
-    corpus = corpus_of(flat)
+    corpus = corpus_for(flat)
     return {**flat, **corpus.settings}, corpus
 
 
@@ -193,6 +194,7 @@ def _plain(value: Any) -> Any:
 
 
 CHOICES = {
+    "corpus": CORPORA,
     "adapter": ADAPTER_KINDS,
     "precision": PRECISIONS,
     "eval_precision": PRECISIONS,
