@@ -93,7 +93,8 @@ def recipe_help(hparams_file: str | Path, usage: str) -> str:
     lines = [
         f"usage: {usage}",
         "",
-        f"Settings of {hparams_file} (override any with --key=value; default as written in the yaml):",
+        f"Settings of {Path(hparams_file).name}, with their defaults as the yaml writes them; --key=value overrides",
+        "any of them:",
         "",
     ]
     for setting in read_settings(hparams_file):
