@@ -23,8 +23,8 @@ def _pm(values: Sequence[float]) -> str:
     return f"{mean:.1f} ± {std:.1f}" if std is not None else f"{mean:.1f}"
 
 
-def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command: str) -> str:
-    """results.md: the protocol (fixed before the study ran), the command, then the headline table."""
+def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command: str, commit: str) -> str:
+    """results.md: the protocol (fixed before the study ran), the command and its commit, then the headline table."""
     groups = split_groups(size)
     words, noises = ", ".join(WORDS), ", ".join(f"{name} (slope {slope:g})" for name, slope in NOISES.items())
     lines = [
@@ -64,7 +64,8 @@ def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command
         "authors' defaults it ran again once, unchanged but for the comparison study's grid, which gained 0.0005; "
         "its figures are reported as they came.",
         "",
-        "Command (the study resumes from the records in records/; a re-run only rewrites these reports):",
+        "Command (the study resumes from the records in records/; a re-run only rewrites these reports), "
+        f"at commit {commit}:",
         "",
         f"    {command}",
         "",
@@ -92,7 +93,9 @@ def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command
     lines += [
         "",
         "Accuracies in %; val acc: in-distribution validation accuracy with the first seed, the selection "
-        "criterion. accuracy.png plots the same figures.",
+        "criterion.",
+        "",
+        "![Average and worst-group accuracy of each method, mean and std over seeds](accuracy.png)",
     ]
     return "\n".join(lines) + "\n"
 
