@@ -165,7 +165,9 @@ def test_the_method_page_typesets_its_maths_and_shows_the_layer(site, server, br
         "return img && {width: img.naturalWidth, shown: img.getBoundingClientRect().width};"
     )
     assert diagram and diagram["width"] > 0 and diagram["shown"] > 300, diagram
-    mathjax = [src for src in browser.execute_script("return [...document.scripts].map(s => s.src)") if "mathjax" in src]
+    mathjax = [
+        src for src in browser.execute_script("return [...document.scripts].map(s => s.src)") if "mathjax" in src
+    ]
     assert mathjax and all(src.startswith(server) for src in mathjax), mathjax  # served with the site, no CDN
 
 
