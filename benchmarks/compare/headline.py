@@ -12,7 +12,12 @@ from typing import Any
 from benchmarks.common.records import mean_std
 from benchmarks.compare.study import _fmt
 
-METHODS = {"frozen": "head on the frozen backbone", "lora": "LoRA", "fvae_lora": "FVAE-LoRA", "full": "full fine-tuning"}
+METHODS = {
+    "frozen": "head on the frozen backbone",
+    "lora": "LoRA",
+    "fvae_lora": "FVAE-LoRA",
+    "full": "full fine-tuning",
+}
 TARGETS = {"qk": "q/k", "all_linear": "all linear layers"}
 
 
