@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import sort_checkpoints
@@ -102,10 +102,39 @@ class FVAETrainer(Trainer):
     ``compute_loss_func`` normalises over the accumulated batch as the Trainer documents, and the aux term follows.
     Activation checkpointing works in its default, non-reentrant form; the reentrant one is refused.
     One process or DDP (``torchrun``); DeepSpeed and FSDP shard the weights, which adapter saving does not handle.
+
+    Args:
+        model: the model, adapters injected (``fvae_asr.inject``) or loaded (``fvae_asr.load_adapter``).
+        args: the ``TrainingArguments``.
+        data_collator: as ``Trainer``'s.
+        train_dataset: as ``Trainer``'s.
+        eval_dataset: as ``Trainer``'s.
+        processing_class: as ``Trainer``'s (a tokenizer, feature extractor or processor).
+        **kwargs: ``Trainer``'s other arguments (``compute_metrics``, ``callbacks``, ``compute_loss_func``, ...).
+
+    Raises:
+        ValueError: DeepSpeed or FSDP, or reentrant activation checkpointing, with a model that has adapters.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: TrainingArguments | None = None,
+        data_collator: Any = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
         if has_adapters(self._adapted_model()):
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
                 raise ValueError("FVAETrainer supports one process or DDP; DeepSpeed and FSDP are not supported")
