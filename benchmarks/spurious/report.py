@@ -92,8 +92,7 @@ def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command
         ]
     lines += [
         "",
-        "Accuracies in %; val acc: in-distribution validation accuracy with the first seed, the selection "
-        "criterion.",
+        "Accuracies in %; val acc: in-distribution validation accuracy with the first seed, the selection criterion.",
         "",
         "![Average and worst-group accuracy of each method, mean and std over seeds](accuracy.png)",
     ]
