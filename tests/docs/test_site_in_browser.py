@@ -115,10 +115,13 @@ CUT_CODE = (
     "return [...document.querySelectorAll('pre > code')].filter(c => c.scrollWidth > c.clientWidth + 1)"
     ".map(c => c.textContent.split('\\n').reduce((a, b) => (b.length > a.length ? b : a), ''));"
 )
-MATHS = (
+MATHS = (  # raw: TeX left as text (a formula the Markdown did not hand to MathJax), outside code
+    "const text = document.querySelector('article').cloneNode(true);"
+    "text.querySelectorAll('pre, code, mjx-container, script').forEach(e => e.remove());"
     "return {typeset: document.querySelectorAll('.arithmatex mjx-container').length, "
     "source: document.querySelectorAll('.arithmatex').length, "
-    "errors: document.querySelectorAll('mjx-merror, [data-mjx-error]').length};"
+    "errors: document.querySelectorAll('mjx-merror, [data-mjx-error]').length, "
+    "raw: text.textContent.match(/\\\\[a-zA-Z]{2,}/g) || []};"
 )
 
 
@@ -160,6 +163,7 @@ def test_the_method_page_typesets_its_maths_and_shows_the_layer(site, server, br
     _open(browser, server + "method/")
     maths = browser.execute_script(MATHS)
     assert maths["source"] >= 20 and maths["typeset"] == maths["source"] and maths["errors"] == 0, maths
+    assert maths["raw"] == [], maths
     diagram = browser.execute_script(
         "const img = document.querySelector('img[src$=\"fvae_lora_layer.svg\"]');"
         "return img && {width: img.naturalWidth, shown: img.getBoundingClientRect().width};"
