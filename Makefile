@@ -23,9 +23,10 @@ test: setup lint docs  ## lint, the docs build (strict) and the whole test suite
 test-fast: setup  ## everything but the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
 
-lint: setup  ## ruff: lint and format check (configured in pyproject.toml; `make format` applies the formatter)
+lint: setup  ## ruff (lint, format check) and pymarkdownlnt on the README and docs/ (configured in pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m pymarkdown scan -r README.md docs
 
 format: setup  ## ruff: fix what the linter can and format the code
 	$(VENV)/bin/ruff check --fix .

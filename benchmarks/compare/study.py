@@ -1025,7 +1025,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "seconds_this_call": round(time.perf_counter() - started, 1),
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    table = f"`{command}` at commit {paths['commit']}.\n\n" + markdown_tables(entries, pairs, args.size, effects)
+    table = (
+        "# Full tables\n\n"
+        + markdown_tables(entries, pairs, args.size, effects)
+        + f"\nMade by `{command}` at commit {paths['commit']}.\n"
+    )
     (args.out / "results.md").write_text(table, encoding="utf-8")
     plot_dev_per(entries, args.size, args.out / "dev_per.png")
     plot_test_per(entries, args.size, args.out / "test_per.png")

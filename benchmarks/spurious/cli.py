@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "seconds_this_call": round(time.perf_counter() - started, 1),
     }
     write_json(args.out / "results.json", results)
-    table = markdown_report(entries, args.size, f"{command}   # at commit {paths['commit']}")
+    table = markdown_report(entries, args.size, command, paths["commit"])
     write_atomically(args.out / "results.md", lambda tmp: tmp.write_text(table, encoding="utf-8"))
     plot_accuracy(entries, args.out / "accuracy.png")
     print(table)

@@ -24,8 +24,8 @@ def _pm(values: Sequence[float]) -> str:
     return f"{mean:.1f} ± {std:.1f}" if std is not None else f"{mean:.1f}"
 
 
-def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command: str) -> str:
-    """results.md: the protocol (fixed before the study ran), the command, then the headline table."""
+def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command: str, commit: str) -> str:
+    """results.md: the protocol (fixed before the study ran), the command and its commit, then the headline table."""
     groups = split_groups(size)
     words, noises = ", ".join(WORDS), ", ".join(f"{name} (slope {slope:g})" for name, slope in NOISES.items())
     lines = [
@@ -71,7 +71,8 @@ def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command
         "Under the authors' optimiser (0.3: Adam's eps and weight-decay groups as theirs, the decoder's raw std) it "
         "runs again with the one-factor controls added, the protocol otherwise unchanged; figures as they came.",
         "",
-        "Command (the study resumes from the records in records/; a re-run only rewrites these reports):",
+        "Command (the study resumes from the records in records/; a re-run only rewrites these reports), "
+        f"at commit {commit}:",
         "",
         f"    {command}",
         "",
@@ -98,8 +99,9 @@ def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command
         ]
     lines += [
         "",
-        "Accuracies in %; val acc: in-distribution validation accuracy with the first seed, the selection "
-        "criterion. accuracy.png plots the same figures.",
+        "Accuracies in %; val acc: in-distribution validation accuracy with the first seed, the selection criterion.",
+        "",
+        "![Average and worst-group accuracy of each method, mean and std over seeds](accuracy.png)",
     ]
     return "\n".join(lines) + "\n"
 

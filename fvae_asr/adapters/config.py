@@ -83,7 +83,8 @@ def accepts_peft_names(cls: type) -> type:
 
 @dataclass
 class AdapterConfig:
-    """Fields shared by every adapter kind: where to inject and what else stays trainable."""
+    """Fields shared by every adapter kind: where to inject and what else stays trainable. ``LoRAConfig`` and
+    ``FVAELoRAConfig`` document them with their own defaults."""
 
     adapter_type: ClassVar[str] = ""
     absent_in_old_files: ClassVar[dict[str, Any]] = {}
@@ -94,7 +95,6 @@ class AdapterConfig:
     lora_alpha: float = 16.0
     target_modules: TargetSpec = field(default_factory=lambda: ["q_proj", "k_proj"])
     trainable_modules: TargetSpec = field(default_factory=list)
-    # Raise on non-finite layer inputs instead of letting NaN/Inf flow on silently.
     check_finite: bool = True
 
     def __post_init__(self) -> None:
@@ -134,7 +134,20 @@ class AdapterConfig:
 @accepts_peft_names
 @dataclass
 class LoRAConfig(AdapterConfig):
-    """Plain LoRA with PEFT's maths: kaiming-uniform A, zero B, scale lora_alpha/r (or /sqrt(r) with rsLoRA)."""
+    """Plain LoRA with PEFT's maths: kaiming-uniform A, zero B, scale lora_alpha/r (or /sqrt(r) with rsLoRA).
+
+    Attributes:
+        rank: r, the inner dimension of ``B A``.
+        lora_alpha: the update's scale is ``lora_alpha / rank`` (16 / 16 = 1: the authors' LoRA baseline and PEFT's
+            convention).
+        target_modules: the ``nn.Linear`` modules to adapt: a list of module-name suffixes (``["q_proj", "k_proj"]``)
+            or a regex that must match a whole module name.
+        trainable_modules: other modules that train with the adapters (a task head: ``["classifier"]``), named as
+            ``target_modules``; everything else is frozen.
+        check_finite: raise on a non-finite layer input instead of letting NaN or Inf flow on silently.
+        dropout: dropout on the adapter's input (``lora_dropout`` in PEFT).
+        use_rslora: rank-stabilised LoRA: scale ``lora_alpha / sqrt(rank)``.
+    """
 
     adapter_type: ClassVar[str] = "lora"
 
@@ -175,6 +188,33 @@ class FVAELoRAConfig(AdapterConfig):
     ``-beta * H(q1)``, so the z1 variance grows until ``logvar_clamp``. It stays allowed, with a warning,
     whenever delta >= beta. ``beta_z2 > 0`` with ``delta = 0`` gives the VAE2LAT ablation;
     ``prior_mean_z2 = 0`` gives identical priors (no factorisation).
+
+    Attributes:
+        rank: r, the size of the task-salient latent z1 (and of ``B``'s input).
+        lora_alpha: the update's scale is ``lora_alpha / rank``; 8 gives 0.5 at rank 16, as the authors' code ran.
+        target_modules: the ``nn.Linear`` modules to adapt: a list of module-name suffixes (``["q_proj", "k_proj"]``)
+            or a regex that must match a whole module name.
+        trainable_modules: other modules that train with the adapters (a task head: ``["classifier"]``), named as
+            ``target_modules``; everything else is frozen.
+        check_finite: raise on a non-finite layer input instead of letting NaN or Inf flow on silently.
+        z2_dim: the size of the residual latent z2; None means equal to ``rank``.
+        encoder_hidden: the width of each encoder's hidden layer; None means equal to ``rank``.
+        decoder_hidden: the width of the decoder's hidden layers.
+        decoder_layers: the decoder's hidden layers (the authors' code: 3; the paper's table: 1).
+        dropout: dropout after each encoder's hidden layer.
+        decoder_dropout: dropout after each of the decoder's hidden layers.
+        prior_mean_z2: the mean of z2's prior ``N(prior_mean_z2, I)``; 0 gives the identical-priors ablation.
+        alpha: the weight of the reconstruction's negative log-likelihood.
+        beta: the weight of ``KL(q1 || N(0, I))``.
+        delta: the weight of the repulsive term Gamma; None means ``2 / rank`` (the authors' weight).
+        beta_z2: the weight of ``KL(q2 || p2)``: the VAE2LAT ablation, 0 in FVAE-LoRA.
+        aux_weight: lambda in ``L = L_task + lambda * aux``, read by the recipe, ``FVAETrainer`` and ``aux_weight``.
+        logvar_clamp: log-variances are clamped to ``[-logvar_clamp, logvar_clamp]``.
+        b_init_std: ``B`` starts as ``N(0, b_init_std)``, as in the authors' code (a fresh adapter's eval output
+            still equals the base model's: the encoder heads start at zero).
+        recompute_scoring: recompute the scoring branch (encoders, decoder, loss terms) in the backward pass instead
+            of keeping its activations: less training memory for more step time, the same loss and gradients
+            (docs/performance.md).
     """
 
     adapter_type: ClassVar[str] = "fvae_lora"
@@ -182,23 +222,21 @@ class FVAELoRAConfig(AdapterConfig):
     absent_in_old_files: ClassVar[dict[str, Any]] = {"decoder_dropout": 0.0}
     computation_only: ClassVar[frozenset[str]] = frozenset({"recompute_scoring"})
 
-    lora_alpha: float = 8.0  # s = lora_alpha / rank = 0.5 at rank 16, as the authors' code ran
-    z2_dim: int | None = None  # residual latent size; None means equal to rank
-    encoder_hidden: int | None = None  # width of each encoder's hidden layer; None means equal to rank
+    lora_alpha: float = 8.0
+    z2_dim: int | None = None
+    encoder_hidden: int | None = None
     decoder_hidden: int = 128
     decoder_layers: int = 3
-    dropout: float = 0.1  # after each encoder's hidden layer
-    decoder_dropout: float = 0.1  # after each of the decoder's hidden layers
+    dropout: float = 0.1
+    decoder_dropout: float = 0.1
     prior_mean_z2: float = 1.5
-    alpha: float = 1.0  # weight of the reconstruction negative log-likelihood
-    beta: float = 1.0  # weight of KL(q1 || N(0, I))
-    delta: float | None = None  # weight of the repulsive term Gamma; None means 2 / rank (the authors' weight)
-    beta_z2: float = 0.0  # weight of KL(q2 || p2): the VAE2LAT ablation, 0 in FVAE-LoRA
-    aux_weight: float = 1e-3  # lambda in L = L_task + lambda * aux
-    logvar_clamp: float = 20.0  # log-variances are clamped to [-logvar_clamp, logvar_clamp]
-    b_init_std: float = 0.02  # B ~ N(0, std) as in the authors' code (fresh eval output still equals base)
-    # Recompute the scoring branch (encoders, decoder, loss terms) in backward instead of keeping its activations:
-    # less training memory for some more step time; the same loss and gradients. See docs/performance.md.
+    alpha: float = 1.0
+    beta: float = 1.0
+    delta: float | None = None
+    beta_z2: float = 0.0
+    aux_weight: float = 1e-3
+    logvar_clamp: float = 20.0
+    b_init_std: float = 0.02
     recompute_scoring: bool = False
 
     def __post_init__(self) -> None:

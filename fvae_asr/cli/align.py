@@ -34,7 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", type=Path, help="JSON manifest or annotation CSV with wav and phn per utterance")
     source.add_argument("files", nargs="*", default=[], help="audio files, each with a TIMIT .PHN file beside it")
-    parser.add_argument("--data-folder", help="what $data_root / {data_root} stands for in the manifest's wav paths")
+    parser.add_argument(
+        "--data-folder",
+        "--data_folder",  # the recipe's spelling, accepted
+        help="what $data_root / {data_root} stands for in the manifest's wav paths",
+    )
     parser.add_argument("--format", choices=ALIGN_FORMATS, default="textgrid", help="output format (default textgrid)")
     parser.add_argument("--out-dir", type=output_dir, help="one file per input here (needed for textgrid)")
     parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cpu or cuda:0")

@@ -33,7 +33,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="JSON manifest (wav and phn per utterance) or annotation CSV (ID, duration, wav, phn)",
     )
-    parser.add_argument("--data-folder", help="what $data_root (CSV) or {data_root} (JSON) stands for in wav paths")
+    parser.add_argument(
+        "--data-folder",
+        "--data_folder",  # the recipe's spelling, accepted
+        help="what $data_root (CSV) or {data_root} (JSON) stands for in wav paths",
+    )
     parser.add_argument("--alignments", type=output_file, help="write per-utterance REF/HYP alignments here")
     parser.add_argument("--json", type=output_file, help="write the full report (PER, counts, transcripts) here")
     parser.add_argument(

@@ -59,7 +59,9 @@ def fraction(text: str) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="fvae-asr latents", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fvae-asr latents", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--checkpoint",
         required=True,

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 # command -> (module, function, what it does); imported only when run, so that --help stays fast
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -25,13 +26,20 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 def train(argv: Sequence[str]) -> int:
     """``fvae-asr train [--hparams FILE] [--key=value ...]``: the recipe with the packaged ``hparams/train.yaml`` unless
-    ``--hparams`` names another; every other argument is the recipe's own (SpeechBrain's overrides)."""
+    ``--hparams`` names another; every other argument is the recipe's own (SpeechBrain's overrides). No arguments,
+    or ``--help``, lists the yaml's settings."""
     from fvae_asr.demo.paths import recipe_file
     from fvae_asr.recipes.timit.train import main as recipe_main
+    from fvae_asr.speech.training.recipe_help import answer_help
 
     parser = argparse.ArgumentParser(prog="fvae-asr train", add_help=False)
     parser.add_argument("--hparams", default=str(recipe_file("hparams/train.yaml")))
     known, rest = parser.parse_known_args(argv)
+    code = answer_help(
+        [known.hparams, *rest] if argv else [], Path(known.hparams), "fvae-asr train [--hparams FILE] [--key=value ...]"
+    )
+    if code is not None:
+        return code
     recipe_main([known.hparams, *rest])
     return 0
 

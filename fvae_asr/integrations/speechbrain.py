@@ -133,6 +133,12 @@ class FVAELoRA(_SpeechBrainAdapter, FVAELoRALinear):
     SpeechBrain's HuggingFace wrappers (Wav2Vec2, WavLM, ...) with ``freeze: True`` run under ``torch.no_grad``,
     which silently stops the adapters' gradients: give the wrapper ``freeze: False`` (``AdaptedModel`` freezes
     every backbone parameter itself). A training forward with gradients disabled warns.
+
+    Args:
+        target_module: the ``nn.Linear`` to adapt (``AdaptedModel`` passes it).
+        rank: r, the size of z1.
+        alpha: the update's scale is ``alpha / rank`` (``lora_alpha`` is accepted instead).
+        **adapter_kwargs: ``FVAELoRAConfig``'s other fields, with ``reconstruction_weight`` for its ``alpha``.
     """
 
     config_type = FVAELoRAConfig
@@ -147,6 +153,12 @@ class LoRA(_SpeechBrainAdapter, LoRALinear):
     (scale ``alpha / sqrt(rank)``) as ``adapter_kwargs``. Same use as ``FVAELoRA`` (``adapter_class:
     !name:fvae_asr.integrations.speechbrain.LoRA``); its ``aux_loss`` is 0. The same ``freeze: False`` rule applies to
     SpeechBrain's HuggingFace wrappers.
+
+    Args:
+        target_module: the ``nn.Linear`` to adapt (``AdaptedModel`` passes it).
+        rank: r, the inner dimension of ``B A``.
+        alpha: the update's scale is ``alpha / rank`` (``lora_alpha`` is accepted instead).
+        **adapter_kwargs: ``LoRAConfig``'s ``dropout`` and ``use_rslora``.
     """
 
     config_type = LoRAConfig

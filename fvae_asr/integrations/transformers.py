@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import sort_checkpoints
@@ -113,10 +113,39 @@ class FVAETrainer(Trainer):
     skips biases and normalisation weights, and with adapters AdamW's eps is 1e-8 x ``max_grad_norm`` (the
     authors' eps at their clipping norm of 1). The authors' recipe in these units is ``max_grad_norm=1e-3``, which
     gives eps 1e-11; an ``adam_epsilon`` set to anything but the Trainer's default 1e-8 is taken as it is.
+
+    Args:
+        model: the model, adapters injected (``fvae_asr.inject``) or loaded (``fvae_asr.load_adapter``).
+        args: the ``TrainingArguments``.
+        data_collator: as ``Trainer``'s.
+        train_dataset: as ``Trainer``'s.
+        eval_dataset: as ``Trainer``'s.
+        processing_class: as ``Trainer``'s (a tokenizer, feature extractor or processor).
+        **kwargs: ``Trainer``'s other arguments (``compute_metrics``, ``callbacks``, ``compute_loss_func``, ...).
+
+    Raises:
+        ValueError: DeepSpeed or FSDP, or reentrant activation checkpointing, with a model that has adapters.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: TrainingArguments | None = None,
+        data_collator: Any = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
         if isinstance(self.model, FVAEModel):  # the Trainer reads labels off the wrapped model's class, as for PEFT's
             inner = type(self.model.get_base_model())
             self.label_names = find_labels(inner) if self.args.label_names is None else self.args.label_names

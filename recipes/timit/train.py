@@ -6,7 +6,7 @@ The training loss is CTC plus, for FVAE-LoRA, ``aux_weight`` times the mean of t
 (reconstruction, KL of z1 to its prior, the repulsive term on z2). Phones are decoded greedily; the checkpoint with
 the best dev PER is tested and exported as a self-contained recogniser for ``fvae-asr transcribe``.
 
-To run:
+To run (no arguments, or ``--help``, lists the yaml's settings with their meanings and defaults):
     python recipes/timit/train.py recipes/timit/hparams/train.yaml --data_folder=/path/to/TIMIT
     python recipes/timit/train.py recipes/timit/hparams/train.yaml --data_folder=/path/to/TIMIT --adapter=lora
     torchrun --nproc_per_node=2 recipes/timit/train.py recipes/timit/hparams/train.yaml --data_folder=...
@@ -222,7 +222,7 @@ def run(hparams_file: str | Path, run_opts: dict[str, Any] | None = None, overri
 
 def main(argv: list[str] | None = None) -> dict:
     """``train.py hparams/train.yaml [--key=value ...]``; one-line errors, exit 2 (settings) or 1."""
-    return run_command(argv, train_test_export)
+    return run_command(argv, train_test_export, Path(__file__).resolve().parent / "hparams" / "train.yaml")
 
 
 if __name__ == "__main__":

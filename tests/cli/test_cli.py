@@ -1,5 +1,6 @@
 """``fvae-asr <command>`` (= ``python -m fvae_asr``): one command line that runs each command's own main."""
 
+import importlib
 import subprocess
 import sys
 
@@ -42,3 +43,21 @@ def test_a_command_gets_the_arguments_after_its_name(monkeypatch):
     with pytest.raises(SystemExit) as usage:
         cli.main([])
     assert usage.value.code == 2
+
+
+@pytest.mark.parametrize("command", ["evaluate", "align"])
+def test_data_folder_takes_the_command_lines_spelling_and_the_recipes(command):
+    parse_args = importlib.import_module(f"fvae_asr.cli.{command}").parse_args
+    base = (
+        ["--checkpoint", "m", "--manifest", "t.json", "--format", "ctm"]
+        if command == "align"
+        else ["--checkpoint", "m", "--manifest", "t.json"]
+    )
+    for spelling in ("--data-folder", "--data_folder"):
+        assert parse_args([*base, spelling, "/corpus"]).data_folder == "/corpus"
+
+
+def test_latents_help_describes_the_command_in_full():
+    shown = subprocess.run([sys.executable, "-m", "fvae_asr", "latents", "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0
+    assert "--manifest test.json --out DIR" in shown.stdout and "exits 1 on a bad checkpoint" in shown.stdout

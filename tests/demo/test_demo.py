@@ -1,7 +1,12 @@
 """The offline demo: its command line, its hparams, and the whole run at a tiny size (the full-size run is
 `make demo`)."""
 
+import glob
 import json
+import re
+import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -11,6 +16,21 @@ from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
 from fvae_asr.speech.training.hparams import load_hparams
 
 from conftest import REPO
+
+
+def getting_started_demo_commands() -> list[list[str]]:
+    """The getting-started page's commands on the demo's output (``demo_out/``), continuations joined."""
+    text = (REPO / "docs" / "getting-started.md").read_text()
+    lines = [
+        line
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+        for line in block.replace("\\\n", " ").splitlines()
+    ]
+    return [
+        shlex.split(line.split("#")[0])
+        for line in lines
+        if line.startswith(".venv/bin/fvae-asr") and "demo_out/" in line
+    ]
 
 
 @pytest.mark.slow
@@ -31,6 +51,19 @@ def test_demo_writes_a_complete_summary(tmp_path):
         == ["projection", "q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense"]
         and "study" in settings["why"]
     )
+    commands = getting_started_demo_commands()  # a new user's first transcription and scoring, as documented
+    assert [command[1] for command in commands] == ["transcribe", "evaluate"]
+    for command in commands:
+        args = [arg.replace("demo_out", str(tmp_path)) for arg in command[1:]]
+        args = [found for arg in args for found in (sorted(glob.glob(arg)) if "*" in arg else [arg])]
+        done = subprocess.run([sys.executable, "-m", "fvae_asr", *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        if command[1] == "transcribe":
+            sentences = glob.glob(str(tmp_path / "corpus" / "TEST" / "DR*" / "*" / "SA1.WAV"))
+            assert len(done.stdout.splitlines()) == len(sentences) >= 2
+            assert all(len(line.split("\t")[1].split()) > 3 for line in done.stdout.splitlines())
+        else:
+            assert re.search(r"^PER \d+\.\d+%", done.stdout, re.M)
 
 
 def test_the_demo_trains_at_the_rates_its_dev_grid_picked():

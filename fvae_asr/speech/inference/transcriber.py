@@ -51,6 +51,18 @@ class Transcriber:
     Memory for a long file is bounded by the chunk: ``chunk_seconds + 2 * context_seconds`` of audio (at the
     file's rate and channels, and at the model's rate) and the model's activations for it, plus the result (one
     label index per frame, 8 bytes: 1.4 MB per hour at wav2vec2's 50 frames a second, and the phones).
+
+    Args:
+        checkpoint: a folder written by ``export_recognizer`` (a training run's ``<output_folder>/model``).
+        device: the torch device to run on, e.g. ``cpu`` or ``cuda:0``.
+        batch_size: short files transcribed together in one forward pass.
+        chunk_seconds: files longer than this are transcribed chunk by chunk.
+        context_seconds: audio heard either side of each chunk, whose frames are dropped.
+
+    Attributes:
+        labels: the recogniser's outputs, the blank included.
+        phones: the phones it can recognise.
+        sample_rate: the rate its model reads (audio of any rate is resampled to it).
     """
 
     def __init__(

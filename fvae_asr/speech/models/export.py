@@ -152,6 +152,16 @@ def export_recognizer(model: ExportedModel, kind: str, labels: list[str], direct
     Hugging Face hub is recorded by its hub id. The export is written into a staging folder and renamed into
     place, replacing an earlier export there (a folder holding anything else is refused); a failure to write it
     (a full disk) raises ``ExportError`` and leaves the earlier export as it was.
+
+    Args:
+        model: a ``CTCRecognizer`` or an utterance classifier, adapted or not.
+        kind: how it trained: ``fvae_lora``, ``lora``, ``full`` or ``frozen`` (what the export saves: the adapters
+            and the head, or every trainable weight).
+        labels: the head's outputs in order: the phones with the CTC blank, or the class names.
+        directory: the export's folder.
+
+    Returns:
+        The export's folder.
     """
     directory = Path(directory)
     task = next((name for name, cls in MODEL_CLASSES.items() if isinstance(model, cls)), None)
@@ -265,7 +275,17 @@ def _save_backbone(encoder: SSLEncoder, directory: Path) -> str:
 def export_hf_ctc(model: CTCRecognizer, labels: list[str], directory: str | Path, blank_index: int = 0) -> Path:
     """Save a recogniser without adapters as a Hugging Face CTC directory of its family (``Wav2Vec2ForCTC``,
     ``HubertForCTC``, ...: config, weights, CTC tokenizer vocabulary with the blank as pad token), loadable by
-    transformers and by the recipe's ``init_head_from_checkpoint``."""
+    transformers and by the recipe's ``init_head_from_checkpoint``.
+
+    Args:
+        model: a recogniser without adapters.
+        labels: the head's outputs in order, the blank included.
+        directory: the folder to write.
+        blank_index: the blank's position in ``labels``.
+
+    Returns:
+        The folder written.
+    """
     if adapter_layers(model):
         raise ValueError("export_hf_ctc saves a plain encoder + head; use export_recognizer for adapted models")
     directory = Path(directory)
@@ -354,6 +374,13 @@ def load_exported(directory: str | Path, device: str | torch.device = "cpu") -> 
 
     Every problem (a bad field, a missing backbone, labels that do not fit the head, non-finite weights) is an
     error naming the file and the field or tensor.
+
+    Args:
+        directory: a folder written by ``export_recognizer``.
+        device: where to put the model.
+
+    Returns:
+        The model and its description (``recognizer.json``: labels, blank index, sample rate, how it trained).
     """
     directory = Path(directory)
     description = read_description(directory)

@@ -18,6 +18,7 @@ from speechbrain.utils.distributed import ddp_barrier, if_main_process
 from fvae_asr.speech.data.annotations import AnnotationError, Corpus, check_audio
 from fvae_asr.speech.models.export import ExportError, check_replaceable
 from fvae_asr.speech.training.hparams import hparams_source
+from fvae_asr.speech.training.recipe_help import answer_help
 from fvae_asr.speech.training.resume import CheckpointRecoveryError, CheckpointSaveError, NonFiniteTrainingError
 from fvae_asr.speech.training.run_folder import (
     RENAMED_KEYS,
@@ -84,10 +85,15 @@ def guarded_run(
         return train(hparams_file, run_opts, overrides, plan.corpus)
 
 
-def run_command(argv: Sequence[str] | None, train: TrainFlow) -> dict:
+def run_command(argv: Sequence[str] | None, train: TrainFlow, default_hparams: Path) -> dict:
     """``train.py hparams/train.yaml [--overrides ...]`` as in every SpeechBrain recipe: ``guarded_run`` with one-line
-    errors, exit 2 for a usage error (settings) and 1 for a runtime one."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(list(sys.argv[1:] if argv is None else argv))
+    errors, exit 2 for a usage error (settings) and 1 for a runtime one. No arguments, or ``--help``, lists the
+    yaml's settings (``default_hparams`` when none is given; see ``recipe_help``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    code = answer_help(argv, default_hparams, f"{sys.argv[0]} HPARAMS.yaml [--key=value ...] [run options]")
+    if code is not None:
+        sys.exit(code)
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     try:
         return guarded_run(hparams_file, run_opts, overrides, train)
