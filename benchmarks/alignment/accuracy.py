@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fvae_asr.audio import SAMPLE_RATE
-from fvae_asr.speech.inference.evaluation import read_manifest
+from fvae_asr.speech.data.annotations import SCORING_FIELDS, read_annotation
 from fvae_asr.speech.inference.forced_alignment import align_file
 from fvae_asr.speech.inference.transcriber import Transcriber
 
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--tolerance", type=float, default=0.02, help="seconds (default %(default)s)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
-    manifest = read_manifest(args.manifest, required=("wav", "phn"))
+    manifest = read_annotation(args.manifest, required=SCORING_FIELDS).entries
     if not all("phn_segments" in entry for entry in manifest.values()):
         parser.error(f"{args.manifest}: every entry needs phn_segments (TIMIT preparation writes them)")
     errors, failed = boundary_errors(Transcriber(args.checkpoint), manifest)

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from fvae_asr.cli.args import output_dir, torch_device
 from fvae_asr.cli.transcribe import file_ids, write_into
+from fvae_asr.speech.data.annotations import SCORING_FIELDS, read_annotation
 from fvae_asr.speech.data.timit import PHONES_39, fold_to_39, parse_label_line
-from fvae_asr.speech.inference.evaluation import read_manifest
 from fvae_asr.speech.inference.forced_alignment import align_file
 from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.speech.inference.transcript_formats import FORMATS
@@ -61,7 +61,7 @@ def inputs(args: argparse.Namespace, labels: list[str]) -> list[tuple[str, str, 
     if args.manifest is not None:
         return [
             (utt_id, entry["wav"], entry["phn"].split())
-            for utt_id, entry in read_manifest(args.manifest, args.data_folder).items()
+            for utt_id, entry in read_annotation(args.manifest, args.data_folder, SCORING_FIELDS).entries.items()
         ]
     fold = set(PHONES_39) <= set(labels) and "h#" not in labels
     found = []

@@ -19,7 +19,8 @@ from pathlib import Path
 from fvae_asr.cli.args import output_file, positive_int, torch_device
 from fvae_asr.cli.transcribe import file_ids
 from fvae_asr.files import write_atomically
-from fvae_asr.speech.inference.evaluation import evaluate_manifest, read_manifest, report_alignments
+from fvae_asr.speech.data.annotations import SCORING_FIELDS, read_annotation
+from fvae_asr.speech.inference.evaluation import evaluate_manifest, report_alignments
 from fvae_asr.speech.inference.transcriber import FileTranscription, Transcriber
 from fvae_asr.speech.inference.transcript_formats import ctm_lines
 
@@ -81,7 +82,7 @@ def sclite_file_ids(manifest: dict[str, dict], manifest_path: Path) -> dict[str,
     audio files, so that hyp.ctm is what ``transcribe --format ctm`` writes for them.
 
     Args:
-        manifest: what ``read_manifest`` returns.
+        manifest: a manifest's entries (``read_annotation``).
         manifest_path: its file, named in errors.
 
     Raises ValueError naming the utterances whose files get one ID (STM and CTM tell utterances apart by file
@@ -158,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         names = {}  # each utterance's file ID for sclite, checked before the long part so that a bad one fails at once
         if args.sclite is not None:
-            names = sclite_file_ids(read_manifest(args.manifest, args.data_folder), args.manifest)
+            names = sclite_file_ids(
+                read_annotation(args.manifest, args.data_folder, SCORING_FIELDS).entries, args.manifest
+            )
         transcriber = Transcriber(args.checkpoint, args.device, args.batch_size)
         report = evaluate_manifest(
             transcriber, args.manifest, args.skip_invalid, args.data_folder, timestamps=args.sclite is not None

@@ -20,8 +20,9 @@ from fvae_asr import FVAELoRAConfig, LoRAConfig
 from fvae_asr.audio import AudioError, load_audio
 from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.transcribe import main as transcribe_main
+from fvae_asr.speech.data.annotations import SCORING_FIELDS, AnnotationError, read_annotation
 from fvae_asr.speech.data.timit import PHONES_39
-from fvae_asr.speech.inference.evaluation import evaluate_manifest, read_manifest
+from fvae_asr.speech.inference.evaluation import evaluate_manifest
 from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.speech.metrics import phoneme_error_rate
 from fvae_asr.speech.models.encoder import SSLEncoder
@@ -230,13 +231,15 @@ def test_evaluate_cli_reports_per_of_the_transcriptions(checkpoint, transcriber,
 @pytest.mark.parametrize(
     "content, message",
     [
-        (None, "no manifest at"),
+        (None, "no such annotation file"),
         (b"\xff\xfe{}", "not UTF-8"),
         ("{not json", "invalid JSON"),
         ("[]", "expected a JSON object"),
-        ("{}", "non-empty JSON object"),
-        (json.dumps({"U1": {"phn": "sil"}}), "entry 'U1' has no 'wav'"),
-        (json.dumps({"U1": {"wav": "x.wav", "phn": ["sil"]}}), "entry 'U1' has no 'phn'"),
+        ("{}", "no utterances"),
+        (json.dumps({"U1": {"phn": "sil"}}), r"entry \(ID 'U1'\): no 'wav' field"),
+        (json.dumps({"U1": {"wav": "x.wav", "phn": ["sil"]}}), r"entry \(ID 'U1'\): 'phn' must be a string"),
+        ('{"U1": {"wav": "a.wav", "phn": "sil"}, "U1": {"wav": "b.wav", "phn": "aa"}}', "the key 'U1' is given twice"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ],
 )
 def test_bad_manifests_are_named_in_the_error(tmp_path, content, message):
@@ -245,9 +248,49 @@ def test_bad_manifests_are_named_in_the_error(tmp_path, content, message):
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content)
-    with pytest.raises((FileNotFoundError, ValueError), match=message) as caught:
-        read_manifest(path)
+    with pytest.raises(AnnotationError, match=message) as caught:
+        read_annotation(path, required=SCORING_FIELDS)
     assert str(path) in str(caught.value)
+
+
+def test_a_json_manifest_repeating_an_id_is_refused_by_evaluate_naming_it(checkpoint, audio, tmp_path, capsys):
+    text = (
+        f'{{"U1": {{"wav": "{audio["short.wav"]}", "phn": "sil"}}, '
+        f'"U1": {{"wav": "{audio["mono.wav"]}", "phn": "sil aa"}}}}'
+    )
+    (tmp_path / "twice.json").write_text(text)
+    code = evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "twice.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "'U1' is given twice" in err[0] and "twice.json" in err[0]
+
+
+def test_a_deeply_nested_json_is_one_line_in_evaluate_and_transcribe(checkpoint, audio, tmp_path, capsys):
+    nested = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(f'{{"U1": {nested}}}')
+    assert evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "deep.json")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nested too deeply" in err[0]
+    export = tmp_path / "export"
+    shutil.copytree(checkpoint, export)
+    (export / "recognizer.json").write_text(f'{{"labels": {nested}}}')
+    assert transcribe_main(["--checkpoint", str(export), str(audio["short.wav"])]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nested too deeply" in err[0]
+
+
+def test_csv_and_json_manifests_are_read_by_the_same_rules(tmp_path, audio):
+    rows = {"U1": (audio["short.wav"], "sil  aa"), "U2": (audio["mono.wav"], "")}
+    (tmp_path / "m.json").write_text(json.dumps({i: {"wav": str(w), "phn": p} for i, (w, p) in rows.items()}))
+    (tmp_path / "m.csv").write_text("ID,wav,phn\n" + "".join(f"{i},{w},{p}\n" for i, (w, p) in rows.items()))
+    read = [read_annotation(tmp_path / name, required=SCORING_FIELDS).entries for name in ("m.json", "m.csv")]
+    assert (
+        read[0]
+        == read[1]
+        == {"U1": {"wav": str(audio["short.wav"]), "phn": "sil aa"}, "U2": {"wav": str(audio["mono.wav"]), "phn": ""}}
+    )
+    (tmp_path / "twice.csv").write_text("ID,wav,phn\nU1,a.wav,sil\nU1,b.wav,aa\n")
+    with pytest.raises(AnnotationError, match=r"line 3 \(ID 'U1'\): the ID is used twice"):
+        read_annotation(tmp_path / "twice.csv", required=SCORING_FIELDS)
 
 
 def test_evaluation_errors_name_the_manifest(checkpoint, transcriber, audio, tmp_path, capsys):
