@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,64 @@ def test_accuracy_script_reports_the_share_within_tolerance(tmp_path, backbone, 
     assert math.isfinite(figures["median_error_s"]) and figures["utterances"] == 4 and not figures["failed"]
     assert accuracy.summary([0.01, 0.03, 0.02], 0.02)["within_tolerance"] == pytest.approx(2 / 3)
     assert "boundaries in 4 utterances" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def aligner(tmp_path_factory, backbone) -> Path:
+    return _exported(tmp_path_factory.mktemp("aligner") / "model", "fvae_lora", backbone)
+
+
+@pytest.mark.parametrize(
+    "utt_id, form, message",
+    [
+        ("../escaped", "textgrid", "cannot name a file in"),
+        ("{outside}/escaped", "textgrid", "cannot name a file in"),
+        ("a b", "ctm", "a CTM file name cannot contain white space"),
+    ],
+    ids=["parent", "absolute", "space"],
+)
+def test_align_refuses_manifest_ids_that_would_leave_out_dir_or_break_a_ctm(
+    tmp_path, aligner, prepared, capsys, utt_id, form, message
+):
+    manifest = json.loads(prepared.read_text())
+    first = sorted(manifest)[0]
+    manifest[utt_id.format(outside=tmp_path)] = manifest.pop(first)
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    out = tmp_path / "sub" / "out"
+    out.parent.mkdir()
+    code = align_main(
+        ["--checkpoint", str(aligner), "--manifest", str(tmp_path / "m.json"), "--format", form, "--out-dir", str(out)]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not list(tmp_path.rglob("escaped*")) and not out.exists()
+
+
+def test_align_refuses_files_that_share_an_id_as_transcribe_does(tmp_path, aligner, tone_corpus, capsys):
+    wav = sorted((tone_corpus / "TEST").rglob("*.WAV"))[0]
+    for folder in (tmp_path / "a_b", tmp_path / "a" / "b"):
+        folder.mkdir(parents=True)
+        shutil.copy(wav, folder / "x.WAV")
+        shutil.copy(wav.with_suffix(".PHN"), folder / "x.PHN")
+    for form in ("ctm", "textgrid"):
+        with pytest.raises(SystemExit) as stopped:
+            align_main(
+                ["--checkpoint", str(aligner), "--format", form, "--out-dir", str(tmp_path / form)]
+                + [str(tmp_path / "a_b" / "x.WAV"), str(tmp_path / "a" / "b" / "x.WAV")]
+            )
+        assert stopped.value.code == 2 and "several inputs share the name a_b_x" in capsys.readouterr().err
+        assert not (tmp_path / form).exists()
+
+
+def test_align_refuses_an_output_that_is_its_manifest(tmp_path, aligner, prepared, capsys):
+    manifest = json.loads(prepared.read_text())
+    first = sorted(manifest)[0]
+    manifest["m"] = manifest.pop(first)
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    before = (tmp_path / "m.json").read_bytes()
+    code = align_main(
+        ["--checkpoint", str(aligner), "--manifest", str(tmp_path / "m.json"), "--format", "json"]
+        + ["--out-dir", str(tmp_path)]
+    )
+    assert code == 2 and "is one of the inputs" in capsys.readouterr().err
+    assert (tmp_path / "m.json").read_bytes() == before

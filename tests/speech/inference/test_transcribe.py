@@ -525,8 +525,53 @@ def test_evaluate_output_in_a_missing_folder_is_a_usage_error(checkpoint, audio,
     _write_manifest(tmp_path / "test.json", audio)
     args = ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json")]
     with pytest.raises(SystemExit) as caught:
-        evaluate_main([*args, "--json", str(tmp_path / "test.json" / "report.json")])
+        evaluate_main([*args, "--json", str(tmp_path / "absent" / "report.json")])
     assert caught.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option, target, message",
+    [
+        ("--json", "test.json/report.json", "test.json is a file, not a folder"),
+        ("--sclite", "test.json", "test.json exists and is not a directory"),
+        ("--sclite", "test.json/sclite", "test.json is a file, not a folder"),
+        ("--sclite", "with_a_folder", "ref.trn is a directory, not a file"),
+    ],
+)
+def test_evaluate_checks_every_output_before_any_work_with_the_right_words(
+    checkpoint, audio, tmp_path, capsys, monkeypatch, option, target, message
+):
+    _write_manifest(tmp_path / "test.json", audio)
+    (tmp_path / "with_a_folder" / "ref.trn").mkdir(parents=True)
+    monkeypatch.setattr(Transcriber, "__init__", lambda *args, **kwargs: pytest.fail("the work started"))
+    args = ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json")]
+    with pytest.raises(SystemExit) as caught:
+        evaluate_main([*args, option, str(tmp_path / target)])
+    assert caught.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--json", "--alignments"])
+def test_evaluate_refuses_an_output_that_is_one_of_its_inputs(checkpoint, audio, tmp_path, capsys, option):
+    _write_manifest(tmp_path / "test.json", audio)
+    before = (tmp_path / "test.json").read_bytes()
+    for target in (tmp_path / "test.json", audio["mono.wav"]):
+        code = evaluate_main(
+            ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json"), option, str(target)]
+        )
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and f"{target} is one of the inputs" in err[0], err
+    assert (tmp_path / "test.json").read_bytes() == before
+
+
+def test_sclite_files_refuse_utterance_ids_with_parentheses(checkpoint, audio, tmp_path, capsys):
+    manifest = _write_manifest(tmp_path / "test.json", audio)
+    manifest["UTT_(A)"] = manifest.pop("UTT_A")
+    (tmp_path / "test.json").write_text(json.dumps(manifest))
+    args = ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json")]
+    assert evaluate_main([*args, "--sclite", str(tmp_path / "sclite")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot contain parentheses" in err[0] and "UTT_(A)" in err[0]
+    assert not (tmp_path / "sclite").exists()
 
 
 def test_loading_a_ctc_checkpoint_as_backbone_prints_nothing_and_restores_logging():
