@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile as sf
 import torch
 from speechbrain.dataio.encoder import DEFAULT_BLANK
@@ -32,6 +33,7 @@ from fvae_asr.speech.data.timit import PHONES_39, PHONES_61, corpus_files
 ANNOTATION_KEYS = {"train": "train_annotation", "dev": "valid_annotation", "test": "test_annotation"}
 INVENTORY_KEY = "phone_inventory"
 ANNOTATION_FIELDS = ("duration", "wav", "phn")  # what a training annotation gives for every utterance
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # soundfile's sample formats that can hold NaN
 SCORING_FIELDS = ("wav", "phn")  # what scoring or aligning a recogniser needs of a manifest
 DATA_ROOT = "data_root"  # the one placeholder of wav paths: data_folder
 TIMIT_INVENTORIES = {39: PHONES_39, 61: PHONES_61}  # by phn_set
@@ -309,6 +311,23 @@ def check_ctc_lengths(annotation: Annotation, frame_lengths: Callable[[Tensor], 
                 f"{annotation.where(utt_id)}: {entry['wav']} lasts {samples / SAMPLE_RATE:.3f} s, {frames} encoder "
                 f"frames, fewer than the {needed} its {len(phones)} phones need for CTC (at least "
                 f"{shortest / SAMPLE_RATE:.3f} s); leave it out of the training set"
+            )
+
+
+def check_finite_samples(annotation: Annotation) -> None:
+    """Every sample of every file stored as floating point must be finite (integer PCM cannot hold NaN): a NaN
+    would stop training at its batch, mid-epoch. Raises ``AnnotationError`` naming the first such file's row."""
+    for utt_id, entry in annotation.entries.items():
+        try:
+            if sf.info(entry["wav"]).subtype not in FLOAT_SUBTYPES:
+                continue
+            finite = all(np.isfinite(block).all() for block in sf.blocks(entry["wav"], blocksize=1 << 18))
+        except (sf.SoundFileError, RuntimeError) as err:
+            raise AnnotationError(f"{annotation.where(utt_id)}: {entry['wav']}: cannot read audio ({err})") from None
+        if not finite:
+            raise AnnotationError(
+                f"{annotation.where(utt_id)}: {entry['wav']} has non-finite (NaN or infinite) samples; repair it or "
+                "leave it out"
             )
 
 

@@ -230,3 +230,14 @@ def test_restart_removes_the_earlier_runs_tensorboard_event_files(tone_corpus, t
     (tmp_path / "tensorboard" / "notes.txt").write_text("the user's, not the run's")
     clear_previous_run(plan_run(HPARAMS, overrides, {}))
     assert not events.exists() and (tmp_path / "tensorboard" / "notes.txt").exists()
+
+
+def test_a_training_file_with_a_nan_sample_is_refused_before_training_naming_the_row(tone_corpus, tmp_path, capsys):
+    annotations = _short_corpus(tmp_path, [8000] * 4)
+    samples = 0.1 * np.random.default_rng(1).standard_normal(8000)
+    samples[4000] = np.nan
+    sf.write(tmp_path / "train2.wav", samples, 16000, subtype="FLOAT")
+    code, line = _fails(_argv(tone_corpus, tmp_path / "out", data_folder=tmp_path, **annotations), capsys)
+    assert code == 1 and f"{annotations['train_annotation']}, line 4 (ID 'train2')" in line
+    assert "non-finite (NaN or infinite) samples" in line
+    assert not list((tmp_path / "out").glob("save/CKPT*"))
