@@ -13,9 +13,12 @@ import torch
 
 from benchmarks.alignment import accuracy as accuracy
 from fvae_asr.cli.align import main as align_main
+from fvae_asr.cli.align import timit_phones
 from fvae_asr.speech.data.timit import prepare_timit
+from fvae_asr.speech.inference import forced_alignment
 from fvae_asr.speech.inference.ctc_segments import PhoneSegment
 from fvae_asr.speech.inference.forced_alignment import AlignmentError, align_log_probs
+from fvae_asr.speech.inference.transcriber import Transcriber
 
 from test_transcribe import _exported, backbone  # noqa: F401 (fixture)
 
@@ -162,3 +165,34 @@ def test_align_refuses_an_output_that_is_its_manifest(tmp_path, aligner, prepare
     )
     assert code == 2 and "is one of the inputs" in capsys.readouterr().err
     assert (tmp_path / "m.json").read_bytes() == before
+
+
+def _spiky_log_probs(frames: int, silence: tuple[int, int], seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """(frames, 3) log-probabilities of a noisy model hearing a or b every few frames, except in ``silence``."""
+    generator = torch.Generator().manual_seed(seed)
+    best = torch.zeros(frames, dtype=torch.long)
+    spikes = [t for t in range(3, frames - 3, 7) if not silence[0] <= t < silence[1]]
+    best[spikes] = torch.randint(1, 3, (len(spikes),), generator=generator)
+    logits = 2.0 * torch.randn(frames, len(LABELS), generator=generator)
+    logits[torch.arange(frames), best] += 6.0
+    return logits.log_softmax(-1), [LABELS[int(label)] for label in best[spikes]]
+
+
+def test_a_long_file_is_aligned_in_bounded_blocks_to_the_path_of_a_whole_alignment(monkeypatch):
+    log_probs, phones = _spiky_log_probs(3000, silence=(1000, 1900))
+    whole = align_log_probs(log_probs, phones, LABELS, 0, 0.02)
+    monkeypatch.setattr(forced_alignment.taf, "forced_align", lambda *args, **kwargs: pytest.fail("a whole table"))
+    blocks = align_log_probs(log_probs, phones, LABELS, 0, 0.02, window_frames=100)
+    assert blocks == whole and len(whole) == len(phones) >= 300
+
+
+def test_align_file_aligns_a_long_file_block_by_block_as_a_whole_alignment_would(aligner, tone_corpus, monkeypatch):
+    wav = sorted((tone_corpus / "TEST").rglob("*.WAV"))[0]
+    phones = timit_phones(wav, fold=True)
+    chunked = Transcriber(aligner, chunk_seconds=0.05, context_seconds=0.01)  # the file is many chunks long
+    log_probs = torch.cat(list(chunked.frame_log_probs(wav)))
+    assert len(log_probs) > 4 * chunked.chunk_frames
+    whole = align_log_probs(log_probs, phones, chunked.labels, chunked.blank_index, chunked.seconds_per_frame)
+    monkeypatch.setattr(forced_alignment.taf, "forced_align", lambda *args, **kwargs: pytest.fail("a whole table"))
+    result = forced_alignment.align_file(chunked, wav, phones)
+    assert result.error is None and result.segments == whole
