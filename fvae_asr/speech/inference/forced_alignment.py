@@ -9,6 +9,9 @@ at ``t * seconds_per_frame``. Greedy transcription's segments, by contrast, are 
 
 from __future__ import annotations
 
+import math
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,6 +66,7 @@ def align_log_probs(
     if window_frames is None or frames <= 2 * window_frames:
         onsets, last_end = _onsets(log_probs.float(), targets, blank_index)
     else:
+        _check_memory(frames, len(targets), window_frames)
         onsets, last_end = _blockwise_onsets(log_probs.float(), targets, blank_index, window_frames)
     ends = [*onsets[1:], last_end]
     return [
@@ -81,6 +85,27 @@ def _onsets(log_probs: Tensor, targets: Tensor, blank_index: int) -> tuple[list[
     path, scores = taf.forced_align(log_probs[None], targets[None], blank=blank_index)
     spans = taf.merge_tokens(path[0], scores[0].exp(), blank=blank_index)
     return [span.start for span in spans], spans[-1].end
+
+
+def _check_memory(frames: int, phones: int, block: int) -> None:
+    """Refuse, in one line, a block-wise alignment whose path scores and back-pointers would not fit in the memory
+    free now (``_blockwise_onsets``: 4 bytes per state at each block's end, 1 per state and frame of one block)."""
+    states = 2 * phones + 1
+    needed = states * (4 * (math.ceil(frames / block) + 1) + block)
+    free = free_memory()
+    if needed > free:
+        raise AlignmentError(
+            f"aligning {phones} phones over {frames} frames needs about {needed / 2**20:.0f} MiB, more than the "
+            f"{free / 2**20:.0f} MiB free: split the file (and its phones) into shorter ones"
+        )
+
+
+def free_memory() -> int:
+    """Bytes of memory free now (Linux and macOS report it; elsewhere no limit is known)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return sys.maxsize
 
 
 def _blockwise_onsets(log_probs: Tensor, targets: Tensor, blank_index: int, block: int) -> tuple[list[int], int]:

@@ -196,3 +196,10 @@ def test_align_file_aligns_a_long_file_block_by_block_as_a_whole_alignment_would
     monkeypatch.setattr(forced_alignment.taf, "forced_align", lambda *args, **kwargs: pytest.fail("a whole table"))
     result = forced_alignment.align_file(chunked, wav, phones)
     assert result.error is None and result.segments == whole
+
+
+def test_a_long_alignment_that_cannot_fit_in_free_memory_is_refused_in_one_line(monkeypatch):
+    log_probs, phones = _spiky_log_probs(3000, silence=(1000, 1900))
+    monkeypatch.setattr(forced_alignment, "free_memory", lambda: 10 * 2**20)
+    with pytest.raises(AlignmentError, match=r"needs about 1\d MiB, more than the 10 MiB free: split the file"):
+        align_log_probs(torch.cat([log_probs] * 20), phones * 20, LABELS, 0, 0.02, window_frames=1000)
