@@ -678,3 +678,12 @@ def test_transcription_builds_no_autograd_graph(transcriber, audio):
     wav = load_audio(audio["mono.wav"])
     blocks = [*transcriber.frame_log_probs(audio["mono.wav"]), *transcriber._forward([wav, wav[: len(wav) // 2]])]
     assert all(not block.requires_grad and block.grad_fn is None for block in blocks)
+
+
+def test_transcribe_refuses_an_output_that_is_one_of_its_inputs(checkpoint, audio, tmp_path, capsys):
+    named_like_its_output = tmp_path / "take.txt"  # audio whose name is what --format text writes for it
+    shutil.copy(audio["mono.wav"], named_like_its_output)
+    with pytest.raises(SystemExit) as stopped:
+        transcribe_main(["--checkpoint", str(checkpoint), "--out-dir", str(tmp_path), str(named_like_its_output)])
+    assert stopped.value.code == 2 and "take.txt is one of the inputs" in capsys.readouterr().err
+    assert named_like_its_output.read_bytes() == audio["mono.wav"].read_bytes()
