@@ -14,17 +14,40 @@ from typing import Any
 ALMOST_FULL_BYTES = 1 << 20
 
 
+class RepeatedKeyError(ValueError):
+    """A JSON object that gives one key twice: ``json`` keeps the last silently, so which one holds is a guess."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the key {key!r} is given twice in one object (which one holds would be a guess)")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads``: a key given twice in one object is an error, not the last kept."""
+    content = {}
+    for key, value in pairs:
+        if key in content:
+            raise RepeatedKeyError(key)
+        content[key] = value
+    return content
+
+
 def read_json(path: Path, what: str) -> dict:
-    """A JSON object from a file; a missing file, bad UTF-8, invalid JSON or any other JSON value (a list, a
-    number...) raises an error naming the path (and line)."""
+    """A JSON object from a file; a missing file, bad UTF-8, invalid JSON, a key given twice in one object,
+    nesting too deep for Python's parser, or any other JSON value (a list, a number...) raises an error naming the
+    path (and line)."""
     if not path.is_file():
         raise FileNotFoundError(f"no {what} at {path}")
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+    except RepeatedKeyError as err:
+        raise ValueError(f"{path}: {err}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to read ({what})") from None
     if not isinstance(content, dict):
         raise ValueError(f"{path}: expected a JSON object ({what}), got a {type(content).__name__}")
     return content

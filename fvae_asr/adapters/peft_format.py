@@ -15,6 +15,14 @@ from fvae_asr.adapters.config import LoRAConfig
 
 PEFT_PREFIX = "base_model.model."  # PeftModel wraps the model as base_model (LoraModel) -> model
 OWN_CONFIG_KEY = "fvae_asr"  # our config (and adapted modules) inside a PEFT adapter_config.json
+# Our LoRAConfig's fields that PEFT computes with, by their PEFT names: in a saved file, ours must equal PEFT's.
+PEFT_NAMES = {
+    "rank": "r",
+    "lora_alpha": "lora_alpha",
+    "dropout": "lora_dropout",
+    "use_rslora": "use_rslora",
+    "target_modules": "target_modules",
+}
 
 # PEFT LoraConfig fields that change the layers' maths or structure when set; our LoRA implements none of them.
 UNSUPPORTED_WHEN_SET = (

@@ -31,8 +31,9 @@ from fvae_asr.adapters import latent_ablation
 from fvae_asr.analysis.probes import UNLABELLED, ProbeSettings, ProbeTask, held_out_groups
 from fvae_asr.analysis.recorder import LatentRecorder, LayerRecord, record_latents
 from fvae_asr.audio import load_audio
+from fvae_asr.speech.data.annotations import SCORING_FIELDS, read_annotation
 from fvae_asr.speech.inference.chunking import FrameGeometry
-from fvae_asr.speech.inference.evaluation import evaluate_manifest, read_manifest
+from fvae_asr.speech.inference.evaluation import evaluate_manifest
 from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.speech.models.classifier import PooledClassifier
 from fvae_asr.speech.models.recognizer import CTCRecognizer
@@ -298,7 +299,7 @@ def analyse_latents(
 ) -> LatentAnalysis:
     """Record the latents of the transcriber's recogniser on the manifest, probe them, and run the ablations
     (``progress``: bars on stderr)."""
-    manifest = read_manifest(manifest_path)
+    manifest = read_annotation(manifest_path, required=SCORING_FIELDS).entries
     check_manifest(manifest, manifest_path, probes)
     model = transcriber.model
     ids = _by_duration(manifest)
@@ -425,7 +426,7 @@ def analyse_classifier_latents(
     """Record the latents of an exported classifier (``load_exported``'s model and description) on the manifest,
     probe them per frame and per utterance, and score the classifier with z1 ablated."""
     classes = description["labels"]
-    manifest = read_manifest(manifest_path, required=("wav",))
+    manifest = read_annotation(manifest_path, required=("wav",)).entries
     check_classifier_manifest(manifest, manifest_path, probes, classes, ablations)
     device = torch.device(device)
     ids = _by_duration(manifest)

@@ -4,9 +4,11 @@ The phones come from a manifest (``--manifest``: a JSON manifest or an annotatio
 ``evaluate`` reads them) or, for audio files given on the command line, from TIMIT label files beside them (``X.WAV`` ->
 ``X.PHN``; TIMIT's 61 phones are folded to 39 when the model has the 39-phone set). Each file is forced-aligned
 (``fvae_asr.speech.inference.forced_alignment``) and written as a TextGrid (default), CTM or JSON lines, into
-``--out-dir`` (one file per input, named by its ID as ``transcribe`` names them) or to stdout (CTM, JSON). A file
-that cannot be aligned (unknown phones, more phones than frames, unreadable audio) gets ``<path>: error: ...`` on
-stderr while the others still align; the exit code is then 1 (2 for usage errors).
+``--out-dir`` (one file per input, named by its ID as ``transcribe`` names them) or to stdout (CTM, JSON). IDs
+follow ``transcribe``'s rules: IDs that clash, that a CTM cannot hold or that would name a file outside
+``--out-dir`` (or an input) are refused before anything runs (exit 2). A file that cannot be aligned (unknown
+phones, more phones than frames, unreadable audio) gets ``<path>: error: ...`` on stderr while the others still
+align; the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fvae_asr.cli.args import output_dir, torch_device
-from fvae_asr.cli.transcribe import file_ids, write_into
+from fvae_asr.cli.args import output_dir, outputs_among_inputs, torch_device
+from fvae_asr.cli.transcribe import file_ids, output_names_problem, output_paths, write_into
+from fvae_asr.speech.data.annotations import SCORING_FIELDS, read_annotation
 from fvae_asr.speech.data.timit import PHONES_39, fold_to_39, parse_label_line
-from fvae_asr.speech.inference.evaluation import read_manifest
 from fvae_asr.speech.inference.forced_alignment import align_file
 from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.speech.inference.transcript_formats import FORMATS
@@ -45,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.format == "textgrid" and args.out_dir is None:
         parser.error("--format textgrid writes one file per input: give --out-dir")
+    if args.files:
+        names = file_ids(args.files)
+        problem = output_names_problem(dict(zip(args.files, names)), args.format, args.out_dir)
+        if problem or (problem := outputs_among_inputs(output_paths(args.out_dir, names, args.format), args.files)):
+            parser.error(problem)
     return args
 
 
@@ -59,14 +66,25 @@ def timit_phones(wav: Path, fold: bool) -> list[str]:
     return fold_to_39(phones) if fold else phones
 
 
-def inputs(args: argparse.Namespace, labels: list[str]) -> list[tuple[str, str, list[str] | str]]:
-    """(output name, audio path, its phones or why they could not be read) for every input: a manifest's
-    utterance IDs name its outputs, files are named as ``transcribe`` names them."""
-    if args.manifest is not None:
-        return [
-            (utt_id, entry["wav"], entry["phn"].split())
-            for utt_id, entry in read_manifest(args.manifest, args.data_folder).items()
-        ]
+Job = tuple[str, str, "list[str] | str"]  # (output name, audio path, its phones or why they could not be read)
+
+
+def manifest_jobs(args: argparse.Namespace) -> list[Job]:
+    """A manifest's utterances, named by their IDs."""
+    entries = read_annotation(args.manifest, args.data_folder, SCORING_FIELDS).entries
+    return [(utt_id, entry["wav"], entry["phn"].split()) for utt_id, entry in entries.items()]
+
+
+def manifest_jobs_problem(args: argparse.Namespace, jobs: list[Job]) -> str | None:
+    """Why a manifest's IDs cannot name the outputs (``transcribe``'s rules), or why they would replace an input."""
+    names = [name for name, _, _ in jobs]
+    return output_names_problem(dict(zip(names, names)), args.format, args.out_dir) or outputs_among_inputs(
+        output_paths(args.out_dir, names, args.format), [args.manifest, *(path for _, path, _ in jobs)]
+    )
+
+
+def file_jobs(args: argparse.Namespace, labels: list[str]) -> list[Job]:
+    """Audio files with the TIMIT label files beside them, named as ``transcribe`` names them."""
     fold = set(PHONES_39) <= set(labels) and "h#" not in labels
     found = []
     for name, path in zip(file_ids(args.files), args.files):
@@ -80,8 +98,17 @@ def inputs(args: argparse.Namespace, labels: list[str]) -> list[tuple[str, str, 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        jobs = manifest_jobs(args) if args.manifest is not None else None
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    problem = manifest_jobs_problem(args, jobs) if jobs is not None else None
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
         transcriber = Transcriber(args.checkpoint, device=args.device)
-        jobs = inputs(args, transcriber.labels)
+        jobs = jobs if jobs is not None else file_jobs(args, transcriber.labels)
         if args.out_dir is not None:
             args.out_dir.mkdir(exist_ok=True)
     except (OSError, ValueError) as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -33,9 +34,45 @@ def output_file(text: str) -> Path:
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a directory, not a file")
+    _check_parent(path)
+    return path
+
+
+def output_dir(text: str) -> Path:
+    """A folder to write into: an existing folder, or a new one whose parent exists."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} exists and is not a directory")
+    if not path.exists():
+        _check_parent(path)
+    return path
+
+
+def _check_parent(path: Path) -> None:
+    """The folder a new file or folder goes into must be an existing folder (not a file)."""
+    if path.parent.exists() and not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path.parent} is a file, not a folder (for {path})")
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"folder {path.parent} does not exist")
-    return path
+
+
+def outputs_among_inputs(outputs: Iterable[Path], inputs: Iterable[str | Path]) -> str | None:
+    """Why writing would replace one of the command's inputs (an output that is an input file, by path or as the
+    same file through a link), or None: every command checks this before it starts."""
+    read = {_identity(Path(path)) for path in inputs}
+    for output in outputs:
+        if _identity(output) in read:
+            return f"{output} is one of the inputs: writing it would replace what is being read"
+    return None
+
+
+def _identity(path: Path) -> tuple:
+    """What makes two paths one file: device and inode when it exists, else its absolute path."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return ("path", str(path.absolute().resolve()))
+    return ("inode", stat.st_dev, stat.st_ino)
 
 
 def positive_float(text: str) -> float:
@@ -52,16 +89,6 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
-
-
-def output_dir(text: str) -> Path:
-    """A folder to write into: an existing folder, or a new one whose parent exists."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} exists and is not a directory")
-    if not path.exists() and not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"folder {path.parent} does not exist")
-    return path
 
 
 def _finite_float(text: str) -> float:

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from fvae_asr.cli.args import output_file, positive_int, torch_device
+from fvae_asr.cli.args import output_file, outputs_among_inputs, positive_int, torch_device
 from fvae_asr.cli.transcribe import file_ids
 from fvae_asr.files import write_atomically
-from fvae_asr.speech.inference.evaluation import evaluate_manifest, read_manifest, report_alignments
+from fvae_asr.speech.data.annotations import SCORING_FIELDS, read_annotation
+from fvae_asr.speech.inference.evaluation import evaluate_manifest, report_alignments
 from fvae_asr.speech.inference.transcriber import FileTranscription, Transcriber
 from fvae_asr.speech.inference.transcript_formats import ctm_lines
+
+SCLITE_FILES = ("ref.trn", "hyp.trn", "ref.stm", "hyp.ctm")  # what --sclite writes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,7 +61,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="utterances per forward pass")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.sclite is not None:
+        problem = _sclite_folder_problem(args.sclite)
+        if problem:
+            parser.error(f"argument --sclite: {problem}")
+    return args
+
+
+def _sclite_folder_problem(folder: Path) -> str | None:
+    """Why the sclite files cannot be written into ``folder`` (created if missing), found before any work."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} exists and is not a directory"
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder (for {folder})"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing}: cannot write there"
+    folders = [folder / name for name in SCLITE_FILES if (folder / name).is_dir()]
+    return f"{folders[0]} is a directory, not a file" if folders else None
+
+
+def output_files(args: argparse.Namespace) -> list[Path]:
+    """Every file the command will write."""
+    sclite = [args.sclite / name for name in SCLITE_FILES] if args.sclite is not None else []
+    return [path for path in (args.alignments, args.json, *sclite) if path is not None]
 
 
 def summary(report: dict) -> str:
@@ -85,7 +113,7 @@ def sclite_file_ids(manifest: dict[str, dict], manifest_path: Path) -> dict[str,
     audio files, so that hyp.ctm is what ``transcribe --format ctm`` writes for them.
 
     Args:
-        manifest: what ``read_manifest`` returns.
+        manifest: a manifest's entries (``read_annotation``).
         manifest_path: its file, named in errors.
 
     Raises ValueError naming the utterances whose files get one ID (STM and CTM tell utterances apart by file
@@ -106,6 +134,12 @@ def sclite_file_ids(manifest: dict[str, dict], manifest_path: Path) -> dict[str,
     if spaced:
         raise ValueError(
             f"manifest {manifest_path}: IDs for sclite (--sclite) cannot contain white space: {', '.join(spaced[:5])}"
+        )
+    bracketed = [repr(utt_id) for utt_id in names if set(utt_id) & set("()")]
+    if bracketed:
+        raise ValueError(
+            f"manifest {manifest_path}: utterance IDs for sclite (--sclite) cannot contain parentheses, which "
+            f"end a .trn line's '(<utterance id>)': {', '.join(bracketed[:5])}"
         )
     return names
 
@@ -160,9 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     args = parse_args(argv)
     try:
-        names = {}  # each utterance's file ID for sclite, checked before the long part so that a bad one fails at once
-        if args.sclite is not None:
-            names = sclite_file_ids(read_manifest(args.manifest, args.data_folder), args.manifest)
+        manifest = read_annotation(args.manifest, args.data_folder, SCORING_FIELDS).entries
+        # each utterance's file ID for sclite, checked before the long part so that a bad one fails at once
+        names = sclite_file_ids(manifest, args.manifest) if args.sclite is not None else {}
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    problem = outputs_among_inputs(output_files(args), [args.manifest, *(entry["wav"] for entry in manifest.values())])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
         transcriber = Transcriber(args.checkpoint, args.device, args.batch_size)
         report = evaluate_manifest(
             transcriber, args.manifest, args.skip_invalid, args.data_folder, timestamps=args.sclite is not None
@@ -178,11 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as err:
             print(f"error: cannot create {args.sclite}: {err.strerror or err}", file=sys.stderr)
             return 1
-        outputs += [(args.sclite / f"{side}.trn", lambda r, side=side: sclite_trn(r, side)) for side in ("ref", "hyp")]
-        outputs += [
-            (args.sclite / "ref.stm", lambda r: sclite_stm(r, names)),
-            (args.sclite / "hyp.ctm", lambda r: sclite_ctm(r, names)),
-        ]
+        renderers = [lambda r: sclite_trn(r, "ref"), lambda r: sclite_trn(r, "hyp")]
+        renderers += [lambda r: sclite_stm(r, names), lambda r: sclite_ctm(r, names)]
+        outputs += [(args.sclite / name, render) for name, render in zip(SCLITE_FILES, renderers, strict=True)]
     failure = write_outputs(report, outputs)
     if failure:
         print(f"error: {failure}", file=sys.stderr)

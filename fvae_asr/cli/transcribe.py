@@ -16,11 +16,19 @@ import argparse
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tqdm import tqdm
 
-from fvae_asr.cli.args import non_negative_float, output_dir, positive_float, positive_int, torch_device
+from fvae_asr.cli.args import (
+    non_negative_float,
+    output_dir,
+    outputs_among_inputs,
+    positive_float,
+    positive_int,
+    torch_device,
+)
 from fvae_asr.files import write_atomically
 from fvae_asr.speech.inference.transcriber import (
     DEFAULT_CHUNK_SECONDS,
@@ -91,21 +99,51 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     """Outputs that cannot be told apart are usage errors, found before anything runs."""
     if args.format == "textgrid" and args.out_dir is None and len(args.files) > 1:
         parser.error(f"--format textgrid writes one file per input: give --out-dir for {len(args.files)} files")
-    if args.out_dir is not None or args.format == "ctm":
-        clashes = sorted(name for name, count in Counter(file_ids(args.files)).items() if count > 1)
+    names = file_ids(args.files)
+    problem = output_names_problem(dict(zip(args.files, names)), args.format, args.out_dir) or outputs_among_inputs(
+        output_paths(args.out_dir, names, args.format), args.files
+    )
+    if problem:
+        parser.error(problem)
+
+
+def output_names_problem(names: Mapping[str, str], format_name: str, out_dir: Path | None) -> str | None:
+    """Why these output names cannot be used, or None: the one rule of ``transcribe`` and ``align``. Names must
+    differ (in a CTM, or as files in ``out_dir``), a CTM's have no white space, and a file's name stays in its
+    folder (no ``/``, not ``.`` or ``..``).
+
+    Args:
+        names: each input (a path, an utterance ID) -> the name of its output.
+        format_name: the output format (one of ``FORMATS``).
+        out_dir: the folder of one file per input, or None for stdout.
+    """
+    if out_dir is not None or format_name == "ctm":
+        clashes = sorted(name for name, count in Counter(names.values()).items() if count > 1)
         if clashes:
-            parser.error(f"several inputs share the name {', '.join(clashes)}: their outputs could not be told apart")
-    if args.format == "ctm":
-        spaced = [path for path, name in zip(args.files, file_ids(args.files)) if len(name.split()) != 1]
+            return f"several inputs share the name {', '.join(clashes)}: their outputs could not be told apart"
+    if format_name == "ctm":
+        spaced = [source for source, name in names.items() if len(name.split()) != 1]
         if spaced:
-            parser.error(f"a CTM file name cannot contain white space or be empty: {', '.join(spaced)}")
+            return f"a CTM file name cannot contain white space or be empty: {', '.join(map(repr, spaced))}"
+    if out_dir is not None:
+        unsafe = [name for name in names.values() if not name or name in (".", "..") or set(name) & {"/", "\\", "\0"}]
+        if unsafe:
+            return (
+                f"cannot name a file in {out_dir} after {', '.join(map(repr, unsafe[:5]))}: a name must not be empty, "
+                "'.' or '..', nor contain '/', '\\' or NUL"
+            )
+    return None
+
+
+def output_paths(out_dir: Path | None, names: Iterable[str], format_name: str) -> list[Path]:
+    """The files ``write_into`` writes for these names (none without ``out_dir``)."""
+    return [] if out_dir is None else [out_dir / f"{name}{FORMATS[format_name][1]}" for name in names]
 
 
 def write_into(folder: Path, result: FileTranscription, name: str, format_name: str) -> str | None:
     """Write one file's transcription into ``folder`` as ``name`` (atomically); returns what went wrong, if any."""
-    render, extension = FORMATS[format_name]
-    target = folder / f"{name}{extension}"
-    text = render(result, name)
+    [target] = output_paths(folder, [name], format_name)
+    text = FORMATS[format_name][0](result, name)
     try:
         write_atomically(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as err:

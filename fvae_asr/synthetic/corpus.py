@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 Segment = tuple[int, int, str]
 
 OPTIONS_FILE = "synthetic_corpus.json"
+FILES_KEY = "files"  # in OPTIONS_FILE: the size of every file written, so that a file deleted or cut short is noticed
 _EDGE_SILENCE_S = (0.08, 0.25)  # silence added before and after each utterance (TIMIT's h# regions)
 _SX_READERS = 7  # as in TIMIT, each SX sentence is read by up to seven speakers of the same folder
 _SX_FIRST_ID, _SI_FIRST_ID = 3, 648  # TIMIT's first SX and SI sentence numbers
@@ -266,8 +267,26 @@ def _what_it_holds(out: Path, options: dict) -> str | None:
         recorded = read_json(marker, "synthetic corpus record")
     except ValueError as err:
         return f"holds an unreadable {OPTIONS_FILE} ({err})"
+    files = recorded.pop(FILES_KEY, None)  # absent from records written before 0.3
     differing = sorted(key for key in options.keys() | recorded.keys() if recorded.get(key) != options.get(key))
-    return f"holds a synthetic corpus generated with other options: {', '.join(differing)}" if differing else None
+    if differing:
+        return f"holds a synthetic corpus generated with other options: {', '.join(differing)}"
+    changed = sorted(set(files.items()) - set(_corpus_files(out).items())) if isinstance(files, dict) else []
+    if changed:
+        named = ", ".join(name for name, _ in changed[:3]) + (", ..." if len(changed) > 3 else "")
+        return (
+            f"holds a synthetic corpus with {len(changed)} file(s) missing or changed since it was generated ({named})"
+        )
+    return None
+
+
+def _corpus_files(out: Path) -> dict[str, int]:
+    """Size of every file of a generated corpus, by its path under ``out`` (the record itself left out)."""
+    return {
+        path.relative_to(out).as_posix(): path.stat().st_size
+        for path in sorted(out.rglob("*"))
+        if path.is_file() and path.name != OPTIONS_FILE
+    }
 
 
 def generate_corpus(
@@ -287,7 +306,8 @@ def generate_corpus(
     Each speaker reads SA1, SA2 and ``sentences_per_speaker`` SI/SX sentences. ``domain`` is ``"source"``,
     ``"target"`` or a :class:`DomainConfig`. The same options always give byte-identical files; when
     ``out_dir`` already holds the corpus for these options (recorded in ``synthetic_corpus.json``, written
-    last) nothing is redone. ``espeak`` lets several calls share one synthesiser.
+    last, with every file's size) nothing is redone; a file missing or changed since is refused like other
+    content (``overwrite`` regenerates). ``espeak`` lets several calls share one synthesiser.
     """
     config = get_domain(domain)
     out = Path(out_dir)
@@ -329,7 +349,8 @@ def generate_corpus(
     finally:
         if espeak is None:
             synthesiser.close()
-    (out / OPTIONS_FILE).write_text(json.dumps(options, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    record = {**options, FILES_KEY: _corpus_files(out)}
+    (out / OPTIONS_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     elapsed = time.perf_counter() - started
     logger.info(
         "Wrote %d utterances (%s domain) to %s in %.1f s (%.1f utt/s)",

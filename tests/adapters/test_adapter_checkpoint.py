@@ -1,16 +1,20 @@
 """Adapter-only checkpoints: bit-exact round trips, no base weights, no pickle, clear mismatch errors."""
 
+import dataclasses
 import json
 import os
+import re
+import warnings
 
 import pytest
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from fvae_asr import FVAELoRAConfig, LoRAConfig, adapter_layers, aux_loss, inject, load_adapter, save_adapter
 
-from tiny_models import WithHead, tiny_inputs, tiny_wav2vec2
+from tiny_models import TINY_WAV2VEC2, WithHead, tiny_inputs, tiny_wav2vec2
 
 
 def _trained(config, steps: int = 2) -> WithHead:
@@ -72,11 +76,11 @@ def test_a_lora_checkpoint_in_the_format_before_peft_names_still_loads(tmp_path)
         assert torch.equal(fresh.eval()(tiny_inputs("wav2vec2")), model(tiny_inputs("wav2vec2")))
 
 
-def test_loading_into_a_different_rank_names_the_tensor(tmp_path):
+def test_loading_into_a_different_rank_is_named(tmp_path):
     save_adapter(_trained(CONFIGS[0], steps=0), tmp_path)
     other = WithHead(tiny_wav2vec2())
     inject(other, FVAELoRAConfig(rank=8, trainable_modules=["head"]))
-    with pytest.raises(ValueError, match=r"tensor '.*' has shape .*expects"):
+    with pytest.raises(ValueError, match=r"saved rank = 4, but the model's adapters have rank = 8"):
         load_adapter(other, tmp_path)
 
 
@@ -194,3 +198,78 @@ def test_an_adapter_written_before_the_authors_defaults_loads_as_it_trained(tmp_
                 layer.train()(x)
                 terms.append(layer.last_terms["total"])
             assert torch.equal(*terms)
+
+
+@pytest.mark.parametrize(
+    "saved, loaded, field",
+    [
+        (LoRAConfig(rank=4, lora_alpha=8), LoRAConfig(rank=4, lora_alpha=32), "lora_alpha"),
+        (FVAELoRAConfig(rank=4, aux_weight=1e-3), FVAELoRAConfig(rank=4, aux_weight=0.1), "aux_weight"),
+        (FVAELoRAConfig(rank=4, delta=0.1), FVAELoRAConfig(rank=4, delta=0.2), "delta"),
+    ],
+    ids=["lora-alpha", "aux-weight", "delta"],
+)
+def test_loading_into_an_adapted_model_with_other_settings_names_the_field(tmp_path, saved, loaded, field):
+    save_adapter(_trained(saved, steps=0), tmp_path)
+    adapted = WithHead(tiny_wav2vec2())
+    inject(adapted, loaded)
+    with pytest.raises(ValueError, match=rf"adapter_config\.json: saved {field} = .*the model's adapters have {field}"):
+        load_adapter(adapted, tmp_path)
+    same = WithHead(tiny_wav2vec2())
+    inject(same, dataclasses.replace(saved, check_finite=False))  # a setting that computes the same is no mix
+    assert load_adapter(same, tmp_path) == same.adapter_state.adapted_modules
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.update(lora_alpha=32), "PEFT's 'lora_alpha' is 32 but fvae_asr.lora_alpha is 8"),
+        (lambda c: c["fvae_asr"].update(lora_alpha=32), "PEFT's 'lora_alpha' is 8 but fvae_asr.lora_alpha is 32"),
+        (lambda c: c.update(r=8), "PEFT's 'r' is 8 but fvae_asr.rank is 4"),
+        (lambda c: c.update(lora_alpha=float("nan")), "lora_alpha must be a finite number"),
+    ],
+    ids=["peft-alpha", "own-alpha", "rank", "nan"],
+)
+def test_peft_fields_and_our_copy_must_agree(tmp_path, edit, message):
+    save_adapter(_trained(LoRAConfig(rank=4, lora_alpha=8), steps=0), tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    edit(config)
+    (tmp_path / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        load_adapter(WithHead(tiny_wav2vec2()), tmp_path)
+
+
+def test_adapter_tensors_stored_as_integers_are_refused(tmp_path):
+    save_adapter(_trained(CONFIGS[0]), tmp_path)
+    path = tmp_path / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    victim = next(key for key in sorted(tensors) if ".lora_" in key or "lora_B" in key)
+    tensors[victim] = (tensors[victim] * 1000).to(torch.int64)
+    save_file(tensors, str(path))
+    with pytest.raises(ValueError, match=rf"tensor '{victim}' is stored as torch.int64"):
+        load_adapter(WithHead(tiny_wav2vec2()), tmp_path)
+
+
+def test_saved_patterns_matching_layers_without_weights_warn_naming_them(tmp_path):
+    shallow = tiny_wav2vec2()
+    inject(shallow, FVAELoRAConfig(rank=4, target_modules=["q_proj"]))
+    save_adapter(shallow, tmp_path)
+    deeper = Wav2Vec2Model(Wav2Vec2Config(**{**TINY_WAV2VEC2, "num_hidden_layers": 4})).eval()
+    with pytest.warns(UserWarning, match=r"also match 2 layer\(s\).*layers\.2\.attention\.q_proj, .*layers\.3\."):
+        adapted = load_adapter(deeper, tmp_path)
+    assert adapted == [f"encoder.layers.{i}.attention.q_proj" for i in (0, 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the model the file was saved from: nothing to warn about
+        load_adapter(tiny_wav2vec2(), tmp_path)
+
+
+def test_an_extra_base_tensor_in_an_fvae_adapter_file_is_the_tensor_named(tmp_path):
+    save_adapter(_trained(CONFIGS[0], steps=0), tmp_path)
+    path = tmp_path / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    base = WithHead(tiny_wav2vec2()).state_dict()
+    extra = "backbone.feature_projection.layer_norm.weight"
+    tensors[extra] = base[extra]
+    save_file(tensors, str(path))
+    with pytest.raises(ValueError, match=rf"unexpected tensor '{re.escape(extra)}'"):
+        load_adapter(WithHead(tiny_wav2vec2()), tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import filecmp
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -263,3 +264,14 @@ def test_corpus_record_that_is_not_an_object(tmp_path, espeak):
     (tmp_path / OPTIONS_FILE).write_text("[]")
     with pytest.raises(FileExistsError, match=f"holds an unreadable {OPTIONS_FILE} .*expected a JSON object"):
         generate_corpus(tmp_path, espeak=espeak, **TINY)
+
+
+def test_a_corpus_missing_a_file_is_not_taken_as_generated(corpora, tmp_path, espeak):
+    copy = tmp_path / "copy"
+    shutil.copytree(corpora["source"], copy)
+    deleted = sorted(copy.rglob("*.WAV"))[0]
+    deleted.unlink()
+    with pytest.raises(FileExistsError, match=rf"1 file\(s\) missing or changed .*{deleted.name}.*overwrite=True"):
+        generate_corpus(copy, domain="source", espeak=espeak, **TINY)
+    assert generate_corpus(copy, domain="source", espeak=espeak, overwrite=True, **TINY) == copy
+    assert deleted.is_file() and deleted.read_bytes() == (corpora["source"] / deleted.relative_to(copy)).read_bytes()

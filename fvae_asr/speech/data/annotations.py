@@ -12,26 +12,30 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
-import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import soundfile as sf
 import torch
 from speechbrain.dataio.encoder import DEFAULT_BLANK
 from torch import Tensor
 
 from fvae_asr.audio import SAMPLE_RATE, AudioError, check_regular_file, header_duration
-from fvae_asr.files import file_stamps
+from fvae_asr.files import file_stamps, read_json
 from fvae_asr.speech.data.timit import PHONES_39, PHONES_61, corpus_files
 
 # The recipe's keys of the three annotations, by split (SpeechBrain's names; "valid" is the recipe's dev split).
 ANNOTATION_KEYS = {"train": "train_annotation", "dev": "valid_annotation", "test": "test_annotation"}
 INVENTORY_KEY = "phone_inventory"
-CSV_COLUMNS = ("ID", "duration", "wav", "phn")
+ANNOTATION_FIELDS = ("duration", "wav", "phn")  # what a training annotation gives for every utterance
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # soundfile's sample formats that can hold NaN
+SCORING_FIELDS = ("wav", "phn")  # what scoring or aligning a recogniser needs of a manifest
+WORD_ANNOTATION_FIELDS = ("duration", "wav", "wrd")  # a corpus with word transcripts (speech.data.word_corpus)
 DATA_ROOT = "data_root"  # the one placeholder of wav paths: data_folder
 TIMIT_INVENTORIES = {39: PHONES_39, 61: PHONES_61}  # by phn_set
 _PLACEHOLDERS = {".csv": re.compile(r"\$([\w.]+)"), ".json": re.compile(r"\{([\w.]+)\}")}  # SpeechBrain's syntax
@@ -102,11 +106,24 @@ def audio_files(settings: Mapping, corpus: Corpus) -> dict[str, str]:
     return {str(path): stamp for path, stamp in file_stamps(Path(wav) for wav in sorted(wavs)).items()}
 
 
-def read_annotation(path: str | Path, data_root: str | None = None, label: str = "phn") -> Annotation:
-    """Read a CSV or JSON annotation (chosen by its suffix); raises ``AnnotationError`` naming the file and row of
-    the first problem: a missing column or field, a duration that is not a non-negative number, an empty ``phn``,
-    a repeated id, a placeholder other than ``data_root`` (or ``data_root`` without a ``data_folder``).
-    ``label="wrd"`` reads a word transcript in place of ``phn`` (``fvae_asr.speech.data.word_corpora``)."""
+def read_annotation(
+    path: str | Path, data_root: str | None = None, required: Sequence[str] = ANNOTATION_FIELDS
+) -> Annotation:
+    """Read a CSV or JSON annotation (or manifest) with the same rules for both formats; raises
+    ``AnnotationError`` naming the file and row of the first problem: a missing column or field, an empty or
+    repeated ID, a ``wav`` or ``phn`` that is not a string, a duration that is not a non-negative number, a
+    placeholder other than ``data_root`` (or ``data_root`` without a ``data_folder``).
+
+    Every field of a row is kept (``wav`` made absolute, ``duration`` a float, ``phn`` with single spaces); an empty
+    ``phn`` is read, for the user to refuse (training) or to report (scoring). The one reader of the recipe,
+    ``evaluate``, ``align`` and the latent analysis.
+
+    Args:
+        path: a ``.csv`` (SpeechBrain's annotation) or a ``.json`` manifest (``{id: {field: value}}``).
+        data_root: what ``$data_root`` (CSV) or ``{data_root}`` (JSON) stands for in ``wav``.
+        required: the fields every row must have (training needs ``duration``, ``wav`` and ``phn``; scoring
+            ``wav`` and ``phn``).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _PLACEHOLDERS:
@@ -114,7 +131,7 @@ def read_annotation(path: str | Path, data_root: str | None = None, label: str =
     if not path.is_file():
         raise AnnotationError(f"{path}: no such annotation file")
     try:
-        raw = list(_csv_rows(path, label) if suffix == ".csv" else _json_rows(path, label))
+        raw = list(_csv_rows(path, required) if suffix == ".csv" else _json_rows(path, required))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise AnnotationError(f"{path}: cannot read it as UTF-8 {suffix[1:].upper()} ({err})") from None
     entries, rows = {}, {}
@@ -124,20 +141,31 @@ def read_annotation(path: str | Path, data_root: str | None = None, label: str =
             raise AnnotationError(f"{where}: empty ID")
         if utt_id in entries:
             raise AnnotationError(f"{where}: the ID is used twice ({rows[utt_id]} too)")
-        entries[utt_id] = {
-            "wav": resolve_wav(fields["wav"], path, data_root, where),
-            "duration": _duration(fields["duration"], where),
-            label: _phones(fields[label], where, label),
-        }
+        entries[utt_id] = _checked_fields(fields, path, data_root, where)
         rows[utt_id] = row
     if not entries:
         raise AnnotationError(f"{path}: no utterances")
     return Annotation(path=path, entries=entries, rows=rows)
 
 
-def _csv_rows(path: Path, label: str):
+def _checked_fields(fields: Mapping[str, Any], path: Path, data_root: str | None, where: str) -> dict[str, Any]:
+    """A row's fields with ``wav``, ``duration`` and ``phn`` (those it has) checked and normalised."""
+    checked = dict(fields)
+    for name in ("wav", "phn", "wrd"):
+        if name in fields and not isinstance(fields[name], str):
+            raise AnnotationError(f"{where}: '{name}' must be a string, got {fields[name]!r}")
+    if "wav" in fields:
+        checked["wav"] = resolve_wav(fields["wav"], path, data_root, where)
+    if "duration" in fields:
+        checked["duration"] = _duration(fields["duration"], where)
+    if "phn" in fields:
+        checked["phn"] = " ".join(fields["phn"].split())
+    return checked
+
+
+def _csv_rows(path: Path, required: Sequence[str]):
     """(row, id, fields) of a SpeechBrain CSV, read as SpeechBrain's ``load_data_csv`` reads it."""
-    columns = (*CSV_COLUMNS[:3], label)
+    columns = ("ID", *required)
     with path.open(newline="", encoding="utf-8-sig") as handle:  # a byte order mark (Excel's) is no part of "ID"
         reader = csv.DictReader(handle, skipinitialspace=True)
         header = reader.fieldnames or []
@@ -155,33 +183,30 @@ def _csv_rows(path: Path, label: str):
             )
         for fields in reader:
             row = f"line {reader.line_num}"
-            if any(fields.get(column) is None for column in columns):
+            if any(fields.get(column) is None for column in header):
                 raise AnnotationError(f"{path}, {row}: fewer fields than the header's {len(reader.fieldnames)}")
             if None in fields:  # DictReader's key for the fields past the header's
                 raise AnnotationError(
                     f"{path}, {row} (ID {fields['ID']!r}): more fields than the header's "
                     f"{len(header)} (an unquoted comma? quote a field that holds one)"
                 )
-            yield row, fields["ID"], fields
+            utt_id = fields.pop("ID")
+            yield row, utt_id, fields
 
 
-def _json_rows(path: Path, label: str):
-    """(row, id, fields) of a JSON manifest."""
+def _json_rows(path: Path, required: Sequence[str]):
+    """(row, id, fields) of a JSON manifest (an ID given twice is refused, as in a CSV)."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise AnnotationError(f"{path}: not JSON ({err})") from None
-    if not isinstance(manifest, dict):
-        raise AnnotationError(f"{path}: expected a JSON object keyed by utterance id")
+        manifest = read_json(path, "annotation")
+    except ValueError as err:
+        raise AnnotationError(str(err)) from None
     for utt_id, fields in manifest.items():
         row = "entry"
         if not isinstance(fields, dict):
             raise AnnotationError(f"{path}, {row} (ID {utt_id!r}): not a JSON object")
-        for field in (*CSV_COLUMNS[1:3], label):
+        for field in required:
             if field not in fields:
                 raise AnnotationError(f"{path}, {row} (ID {utt_id!r}): no '{field}' field")
-        if not isinstance(fields["wav"], str) or not isinstance(fields[label], str):
-            raise AnnotationError(f"{path}, {row} (ID {utt_id!r}): 'wav' and '{label}' must be strings")
         yield row, utt_id, fields
 
 
@@ -210,13 +235,6 @@ def _duration(value: object, where: str) -> float:
     if not math.isfinite(duration) or duration < 0 or isinstance(value, bool):
         raise AnnotationError(f"{where}: duration must be a non-negative number of seconds, got {value!r}")
     return duration
-
-
-def _phones(value: str, where: str, label: str) -> str:
-    phones = value.split()
-    if not phones:
-        raise AnnotationError(f"{where}: empty {label} (no {'phones' if label == 'phn' else 'words'})")
-    return " ".join(phones)
 
 
 def read_inventory(path: str | Path) -> list[str]:
@@ -257,10 +275,13 @@ def phones_of(annotation: Annotation) -> list[str]:
 
 
 def check_phones(splits: Mapping[str, Annotation], phones: list[str], source: str | Path) -> None:
-    """Every phone of every split must be in the inventory; the first that is not is an error naming its row."""
+    """Every utterance of every split must have phones, all in the inventory; the first that has none or one
+    outside it is an error naming its row."""
     known = set(phones)
     for annotation in splits.values():
         for utt_id, entry in annotation.entries.items():
+            if not entry["phn"]:
+                raise AnnotationError(f"{annotation.where(utt_id)}: empty phn (no phones)")
             unknown = [phone for phone in entry["phn"].split() if phone not in known]
             if unknown:
                 listed = " ".join(phones[:60]) + (" ..." if len(phones) > 60 else "")
@@ -291,6 +312,23 @@ def check_ctc_lengths(annotation: Annotation, frame_lengths: Callable[[Tensor], 
                 f"{annotation.where(utt_id)}: {entry['wav']} lasts {samples / SAMPLE_RATE:.3f} s, {frames} encoder "
                 f"frames, fewer than the {needed} its {len(phones)} phones need for CTC (at least "
                 f"{shortest / SAMPLE_RATE:.3f} s); leave it out of the training set"
+            )
+
+
+def check_finite_samples(annotation: Annotation) -> None:
+    """Every sample of every file stored as floating point must be finite (integer PCM cannot hold NaN): a NaN
+    would stop training at its batch, mid-epoch. Raises ``AnnotationError`` naming the first such file's row."""
+    for utt_id, entry in annotation.entries.items():
+        try:
+            if sf.info(entry["wav"]).subtype not in FLOAT_SUBTYPES:
+                continue
+            finite = all(np.isfinite(block).all() for block in sf.blocks(entry["wav"], blocksize=1 << 18))
+        except (sf.SoundFileError, RuntimeError) as err:
+            raise AnnotationError(f"{annotation.where(utt_id)}: {entry['wav']}: cannot read audio ({err})") from None
+        if not finite:
+            raise AnnotationError(
+                f"{annotation.where(utt_id)}: {entry['wav']} has non-finite (NaN or infinite) samples; repair it or "
+                "leave it out"
             )
 
 

@@ -21,6 +21,7 @@ from fvae_asr.files import read_json, write_json
 from fvae_asr.speech.data.annotations import (
     ANNOTATION_KEYS,
     INVENTORY_KEY,
+    WORD_ANNOTATION_FIELDS,
     Annotation,
     AnnotationError,
     Corpus,
@@ -138,7 +139,7 @@ def _annotated(settings: Mapping, key: str) -> list[tuple[Transcript, float]]:
     path = settings.get(key)
     if not path:
         raise AnnotationError(f"corpus {WORD_ANNOTATIONS} needs {', '.join(ANNOTATION_KEYS.values())}; {key} is unset")
-    annotation = read_annotation(path, settings.get("data_folder"), label="wrd")
+    annotation = read_annotation(path, settings.get("data_folder"), required=WORD_ANNOTATION_FIELDS)
     utterances = []
     for utt_id, entry in annotation.entries.items():
         transcript = Transcript(utt_id, Path(entry["wav"]), entry["wrd"], annotation.path, annotation.rows[utt_id])

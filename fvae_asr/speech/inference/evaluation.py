@@ -7,47 +7,12 @@ model, a typo) or an empty reference would inflate or skew the PER, so they are 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from pathlib import Path
 
-from fvae_asr.files import read_json
-from fvae_asr.speech.data.annotations import read_annotation, resolve_wav
+from fvae_asr.speech.data.annotations import SCORING_FIELDS, read_annotation
 from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.speech.metrics import alignments, error_report
-
-REQUIRED_FIELDS = ("wav", "phn")
-
-
-def read_manifest(
-    path: str | Path, data_root: str | None = None, required: Sequence[str] = REQUIRED_FIELDS
-) -> dict[str, dict]:
-    """A manifest's entries by utterance id; each needs the ``required`` string fields (``wav`` and ``phn`` for
-    scoring a recogniser). A ``.csv`` is read as a recipe annotation. Wav paths follow the recipe's rule
-    (``annotations.resolve_wav``): ``$data_root`` (CSV) or ``{data_root}`` (JSON) stands for ``data_root``, and a
-    relative path starts at the manifest's folder, not the working directory.
-
-    Raises FileNotFoundError or ValueError naming the manifest (and the entry, where one is at fault).
-    """
-    path = Path(path)
-    if path.suffix.lower() == ".csv":
-        return read_annotation(path, data_root).entries
-    manifest = read_json(path, "manifest")
-    if not manifest:
-        raise ValueError(f"manifest {path}: expected a non-empty JSON object keyed by utterance id")
-    for utt_id, entry in manifest.items():
-        _check_entry(path, utt_id, entry, required)
-        if isinstance(entry.get("wav"), str):
-            entry["wav"] = resolve_wav(entry["wav"], path, data_root, f"manifest {path}: entry {utt_id!r}")
-    return manifest
-
-
-def _check_entry(path: Path, utt_id: str, entry: object, required: Sequence[str]) -> None:
-    """One manifest entry must be an object with the ``required`` string fields."""
-    if not isinstance(entry, dict):
-        raise ValueError(f"manifest {path}: entry {utt_id!r} is not a JSON object")
-    for field in required:
-        if not isinstance(entry.get(field), str):
-            raise ValueError(f"manifest {path}: entry {utt_id!r} has no '{field}' string")
 
 
 def invalid_references(manifest: dict[str, dict], phones: Collection[str]) -> dict[str, str]:
@@ -79,7 +44,7 @@ def evaluate_manifest(
     output is an error naming the utterance, unless ``skip_invalid`` leaves such utterances out (listed in
     ``skipped``). A file that cannot be transcribed is an error naming the manifest and the file.
     """
-    manifest = read_manifest(manifest_path, data_root)
+    manifest = read_annotation(manifest_path, data_root, SCORING_FIELDS).entries
     skipped = invalid_references(manifest, transcriber.phones)
     if skipped and not skip_invalid:
         listed = "; ".join(f"{utt_id}: {reason}" for utt_id, reason in list(skipped.items())[:5])

@@ -22,25 +22,32 @@ EXTENDS_KEY = "extends"
 
 
 def hparams_source(
-    hparams_file: str | Path, overrides: str | Mapping | None = None, renamed: Mapping[str, str] | None = None
+    hparams_file: str | Path,
+    overrides: str | Mapping | None = None,
+    renamed: Mapping[str, str] | None = None,
+    _chain: tuple[Path, ...] = (),
 ) -> tuple[Path, dict[str, Any]]:
     """The yaml file to load and the overrides to apply to it.
 
     A plain file comes back with ``overrides`` as a mapping; a file that extends another gives the base (followed
     to the end of a chain) with this file's keys updated by ``overrides``. Tags such as ``!ref`` are kept for
-    hyperpyyaml. Raises ``ValueError`` naming the file for a missing base or an override of a key it lacks (an
-    old name in ``renamed``, old -> new, is named with its new name).
+    hyperpyyaml. Raises ``ValueError`` naming the file for a file that is missing, a folder, not YAML or not a
+    mapping of settings, a missing base, a chain of ``extends:`` that comes back to a file, or an override of a
+    key it lacks (an old name in ``renamed``, old -> new, is named with its new name).
     """
     path = Path(hparams_file)
     given = as_mapping(overrides)
-    with open(path, encoding="utf-8") as fin:
-        tree = _round_trip().load(fin) or {}
+    tree = _read_settings(path)
     if EXTENDS_KEY in tree:
         base = (path.parent / str(tree.pop(EXTENDS_KEY))).resolve()
+        chain = (*_chain, path.resolve())
+        if base in chain:
+            cycle = " -> ".join(str(file) for file in (*chain[chain.index(base) :], base))
+            raise ValueError(f"{path}: {EXTENDS_KEY}: the chain of files comes back to {base} ({cycle})")
         if not base.is_file():
             raise ValueError(f"{path}: {EXTENDS_KEY}: {base} does not exist")
         recursive_update(tree, given)
-        return hparams_source(base, tree, renamed)
+        return hparams_source(base, tree, renamed, chain)
     _check_classes_kept(path, tree, given)
     unknown = sorted(set(given) - set(tree))
     for old in unknown:
@@ -52,6 +59,28 @@ def hparams_source(
             "extends it, must name its keys)"
         )
     return path, given
+
+
+def _read_settings(path: Path) -> Any:
+    """A yaml file's top-level mapping (round trip: tags kept); anything else is a ValueError naming the file."""
+    if path.is_dir():
+        raise ValueError(f"{path}: a folder, not a yaml file of settings")
+    try:
+        with open(path, encoding="utf-8") as fin:
+            tree = _round_trip().load(fin)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such yaml file of settings") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read it ({err})") from None
+    except ruamel.yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}: not valid YAML{where} ({getattr(err, 'problem', None) or err})") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, Mapping):
+        raise ValueError(f"{path}: expected a mapping of settings (key: value lines), got a {type(tree).__name__}")
+    return tree
 
 
 def load_hparams(hparams_file: str | Path, overrides: str | Mapping | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from fvae_asr.speech.data.annotations import (
     AnnotationError,
     Corpus,
     check_ctc_lengths,
+    check_finite_samples,
     check_phones,
     read_annotation,
 )
@@ -47,7 +48,8 @@ def corpus_splits(hparams: dict[str, Any], corpus: Corpus) -> dict[str, Annotati
 def check_durations(splits: dict[str, Annotation], encoder: SSLEncoder) -> None:
     """Refuse, naming the row, an utterance too short to train on: every utterance must give the encoder a frame
     (a training one the frames of a SpecAugment mask when masking is on), and a training one as many frames as
-    CTC needs for its phones (a shorter one would train with a loss of zero, silently)."""
+    CTC needs for its phones (a shorter one would train with a loss of zero, silently); and no file may hold a
+    non-finite sample (it would stop the run at its batch)."""
     geometry = FrameGeometry.from_frame_lengths(encoder.frame_lengths)
     config = encoder.model.config
     masked = getattr(config, "mask_time_prob", 0) > 0
@@ -63,6 +65,8 @@ def check_durations(splits: dict[str, Annotation], encoder: SSLEncoder) -> None:
                     f"for {why}"
                 )
     check_ctc_lengths(splits["train"], encoder.frame_lengths)
+    for annotation in splits.values():
+        check_finite_samples(annotation)
 
 
 def size_schedule(hparams: dict[str, Any], n_train: int) -> None:

@@ -48,6 +48,7 @@ LOCK_NAME = "run.lock"  # in output_folder and in save_folder
 OWNER_KEY = "output_folder<absolute>"  # in the settings record: the run folder that owns the save folder
 LABEL_ENCODER_NAME = "label_encoder.txt"  # in save_folder, the labels its checkpoints' heads are trained on
 CHECKPOINT_PREFIX = "CKPT+"  # SpeechBrain's checkpoint folders
+TENSORBOARD_EVENTS = "events.out.tfevents.*"  # what TensorBoard's SummaryWriter writes into tensorboard_folder
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 # Settings that may change when a run resumes: where things are written, how often checkpoints are taken, how
@@ -233,6 +234,13 @@ def _validate(flat: dict[str, Any]) -> None:
             raise RunSettingsError(f"{key} must be one of {', '.join(map(str, allowed))}; got {flat[key]!r}")
     if flat.get("logger") == "tensorboard" and tensorboard_missing():
         raise RunSettingsError(TENSORBOARD_MISSING)
+    if flat.get("logger") == "tensorboard" and flat.get("tensorboard_folder"):
+        folder = Path(flat["tensorboard_folder"])
+        blocking = next((path for path in (folder, *folder.parents) if path.exists() and not path.is_dir()), None)
+        if blocking is not None:
+            raise RunSettingsError(
+                f"tensorboard_folder {folder}: {blocking} is a file, not a folder; choose another tensorboard_folder"
+            )
     if flat.get("restart") not in (None, True, False):
         raise RunSettingsError(f"restart must be True or False; got {flat['restart']!r}")
     clip = flat.get("max_grad_norm")
@@ -339,7 +347,12 @@ def check_save_folder_owner(plan: RunPlan) -> None:
     record_file = plan.save_folder / RUN_RECORD_NAME
     if not record_file.is_file():
         return
-    recorded = read_json(record_file, "run settings (written by the recipe)")
+    try:
+        recorded = _read_record(record_file, "run settings (written by the recipe)")
+    except RunFolderError:
+        if plan.restart:  # a damaged record names no owner, and restart deletes it
+            return
+        raise
     owner = recorded.get(OWNER_KEY) or recorded.get("output_folder")
     if not isinstance(owner, str) or not owner:
         return
@@ -373,7 +386,7 @@ def check_resumable(plan: RunPlan, hparams_file: str | Path, overrides: str | Ma
             RUN_RECORD_NAME,
         )
         return
-    recorded = _current_names(read_json(record_file, "run settings (written by the recipe)"))
+    recorded = _current_names(_read_record(record_file, "run settings (written by the recipe)"))
     pinned = {key: recorded[key] for key in RESUMABLE_KEYS if key in recorded}
     current = resolved_settings(hparams_file, {**as_mapping(overrides), **pinned}, run_opts)
     # A setting added since the run started, at a null default, is no change (missing and null compare equal).
@@ -404,13 +417,24 @@ def _check_same_audio(plan: RunPlan) -> None:
             AUDIO_RECORD_NAME,
         )
         return
-    recorded = read_json(record_file, "audio files of the run (written by the recipe)")
+    recorded = _read_record(record_file, "audio files of the run (written by the recipe)")
     if recorded != plan.audio:
         raise RunSettingsError(
             f"{plan.output_folder} holds a run trained on other audio: the corpus changed since ("
             f"{describe_changes(recorded, plan.audio)}); resume it on its own corpus, or pass --restart=True to "
             "delete its checkpoints and start afresh"
         )
+
+
+def _read_record(path: Path, what: str) -> dict:
+    """A record of the save folder; a damaged one (not JSON, cut short) is a ``RunFolderError`` naming it."""
+    try:
+        return read_json(path, what)
+    except ValueError as err:
+        raise RunFolderError(
+            f"{err} (the {what}, damaged): the run cannot be checked or resumed; pass --restart=True to delete its "
+            "checkpoints and start afresh"
+        ) from None
 
 
 def _current_names(recorded: dict[str, Any]) -> dict[str, Any]:
@@ -452,8 +476,9 @@ def remove_unfinished_checkpoints(plan: RunPlan) -> None:
 
 
 def clear_previous_run(plan: RunPlan) -> None:
-    """``restart``: delete the previous run's checkpoints, settings records, label encoder, training log and
-    results (test results and alignments, export), so that a restart that fails leaves none of them behind."""
+    """``restart``: delete the previous run's checkpoints, settings records, label encoder, training log,
+    TensorBoard event files and results (test results and alignments, export), so that a restart that fails leaves
+    none of them behind (and TensorBoard shows the new run alone)."""
     removed = []
     check_replaceable(plan.export_folder)  # before anything is deleted
     if plan.save_folder.is_dir():
@@ -465,13 +490,19 @@ def clear_previous_run(plan: RunPlan) -> None:
             if (plan.save_folder / name).is_file():
                 (plan.save_folder / name).unlink()
                 removed.append(name)
-    for path in (plan.train_log, *plan.result_files):
+    for path in (plan.train_log, *plan.result_files, *_event_files(plan)):
         if path.is_file():
             path.unlink()
             removed.append(path.name)
     if remove_export(plan.export_folder):
         removed.append(plan.export_folder.name)
     logger.info("restart: removed %s from %s", ", ".join(removed) or "nothing", plan.output_folder)
+
+
+def _event_files(plan: RunPlan) -> list[Path]:
+    """The TensorBoard event files of the run's ``tensorboard_folder`` (written there by ``logger: tensorboard``)."""
+    folder = plan.flat.get("tensorboard_folder")
+    return sorted(Path(folder).glob(TENSORBOARD_EVENTS)) if folder and Path(folder).is_dir() else []
 
 
 def record_settings(plan: RunPlan) -> None:

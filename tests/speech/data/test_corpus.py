@@ -205,7 +205,7 @@ def test_an_annotation_that_is_not_utf8_text_is_an_error_naming_it(ipa_corpus, t
         ("latin1.json", '{"u1": {"duration": 1, "wav": "a.wav", "phn": "\xe6"}}'.encode("latin-1")),
     ):
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(AnnotationError, match=rf"{name}: cannot read"):
+        with pytest.raises(AnnotationError, match=rf"{name}: (cannot read|not UTF-8)"):
             read_annotation(tmp_path / name)
 
 

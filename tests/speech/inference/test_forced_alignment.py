@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,12 @@ import torch
 
 from benchmarks.alignment import accuracy as accuracy
 from fvae_asr.cli.align import main as align_main
+from fvae_asr.cli.align import timit_phones
 from fvae_asr.speech.data.timit import prepare_timit
+from fvae_asr.speech.inference import forced_alignment
 from fvae_asr.speech.inference.ctc_segments import PhoneSegment
 from fvae_asr.speech.inference.forced_alignment import AlignmentError, align_log_probs
+from fvae_asr.speech.inference.transcriber import Transcriber
 
 from test_transcribe import _exported, backbone  # noqa: F401 (fixture)
 
@@ -100,3 +104,102 @@ def test_accuracy_script_reports_the_share_within_tolerance(tmp_path, backbone, 
     assert math.isfinite(figures["median_error_s"]) and figures["utterances"] == 4 and not figures["failed"]
     assert accuracy.summary([0.01, 0.03, 0.02], 0.02)["within_tolerance"] == pytest.approx(2 / 3)
     assert "boundaries in 4 utterances" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def aligner(tmp_path_factory, backbone) -> Path:
+    return _exported(tmp_path_factory.mktemp("aligner") / "model", "fvae_lora", backbone)
+
+
+@pytest.mark.parametrize(
+    "utt_id, form, message",
+    [
+        ("../escaped", "textgrid", "cannot name a file in"),
+        ("{outside}/escaped", "textgrid", "cannot name a file in"),
+        ("a b", "ctm", "a CTM file name cannot contain white space"),
+    ],
+    ids=["parent", "absolute", "space"],
+)
+def test_align_refuses_manifest_ids_that_would_leave_out_dir_or_break_a_ctm(
+    tmp_path, aligner, prepared, capsys, utt_id, form, message
+):
+    manifest = json.loads(prepared.read_text())
+    first = sorted(manifest)[0]
+    manifest[utt_id.format(outside=tmp_path)] = manifest.pop(first)
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    out = tmp_path / "sub" / "out"
+    out.parent.mkdir()
+    code = align_main(
+        ["--checkpoint", str(aligner), "--manifest", str(tmp_path / "m.json"), "--format", form, "--out-dir", str(out)]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not list(tmp_path.rglob("escaped*")) and not out.exists()
+
+
+def test_align_refuses_files_that_share_an_id_as_transcribe_does(tmp_path, aligner, tone_corpus, capsys):
+    wav = sorted((tone_corpus / "TEST").rglob("*.WAV"))[0]
+    for folder in (tmp_path / "a_b", tmp_path / "a" / "b"):
+        folder.mkdir(parents=True)
+        shutil.copy(wav, folder / "x.WAV")
+        shutil.copy(wav.with_suffix(".PHN"), folder / "x.PHN")
+    for form in ("ctm", "textgrid"):
+        with pytest.raises(SystemExit) as stopped:
+            align_main(
+                ["--checkpoint", str(aligner), "--format", form, "--out-dir", str(tmp_path / form)]
+                + [str(tmp_path / "a_b" / "x.WAV"), str(tmp_path / "a" / "b" / "x.WAV")]
+            )
+        assert stopped.value.code == 2 and "several inputs share the name a_b_x" in capsys.readouterr().err
+        assert not (tmp_path / form).exists()
+
+
+def test_align_refuses_an_output_that_is_its_manifest(tmp_path, aligner, prepared, capsys):
+    manifest = json.loads(prepared.read_text())
+    first = sorted(manifest)[0]
+    manifest["m"] = manifest.pop(first)
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    before = (tmp_path / "m.json").read_bytes()
+    code = align_main(
+        ["--checkpoint", str(aligner), "--manifest", str(tmp_path / "m.json"), "--format", "json"]
+        + ["--out-dir", str(tmp_path)]
+    )
+    assert code == 2 and "is one of the inputs" in capsys.readouterr().err
+    assert (tmp_path / "m.json").read_bytes() == before
+
+
+def _spiky_log_probs(frames: int, silence: tuple[int, int], seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """(frames, 3) log-probabilities of a noisy model hearing a or b every few frames, except in ``silence``."""
+    generator = torch.Generator().manual_seed(seed)
+    best = torch.zeros(frames, dtype=torch.long)
+    spikes = [t for t in range(3, frames - 3, 7) if not silence[0] <= t < silence[1]]
+    best[spikes] = torch.randint(1, 3, (len(spikes),), generator=generator)
+    logits = 2.0 * torch.randn(frames, len(LABELS), generator=generator)
+    logits[torch.arange(frames), best] += 6.0
+    return logits.log_softmax(-1), [LABELS[int(label)] for label in best[spikes]]
+
+
+def test_a_long_file_is_aligned_in_bounded_blocks_to_the_path_of_a_whole_alignment(monkeypatch):
+    log_probs, phones = _spiky_log_probs(3000, silence=(1000, 1900))
+    whole = align_log_probs(log_probs, phones, LABELS, 0, 0.02)
+    monkeypatch.setattr(forced_alignment.taf, "forced_align", lambda *args, **kwargs: pytest.fail("a whole table"))
+    blocks = align_log_probs(log_probs, phones, LABELS, 0, 0.02, window_frames=100)
+    assert blocks == whole and len(whole) == len(phones) >= 300
+
+
+def test_align_file_aligns_a_long_file_block_by_block_as_a_whole_alignment_would(aligner, tone_corpus, monkeypatch):
+    wav = sorted((tone_corpus / "TEST").rglob("*.WAV"))[0]
+    phones = timit_phones(wav, fold=True)
+    chunked = Transcriber(aligner, chunk_seconds=0.05, context_seconds=0.01)  # the file is many chunks long
+    log_probs = torch.cat(list(chunked.frame_log_probs(wav)))
+    assert len(log_probs) > 4 * chunked.chunk_frames
+    whole = align_log_probs(log_probs, phones, chunked.labels, chunked.blank_index, chunked.seconds_per_frame)
+    monkeypatch.setattr(forced_alignment.taf, "forced_align", lambda *args, **kwargs: pytest.fail("a whole table"))
+    result = forced_alignment.align_file(chunked, wav, phones)
+    assert result.error is None and result.segments == whole
+
+
+def test_a_long_alignment_that_cannot_fit_in_free_memory_is_refused_in_one_line(monkeypatch):
+    log_probs, phones = _spiky_log_probs(3000, silence=(1000, 1900))
+    monkeypatch.setattr(forced_alignment, "free_memory", lambda: 10 * 2**20)
+    with pytest.raises(AlignmentError, match=r"needs about 1\d MiB, more than the 10 MiB free: split the file"):
+        align_log_probs(torch.cat([log_probs] * 20), phones * 20, LABELS, 0, 0.02, window_frames=1000)

@@ -19,8 +19,9 @@ from safetensors.torch import load_file, save_file
 from fvae_asr.audio import AudioError, load_audio
 from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.transcribe import main as transcribe_main
+from fvae_asr.speech.data.annotations import SCORING_FIELDS, AnnotationError, read_annotation
 from fvae_asr.speech.data.timit import PHONES_39
-from fvae_asr.speech.inference.evaluation import evaluate_manifest, read_manifest
+from fvae_asr.speech.inference.evaluation import evaluate_manifest
 from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.speech.metrics import phoneme_error_rate
 from fvae_asr.speech.models.encoder import SSLEncoder
@@ -222,13 +223,15 @@ def test_evaluate_cli_reports_per_of_the_transcriptions(checkpoint, transcriber,
 @pytest.mark.parametrize(
     "content, message",
     [
-        (None, "no manifest at"),
+        (None, "no such annotation file"),
         (b"\xff\xfe{}", "not UTF-8"),
         ("{not json", "invalid JSON"),
         ("[]", "expected a JSON object"),
-        ("{}", "non-empty JSON object"),
-        (json.dumps({"U1": {"phn": "sil"}}), "entry 'U1' has no 'wav'"),
-        (json.dumps({"U1": {"wav": "x.wav", "phn": ["sil"]}}), "entry 'U1' has no 'phn'"),
+        ("{}", "no utterances"),
+        (json.dumps({"U1": {"phn": "sil"}}), r"entry \(ID 'U1'\): no 'wav' field"),
+        (json.dumps({"U1": {"wav": "x.wav", "phn": ["sil"]}}), r"entry \(ID 'U1'\): 'phn' must be a string"),
+        ('{"U1": {"wav": "a.wav", "phn": "sil"}, "U1": {"wav": "b.wav", "phn": "aa"}}', "the key 'U1' is given twice"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ],
 )
 def test_bad_manifests_are_named_in_the_error(tmp_path, content, message):
@@ -237,9 +240,49 @@ def test_bad_manifests_are_named_in_the_error(tmp_path, content, message):
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content)
-    with pytest.raises((FileNotFoundError, ValueError), match=message) as caught:
-        read_manifest(path)
+    with pytest.raises(AnnotationError, match=message) as caught:
+        read_annotation(path, required=SCORING_FIELDS)
     assert str(path) in str(caught.value)
+
+
+def test_a_json_manifest_repeating_an_id_is_refused_by_evaluate_naming_it(checkpoint, audio, tmp_path, capsys):
+    text = (
+        f'{{"U1": {{"wav": "{audio["short.wav"]}", "phn": "sil"}}, '
+        f'"U1": {{"wav": "{audio["mono.wav"]}", "phn": "sil aa"}}}}'
+    )
+    (tmp_path / "twice.json").write_text(text)
+    code = evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "twice.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "'U1' is given twice" in err[0] and "twice.json" in err[0]
+
+
+def test_a_deeply_nested_json_is_one_line_in_evaluate_and_transcribe(checkpoint, audio, tmp_path, capsys):
+    nested = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(f'{{"U1": {nested}}}')
+    assert evaluate_main(["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "deep.json")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nested too deeply" in err[0]
+    export = tmp_path / "export"
+    shutil.copytree(checkpoint, export)
+    (export / "recognizer.json").write_text(f'{{"labels": {nested}}}')
+    assert transcribe_main(["--checkpoint", str(export), str(audio["short.wav"])]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nested too deeply" in err[0]
+
+
+def test_csv_and_json_manifests_are_read_by_the_same_rules(tmp_path, audio):
+    rows = {"U1": (audio["short.wav"], "sil  aa"), "U2": (audio["mono.wav"], "")}
+    (tmp_path / "m.json").write_text(json.dumps({i: {"wav": str(w), "phn": p} for i, (w, p) in rows.items()}))
+    (tmp_path / "m.csv").write_text("ID,wav,phn\n" + "".join(f"{i},{w},{p}\n" for i, (w, p) in rows.items()))
+    read = [read_annotation(tmp_path / name, required=SCORING_FIELDS).entries for name in ("m.json", "m.csv")]
+    assert (
+        read[0]
+        == read[1]
+        == {"U1": {"wav": str(audio["short.wav"]), "phn": "sil aa"}, "U2": {"wav": str(audio["mono.wav"]), "phn": ""}}
+    )
+    (tmp_path / "twice.csv").write_text("ID,wav,phn\nU1,a.wav,sil\nU1,b.wav,aa\n")
+    with pytest.raises(AnnotationError, match=r"line 3 \(ID 'U1'\): the ID is used twice"):
+        read_annotation(tmp_path / "twice.csv", required=SCORING_FIELDS)
 
 
 def test_evaluation_errors_name_the_manifest(checkpoint, transcriber, audio, tmp_path, capsys):
@@ -474,8 +517,53 @@ def test_evaluate_output_in_a_missing_folder_is_a_usage_error(checkpoint, audio,
     _write_manifest(tmp_path / "test.json", audio)
     args = ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json")]
     with pytest.raises(SystemExit) as caught:
-        evaluate_main([*args, "--json", str(tmp_path / "test.json" / "report.json")])
+        evaluate_main([*args, "--json", str(tmp_path / "absent" / "report.json")])
     assert caught.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option, target, message",
+    [
+        ("--json", "test.json/report.json", "test.json is a file, not a folder"),
+        ("--sclite", "test.json", "test.json exists and is not a directory"),
+        ("--sclite", "test.json/sclite", "test.json is a file, not a folder"),
+        ("--sclite", "with_a_folder", "ref.trn is a directory, not a file"),
+    ],
+)
+def test_evaluate_checks_every_output_before_any_work_with_the_right_words(
+    checkpoint, audio, tmp_path, capsys, monkeypatch, option, target, message
+):
+    _write_manifest(tmp_path / "test.json", audio)
+    (tmp_path / "with_a_folder" / "ref.trn").mkdir(parents=True)
+    monkeypatch.setattr(Transcriber, "__init__", lambda *args, **kwargs: pytest.fail("the work started"))
+    args = ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json")]
+    with pytest.raises(SystemExit) as caught:
+        evaluate_main([*args, option, str(tmp_path / target)])
+    assert caught.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--json", "--alignments"])
+def test_evaluate_refuses_an_output_that_is_one_of_its_inputs(checkpoint, audio, tmp_path, capsys, option):
+    _write_manifest(tmp_path / "test.json", audio)
+    before = (tmp_path / "test.json").read_bytes()
+    for target in (tmp_path / "test.json", audio["mono.wav"]):
+        code = evaluate_main(
+            ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json"), option, str(target)]
+        )
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and f"{target} is one of the inputs" in err[0], err
+    assert (tmp_path / "test.json").read_bytes() == before
+
+
+def test_sclite_files_refuse_utterance_ids_with_parentheses(checkpoint, audio, tmp_path, capsys):
+    manifest = _write_manifest(tmp_path / "test.json", audio)
+    manifest["UTT_(A)"] = manifest.pop("UTT_A")
+    (tmp_path / "test.json").write_text(json.dumps(manifest))
+    args = ["--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "test.json")]
+    assert evaluate_main([*args, "--sclite", str(tmp_path / "sclite")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot contain parentheses" in err[0] and "UTT_(A)" in err[0]
+    assert not (tmp_path / "sclite").exists()
 
 
 def test_loading_a_ctc_checkpoint_as_backbone_prints_nothing_and_restores_logging():
@@ -582,3 +670,12 @@ def test_transcription_builds_no_autograd_graph(transcriber, audio):
     wav = load_audio(audio["mono.wav"])
     blocks = [*transcriber.frame_log_probs(audio["mono.wav"]), *transcriber._forward([wav, wav[: len(wav) // 2]])]
     assert all(not block.requires_grad and block.grad_fn is None for block in blocks)
+
+
+def test_transcribe_refuses_an_output_that_is_one_of_its_inputs(checkpoint, audio, tmp_path, capsys):
+    named_like_its_output = tmp_path / "take.txt"  # audio whose name is what --format text writes for it
+    shutil.copy(audio["mono.wav"], named_like_its_output)
+    with pytest.raises(SystemExit) as stopped:
+        transcribe_main(["--checkpoint", str(checkpoint), "--out-dir", str(tmp_path), str(named_like_its_output)])
+    assert stopped.value.code == 2 and "take.txt is one of the inputs" in capsys.readouterr().err
+    assert named_like_its_output.read_bytes() == audio["mono.wav"].read_bytes()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.training.hparams import hparams_source, load_hparams
 from fvae_asr.speech.training.run_folder import RunSettingsError, resolved_settings
+from fvae_asr.speech.training.runner import run_command
 
 from conftest import HPARAMS
 
@@ -151,3 +154,30 @@ def test_a_run_records_the_optimiser_rule_it_trains_under(tmp_path):
 
     settings = resolved_settings(*hparams_source(HPARAMS, {"data_folder": str(tmp_path)}), {})
     assert settings["optimizer_rule"] == OPTIMIZER_RULE  # a 0.2 run folder (no such setting) does not resume
+
+
+@pytest.mark.parametrize(
+    ("files", "given", "message"),
+    [
+        ({}, "absent.yaml", r"absent\.yaml: no such yaml file"),
+        ({"folder/x": ""}, "folder", r"folder: a folder, not a yaml file"),
+        ({"bad.yaml": "seed: [1\n"}, "bad.yaml", r"bad\.yaml: not valid YAML at line 2"),
+        (
+            {"bad.yaml": "a: 1\n  b: 2\n", "child.yaml": "extends: bad.yaml\n"},
+            "child.yaml",
+            r"bad\.yaml: not valid YAML",
+        ),
+        ({"scalar.yaml": "extends\n"}, "scalar.yaml", r"scalar\.yaml: expected a mapping of settings"),
+        ({"self.yaml": "extends: self.yaml\n"}, "self.yaml", r"self\.yaml: extends: the chain of files comes back"),
+        ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, "a.yaml", r"b\.yaml: extends: .*a\.yaml"),
+    ],
+    ids=["missing", "folder", "invalid", "invalid-base", "scalar", "self-cycle", "cycle"],
+)
+def test_a_bad_hparams_file_is_a_one_line_usage_error(tmp_path, capsys, files, given, message):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    with pytest.raises(SystemExit) as stopped:
+        run_command([str(tmp_path / given)], lambda *args: pytest.fail("the run started"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and len(err) == 1 and re.search(message, err[0]), err

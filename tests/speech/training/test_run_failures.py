@@ -19,6 +19,13 @@ from safetensors import SafetensorError
 from fvae_asr.recipes.timit.train import main, run
 from fvae_asr.speech.models import export
 from fvae_asr.speech.training import resume
+from fvae_asr.speech.training.run_folder import (
+    AUDIO_RECORD_NAME,
+    RUN_RECORD_NAME,
+    clear_previous_run,
+    plan_run,
+    record_settings,
+)
 
 from conftest import HPARAMS, recipe_overrides
 
@@ -194,3 +201,43 @@ def test_a_recipe_run_never_checkpoints_non_finite_weights(tone_corpus, tmp_path
     assert code == 1 and "non-finite" in line and "head.weight" in line and "no checkpoint was saved" in line
     assert len(_checkpoints(tmp_path)) == 1
     assert not list((tmp_path / "save").glob(".*"))
+
+
+@pytest.mark.parametrize("record", [RUN_RECORD_NAME, AUDIO_RECORD_NAME])
+def test_a_damaged_run_record_on_resume_is_one_line_naming_it(tone_corpus, tmp_path, capsys, record):
+    output = tmp_path / "out"
+    record_settings(plan_run(HPARAMS, recipe_overrides(tone_corpus, output), {}))
+    (output / "save" / "CKPT+2026-01-01+00-00-00+00").mkdir()
+    (output / "save" / record).write_text('{"cut sh')
+    code, line = _fails(_argv(tone_corpus, output), capsys)
+    assert code == 1 and f"{record}: invalid JSON" in line and "--restart=True" in line
+
+
+def test_a_tensorboard_folder_that_is_a_file_is_refused_before_the_run_folder_is_claimed(tone_corpus, tmp_path, capsys):
+    (tmp_path / "events").write_text("not a folder")
+    for folder in (tmp_path / "events", tmp_path / "events" / "below"):
+        argv = _argv(tone_corpus, tmp_path / "out", "--logger=tensorboard", f"--tensorboard_folder={folder}")
+        code, line = _fails(argv, capsys)
+        assert code == 2 and f"{tmp_path / 'events'} is a file, not a folder" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_restart_removes_the_earlier_runs_tensorboard_event_files(tone_corpus, tmp_path):
+    overrides = recipe_overrides(tone_corpus, tmp_path, logger="tensorboard", restart=True)
+    events = tmp_path / "tensorboard" / "events.out.tfevents.1700000000.host.1.0"
+    events.parent.mkdir()
+    events.write_bytes(b"an earlier run's scalars")
+    (tmp_path / "tensorboard" / "notes.txt").write_text("the user's, not the run's")
+    clear_previous_run(plan_run(HPARAMS, overrides, {}))
+    assert not events.exists() and (tmp_path / "tensorboard" / "notes.txt").exists()
+
+
+def test_a_training_file_with_a_nan_sample_is_refused_before_training_naming_the_row(tone_corpus, tmp_path, capsys):
+    annotations = _short_corpus(tmp_path, [8000] * 4)
+    samples = 0.1 * np.random.default_rng(1).standard_normal(8000)
+    samples[4000] = np.nan
+    sf.write(tmp_path / "train2.wav", samples, 16000, subtype="FLOAT")
+    code, line = _fails(_argv(tone_corpus, tmp_path / "out", data_folder=tmp_path, **annotations), capsys)
+    assert code == 1 and f"{annotations['train_annotation']}, line 4 (ID 'train2')" in line
+    assert "non-finite (NaN or infinite) samples" in line
+    assert not list((tmp_path / "out").glob("save/CKPT*"))
