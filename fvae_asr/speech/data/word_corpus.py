@@ -31,7 +31,13 @@ from fvae_asr.speech.data.annotations import (
 )
 from fvae_asr.speech.data.lexicon import LexiconError, Pronouncer, cmudict_version, normalise
 from fvae_asr.speech.data.timit import PHONES_39, SPLITS, manifest_paths
-from fvae_asr.speech.data.word_layouts import DEFAULT_SPLITS, LAYOUTS, Transcript, split_transcripts
+from fvae_asr.speech.data.word_layouts import (
+    DEFAULT_SPLITS,
+    LAYOUTS,
+    Transcript,
+    checked_transcripts,
+    split_transcripts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -140,13 +146,12 @@ def _annotated(settings: Mapping, key: str) -> list[tuple[Transcript, float]]:
     if not path:
         raise AnnotationError(f"corpus {WORD_ANNOTATIONS} needs {', '.join(ANNOTATION_KEYS.values())}; {key} is unset")
     annotation = read_annotation(path, settings.get("data_folder"), required=WORD_ANNOTATION_FIELDS)
-    utterances = []
-    for utt_id, entry in annotation.entries.items():
-        transcript = Transcript(utt_id, Path(entry["wav"]), entry["wrd"], annotation.path, annotation.rows[utt_id])
-        if not transcript.audio.is_file():
-            raise AnnotationError(f"{transcript.where}: a transcript without a recording (no {transcript.audio})")
-        utterances.append((transcript, entry["duration"]))
-    return utterances
+    transcripts = [
+        Transcript(utt_id, Path(entry["wav"]), entry["wrd"], annotation.path, annotation.rows[utt_id])
+        for utt_id, entry in annotation.entries.items()
+    ]
+    durations = [entry["duration"] for entry in annotation.entries.values()]
+    return list(zip(checked_transcripts(transcripts), durations, strict=True))
 
 
 def _duration(transcript: Transcript) -> float:

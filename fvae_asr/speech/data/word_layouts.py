@@ -59,7 +59,7 @@ def librispeech(root: Path, split: str) -> list[Transcript]:
     stray = sorted(flac for flac in folder.glob("*/*/*.flac") if not any(flac.parent.glob("*.trans.txt")))
     if stray:
         raise AnnotationError(f"{stray[0]}: a recording without a transcript (no *.trans.txt in its folder)")
-    return _checked(transcripts)
+    return checked_transcripts(transcripts)
 
 
 def common_voice(root: Path, split: str) -> list[Transcript]:
@@ -76,7 +76,7 @@ def common_voice(root: Path, split: str) -> list[Transcript]:
         for row in reader:
             clip = root / "clips" / row["path"]
             transcripts.append(Transcript(clip.stem, clip, row["sentence"] or "", tsv, f"line {reader.line_num}"))
-    return _checked(transcripts)
+    return checked_transcripts(transcripts)
 
 
 def arctic(root: Path, pattern: str) -> list[Transcript]:
@@ -98,7 +98,7 @@ def arctic_voice(root: Path) -> list[Transcript]:
             wav = root / "wav" / f"{match[1]}.wav"
             transcripts.append(Transcript(match[1], wav, match[2], prompts, f"line {number}"))
         _refuse_unlisted((root / "wav").glob("*.wav"), {t.utt_id for t in transcripts}, prompts)
-        return _checked(transcripts)
+        return checked_transcripts(transcripts)
     wavs = {wav.with_suffix(""): wav for wav in root.rglob("*.wav")}
     texts = {txt.with_suffix(""): txt for txt in root.rglob("*.txt")}
     for stem in sorted(set(texts) - set(wavs)):
@@ -111,7 +111,7 @@ def arctic_voice(root: Path) -> list[Transcript]:
         transcripts.append(Transcript(stem.name, wavs[stem], text, texts[stem], "line 1"))
     if not transcripts:
         raise AnnotationError(f"{root}: no ARCTIC voice there: neither {ARCTIC_PROMPTS} nor .wav files with a .txt")
-    return _checked(transcripts)
+    return checked_transcripts(transcripts)
 
 
 LAYOUTS: dict[str, Callable[[Path, str], list[Transcript]]] = {
@@ -164,7 +164,7 @@ def _refuse_unlisted(recordings: Iterable[Path], listed: set[str], transcripts: 
             raise AnnotationError(f"{recording}: a recording without a transcript (not in {transcripts})")
 
 
-def _checked(transcripts: list[Transcript]) -> list[Transcript]:
+def checked_transcripts(transcripts: list[Transcript]) -> list[Transcript]:
     """Refuse an empty transcript, a missing recording or a repeated id, naming the file and line."""
     first: dict[str, Transcript] = {}
     for transcript in transcripts:
