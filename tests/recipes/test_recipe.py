@@ -100,7 +100,7 @@ def _cli(corpus: Path, output: Path, *extra: str) -> list[str]:
 KILL_AT_CHECKPOINT = """
 import os, signal, sys
 from speechbrain.utils.checkpoints import Checkpointer
-from fvae_asr.speech.models import export
+from fvae_asr.speech.training import resume
 from fvae_asr.recipes.timit import train as recipe
 mode, when = sys.argv[1], int(sys.argv[2])
 calls = []
@@ -115,7 +115,7 @@ def killing(original):
         return result
     return wrapper
 if mode == "during":
-    export.save_trainable = killing(export.save_trainable)
+    resume.save_trainable = killing(resume.save_trainable)
 else:
     Checkpointer.save_and_keep_only = killing(Checkpointer.save_and_keep_only)
 recipe.main(sys.argv[3:])

@@ -250,6 +250,7 @@ def test_a_run_recorded_under_the_old_names_resumes(tone_corpus, saved, tmp_path
     def as_recorded_in_0_1(value):
         if not isinstance(value, str):
             return value
+        value = value.replace("speech.training.resume.TrainableWeights", "speech.models.export.TrainableWeights")
         for new, old in modules_before.items():
             value = value.replace(f"fvae_asr.speech.{new}.", f"fvae_asr.speech.{old}.")
         return value.replace("SSLEncoder", "Wav2Vec2Encoder")
@@ -262,6 +263,7 @@ def test_a_run_recorded_under_the_old_names_resumes(tone_corpus, saved, tmp_path
     }
     assert "wav2vec2_source" in old and "!new:fvae_asr.speech.encoder.Wav2Vec2Encoder" in old.values()
     assert "!new:fvae_asr.speech.checkpointing.AtomicCheckpointer" in old.values()
+    assert "!new:fvae_asr.speech.export.TrainableWeights" in old.values()
     record.write_text(json.dumps(old))
     run(HPARAMS, {"noprogressbar": True}, {**overrides, "number_of_epochs": 2})
     assert re.findall(r"^epoch: (\d+)", (tmp_path / "train_log.txt").read_text(), re.M) == ["1", "2"]

@@ -83,7 +83,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_ch
         staged = any((tmp_path / "save").glob(resume.STAGING_PREFIX + "*"))
         return SimpleNamespace(total=10**12, used=10**12 if staged else 0, free=0 if staged else 10**12)
 
-    monkeypatch.setattr(export, "save_trainable", disk_full)
+    monkeypatch.setattr(resume, "save_trainable", disk_full)
     monkeypatch.setattr(resume.shutil, "disk_usage", usage)
     code, line = _fails(_argv(tone_corpus, tmp_path, number_of_epochs=2), capsys)
     assert code == 1 and "no space left on the device while saving a checkpoint" in line

@@ -172,3 +172,25 @@ def test_resuming_on_replaced_annotation_audio_is_refused(tone_corpus, tmp_path)
         r"\(.*dev0\.wav.*pass --restart=True",
     ):
         check_resumable(plan_run(HPARAMS, overrides, QUIET), HPARAMS, overrides, QUIET)
+
+
+@pytest.mark.parametrize(
+    "recorded_path",
+    ["fvae_asr.speech.models.export.TrainableWeights", "fvae_asr.speech.export.TrainableWeights"],
+    ids=["0.2", "0.1"],
+)
+def test_a_run_recorded_before_trainable_weights_moved_resumes(tone_corpus, tmp_path, recorded_path):
+    """train.yaml builds TrainableWeights from fvae_asr.speech.training.resume; a run recorded when it lived in
+    models.export (0.2) or in speech.export (0.1) names the old path in its record and still resumes."""
+    overrides = recipe_overrides(tone_corpus, tmp_path / "out")
+    plan = plan_run(HPARAMS, overrides, QUIET)
+    record_settings(plan)
+    (plan.save_folder / "CKPT+1").mkdir()  # as if the run had checkpointed
+    record = plan.save_folder / "run_config.json"
+    current = "!new:fvae_asr.speech.training.resume.TrainableWeights"
+    assert current in record.read_text()
+    record.write_text(record.read_text().replace(current, f"!new:{recorded_path}"))
+    check_resumable(plan_run(HPARAMS, overrides, QUIET), HPARAMS, overrides, QUIET)
+    record.write_text(record.read_text().replace(recorded_path, "fvae_asr.speech.models.export.Elsewhere"))
+    with pytest.raises(RunSettingsError, match="trainable_weights"):  # any other class is still a changed setting
+        check_resumable(plan_run(HPARAMS, overrides, QUIET), HPARAMS, overrides, QUIET)

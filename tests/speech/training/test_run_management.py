@@ -20,6 +20,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 
 from fvae_asr.recipes.timit.train import main, run
 from fvae_asr.speech.models import export
+from fvae_asr.speech.training import resume
 
 from conftest import HPARAMS, REPO, recipe_overrides
 from tiny_models import TINY_ENCODERS
@@ -232,7 +233,7 @@ def _crash_on_call(monkeypatch, owner, name: str, call: int, after: bool = False
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_usable(tone_corpus, tmp_path, monkeypatch):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2)
-    _crash_on_call(monkeypatch, export, "save_trainable", call=2)  # writing the end-of-epoch-2 checkpoint
+    _crash_on_call(monkeypatch, resume, "save_trainable", call=2)  # writing the end-of-epoch-2 checkpoint
     with pytest.raises(Crash):
         run(HPARAMS, QUIET, overrides)
     monkeypatch.undo()
@@ -245,8 +246,6 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_usable(tone_corpus,
 @pytest.mark.parametrize("failure", ["ENOSPC", "torch.save"])
 def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tone_corpus, tmp_path, monkeypatch, failure):
     """The system error, or torch.save's RuntimeError (which drops it) when the disk has no space left."""
-    from fvae_asr.speech.training import resume
-
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2)
 
     def disk_full(model, path):
@@ -257,7 +256,7 @@ def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tone_corpus, tmp_
 
     run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 1})
     saved = _checkpoint_folders(tmp_path)
-    monkeypatch.setattr(export, "save_trainable", disk_full)
+    monkeypatch.setattr(resume, "save_trainable", disk_full)
     with pytest.raises(OSError, match="no space left on the device while saving a checkpoint") as failed:
         run(HPARAMS, QUIET, overrides)
     assert failed.value.errno == errno.ENOSPC
@@ -348,8 +347,7 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_nothing(to
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
-    from fvae_asr.speech.models.export import TrainableWeights
-    from fvae_asr.speech.training.resume import NonFiniteTrainingError
+    from fvae_asr.speech.training.resume import NonFiniteTrainingError, TrainableWeights
 
     model = torch.nn.Linear(3, 2)
     with torch.no_grad():
