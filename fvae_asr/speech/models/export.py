@@ -26,7 +26,7 @@ from torch import nn
 from transformers import AutoModelForCTC, Wav2Vec2CTCTokenizer
 
 from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
-from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME, check_finite, load_tensors, save_tensors
+from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from fvae_asr.adapters.peft_format import PEFT_PREFIX
 from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.files import is_disk_full, read_json, respect_umask, write_json
@@ -34,6 +34,7 @@ from fvae_asr.speech.models.classifier import PooledClassifier
 from fvae_asr.speech.models.encoder import SSLEncoder, is_hub_id, quiet_hf_loading
 from fvae_asr.speech.models.recognizer import HEAD_NAME, CTCRecognizer
 from fvae_asr.speech.models.training_kinds import ADAPTER_KINDS, configure_training
+from fvae_asr.tensor_files import check_finite, load_tensors, save_tensors
 
 DESCRIPTION_NAME = "recognizer.json"
 TRAINABLE_NAME = "trainable_model.safetensors"

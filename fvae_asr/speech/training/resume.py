@@ -31,9 +31,9 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 from torch import nn
 
-from fvae_asr.adapters.checkpoint import check_finite
 from fvae_asr.files import is_disk_full
 from fvae_asr.speech.models.export import load_trainable, save_trainable, trainable_state
+from fvae_asr.tensor_files import check_finite
 
 logger = logging.getLogger(__name__)
 
