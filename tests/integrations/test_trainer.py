@@ -24,7 +24,8 @@ from fvae_asr import (
     loss_terms,
 )
 from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME
-from fvae_asr.integrations.transformers import FVAETrainer, audio_frame_mask, token_frame_mask
+from fvae_asr.integrations.frame_masks import audio_frame_mask, token_frame_mask
+from fvae_asr.integrations.transformers import FVAETrainer
 
 from conftest import torchrun_on_two_cpu_processes
 from tiny_models import TINY_WAV2VEC2
