@@ -18,12 +18,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fvae_asr.cli.args import output_dir, torch_device
-from fvae_asr.cli.transcribe import file_ids, write_into
+from fvae_asr.cli.transcribe import write_into
 from fvae_asr.speech.data.timit import PHONES_39, fold_to_39, parse_label_line
 from fvae_asr.speech.inference.evaluation import read_manifest
 from fvae_asr.speech.inference.forced_alignment import align_file
 from fvae_asr.speech.inference.transcriber import Transcriber
-from fvae_asr.speech.inference.transcript_formats import FORMATS
+from fvae_asr.speech.inference.transcript_formats import FORMATS, file_ids
 
 ALIGN_FORMATS = ("textgrid", "ctm", "json")
 
