@@ -76,8 +76,9 @@ from benchmarks.common.records import (
 )
 from benchmarks.common.runner import picked_rate, run_due
 from fvae_asr.demo import size as demo_size
-from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
+from fvae_asr.demo.paths import ASSET_BACKBONE
 from fvae_asr.files import read_json
+from fvae_asr.recipes.timit import recipe_file
 from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.data.annotations import ANNOTATION_KEYS, read_annotation
 from fvae_asr.speech.data.timit import SPLITS, prepare_timit

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fvae_asr.cli.args import output_dir, torch_device
+from fvae_asr.argument_types import output_dir, torch_device
 from fvae_asr.cli.transcribe import write_into
 from fvae_asr.speech.data.timit import PHONES_39, fold_to_39, parse_label_line
 from fvae_asr.speech.inference.evaluation import read_manifest

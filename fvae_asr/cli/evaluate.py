@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from fvae_asr.cli.args import output_file, positive_int, torch_device
+from fvae_asr.argument_types import output_file, positive_int, torch_device
 from fvae_asr.files import write_atomically
 from fvae_asr.speech.inference.evaluation import evaluate_manifest, read_manifest, report_alignments
 from fvae_asr.speech.inference.transcriber import Transcriber

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 def train(argv: Sequence[str]) -> int:
     """``fvae-asr train [--hparams FILE] [--key=value ...]``: the recipe with the packaged ``hparams/train.yaml`` unless
     ``--hparams`` names another; every other argument is the recipe's own (SpeechBrain's overrides)."""
-    from fvae_asr.demo.paths import recipe_file
+    from fvae_asr.recipes.timit import recipe_file
     from fvae_asr.recipes.timit.train import main as recipe_main
 
     parser = argparse.ArgumentParser(prog="fvae-asr train", add_help=False)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fvae_asr.cli.args import non_negative_float, output_dir, positive_float, positive_int, torch_device
+from fvae_asr.argument_types import non_negative_float, output_dir, positive_float, positive_int, torch_device
 from fvae_asr.files import write_atomically
 from fvae_asr.speech.inference.transcriber import (
     DEFAULT_CHUNK_SECONDS,

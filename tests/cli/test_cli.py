@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from fvae_asr.cli import main as cli
-from fvae_asr.demo.paths import recipe_file
+from fvae_asr.recipes.timit import recipe_file
 
 
 def test_every_command_resolves_to_its_main():
