@@ -11,7 +11,7 @@ The test split holds every (word, noise) group equally often. The plan is exact,
 
 Model: the shipped tiny wav2vec2 (fvae_asr/assets/tiny_wav2vec2, loaded from that folder), its hidden states
 averaged over the real (non-padded) frames, then a fresh linear head (``PooledClassifier``). Methods, as in
-benchmarks/compare/study.py (same definitions, imported): frozen (head only), lora, fvae_lora, full (all but
+benchmarks/common/methods.py (the comparison study's definitions): frozen (head only), lora, fvae_lora, full (all but
 the CNN), and the FVAE-LoRA ablations delta0 (VAE2LAT: delta = 0 and a KL of q2 toward p2) and same_prior
 (prior mean of z2 = 0). Adapters: rank 16, LoRA with alpha 16 and dropout 0.1, FVAE-LoRA with the package's
 defaults (the authors' code: scale 0.5, a 3-layer decoder with dropout 0.1, delta = 2 / rank, lambda = 1e-3), on
@@ -59,8 +59,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common.methods import ABLATIONS
 from benchmarks.common.records import backbone_digest, source_commit, study_command
-from benchmarks.compare.study import ABLATIONS
 from benchmarks.spurious.corpus import corpus_options, prepare_corpus, split_groups, write_test_manifest
 from benchmarks.spurious.report import markdown_report, plot_accuracy
 from benchmarks.spurious.results import fvae_minus_lora, results_entries

@@ -44,7 +44,7 @@ def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command
         "- Model: the shipped tiny wav2vec2 (fvae_asr/assets/tiny_wav2vec2), hidden states averaged over the real "
         "(non-padded) frames, a fresh linear head. Methods: frozen (head only), lora, fvae_lora, full (all but the "
         "CNN), and the FVAE-LoRA ablations delta0 (VAE2LAT: delta = 0, KL of q2 toward p2) and same_prior (prior "
-        "mean of z2 = 0), defined as in benchmarks/compare/study.py. Adapters: rank 16; LoRA alpha 16, dropout "
+        "mean of z2 = 0), defined as in benchmarks/common/methods.py. Adapters: rank 16; LoRA alpha 16, dropout "
         "0.1; FVAE-LoRA with the package's defaults, which follow the authors' code (scale 0.5, a decoder of 3 "
         "hidden layers with dropout 0.1, delta = 2 / rank, lambda = 1e-3); on every linear layer of the transformer "
         f"and the feature projection ({', '.join(TARGET_MODULES)}).",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.compare.study import ABLATIONS
+from benchmarks.common.methods import ABLATIONS
 from benchmarks.spurious.study import TUNED, Study
 
 

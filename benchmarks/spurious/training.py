@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from speechbrain.nnet.schedulers import LinearWarmupScheduler
 
+from benchmarks.common.methods import METHODS, TARGETS
 from benchmarks.common.records import read_record as finished_record
 from benchmarks.common.records import write_record
-from benchmarks.compare.study import METHODS, TARGETS
 from benchmarks.spurious.corpus import NOISES, SPLITS, WORDS, load_split
 from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight
 from fvae_asr.speech.models.classifier import PooledClassifier

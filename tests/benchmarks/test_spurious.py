@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.compare.study import ABLATIONS, METHODS, TARGETS
+from benchmarks.common.methods import ABLATIONS, METHODS, TARGETS
 from benchmarks.spurious.cli import main, parse_args
 from benchmarks.spurious.corpus import (
     NOISES,
