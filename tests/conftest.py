@@ -4,6 +4,7 @@ and the guard that keeps ``make test-fast`` fast: a test that trains end to end 
 from __future__ import annotations
 
 import importlib
+import multiprocessing.process
 import os
 import socket
 import subprocess
@@ -110,9 +111,9 @@ _running: list[pytest.Item] = []  # the test whose setup, call or teardown runs 
 _refused: dict[str, str] = {}  # test id -> why: the test fails even if the code under test caught the error
 
 
-class UnmarkedEndToEndTest(BaseException):
-    """A test without the e2e (or slow) mark trained end to end: ``make test-fast`` would not stay fast. A
-    BaseException, so that no ``except Exception`` of the code under test takes it for the failure a test expects."""
+class UnmarkedEndToEndTest(RuntimeError):
+    """A test without the e2e (or slow) mark trained end to end: ``make test-fast`` would not stay fast. The test
+    fails even where the code under test catches this error (``pytest_runtest_makereport``)."""
 
 
 def _check_marked(what: str) -> None:
@@ -154,6 +155,15 @@ def _python_popen_init(self, args, *rest, **kwargs):
 
 
 subprocess.Popen.__init__ = _python_popen_init
+_process_start = multiprocessing.process.BaseProcess.start
+
+
+def _guarded_process_start(self):
+    _check_marked("starts a Python process")  # a multiprocessing worker: fork or spawn, a pool's included
+    _process_start(self)
+
+
+multiprocessing.process.BaseProcess.start = _guarded_process_start
 
 
 @pytest.hookimpl(hookwrapper=True)

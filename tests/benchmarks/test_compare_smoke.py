@@ -101,6 +101,7 @@ def test_a_study_of_some_methods_and_targets_plans_only_those():
     assert (pair["targets"], pair["seeds"], pair["mean"]) == ("all_linear", 1, pytest.approx(top))
 
 
+@pytest.mark.e2e
 def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(tmp_path: Path, capsys) -> None:
     tiny_wav2vec2().save_pretrained(tmp_path / "wav2vec2")
     labels = ["<blank>", *PHONES_39]  # a CTC checkpoint like the shipped one: demo.yaml starts from its head
@@ -320,6 +321,7 @@ def test_a_real_corpus_study_refuses_bad_flags_before_writing(tone_corpus, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.e2e
 def test_preset_quick_trains_through_the_recipe_keys_records_by_corpus_and_encoder_and_resumes(
     tone_corpus, large_layout_encoder, tmp_path, capsys
 ):

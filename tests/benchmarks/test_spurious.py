@@ -66,6 +66,7 @@ def test_the_plan_is_deterministic_by_seed():
     assert sorted(plan_split(groups, 3, "train")) == sorted(plan_split(groups, 4, "train"))
 
 
+@pytest.mark.e2e
 def test_the_audio_is_deterministic_by_seed():
     pytest.importorskip("espeakng_loader")
     plan = [(0, 0), (1, 3), (2, 1)]

@@ -15,6 +15,7 @@ def test_every_command_resolves_to_its_main():
     assert set(cli.COMMANDS) == {"train", "transcribe", "evaluate", "align", "latents", "demo", "synthetic"}
 
 
+@pytest.mark.e2e
 def test_python_m_fvae_asr_lists_the_commands_and_refuses_an_unknown_one():
     listed = subprocess.run([sys.executable, "-m", "fvae_asr", "--help"], capture_output=True, text=True)
     assert listed.returncode == 0

@@ -221,6 +221,7 @@ def test_transcriber_rejects_bad_chunk_settings(local_checkpoint):
             Transcriber(local_checkpoint, **settings)
 
 
+@pytest.mark.e2e
 def test_transcriber_is_exported_lazily():
     assert fvae_asr.Transcriber is Transcriber and "Transcriber" in fvae_asr.__all__
     script = "import sys, fvae_asr\nprint(sorted(m for m in sys.modules if m.startswith('fvae_asr.speech')))\n"

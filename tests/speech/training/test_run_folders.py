@@ -44,6 +44,7 @@ def _epochs_logged(output: Path) -> list[str]:
 # ---- a save folder belongs to one run ----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_save_folder_holding_another_runs_checkpoints_is_refused(tone_corpus, tmp_path):
     shared = tmp_path / "shared_save"
     first = recipe_overrides(tone_corpus, tmp_path / "a", save_folder=str(shared), number_of_epochs=1)
@@ -71,6 +72,7 @@ def test_a_save_folder_in_use_by_another_run_is_refused(tone_corpus, tmp_path):
     assert not list(shared.glob("CKPT+*")) and not (shared / "run_config.json").exists()
 
 
+@pytest.mark.e2e
 def test_a_run_folder_moved_as_a_whole_resumes(tone_corpus, tmp_path):
     run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path / "a", number_of_epochs=1))
     (tmp_path / "a").rename(tmp_path / "moved")
@@ -81,6 +83,7 @@ def test_a_run_folder_moved_as_a_whole_resumes(tone_corpus, tmp_path):
 # ---- exports and restarts ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_an_export_killed_before_its_description_leaves_the_previous_export_whole(tone_corpus, tmp_path, monkeypatch):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
     run(HPARAMS, QUIET, overrides)
@@ -98,6 +101,7 @@ def test_an_export_killed_before_its_description_leaves_the_previous_export_whol
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.e2e
 def test_a_restart_removes_the_previous_results_before_it_trains(tone_corpus, tmp_path, monkeypatch):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
     run(HPARAMS, QUIET, overrides)
@@ -125,6 +129,7 @@ def test_an_export_never_replaces_a_folder_of_other_files(tone_corpus, tmp_path)
 # ---- a run resumes on the audio it started with -------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_resuming_on_a_regenerated_timit_corpus_is_refused(tmp_path):
     corpus = make_tone_corpus(tmp_path / "TIMIT")
     overrides = recipe_overrides(corpus, tmp_path / "out", number_of_epochs=1)
