@@ -17,11 +17,14 @@ setup: $(STAMP)
 demo: setup  ## offline end-to-end demo on the embedded synthetic corpus
 	$(PY) -m fvae_asr demo --out demo_out
 
-test: setup lint docs  ## lint, the docs build (strict) and the whole test suite, slow end-to-end tests included
-	$(PY) -m pytest -q
+# pytest-xdist workers for make test and make test-fast (one torch thread each: tests/conftest.py)
+TEST_WORKERS ?= 2
 
-test-fast: setup  ## everything but the slow end-to-end tests
-	$(PY) -m pytest -q -m "not slow"
+test: setup lint docs  ## lint, the docs build (strict) and the whole test suite, slow end-to-end tests included
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
+test-fast: setup  ## the tests that train nothing end to end (no e2e or slow mark): a contributor's loop
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow and not e2e"
 
 lint: setup  ## ruff (lint, format check) and pymarkdownlnt on the README and docs/ (configured in pyproject.toml)
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,10 @@
-"""Shared fixtures: a tiny learnable TIMIT-layout corpus (one tone per phone), recipe overrides, a 2-process launch."""
+"""Shared fixtures: a tiny learnable TIMIT-layout corpus (one tone per phone), recipe overrides, a 2-process launch;
+and the guard that keeps ``make test-fast`` fast: a test that trains end to end must say so (``@pytest.mark.e2e``)."""
 
 from __future__ import annotations
 
+import importlib
+import multiprocessing.process
 import os
 import socket
 import subprocess
@@ -16,6 +19,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # tiny_models, for every test mo
 from fvae_asr.speech.data.timit import write_utterance
 
 from tiny_models import TINY_ENCODERS
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: one thread per worker (and its subprocesses), not N each
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 HPARAMS = REPO / "recipes" / "timit" / "hparams" / "train.yaml"
@@ -91,3 +100,94 @@ def recipe_overrides(corpus: Path, output: Path, **extra) -> dict:
         "valid_dataloader_opts": {"batch_size": 4, "num_workers": 0},
         **extra,
     }
+
+
+# What "trains end to end" means for the e2e mark: fitting a SpeechBrain Brain (the recipe and the studies run it),
+# training with the Hugging Face Trainer, or starting a Python process (each imports torch and the libraries anew).
+TRAINING_ENTRY_POINTS = {"speechbrain.core": ("Brain", "fit"), "transformers.trainer": ("Trainer", "train")}
+_running: list[pytest.Item] = []  # the test whose setup, call or teardown runs now
+
+
+_refused: dict[str, str] = {}  # test id -> why: the test fails even if the code under test caught the error
+
+
+class UnmarkedEndToEndTest(RuntimeError):
+    """A test without the e2e (or slow) mark trained end to end: ``make test-fast`` would not stay fast. The test
+    fails even where the code under test catches this error (``pytest_runtest_makereport``)."""
+
+
+def _check_marked(what: str) -> None:
+    item = _running[-1] if _running else None
+    if item is not None and not (item.get_closest_marker("e2e") or item.get_closest_marker("slow")):
+        _refused[item.nodeid] = (
+            f"{item.nodeid} {what} (here or in a fixture it uses): mark it @pytest.mark.e2e, which make test-fast "
+            "leaves out, or make it train nothing"
+        )
+        raise UnmarkedEndToEndTest(_refused[item.nodeid])
+
+
+def _guarded(function, what: str):
+    def guarded(*args, **kwargs):
+        _check_marked(what)
+        return function(*args, **kwargs)
+
+    guarded.__wrapped__ = function
+    return guarded
+
+
+def _guard_training_entry_points() -> None:
+    """Wrap each entry point once its module is imported (transformers' Trainer is too slow to import for this)."""
+    for module_name, (class_name, method) in TRAINING_ENTRY_POINTS.items():
+        if module_name in sys.modules:
+            owner = getattr(importlib.import_module(module_name), class_name)
+            if not hasattr(getattr(owner, method), "__wrapped__"):
+                setattr(owner, method, _guarded(getattr(owner, method), f"calls {class_name}.{method}"))
+
+
+_popen_init = subprocess.Popen.__init__
+
+
+def _python_popen_init(self, args, *rest, **kwargs):
+    program = args[0] if isinstance(args, (list, tuple)) and args else args
+    if os.path.basename(str(program)).startswith("python"):
+        _check_marked("starts a Python process")
+    _popen_init(self, args, *rest, **kwargs)
+
+
+subprocess.Popen.__init__ = _python_popen_init
+_process_start = multiprocessing.process.BaseProcess.start
+
+
+def _guarded_process_start(self):
+    _check_marked("starts a Python process")  # a multiprocessing worker: fork or spawn, a pool's included
+    _process_start(self)
+
+
+multiprocessing.process.BaseProcess.start = _guarded_process_start
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _running.append(item)
+    try:
+        yield
+    finally:
+        _running.pop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _guard_training_entry_points()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    _guard_training_entry_points()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if item.nodeid in _refused and report.passed and report.when == "call":
+        report.outcome, report.longrepr = "failed", _refused[item.nodeid]

@@ -51,6 +51,7 @@ def assert_adapter_only(out: Path, projections: tuple[str, str]) -> None:
         assert any(f".{projection}.lora_B" in k for k in keys)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "name, projections", [("text_classification", ("query", "key")), ("image_classification", ("q_proj", "k_proj"))]
 )
@@ -62,6 +63,7 @@ def test_fvae_lora_learns_the_synthetic_task_and_saves_only_its_adapter(tmp_path
     assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["adapter_type"] == "fvae_lora"
 
 
+@pytest.mark.e2e
 def test_lora_saves_only_its_adapter_with_the_chosen_targets(tmp_path):
     results = run_example("image_classification", tmp_path / "out", "--method", "lora", "--targets", "qv", *QUICK)
     assert results["method"] == "lora" and 0 <= results["eval_accuracy"] <= 1
@@ -73,6 +75,7 @@ def test_lora_saves_only_its_adapter_with_the_chosen_targets(tmp_path):
     assert (config["lora_alpha"], config["dropout"]) == (16.0, 0.1)  # the paper's LoRA settings
 
 
+@pytest.mark.e2e
 def test_fvae_lora_config_takes_rank_and_lambda(tmp_path):
     run_example("text_classification", tmp_path / "out", "--rank", "4", "--aux_weight", "0.01", *QUICK)
     config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
@@ -80,6 +83,7 @@ def test_fvae_lora_config_takes_rank_and_lambda(tmp_path):
     assert config["trainable_modules"] == ["classifier"]
 
 
+@pytest.mark.e2e
 def test_full_fine_tuning_saves_the_whole_model(tmp_path):
     results = run_example("text_classification", tmp_path / "out", "--method", "full", *QUICK)
     assert results["method"] == "full"
@@ -108,6 +112,7 @@ def test_usage_errors_exit_2_before_writing(tmp_path, monkeypatch, capsys, argv,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name, build", [("text_classification", "tiny_bert"), ("image_classification", "tiny_vit")])
 def test_model_from_a_local_directory(tmp_path, name, build):
     example = load_example(name)
@@ -158,6 +163,7 @@ def sentiment_rows(n: int) -> list[tuple[str, int]]:
     return rows
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_text_example_on_a_local_data_file(tmp_path, offline_datasets, suffix):
     example = load_example("text_classification")
@@ -194,6 +200,7 @@ def test_text_example_on_a_local_data_file(tmp_path, offline_datasets, suffix):
     assert offline_datasets.is_dir()  # the `datasets` cache went to tmp_path
 
 
+@pytest.mark.e2e
 def test_image_example_on_a_local_image_folder(tmp_path, offline_datasets):
     from PIL import Image
     from transformers import ViTImageProcessor

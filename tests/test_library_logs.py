@@ -2,6 +2,8 @@
 
 import logging
 
+import pytest
+
 import fvae_asr.speech  # noqa: F401  (installs the filters, as any speech import does)
 from fvae_asr.library_logs import IRRELEVANT_MESSAGES
 
@@ -19,6 +21,7 @@ def test_only_the_named_messages_are_dropped(caplog):
     ]
 
 
+@pytest.mark.e2e
 def test_a_recipe_run_logs_none_of_them(tmp_path, tone_corpus):
     from fvae_asr.recipes.timit.train import run
 

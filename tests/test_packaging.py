@@ -68,6 +68,7 @@ def installed(tmp_path_factory) -> Installed:
     return Installed(source, wheel, site)
 
 
+@pytest.mark.e2e
 def test_a_plain_install_of_the_wheel_brings_what_the_demo_and_the_figures_need(installed):
     """pip installs a wheel's requirements that no extra marks: eSpeak NG's loader (the demo's corpus) and
     matplotlib (the figures of latents and the studies) must be among them."""
@@ -79,6 +80,7 @@ def test_a_plain_install_of_the_wheel_brings_what_the_demo_and_the_figures_need(
     assert {"espeakng-loader", "matplotlib", "torch", "speechbrain"} <= plain
 
 
+@pytest.mark.e2e
 def test_the_demo_without_espeak_ng_fails_in_one_line_before_writing_anything(installed, tmp_path):
     """An environment that lacks the loader anyway (installed with --no-deps, or removed) gets one line, not a
     traceback, and no half-made output folder."""

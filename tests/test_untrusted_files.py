@@ -45,6 +45,7 @@ def _plant_remote_code(folder: Path, marker: Path) -> None:
     (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
 
 
+@pytest.mark.e2e
 def test_a_backbone_asking_for_remote_code_is_refused_before_transformers_sees_it(tmp_path, exported, capsys):
     model = Path(shutil.copytree(exported, tmp_path / "model"))
     marker = tmp_path / "RAN"
@@ -153,6 +154,7 @@ def test_a_decoder_deeper_than_any_the_method_uses_is_refused_by_name(tmp_path):
         load_adapter(WithHead(tiny_wav2vec2(seed=0)), directory)
 
 
+@pytest.mark.e2e
 def test_a_pickle_planted_in_a_checkpoint_never_runs_even_with_weights_only_off(tmp_path, tone_corpus, monkeypatch):
     overrides = recipe_overrides(tone_corpus, tmp_path / "run", number_of_epochs=1)
     run(HPARAMS, {"noprogressbar": True}, overrides)

@@ -1,6 +1,6 @@
-"""``python -m benchmarks.compare``: the command line of ``benchmarks.compare.study``."""
+"""``python -m benchmarks.compare``: the study's command line."""
 
-from benchmarks.compare.study import main
+from benchmarks.compare.cli import main
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.common.records import mean_std
-from benchmarks.compare.study import _fmt
+from benchmarks.compare.report import _fmt
 
 METHODS = {
     "frozen": "head on the frozen backbone",

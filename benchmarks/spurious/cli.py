@@ -11,7 +11,7 @@ The test split holds every (word, noise) group equally often. The plan is exact,
 
 Model: the shipped tiny wav2vec2 (fvae_asr/assets/tiny_wav2vec2, loaded from that folder), its hidden states
 averaged over the real (non-padded) frames, then a fresh linear head (``PooledClassifier``). Methods, as in
-benchmarks/compare/study.py (same definitions, imported): frozen (head only), lora, fvae_lora, full (all but
+benchmarks/common/methods.py (the comparison study's definitions): frozen (head only), lora, fvae_lora, full (all but
 the CNN), and the FVAE-LoRA ablations delta0 (VAE2LAT: delta = 0 and a KL of q2 toward p2) and same_prior
 (prior mean of z2 = 0); and controls that put the package's 0.1 defaults back into FVAE-LoRA, all at once
 (fvae_lora_old: clipping 5, scale 1, a 1-layer decoder without dropout, log-variance clamp 10) or one at a time

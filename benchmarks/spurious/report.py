@@ -45,7 +45,7 @@ def markdown_report(entries: list[dict[str, Any]], size: dict[str, Any], command
         "- Model: the shipped tiny wav2vec2 (fvae_asr/assets/tiny_wav2vec2), hidden states averaged over the real "
         "(non-padded) frames, a fresh linear head. Methods: frozen (head only), lora, fvae_lora, full (all but the "
         "CNN), and the FVAE-LoRA ablations delta0 (VAE2LAT: delta = 0, KL of q2 toward p2) and same_prior (prior "
-        "mean of z2 = 0), defined as in benchmarks/compare/study.py; and controls that put the package's 0.1 "
+        "mean of z2 = 0), defined as in benchmarks/common/methods.py; and controls that put the package's 0.1 "
         "defaults back, all at once (fvae_lora_old: clipping 5, scale 1, a 1-layer decoder without dropout, "
         "log-variance clamp 10) or one at a time (fvae_lora_clip5, fvae_lora_scale1, fvae_lora_decoder1). "
         "Adapters: rank 16; LoRA alpha 16, dropout "

@@ -8,9 +8,9 @@ import logging
 from functools import partial
 from typing import Any
 
+from benchmarks.common.methods import ABLATIONS, CONTROLS, FACTOR_CONTROLS, LR_GRID, METHODS
+from benchmarks.common.methods import TUNED as COMPARED_TUNED
 from benchmarks.common.runner import picked_rate, run_due
-from benchmarks.compare.study import ABLATIONS, CONTROLS, FACTOR_CONTROLS, METHODS, STUDY
-from benchmarks.compare.study import TUNED as COMPARED_TUNED
 from benchmarks.spurious.training import Task, read_record, run_task
 
 logger = logging.getLogger("fvae_asr.spurious")
@@ -30,7 +30,7 @@ STUDY_SIZE = {
     "rate": 0.9,
     "epochs": 6,
     "batch_size": 16,
-    "lr_grid": STUDY["lr_grid"],
+    "lr_grid": LR_GRID,
     "seeds": [0, 1, 2],
     "methods": STUDY_METHODS,
 }

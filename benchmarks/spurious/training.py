@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from speechbrain.nnet.schedulers import LinearWarmupScheduler
 
+from benchmarks.common.methods import FACTOR_CONTROLS, METHODS, TARGETS
 from benchmarks.common.records import read_record as finished_record
 from benchmarks.common.records import write_record
-from benchmarks.compare.study import FACTOR_CONTROLS, METHODS, TARGETS
 from benchmarks.spurious.corpus import NOISES, SPLITS, WORDS, load_split
 from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight, loss_terms
 from fvae_asr.adapters.optimizer import MAX_GRAD_NORM, OPTIMIZER_RULE, authors_adamw

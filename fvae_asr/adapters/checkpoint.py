@@ -2,9 +2,6 @@
 
 LoRA adapters are written in PEFT's own format (``peft.PeftModel.from_pretrained`` reads them) and PEFT LoRA
 adapters load here; FVAE-LoRA adapters, which PEFT has no layers for, keep our format.
-
-Also the tensor loading every checkpoint of the package uses (recognisers too): safetensors files that are
-unreadable or hold non-finite weights are rejected, naming the file and the tensor.
 """
 
 from __future__ import annotations
@@ -15,8 +12,6 @@ from pathlib import Path
 
 import regex
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from fvae_asr.adapters.config import AdapterConfig, LoRAConfig, TargetSpec, config_from_dict
@@ -32,7 +27,8 @@ from fvae_asr.adapters.peft_format import (
     peft_fields,
     to_peft_names,
 )
-from fvae_asr.files import read_json, write_atomically, write_json
+from fvae_asr.files import read_json, write_json
+from fvae_asr.tensor_files import load_tensors, save_tensors
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -66,30 +62,6 @@ def base_state_dict(module: nn.Module) -> dict[str, Tensor]:
         elif key.startswith(f"{owner}.base."):
             base_state[f"{owner}.{key[len(owner) + len('.base.') :]}"] = value
     return base_state
-
-
-def check_finite(tensors: dict[str, Tensor], origin: str | Path) -> None:
-    """Every floating-point tensor must be finite: NaN or infinite weights make a model output garbage."""
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"{origin}: tensor '{name}' has non-finite (NaN or infinite) values")
-
-
-def load_tensors(path: Path, what: str) -> dict[str, Tensor]:
-    """A safetensors file's tensors; a missing or unreadable file, or a non-finite weight, is an error naming it."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no {what} at {path}")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"cannot read {what} {path}: {err}") from err
-    check_finite(tensors, path)
-    return tensors
-
-
-def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
-    """A safetensors file written atomically (no pickle), readable by ``load_tensors``."""
-    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
 
 
 def save_adapter(model: nn.Module, directory: str | Path) -> Path:

@@ -24,26 +24,34 @@ PEFT_NAMES = {
     "target_modules": "target_modules",
 }
 
-# PEFT LoraConfig fields that change the layers' maths or structure when set; our LoRA implements none of them.
-UNSUPPORTED_WHEN_SET = (
-    "use_dora",
-    "rank_pattern",
-    "alpha_pattern",
-    "layers_to_transform",
-    "layers_pattern",
-    "fan_in_fan_out",
-    "lora_bias",
-    "target_parameters",
-    "exclude_modules",
-    "layer_replication",
-    "trainable_token_indices",
-    "use_qalora",
-    "alora_invocation_tokens",
-    "use_bdlora",
-    "arrow_config",
-    "kasa_config",
-    "monteclora_config",
-    "velora_config",
+# The PEFT LoraConfig fields we read, and those that never change a trained adapter's outputs (metadata, how fresh
+# weights are initialised, settings of features that are off unless another field turns them on). Any other field
+# that is set (not null, false or empty) is refused: an allow-list, so a feature PEFT adds later is named, not ignored.
+READ_FIELDS = (
+    "peft_type",
+    "r",
+    "lora_alpha",
+    "target_modules",
+    "lora_dropout",
+    "use_rslora",
+    "bias",
+    "modules_to_save",
+)
+FIELDS_WITHOUT_EFFECT = (
+    "task_type",
+    "auto_mapping",
+    "peft_version",
+    "base_model_name_or_path",
+    "revision",
+    "inference_mode",
+    "init_lora_weights",
+    "loftq_config",
+    "eva_config",
+    "corda_config",
+    "lora_ga_config",
+    "megatron_core",  # the module megatron_config's layers come from; megatron_config itself is refused when set
+    "qalora_group_size",  # read only with use_qalora, which is refused when set
+    OWN_CONFIG_KEY,
 )
 
 
@@ -80,8 +88,8 @@ def config_from_peft(fields: dict[str, Any]) -> LoRAConfig:
     """Our LoRAConfig from a PEFT LoRA config; a PEFT feature our LoRA lacks is a ValueError naming the field."""
     if fields.get("peft_type") != "LORA":
         raise ValueError(f"peft_type {fields.get('peft_type')!r} is not supported; only 'LORA' adapters load")
-    for name in UNSUPPORTED_WHEN_SET:
-        if fields.get(name):
+    for name in sorted(set(fields) - set(READ_FIELDS) - set(FIELDS_WITHOUT_EFFECT)):
+        if fields[name]:
             raise ValueError(f"field '{name}' = {fields[name]!r} is not supported (our LoRA has no such feature)")
     if fields.get("bias", "none") != "none":
         raise ValueError(f"field 'bias' = {fields['bias']!r} is not supported; only 'none'")

@@ -1,6 +1,5 @@
-"""Command-line entry points, one module each; ``args`` holds the argument types they share.
-
-Each runs as ``python -m fvae_asr.<name>`` and as the console script ``fvae-asr-<name>`` (``pyproject.toml``):
-``transcribe`` (phones, with times, from audio files), ``evaluate`` (PER on a manifest), ``latents`` (what the
-adapter latents carry). The demo and the synthetic corpus generator are packages with their own ``__main__``.
+"""The command line, ``fvae-asr <command>`` (``main``): one module per command of its own (``transcribe``,
+``evaluate``, ``align``, ``latents``); ``train`` runs the packaged TIMIT recipe, ``demo`` and ``synthetic`` run
+those packages' ``main``. The CLI depends on the recipe and the demo, never the reverse; the argument types it
+shares with them are ``fvae_asr.argument_types``.
 """

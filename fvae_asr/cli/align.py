@@ -19,13 +19,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fvae_asr.cli.args import output_dir, outputs_among_inputs, torch_device
-from fvae_asr.cli.transcribe import file_ids, output_names_problem, output_paths, write_into
+from fvae_asr.argument_types import output_dir, outputs_among_inputs, torch_device
+from fvae_asr.cli.transcribe import output_names_problem, output_paths, write_into
 from fvae_asr.speech.data.annotations import SCORING_FIELDS, read_annotation
 from fvae_asr.speech.data.timit import PHONES_39, fold_to_39, parse_label_line
 from fvae_asr.speech.inference.forced_alignment import align_file
 from fvae_asr.speech.inference.transcriber import Transcriber
-from fvae_asr.speech.inference.transcript_formats import FORMATS
+from fvae_asr.speech.inference.transcript_formats import FORMATS, file_ids
 
 ALIGN_FORMATS = ("textgrid", "ctm", "json")
 

@@ -13,17 +13,15 @@ import argparse
 import json
 import os
 import sys
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from fvae_asr.cli.args import output_file, outputs_among_inputs, positive_int, torch_device
-from fvae_asr.cli.transcribe import file_ids
+from fvae_asr.argument_types import output_file, outputs_among_inputs, positive_int, torch_device
 from fvae_asr.files import write_atomically
 from fvae_asr.speech.data.annotations import SCORING_FIELDS, read_annotation
 from fvae_asr.speech.inference.evaluation import evaluate_manifest, report_alignments
-from fvae_asr.speech.inference.transcriber import FileTranscription, Transcriber
-from fvae_asr.speech.inference.transcript_formats import ctm_lines
+from fvae_asr.speech.inference.transcriber import Transcriber
+from fvae_asr.speech.inference.transcript_formats import sclite_ctm, sclite_file_ids, sclite_stm, sclite_trn
 
 SCLITE_FILES = ("ref.trn", "hyp.trn", "ref.stm", "hyp.ctm")  # what --sclite writes
 
@@ -95,85 +93,6 @@ def summary(report: dict) -> str:
         f"PER {report['per']:.2f}% on {report['utterances']} utterances ({report['reference_phones']} phones): "
         f"{report['substitutions']} substitutions, {report['deletions']} deletions, {report['insertions']} insertions"
         f"{skipped}"
-    )
-
-
-def sclite_trn(report: dict, side: str) -> str:
-    """One side (``ref`` or ``hyp``) of the transcripts in sclite's trn form: ``<phones> (<utterance id>)``.
-
-    Args:
-        report: what ``evaluate_manifest`` returns.
-        side: ``ref`` or ``hyp``.
-    """
-    return "".join(f"{t[side]} ({utt_id})\n" for utt_id, t in report["transcripts"].items())
-
-
-def sclite_file_ids(manifest: dict[str, dict], manifest_path: Path) -> dict[str, str]:
-    """Each utterance's file ID in ref.stm and hyp.ctm: ``transcribe``'s rule (``file_ids``) over the manifest's
-    audio files, so that hyp.ctm is what ``transcribe --format ctm`` writes for them.
-
-    Args:
-        manifest: a manifest's entries (``read_annotation``).
-        manifest_path: its file, named in errors.
-
-    Raises ValueError naming the utterances whose files get one ID (STM and CTM tell utterances apart by file
-    only) or the IDs with white space (sclite splits its lines on it).
-    """
-    names = dict(zip(manifest, file_ids([entry["wav"] for entry in manifest.values()])))
-    utterances_of = defaultdict(list)
-    for utt_id, name in names.items():
-        utterances_of[name].append(utt_id)
-    for name, utt_ids in utterances_of.items():
-        if len(utt_ids) > 1:
-            files = ", ".join(dict.fromkeys(manifest[utt_id]["wav"] for utt_id in utt_ids))
-            raise ValueError(
-                f"manifest {manifest_path}: utterances {', '.join(utt_ids)} get one file ID, {name} "
-                f"({files}), but sclite's STM and CTM (--sclite) tell utterances apart by file only"
-            )
-    spaced = [repr(text) for utt_id, name in names.items() for text in (utt_id, name) if len(text.split()) != 1]
-    if spaced:
-        raise ValueError(
-            f"manifest {manifest_path}: IDs for sclite (--sclite) cannot contain white space: {', '.join(spaced[:5])}"
-        )
-    bracketed = [repr(utt_id) for utt_id in names if set(utt_id) & set("()")]
-    if bracketed:
-        raise ValueError(
-            f"manifest {manifest_path}: utterance IDs for sclite (--sclite) cannot contain parentheses, which "
-            f"end a .trn line's '(<utterance id>)': {', '.join(bracketed[:5])}"
-        )
-    return names
-
-
-def sclite_stm(report: dict, names: dict[str, str]) -> str:
-    """The references as NIST STM, one segment per utterance spanning its whole file, sorted by file ID as sclite
-    requires: ``<file ID> 1 <utterance id> 0 <duration> <phones>`` (channel 1, as in the CTM).
-
-    Args:
-        report: what ``evaluate_manifest`` returns.
-        names: each utterance's file ID (``sclite_file_ids``).
-    """
-    lines = [";; fvae-asr evaluate: <file ID> <channel> <utterance id> <start> <end> <reference phones>\n"]
-    for utt_id in sorted(report["transcripts"], key=names.__getitem__):
-        transcript = report["transcripts"][utt_id]
-        phones = " ".join(transcript["ref"].split())
-        lines.append(f"{names[utt_id]} 1 {utt_id} 0 {transcript['duration']:.3f} {phones}\n")
-    return "".join(lines)
-
-
-def sclite_ctm(report: dict, names: dict[str, str]) -> str:
-    """The hypotheses as NIST CTM, sorted by file ID and start time, each file's lines as ``transcribe --format ctm``
-    writes them; a file with an empty hypothesis has none (sclite warns, then counts its reference phones deleted).
-
-    Args:
-        report: what ``evaluate_manifest`` returns, with ``timestamps``.
-        names: each utterance's file ID (``sclite_file_ids``).
-    """
-    transcripts = report["transcripts"]
-    return "".join(
-        ctm_lines(
-            FileTranscription(t["wav"], t["hyp"].split(), duration=t["duration"], segments=t["segments"]), names[utt_id]
-        )
-        for utt_id, t in sorted(transcripts.items(), key=lambda item: names[item[0]])
     )
 
 

@@ -25,7 +25,7 @@ from fvae_asr.analysis.latents import (
     analyse_latents,
 )
 from fvae_asr.analysis.probes import ProbeSettings
-from fvae_asr.cli.args import positive_int, torch_device
+from fvae_asr.argument_types import positive_int, torch_device
 from fvae_asr.files import write_json
 from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.speech.models.export import ADAPTER_FORMAT_KINDS, load_exported, read_description

@@ -28,7 +28,7 @@ def train(argv: Sequence[str]) -> int:
     """``fvae-asr train [--hparams FILE] [--key=value ...]``: the recipe with the packaged ``hparams/train.yaml`` unless
     ``--hparams`` names another; every other argument is the recipe's own (SpeechBrain's overrides). No arguments,
     or ``--help``, lists the yaml's settings."""
-    from fvae_asr.demo.paths import recipe_file
+    from fvae_asr.recipes.timit import recipe_file
     from fvae_asr.recipes.timit.train import main as recipe_main
     from fvae_asr.speech.training.recipe_help import answer_help
 

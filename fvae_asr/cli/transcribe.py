@@ -13,7 +13,6 @@ if any file failed (after all the others are done) or the checkpoint is unusable
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fvae_asr.cli.args import (
+from fvae_asr.argument_types import (
     non_negative_float,
     output_dir,
     outputs_among_inputs,
@@ -36,7 +35,7 @@ from fvae_asr.speech.inference.transcriber import (
     FileTranscription,
     Transcriber,
 )
-from fvae_asr.speech.inference.transcript_formats import FORMATS, TIMED_FORMATS
+from fvae_asr.speech.inference.transcript_formats import FORMATS, TIMED_FORMATS, file_ids
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,22 +76,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     _check_outputs(parser, args)
     return args
-
-
-def file_ids(paths: list[str]) -> list[str]:
-    """What names each file's output (the CTM's first column, --out-dir's files): its name without the extension
-    when no two inputs share one; otherwise every file's path relative to the inputs' common folder, without the
-    extension, folders joined by ``_`` (TIMIT's ``DR1/FCJF0/SA1.WAV`` -> ``DR1_FCJF0_SA1``).
-
-    Args:
-        paths: the input files, as given.
-    """
-    stems = [Path(path).stem for path in paths]
-    if len(set(stems)) == len(stems):
-        return stems
-    absolute = [Path(path).absolute() for path in paths]
-    common = Path(os.path.commonpath([path.parent for path in absolute]))
-    return ["_".join(path.relative_to(common).with_suffix("").parts) for path in absolute]
 
 
 def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

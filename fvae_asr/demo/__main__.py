@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from fvae_asr.cli.args import positive_int
+from fvae_asr.argument_types import positive_int
 from fvae_asr.demo import size
-from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
+from fvae_asr.demo.paths import ASSET_BACKBONE
+from fvae_asr.recipes.timit import recipe_file
 from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.synthetic import EspeakError, generate_corpus

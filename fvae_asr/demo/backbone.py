@@ -12,7 +12,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
+from fvae_asr.demo.paths import ASSET_BACKBONE
+from fvae_asr.recipes.timit import recipe_file
 from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.models.export import export_hf_ctc, load_recognizer
 from fvae_asr.synthetic import generate_corpus

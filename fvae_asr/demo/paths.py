@@ -1,20 +1,10 @@
-"""Where the demo finds the recipe's hyperparameters and the shipped tiny backbone, in a checkout or an installed
-package alike (the recipe's folder ships as ``fvae_asr.recipes``)."""
+"""Where the demo finds the shipped tiny backbone, in a checkout or an installed package alike."""
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
 ASSET_BACKBONE = Path(__file__).resolve().parents[1] / "assets" / "tiny_wav2vec2"
-
-
-def recipe_file(name: str) -> Path:
-    """A file of the TIMIT recipe, e.g. ``hparams/demo.yaml``: the demo runs the recipe users run."""
-    path = Path(str(files("fvae_asr.recipes.timit").joinpath(name)))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the fvae_asr.recipes package is incomplete")
-    return path
 
 
 def shipped_backbone() -> str:

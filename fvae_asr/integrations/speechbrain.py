@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from fvae_asr.adapters.config import AdapterConfig, FVAELoRAConfig, LoRAConfig
 from fvae_asr.adapters.layers import FVAELoRALinear, LoRALinear
+from fvae_asr.integrations.frame_masks import audio_frame_mask
 
 MODEL_LEVEL_FIELDS = ("target_modules", "trainable_modules")  # AdaptedModel's target_layers / unfrozen_layers
 SPEECHBRAIN_RANK, SPEECHBRAIN_ALPHA = 16, 1.0  # the defaults of speechbrain.nnet.adapters.LoRA(target, rank, alpha)
@@ -168,8 +169,6 @@ def wav2vec2_frame_mask(wrapper: nn.Module, wavs: Tensor, wav_lens: Tensor) -> T
     """The encoder-frame mask (batch, frames), True on real frames, of a batch with SpeechBrain's relative lengths,
     for SpeechBrain's HuggingFace Wav2Vec2/HuBERT/WavLM wrapper or an ``AdaptedModel`` around one."""
     from speechbrain.integrations.huggingface.huggingface import make_padding_masks
-
-    from fvae_asr.integrations.transformers import audio_frame_mask
 
     hf_model = getattr(wrapper, "model", None)
     mask = None

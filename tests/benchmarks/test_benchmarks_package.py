@@ -21,6 +21,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", COMMANDS)
 def test_each_script_runs_as_a_module_of_the_package_from_the_repository_root(name: str) -> None:
     result = subprocess.run(
@@ -35,6 +36,7 @@ def test_each_script_runs_as_a_module_of_the_package_from_the_repository_root(na
     assert result.stdout.startswith("usage: ")
 
 
+@pytest.mark.e2e
 def test_the_spurious_study_names_its_module_in_usage_errors() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.spurious", "--epochs", "0"],

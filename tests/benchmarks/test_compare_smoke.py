@@ -1,4 +1,4 @@
-"""benchmarks/compare/study.py: the study's bookkeeping (grid, picked rates, seeds, ablations, pairing) on
+"""benchmarks/compare: the study's bookkeeping (grid, picked rates, seeds, ablations, pairing) on
 hand-made records, and a --quick smoke run on a tiny random wav2vec2 + CTC head saved as a Hugging Face
 directory (no dependence on the shipped backbone)."""
 
@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.compare import study as compare
+from benchmarks.common import methods
+from benchmarks.common.records import backbone_digest
+from benchmarks.compare import cli, sizes, training
+from benchmarks.compare import results as study_results
+from benchmarks.compare import study as schedule
 from fvae_asr.speech.data.timit import PHONES_39
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import export_hf_ctc
@@ -39,9 +43,9 @@ def _finish(study, task, dev_per, test_per=50.0):
 
 
 def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_lora_s():
-    study = compare.Study(SIZE)
+    study = schedule.Study(SIZE)
     first = study.due()
-    assert {t.seed for t in first} == {0} and {t.method for t in first} == set(compare.TUNED)
+    assert {t.seed for t in first} == {0} and {t.method for t in first} == set(methods.TUNED)
     assert {(t.method, t.targets) for t in first if t.method in ("frozen", "full")} == {
         ("frozen", "shared"),
         ("full", "shared"),
@@ -58,16 +62,16 @@ def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_l
     assert study.picked_lr("target", "lora", "qk") == 0.001
     assert study.picked_lr("target", "lora", "all_linear") is None  # its grid has not run
     due = set(study.due()) - set(first)
-    Task = compare.Task
+    Task = training.Task
     assert due == {
         Task("target", "fvae_lora", "qk", 0.05, 1),
         Task("target", "lora", "qk", 0.001, 1),
-        *(Task("target", m, "qk", 0.05, s) for m in compare.ABLATIONS for s in (0, 1)),
+        *(Task("target", m, "qk", 0.05, s) for m in methods.ABLATIONS for s in (0, 1)),
     }
 
     for task in due:
         _finish(study, task, [30.0], test_per={"lora": 40.0, "fvae_lora": 35.0}.get(task.method, 30.0) + task.seed)
-    entries = compare.results_entries(study)
+    entries = study_results.results_entries(study)
     fvae = next(e for e in entries if (e["method"], e["targets"]) == ("fvae_lora", "qk"))
     assert (
         fvae["lr"] == 0.05
@@ -77,26 +81,27 @@ def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_l
     assert fvae["test_per"] == [50.0, 36.0]  # seed 0 is the grid run at the picked rate
     delta0 = next(e for e in entries if (e["method"], e["targets"]) == ("delta0", "qk"))
     assert delta0["lr"] == 0.05 and delta0["lr_from"] == "fvae_lora" and delta0["dev_per_by_lr"] == {}
-    (pair,) = [p for p in compare.paired_differences(entries) if p["targets"] == "qk"]
+    (pair,) = [p for p in study_results.paired_differences(entries) if p["targets"] == "qk"]
     assert (pair["mean"], pair["min"], pair["max"]) == (pytest.approx(-2.5), -5.0, 0.0)  # [50-50, 36-41]
 
 
 def test_a_study_of_some_methods_and_targets_plans_only_those():
-    study = compare.Study(compare.SIZES["demo"])  # the demo's runs, and LoRA beside them, on all linears
+    study = schedule.Study(sizes.SIZES["demo"])  # the demo's runs, and LoRA beside them, on all linears
     demo = [("frozen", "shared"), ("lora", "all_linear"), ("fvae_lora", "all_linear")]
     assert {(t.method, t.targets) for t in study.due()} == set(demo)
     for task in study.due():
         _finish(study, task, [40.0 - task.lr], test_per=30.0 + task.lr * (task.method == "fvae_lora"))
     assert study.due() == [task for method, targets in demo for task in study.grid("target", method, targets)]
-    top = max(compare.SIZES["demo"]["lr_grid"])  # the highest rate wins
-    entries = compare.results_entries(study)
+    top = max(sizes.SIZES["demo"]["lr_grid"])  # the highest rate wins
+    entries = study_results.results_entries(study)
     assert [(e["method"], e["targets"], e["lr"]) for e in entries] == [
         (method, "all_linear", top) for method, _ in demo
     ]
-    (pair,) = compare.paired_differences(entries)
+    (pair,) = study_results.paired_differences(entries)
     assert (pair["targets"], pair["seeds"], pair["mean"]) == ("all_linear", 1, pytest.approx(top))
 
 
+@pytest.mark.e2e
 def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(tmp_path: Path, capsys) -> None:
     tiny_wav2vec2().save_pretrained(tmp_path / "wav2vec2")
     labels = ["<blank>", *PHONES_39]  # a CTC checkpoint like the shipped one: demo.yaml starts from its head
@@ -104,13 +109,13 @@ def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(t
     backbone = export_hf_ctc(recognizer, labels, tmp_path / "backbone")
     out = tmp_path / "out"
     argv = ["--quick", "--jobs", "2", "--out", str(out), "--work", str(tmp_path / "work"), "--backbone", str(backbone)]
-    returned = compare.main(argv)
+    returned = cli.main(argv)
 
     results = json.loads((out / "results.json").read_text())
     assert results == json.loads(json.dumps(returned))
     entries = results["results"]
     assert {(e["method"], e["targets"], e["shift"]) for e in entries} == {
-        (m, t, "target") for m in compare.METHODS for t in ("qk", "all_linear")
+        (m, t, "target") for m in methods.METHODS for t in ("qk", "all_linear")
     }
     for e in entries:
         assert {
@@ -128,7 +133,7 @@ def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(t
         } <= set(e)
         assert e["lr_grid"] == [0.003, 0.05] and e["lr"] in e["lr_grid"] and e["seeds"] == [0]
         assert len(e["test_per"]) == 1 and e["test_per"][0] >= 0
-        if e["method"] in compare.TUNED:
+        if e["method"] in methods.TUNED:
             assert set(e["dev_per_by_lr"]) == {"0.003", "0.05"}
     by = {(e["method"], e["targets"]): e for e in entries}
     assert by[("frozen", "qk")]["test_per"] == by[("frozen", "all_linear")]["test_per"]  # one shared run
@@ -165,24 +170,24 @@ def test_quick_study_writes_the_results_schema_and_never_reruns_a_finished_run(t
     assert by_path["target/qk/lora_task_clip/lr0.003/seed0.json"]["settings"]["max_grad_norm"] == 1.0
     assert all(record["commit"] == results["commit"] for record in by_path.values())
     stamps = [r.stat().st_mtime_ns for r in records]
-    again = compare.main(argv)
+    again = cli.main(argv)
     assert [r.stat().st_mtime_ns for r in records] == stamps  # nothing ran again
     assert again["results"] == returned["results"]
 
     # A record made under another default (here the decoder's depth) is not this run's: it would run again.
-    task = compare.Task("target", "fvae_lora", "qk", 0.003, 0)
+    task = training.Task("target", "fvae_lora", "qk", 0.003, 0)
     study_settings = results["settings"]
-    assert compare.read_task_record(out, task, study_settings) is not None
+    assert training.read_task_record(out, task, study_settings) is not None
     path = out / "records" / f"{task.key}.json"
     record = json.loads(path.read_text())
     record["settings"]["adapter_config"]["decoder_layers"] = 1
     path.write_text(json.dumps(record))
-    assert compare.read_task_record(out, task, study_settings) is None
+    assert training.read_task_record(out, task, study_settings) is None
 
 
 def test_missing_backbone_is_a_clear_error(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
-        compare.main(["--out", str(tmp_path), "--backbone", str(tmp_path / "nowhere")])
+        cli.main(["--out", str(tmp_path), "--backbone", str(tmp_path / "nowhere")])
     assert "python -m fvae_asr.demo.backbone" in capsys.readouterr().err
 
 
@@ -194,10 +199,10 @@ def test_dev_per_parsing_keeps_the_last_line_of_each_epoch(tmp_path: Path) -> No
         "epoch: 2, lr: 5.00e-04 - train loss: 2.0 - valid loss: 1.9, valid PER: 60.25\n"
         "epoch loaded: 2 - test loss: 1.9, test PER: 61.0\n"
     )
-    assert compare.dev_per_by_epoch(log, 2) == [80.5, 60.25]
-    assert compare.epochs_logged(log) == 2
+    assert training.dev_per_by_epoch(log, 2) == [80.5, 60.25]
+    assert training.epochs_logged(log) == 2
     with pytest.raises(RuntimeError, match="epochs \\[3\\]"):
-        compare.dev_per_by_epoch(log, 3)
+        training.dev_per_by_epoch(log, 3)
 
 
 # ---- the paper's TIMIT table: --preset paper_timit on a real (here: TIMIT-layout tone) corpus ----------------------
@@ -231,7 +236,7 @@ def _preset_argv(corpus: Path, encoder: Path, tmp_path: Path, *extra: str) -> li
 
 
 def test_paper_timit_preset_is_the_paper_s_setting_through_the_recipe_s_own_hparams(tone_corpus, tmp_path):
-    args = compare.parse_args(["--preset", "paper_timit", "--data_folder", str(tone_corpus), "--work", str(tmp_path)])
+    args = cli.parse_args(["--preset", "paper_timit", "--data_folder", str(tone_corpus), "--work", str(tmp_path)])
     size = args.size
     assert (size["recipe"], size["encoder_source"], size["methods"], size["targets"], size["seeds"]) == (
         "hparams/train.yaml",
@@ -242,7 +247,7 @@ def test_paper_timit_preset_is_the_paper_s_setting_through_the_recipe_s_own_hpar
     )
     assert (size["epochs"], size["batch_size"]) == (20, 8)  # hparams/train.yaml's, read from the file
     assert (size["device"], size["precision"], size["processes"]) == ("cpu", "fp32", 1)
-    study = compare.Study(size)
+    study = schedule.Study(size)
     grids = {
         (method, targets): [t.lr for t in study.grid("timit", method, targets)]
         for method, targets in {(t.method, t.targets) for t in study.due()}
@@ -253,7 +258,7 @@ def test_paper_timit_preset_is_the_paper_s_setting_through_the_recipe_s_own_hpar
         ("fvae_lora", "qk"): [5e-4, 2e-3, 5e-3],
     }  # each method its own grid
     assert {t.shift for t in study.due()} == {"timit"}
-    fvae = compare.recipe_settings(
+    fvae = training.recipe_settings(
         "fvae_lora", "qk", "hparams/train.yaml"
     )  # the authors' settings, the package's defaults
     config = fvae["adapter_config"]
@@ -269,10 +274,10 @@ def test_paper_timit_preset_is_the_paper_s_setting_through_the_recipe_s_own_hpar
         1e-3,
         1e-3,
     )
-    assert compare.recipe_settings("lora", "qk", "hparams/train.yaml")["adapter_config"]["lora_alpha"] == 16
-    assert compare.recipe_settings("full", "shared", "hparams/train.yaml")["adapter_config"] is None
+    assert training.recipe_settings("lora", "qk", "hparams/train.yaml")["adapter_config"]["lora_alpha"] == 16
+    assert training.recipe_settings("full", "shared", "hparams/train.yaml")["adapter_config"] is None
 
-    fixed = compare.parse_args(
+    fixed = cli.parse_args(
         [
             "--preset",
             "paper_timit",
@@ -311,16 +316,17 @@ def test_a_real_corpus_study_refuses_bad_flags_before_writing(tone_corpus, tmp_p
         str(tone_corpus) if item == "CORPUS" else str(tmp_path / item) if item == "NOWHERE" else item for item in argv
     ]
     with pytest.raises(SystemExit) as exit_:
-        compare.main([*argv, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+        cli.main([*argv, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.e2e
 def test_preset_quick_trains_through_the_recipe_keys_records_by_corpus_and_encoder_and_resumes(
     tone_corpus, large_layout_encoder, tmp_path, capsys
 ):
     argv = _preset_argv(tone_corpus, large_layout_encoder, tmp_path, "--quick", "--jobs", "2")
-    returned = compare.main(argv)
+    returned = cli.main(argv)
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())
     assert results == json.loads(json.dumps(returned))
@@ -350,17 +356,17 @@ def test_preset_quick_trains_through_the_recipe_keys_records_by_corpus_and_encod
         "fp32",
     )
     assert settings["corpus"]["name"] == "timit" and settings["corpus"]["utterances"]["train"] == 12
-    assert settings["backbone"] == compare.backbone_digest(large_layout_encoder)
+    assert settings["backbone"] == backbone_digest(large_layout_encoder)
     assert settings["adapter_config"]["target_modules"] == ["q_proj", "k_proj"]
     stamps = [r.stat().st_mtime_ns for r in records]
-    assert compare.main(argv)["results"] == returned["results"]
+    assert cli.main(argv)["results"] == returned["results"]
     assert [r.stat().st_mtime_ns for r in records] == stamps  # nothing ran again
 
     # Records are keyed by what the runs depend on: another precision or process count is another study.
-    task = compare.Task("timit", "fvae_lora", "qk", 0.002, 0)
-    assert compare.read_task_record(out, task, results["settings"]) is not None
+    task = training.Task("timit", "fvae_lora", "qk", 0.002, 0)
+    assert training.read_task_record(out, task, results["settings"]) is not None
     for changed in ({"precision": "bf16"}, {"processes": 2}, {"corpus": {**settings["corpus"], "sha256": "0"}}):
-        assert compare.read_task_record(out, task, {**results["settings"], **changed}) is None
+        assert training.read_task_record(out, task, {**results["settings"], **changed}) is None
 
 
 @pytest.mark.slow
@@ -382,7 +388,7 @@ def test_preset_runs_each_recipe_run_under_torchrun_on_two_processes(tone_corpus
         "--nproc_per_node",
         "2",
     )
-    results = compare.main(argv)
+    results = cli.main(argv)
     ((entry,),) = [[e for e in results["results"] if e["method"] == "lora"]]
     assert entry["seeds"] == [0] and entry["test_per"][0] >= 0
     folder = tmp_path / "work/runs/timit/qk/lora/lr0.005/seed0"
@@ -403,7 +409,7 @@ def test_a_corpus_given_by_annotations_is_identified_by_its_content_wherever_it_
                 ("test_annotation", "test.json"),
             )
         ]
-        args = compare.parse_args(
+        args = cli.parse_args(
             ["--preset", "paper_timit", "--data_folder", str(root), *annotations, "--work", str(tmp_path / "work")]
         )
         return args.corpus

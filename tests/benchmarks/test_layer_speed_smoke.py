@@ -36,6 +36,7 @@ def test_quick_run_writes_the_times_and_the_ratio_over_lora_and_profiles(tmp_pat
     assert 0 < low <= high and all(math.isfinite(v) for v in (low, high))
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU builds C++ with g++")
 def test_the_compiled_scoring_gives_the_eager_terms_and_gradients(monkeypatch) -> None:
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # compiled code draws eager's noise

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from word_corpora import make_word_corpus
 
-from benchmarks.compare import study as compare
+from benchmarks.compare import cli
+from benchmarks.compare.study import Study
+from benchmarks.compare.training import Task
 from fvae_asr.demo.paths import ASSET_BACKBONE
 
 from tiny_models import tiny_wav2vec2
@@ -36,12 +38,12 @@ def local_encoder(tmp_path_factory) -> Path:
     return folder
 
 
-def _finish(study: compare.Study, task: compare.Task, dev_per: float) -> None:
+def _finish(study: Study, task: Task, dev_per: float) -> None:
     study.records[task] = {"seed": task.seed, "dev_per": [dev_per], "test_per": 50.0, "seconds_per_epoch": 1.0}
 
 
 def test_the_real_speech_preset_is_the_protocol(arctic_voice, tmp_path):
-    args = compare.parse_args(["--preset", "real_speech", "--data_folder", str(arctic_voice), "--work", str(tmp_path)])
+    args = cli.parse_args(["--preset", "real_speech", "--data_folder", str(arctic_voice), "--work", str(tmp_path)])
     size = args.size
     assert (size["recipe"], size["encoder_source"], size["corpus"]) == (
         "hparams/demo.yaml",
@@ -58,7 +60,7 @@ def test_the_real_speech_preset_is_the_protocol(arctic_voice, tmp_path):
     assert args.corpus["overrides"] == {"corpus": "arctic", "data_folder": str(arctic_voice.resolve())}
     assert args.corpus["identity"]["utterances"] == {"train": 4, "dev": 1, "test": 1}  # split by prompt
 
-    study = compare.Study(size)
+    study = Study(size)
     first = study.due()
     assert {(t.method, t.targets) for t in first} == {
         ("frozen", "shared"),
@@ -86,7 +88,7 @@ def test_a_word_corpus_study_refuses_bad_flags_before_writing(librispeech, tmp_p
         (["--corpus", "arctic"], "--corpus: only with --preset"),
     ):
         with pytest.raises(SystemExit) as exit_:
-            compare.main([*argv, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+            cli.main([*argv, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
         assert not (tmp_path / "out").exists()
 
@@ -101,7 +103,7 @@ def _librispeech_argv(corpus: Path, encoder: Path, tmp_path: Path) -> list[str]:
 
 def test_librispeech_preset_quick_runs_offline_and_resumes(librispeech, local_encoder, tmp_path):
     argv = _librispeech_argv(librispeech, local_encoder, tmp_path)
-    returned = compare.main(argv)
+    returned = cli.main(argv)
     by = {e["method"]: e for e in returned["results"]}
     assert set(by) == {"frozen", "fvae_lora", "delta0"}
     assert by["delta0"]["lr_from"] == "delta0" and set(by["delta0"]["dev_per_by_lr"]) == {"0.002", "0.005"}
@@ -120,14 +122,14 @@ def test_librispeech_preset_quick_runs_offline_and_resumes(librispeech, local_en
     manifest = json.loads((run_folder / "save" / "train.json").read_text())
     assert {entry["wrd"] for entry in manifest.values()} >= {"she had your dark suit"}
     stamps = [record.stat().st_mtime_ns for record in records]
-    assert compare.main(argv)["results"] == returned["results"]
+    assert cli.main(argv)["results"] == returned["results"]
     assert [record.stat().st_mtime_ns for record in records] == stamps  # nothing ran again
 
 
 @pytest.mark.slow
 def test_real_speech_preset_quick_runs_every_method_on_an_arctic_voice(arctic_voice, tmp_path):
     argv = ["--preset", "real_speech", "--data_folder", str(arctic_voice), "--quick", "--jobs", "2"]
-    returned = compare.main([*argv, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+    returned = cli.main([*argv, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
     entries = returned["results"]
     assert {e["method"] for e in entries} == set(ALL) and {e["targets"] for e in entries} == {"qk", "all_linear"}
     assert all(len(e["test_per"]) == 2 and e["lr_from"] == e["method"] for e in entries)

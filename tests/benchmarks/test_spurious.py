@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.compare.study import METHODS, TARGETS
+from benchmarks.common.methods import METHODS, TARGETS
 from benchmarks.spurious.cli import main, parse_args
 from benchmarks.spurious.corpus import (
     NOISES,
@@ -75,6 +75,7 @@ def test_the_plan_is_deterministic_by_seed():
     assert sorted(plan_split(groups, 3, "train")) == sorted(plan_split(groups, 4, "train"))
 
 
+@pytest.mark.e2e
 def test_the_audio_is_deterministic_by_seed():
     pytest.importorskip("espeakng_loader")
     plan = [(0, 0), (1, 3), (2, 1)]

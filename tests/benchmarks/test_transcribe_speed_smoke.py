@@ -6,9 +6,12 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from benchmarks.speed import transcribe_speed as bench
 
 
+@pytest.mark.e2e  # the benchmark measures each side in its own process
 def test_quick_run_writes_speeds_memory_and_agreement_for_both_sides(tmp_path: Path) -> None:
     returned = bench.main(["--quick", "--batch-size", "1", "--json", str(tmp_path / "t.json")])
     written = json.loads((tmp_path / "t.json").read_text())

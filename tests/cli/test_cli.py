@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from fvae_asr.cli import main as cli
-from fvae_asr.demo.paths import recipe_file
+from fvae_asr.recipes.timit import recipe_file
 
 
 def test_every_command_resolves_to_its_main():
@@ -16,6 +16,7 @@ def test_every_command_resolves_to_its_main():
     assert set(cli.COMMANDS) == {"train", "transcribe", "evaluate", "align", "latents", "demo", "synthetic"}
 
 
+@pytest.mark.e2e
 def test_python_m_fvae_asr_lists_the_commands_and_refuses_an_unknown_one():
     listed = subprocess.run([sys.executable, "-m", "fvae_asr", "--help"], capture_output=True, text=True)
     assert listed.returncode == 0

@@ -12,7 +12,8 @@ import pytest
 
 from fvae_asr.demo import size
 from fvae_asr.demo.__main__ import main, parse_args
-from fvae_asr.demo.paths import ASSET_BACKBONE, recipe_file
+from fvae_asr.demo.paths import ASSET_BACKBONE
+from fvae_asr.recipes.timit import recipe_file
 from fvae_asr.speech.training.hparams import load_hparams
 
 from conftest import REPO

@@ -130,6 +130,7 @@ def test_an_fvae_lora_adapter_keeps_our_format_and_peft_refuses_it(tmp_path):
         ("alpha_pattern", {"query": 2}),
         ("layers_to_transform", [0]),
         ("peft_type", "IA3"),
+        ("a_later_peft_feature", {"query": "changes the maths"}),  # a field PEFT adds later is refused, not ignored
     ],
 )
 def test_peft_features_our_lora_lacks_are_errors_naming_the_field(tmp_path, field, value):

@@ -425,6 +425,7 @@ class RecipeBrain(sb.Brain):
         return loss
 
 
+@pytest.mark.e2e
 def test_a_speechbrain_brain_trains_only_the_adapters(tmp_path):
     model, _ = adapted("sb_transformer", "fvae_lora", aux_weight=0.1)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -24,7 +24,8 @@ from fvae_asr import (
     loss_terms,
 )
 from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME
-from fvae_asr.integrations.transformers import FVAETrainer, audio_frame_mask, token_frame_mask
+from fvae_asr.integrations.frame_masks import audio_frame_mask, token_frame_mask
+from fvae_asr.integrations.transformers import FVAETrainer
 
 from conftest import torchrun_on_two_cpu_processes
 from tiny_models import TINY_WAV2VEC2
@@ -48,6 +49,7 @@ def _trainer(tmp_path, model=None, **args) -> FVAETrainer:
     )
 
 
+@pytest.mark.e2e
 def test_training_logs_fvae_parts(tmp_path):
     trainer = _trainer(tmp_path)
     trainer.train()
@@ -85,6 +87,7 @@ def test_training_loss_is_task_loss_plus_weighted_aux_and_evaluation_adds_nothin
         torch.testing.assert_close(trainer.compute_loss(model, batch), model(**batch).loss, rtol=0, atol=0)
 
 
+@pytest.mark.e2e
 def test_lora_model_trains_with_the_task_loss_only(tmp_path):
     from fvae_asr import LoRAConfig
 
@@ -111,6 +114,7 @@ class _RecordingTrainer(FVAETrainer):
         return result
 
 
+@pytest.mark.e2e
 def test_logged_parts_average_the_micro_batches_since_the_last_log(tmp_path):
     trainer = _RecordingTrainer(
         model=tiny_bert_classifier(),
@@ -170,6 +174,7 @@ def test_audio_mask_is_mapped_to_encoder_frames(tmp_path):
     assert audio_frame_mask(model, {"input_values": values}) is None
 
 
+@pytest.mark.e2e
 def test_checkpoints_are_adapter_only(tmp_path):
     trainer = _trainer(tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
     trainer.train()
@@ -183,6 +188,7 @@ def test_checkpoints_are_adapter_only(tmp_path):
         assert (folder / "optimizer.pt").is_file() and (folder / "trainer_state.json").is_file()
 
 
+@pytest.mark.e2e
 def test_model_without_adapters_trains_and_saves_as_with_the_trainer(tmp_path):
     trainer = _trainer(tmp_path, model=tiny_bert_base(), max_steps=2, save_strategy="steps", save_steps=2)
     trainer.train()
@@ -191,6 +197,7 @@ def test_model_without_adapters_trains_and_saves_as_with_the_trainer(tmp_path):
     assert not any(key.startswith("fvae_") for entry in trainer.state.log_history for key in entry)
 
 
+@pytest.mark.e2e
 def test_resuming_from_a_checkpoint_ends_bit_exact(tmp_path):
     full = _trainer(tmp_path / "full", max_steps=6, save_strategy="steps", save_steps=3)
     full.train()
@@ -218,6 +225,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
         ]
 
 
+@pytest.mark.e2e
 def test_evaluation_and_best_model_reload_use_the_adapter_checkpoints(tmp_path):
     trainer = FVAETrainer(
         model=tiny_bert_classifier(),
@@ -280,6 +288,7 @@ def _assert_same_gradients(got: dict, expected: dict) -> None:
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-6, msg=key)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "build",
     [dropout_free_bert_classifier, explicit_arguments_classifier],
@@ -294,6 +303,7 @@ def test_accumulating_two_batches_of_two_gives_the_gradients_of_one_batch_of_fou
     _assert_same_gradients(accumulated, whole)
 
 
+@pytest.mark.e2e
 def test_activation_checkpointing_gives_the_gradients_of_a_run_without_it(tmp_path):
     plain = _first_step_gradients(tmp_path / "plain", tiny_bert_classifier())
     checkpointed = _first_step_gradients(
@@ -302,6 +312,7 @@ def test_activation_checkpointing_gives_the_gradients_of_a_run_without_it(tmp_pa
     _assert_same_gradients(checkpointed, plain)
 
 
+@pytest.mark.e2e
 def test_reentrant_activation_checkpointing_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="use_reentrant"):
         _trainer(tmp_path, activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": True})
@@ -314,6 +325,7 @@ def test_reentrant_activation_checkpointing_is_refused_before_training(tmp_path)
         torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
 def test_resuming_skips_an_incomplete_last_checkpoint(tmp_path, caplog, damage):
     full = _trainer(tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
@@ -337,6 +349,7 @@ def test_resuming_skips_an_incomplete_last_checkpoint(tmp_path, caplog, damage):
         torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.e2e
 def test_resuming_from_a_named_incomplete_checkpoint_is_refused(tmp_path):
     _trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=2).train()
     (tmp_path / "checkpoint-2" / "trainer_state.json").unlink()

@@ -33,6 +33,7 @@ def _checkpoint_tensors(output: Path) -> dict:
     return load_file(str(ckpt / "model.ckpt"))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["fvae_lora", "lora", "full", "frozen"])
 def test_each_kind_trains_tests_and_exports(tone_corpus, tmp_path, kind):
     result = run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, adapter=kind, number_of_epochs=1))
@@ -70,6 +71,7 @@ def test_each_kind_trains_tests_and_exports(tone_corpus, tmp_path, kind):
     assert len(description["labels"]) == 40
 
 
+@pytest.mark.e2e
 def test_interrupted_run_resumes_where_it_stopped(tone_corpus, tmp_path):
     overrides = recipe_overrides(tone_corpus, tmp_path)
     run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 1})  # "interrupted" after epoch 1 of 3
@@ -100,7 +102,7 @@ def _cli(corpus: Path, output: Path, *extra: str) -> list[str]:
 KILL_AT_CHECKPOINT = """
 import os, signal, sys
 from speechbrain.utils.checkpoints import Checkpointer
-from fvae_asr.speech.models import export
+from fvae_asr.speech.training import resume
 from fvae_asr.recipes.timit import train as recipe
 mode, when = sys.argv[1], int(sys.argv[2])
 calls = []
@@ -115,7 +117,7 @@ def killing(original):
         return result
     return wrapper
 if mode == "during":
-    export.save_trainable = killing(export.save_trainable)
+    resume.save_trainable = killing(resume.save_trainable)
 else:
     Checkpointer.save_and_keep_only = killing(Checkpointer.save_and_keep_only)
 recipe.main(sys.argv[3:])
@@ -162,6 +164,7 @@ def test_killed_process_resumes_to_the_result_of_an_uninterrupted_run(tone_corpu
         assert weights.keys() == whole[2].keys() and all(torch.equal(weights[k], whole[2][k]) for k in weights)
 
 
+@pytest.mark.e2e
 def test_bf16_precision_runs(tone_corpus, tmp_path):
     result = run(HPARAMS, {**QUIET, "precision": "bf16"}, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1))
     assert result["test"]["per"] >= 0
@@ -200,6 +203,7 @@ def test_shipped_recipes_default_to_the_authors_weighting(hparams_file, rank, tm
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["fvae_lora", "lora"])
 def test_the_recipe_clips_the_gradient_of_its_training_loss_at_1e_3(tone_corpus, tmp_path, monkeypatch, kind):
     """Every method's step gets the gradient of ``ctc + aux_weight * aux`` clipped to norm 1e-3 (the authors'
@@ -241,6 +245,7 @@ def test_the_recipe_clips_the_gradient_of_its_training_loss_at_1e_3(tone_corpus,
     assert clipped_norm.item() == pytest.approx(1e-3, rel=1e-3)
 
 
+@pytest.mark.e2e
 def test_tensorboard_logger_writes_the_train_valid_and_test_stats_beside_the_train_log(tone_corpus, tmp_path):
     """Switched on when a run resumes (the logger is no setting of the result): epoch 2 goes to TensorBoard."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

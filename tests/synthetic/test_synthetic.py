@@ -65,6 +65,7 @@ def _check_segments(phones, words, n_samples, text):
     assert bounds == sorted(bounds) and phones[0][1] <= bounds[0] and bounds[-1] <= phones[-1][0]
 
 
+@pytest.mark.e2e
 def test_synthesis_audio_and_events(espeak):
     result = espeak.synthesize(SENTENCE, "en-us+m3")
     assert result.sample_rate == 16000 and result.audio.dtype == np.float32 and result.audio.ndim == 1
@@ -75,12 +76,14 @@ def test_synthesis_audio_and_events(espeak):
     assert all(is_known(p.mnemonic) for p in result.phonemes)
 
 
+@pytest.mark.e2e
 def test_synthesis_depends_only_on_its_arguments(espeak):
     first = espeak.synthesize(SENTENCE, "en-us+f3", pitch=60, seed=7)
     espeak.synthesize("Something else in between.", "en-gb-scotland+travis", rate=210)
     assert np.array_equal(first.audio, espeak.synthesize(SENTENCE, "en-us+f3", pitch=60, seed=7).audio)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("domain", [SOURCE, TARGET, NOISY_ROOM], ids=lambda d: d.name)
 def test_utterance_alignment(espeak, domain):
     text = "Laura and the doctor said that the kettle was broken, then walked to the harbour."
@@ -91,6 +94,7 @@ def test_utterance_alignment(espeak, domain):
     assert {"kcl", "k"} <= {label for _, _, label in utterance.phones}  # stops get their closure
 
 
+@pytest.mark.e2e
 def test_every_voice_exists(espeak):
     for domain in (SOURCE, TARGET):
         for language in domain.languages:
@@ -98,6 +102,7 @@ def test_every_voice_exists(espeak):
                 assert len(espeak.synthesize("Hello.", f"{language}+{variant}").audio) > 0
 
 
+@pytest.mark.e2e
 def test_every_produced_mnemonic_is_in_the_table(espeak):
     """No phoneme of our vocabulary, in any accent we use, may reach the silent fallback."""
     words = all_words()
@@ -135,6 +140,7 @@ def test_phone_segments_edges_closures_and_pauses():
     ]
 
 
+@pytest.mark.e2e
 def test_corpus_layout(corpora):
     root = corpora["source"]
     wavs = sorted(root.glob("*/DR[1-8]/*/*.WAV"))
@@ -161,6 +167,7 @@ def test_corpus_layout(corpora):
     assert len(sa1) == 1
 
 
+@pytest.mark.e2e
 def test_same_options_give_identical_files(corpora):
     def differences(comparison: filecmp.dircmp) -> list[str]:
         found = comparison.left_only + comparison.right_only + comparison.diff_files + comparison.funny_files
@@ -172,6 +179,7 @@ def test_same_options_give_identical_files(corpora):
     assert filecmp.cmp(wav, corpora["again"] / wav.relative_to(corpora["source"]), shallow=False)
 
 
+@pytest.mark.e2e
 def test_target_differs_from_source(corpora):
     source, target = corpora["source"], corpora["target"]
     source_wavs = sorted(path.relative_to(source) for path in source.glob("*/*/*/*.WAV"))
@@ -179,6 +187,7 @@ def test_target_differs_from_source(corpora):
     assert not any(filecmp.cmp(source / relative, target / relative, shallow=False) for relative in source_wavs)
 
 
+@pytest.mark.e2e
 def test_timit_preparation_reads_the_corpus(corpora, tmp_path):
     splits = timit.prepare_timit(corpora["target"], tmp_path)
     manifests = [json.loads(path.read_text()) for path in splits]
@@ -187,6 +196,7 @@ def test_timit_preparation_reads_the_corpus(corpora, tmp_path):
     assert not any(key.endswith(("_SA1", "_SA2")) for manifest in manifests for key in manifest)
 
 
+@pytest.mark.e2e
 def test_existing_corpus_is_reused_and_other_folders_refused(corpora, tmp_path, espeak):
     marker = corpora["source"] / OPTIONS_FILE
     stamp = marker.stat().st_mtime_ns
@@ -202,6 +212,7 @@ def test_existing_corpus_is_reused_and_other_folders_refused(corpora, tmp_path, 
         generate_corpus(tmp_path / "new", n_test_speakers=1, espeak=espeak)
 
 
+@pytest.mark.e2e
 def test_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
@@ -229,6 +240,7 @@ def test_command_line(tmp_path, capsys):
     assert all(json.loads(path.read_text()) for path in timit.prepare_timit(out, tmp_path / "prepared"))
 
 
+@pytest.mark.e2e
 def test_errors_name_the_library(tmp_path):
     with pytest.raises(EspeakError, match="not found: .*missing.so"):
         Espeak(library_path=str(tmp_path / "missing.so"))
@@ -254,12 +266,14 @@ def test_command_line_errors_name_what_to_type(tmp_path, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.e2e
 def test_unreadable_corpus_record_is_named(tmp_path, espeak):
     (tmp_path / OPTIONS_FILE).write_text("{truncated")
     with pytest.raises(FileExistsError, match=f"holds an unreadable {OPTIONS_FILE} .*line 1.*pass overwrite=True"):
         generate_corpus(tmp_path, espeak=espeak, **TINY)
 
 
+@pytest.mark.e2e
 def test_corpus_record_that_is_not_an_object(tmp_path, espeak):
     (tmp_path / OPTIONS_FILE).write_text("[]")
     with pytest.raises(FileExistsError, match=f"holds an unreadable {OPTIONS_FILE} .*expected a JSON object"):

@@ -24,12 +24,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from torch import nn
 from transformers import AutoModelForCTC, Wav2Vec2CTCTokenizer
 
 from fvae_asr.adapters import adapter_layers, base_state_dict, load_adapter, save_adapter
-from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME, check_finite, load_tensors, save_tensors
+from fvae_asr.adapters.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from fvae_asr.adapters.layers import upgrade_legacy_tensors
 from fvae_asr.adapters.peft_format import PEFT_PREFIX
 from fvae_asr.audio import SAMPLE_RATE
@@ -38,7 +37,7 @@ from fvae_asr.speech.models.classifier import PooledClassifier
 from fvae_asr.speech.models.encoder import SSLEncoder, is_hub_id, quiet_hf_loading
 from fvae_asr.speech.models.recognizer import HEAD_NAME, CTCRecognizer
 from fvae_asr.speech.models.training_kinds import ADAPTER_KINDS, configure_training
-from fvae_asr.speech.training.resume import NonFiniteTrainingError
+from fvae_asr.tensor_files import check_finite, load_tensors, save_tensors
 
 DESCRIPTION_NAME = "recognizer.json"
 TRAINABLE_NAME = "trainable_model.safetensors"
@@ -118,30 +117,6 @@ def load_trainable(model: nn.Module, path: Path) -> None:
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(tensors[name])
-
-
-@register_checkpoint_hooks
-class TrainableWeights:
-    """SpeechBrain recoverable that checkpoints only the trainable weights (adapter-sized for adapters)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    @mark_as_saver
-    def save(self, path: str | Path) -> None:
-        """Refuses non-finite weights: a checkpoint of a diverged run would only make every later run fail."""
-        try:
-            check_finite(trainable_state(self.model), "the trained weights")
-        except ValueError as err:
-            raise NonFiniteTrainingError(
-                f"{err}: the run diverged; no checkpoint was saved (lower the learning rate and pass --restart=True)"
-            ) from None
-        save_trainable(self.model, Path(path))
-
-    @mark_as_loader
-    def load(self, path: str | Path, end_of_epoch: bool) -> None:
-        del end_of_epoch
-        load_trainable(self.model, Path(path))
 
 
 def export_recognizer(model: ExportedModel, kind: str, labels: list[str], directory: str | Path) -> Path:

@@ -3,6 +3,7 @@
 ``AtomicCheckpointer`` writes each checkpoint into a dot-named staging folder and renames it into place once
 every file is written, so a crash or a full disk never leaves a checkpoint that looks complete; recovery skips
 (with a warning) a checkpoint that cannot be read or loaded, in favour of the one before it.
+``TrainableWeights`` checkpoints only the weights that train, and refuses non-finite ones.
 ``RandomStates`` checkpoints the Python, NumPy and torch (CPU and CUDA) generators of every process.
 """
 
@@ -28,8 +29,11 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
+from torch import nn
 
 from fvae_asr.files import is_disk_full
+from fvae_asr.speech.models.export import load_trainable, save_trainable, trainable_state
+from fvae_asr.tensor_files import check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +141,30 @@ class AtomicCheckpointer(Checkpointer):
         for obj in self.recoverables.values():
             if isinstance(obj, SaveableDataLoader):
                 obj._speechbrain_recovery_skip_to = None
+
+
+@register_checkpoint_hooks
+class TrainableWeights:
+    """SpeechBrain recoverable that checkpoints only the trainable weights (adapter-sized for adapters)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @mark_as_saver
+    def save(self, path: str | Path) -> None:
+        """Refuses non-finite weights: a checkpoint of a diverged run would only make every later run fail."""
+        try:
+            check_finite(trainable_state(self.model), "the trained weights")
+        except ValueError as err:
+            raise NonFiniteTrainingError(
+                f"{err}: the run diverged; no checkpoint was saved (lower the learning rate and pass --restart=True)"
+            ) from None
+        save_trainable(self.model, Path(path))
+
+    @mark_as_loader
+    def load(self, path: str | Path, end_of_epoch: bool) -> None:
+        del end_of_epoch
+        load_trainable(self.model, Path(path))
 
 
 @contextmanager

@@ -217,6 +217,10 @@ RENAMED_MODULES = {
     "fvae_asr.speech.checkpointing": "fvae_asr.speech.training.resume",
     "fvae_asr.speech.train_logger": "fvae_asr.speech.training.train_logger",
 }
+# Classes the yaml builds that moved to another module after 0.2.0 (old -> new, at the modules' current paths).
+MOVED_CLASSES = {
+    "fvae_asr.speech.models.export.TrainableWeights": "fvae_asr.speech.training.resume.TrainableWeights",
+}
 _CLASS_TAG = re.compile(r"^(![a-z]+:)([\w.]+)\.(\w+)$")  # !new:package.module.Class
 
 
@@ -449,11 +453,13 @@ def _current_names(recorded: dict[str, Any]) -> dict[str, Any]:
 
 
 def _moved_class(value: str) -> str:
-    """A recorded class tag with its module's current path (``RENAMED_MODULES``); any other value as it is."""
+    """A recorded class tag with its class's current path (``RENAMED_MODULES``, then ``MOVED_CLASSES``); any
+    other value as it is."""
     tag = _CLASS_TAG.match(value)
-    if tag is None or tag.group(2) not in RENAMED_MODULES:
+    if tag is None:
         return value
-    return f"{tag.group(1)}{RENAMED_MODULES[tag.group(2)]}.{tag.group(3)}"
+    path = f"{RENAMED_MODULES.get(tag.group(2), tag.group(2))}.{tag.group(3)}"
+    return f"{tag.group(1)}{MOVED_CLASSES.get(path, path)}"
 
 
 def _resumable(key: str) -> bool:

@@ -291,6 +291,7 @@ def test_resuming_with_a_changed_annotation_is_refused(ipa_corpus, tmp_path):
 # ---- end to end -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_the_recipe_trains_tests_exports_and_evaluates_a_non_timit_corpus(ipa_corpus, tmp_path, capsys):
     output = tmp_path / "out"
     (output / "save").mkdir(parents=True)

@@ -18,12 +18,11 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 import fvae_asr
 from fvae_asr.audio import AudioReader, load_audio
-from fvae_asr.cli.transcribe import file_ids
 from fvae_asr.cli.transcribe import main as transcribe_main
 from fvae_asr.speech.inference.chunking import FrameGeometry, plan_chunks
 from fvae_asr.speech.inference.ctc_segments import PhoneSegment, frame_runs, greedy_phones, phone_segments
 from fvae_asr.speech.inference.transcriber import FileTranscription, Transcriber
-from fvae_asr.speech.inference.transcript_formats import ctm_lines, json_line, text_lines, textgrid
+from fvae_asr.speech.inference.transcript_formats import ctm_lines, file_ids, json_line, text_lines, textgrid
 from fvae_asr.speech.models.recognizer import greedy_decode
 
 from test_transcribe import LABELS, _exported, _tones
@@ -222,6 +221,7 @@ def test_transcriber_rejects_bad_chunk_settings(local_checkpoint):
             Transcriber(local_checkpoint, **settings)
 
 
+@pytest.mark.e2e
 def test_transcriber_is_exported_lazily():
     assert fvae_asr.Transcriber is Transcriber and "Transcriber" in fvae_asr.__all__
     script = "import sys, fvae_asr\nprint(sorted(m for m in sys.modules if m.startswith('fvae_asr.speech')))\n"

@@ -152,6 +152,7 @@ def test_stereo_44k_flac_transcribes_as_its_resampled_mono_mix(transcriber, audi
     assert result.phones == transcriber.transcribe_batch([manual])[0]
 
 
+@pytest.mark.e2e
 def test_transcribe_cli_prints_good_files_and_fails_on_a_corrupt_one(checkpoint, transcriber, audio):
     good = [str(audio["mono.wav"]), str(audio["stereo.flac"])]
     expected = [f"{r.path}\t{' '.join(r.phones)}" for r in transcriber.transcribe_files(good)]
@@ -566,6 +567,7 @@ def test_sclite_files_refuse_utterance_ids_with_parentheses(checkpoint, audio, t
     assert not (tmp_path / "sclite").exists()
 
 
+@pytest.mark.e2e
 def test_loading_a_ctc_checkpoint_as_backbone_prints_nothing_and_restores_logging():
     # A Wav2Vec2ForCTC folder: transformers reports its lm_head as UNEXPECTED for the backbone, with progress bars.
     script = (

@@ -92,6 +92,7 @@ def test_hf_ctc_export_refuses_adapted_models(backbone, tmp_path):
         export_hf_ctc(model, LABELS, tmp_path)
 
 
+@pytest.mark.e2e
 def test_recipe_starts_the_head_from_the_checkpoint(tone_corpus, ctc_checkpoint, backbone, tmp_path):
     directory, source = ctc_checkpoint
     overrides = recipe_overrides(

@@ -74,6 +74,7 @@ def _checkpoints(output: Path) -> list[Path]:
     return sorted((output / "save").glob("CKPT+*"))
 
 
+@pytest.mark.e2e
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_checkpoint(
     tone_corpus, tmp_path, monkeypatch, capsys
 ):
@@ -90,7 +91,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_ch
         staged = any((tmp_path / "save").glob(resume.STAGING_PREFIX + "*"))
         return SimpleNamespace(total=10**12, used=10**12 if staged else 0, free=0 if staged else 10**12)
 
-    monkeypatch.setattr(export, "save_trainable", disk_full)
+    monkeypatch.setattr(resume, "save_trainable", disk_full)
     monkeypatch.setattr(resume.shutil, "disk_usage", usage)
     code, line = _fails(_argv(tone_corpus, tmp_path, number_of_epochs=2), capsys)
     assert code == 1 and "no space left on the device while saving a checkpoint" in line
@@ -98,6 +99,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_ch
     assert not list((tmp_path / "save").glob(".*"))
 
 
+@pytest.mark.e2e
 def test_a_full_disk_while_exporting_is_one_line_and_keeps_the_previous_export(
     tone_corpus, tmp_path, monkeypatch, capsys
 ):
@@ -184,6 +186,7 @@ def test_training_audio_too_short_for_the_encoder_is_refused_naming_the_row(tone
     assert not list((tmp_path / "out").glob("save/CKPT*"))
 
 
+@pytest.mark.e2e
 def test_a_recipe_run_never_checkpoints_non_finite_weights(tone_corpus, tmp_path, monkeypatch, capsys):
     """Weights gone NaN after the epoch's last step (the next loss would have said so) stop the save."""
     from fvae_asr.recipes.timit.train import PhoneCTCBrain

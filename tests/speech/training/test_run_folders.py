@@ -44,6 +44,7 @@ def _epochs_logged(output: Path) -> list[str]:
 # ---- a save folder belongs to one run ----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_save_folder_holding_another_runs_checkpoints_is_refused(tone_corpus, tmp_path):
     shared = tmp_path / "shared_save"
     first = recipe_overrides(tone_corpus, tmp_path / "a", save_folder=str(shared), number_of_epochs=1)
@@ -71,6 +72,7 @@ def test_a_save_folder_in_use_by_another_run_is_refused(tone_corpus, tmp_path):
     assert not list(shared.glob("CKPT+*")) and not (shared / "run_config.json").exists()
 
 
+@pytest.mark.e2e
 def test_a_run_folder_moved_as_a_whole_resumes(tone_corpus, tmp_path):
     run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path / "a", number_of_epochs=1))
     (tmp_path / "a").rename(tmp_path / "moved")
@@ -81,6 +83,7 @@ def test_a_run_folder_moved_as_a_whole_resumes(tone_corpus, tmp_path):
 # ---- exports and restarts ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_an_export_killed_before_its_description_leaves_the_previous_export_whole(tone_corpus, tmp_path, monkeypatch):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
     run(HPARAMS, QUIET, overrides)
@@ -98,6 +101,7 @@ def test_an_export_killed_before_its_description_leaves_the_previous_export_whol
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.e2e
 def test_a_restart_removes_the_previous_results_before_it_trains(tone_corpus, tmp_path, monkeypatch):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
     run(HPARAMS, QUIET, overrides)
@@ -125,6 +129,7 @@ def test_an_export_never_replaces_a_folder_of_other_files(tone_corpus, tmp_path)
 # ---- a run resumes on the audio it started with -------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_resuming_on_a_regenerated_timit_corpus_is_refused(tmp_path):
     corpus = make_tone_corpus(tmp_path / "TIMIT")
     overrides = recipe_overrides(corpus, tmp_path / "out", number_of_epochs=1)
@@ -171,4 +176,26 @@ def test_resuming_on_replaced_annotation_audio_is_refused(tone_corpus, tmp_path)
         match=r"trained on other audio: the corpus changed since \(8 modified "
         r"\(.*dev0\.wav.*pass --restart=True",
     ):
+        check_resumable(plan_run(HPARAMS, overrides, QUIET), HPARAMS, overrides, QUIET)
+
+
+@pytest.mark.parametrize(
+    "recorded_path",
+    ["fvae_asr.speech.models.export.TrainableWeights", "fvae_asr.speech.export.TrainableWeights"],
+    ids=["0.2", "0.1"],
+)
+def test_a_run_recorded_before_trainable_weights_moved_resumes(tone_corpus, tmp_path, recorded_path):
+    """train.yaml builds TrainableWeights from fvae_asr.speech.training.resume; a run recorded when it lived in
+    models.export (0.2) or in speech.export (0.1) names the old path in its record and still resumes."""
+    overrides = recipe_overrides(tone_corpus, tmp_path / "out")
+    plan = plan_run(HPARAMS, overrides, QUIET)
+    record_settings(plan)
+    (plan.save_folder / "CKPT+1").mkdir()  # as if the run had checkpointed
+    record = plan.save_folder / "run_config.json"
+    current = "!new:fvae_asr.speech.training.resume.TrainableWeights"
+    assert current in record.read_text()
+    record.write_text(record.read_text().replace(current, f"!new:{recorded_path}"))
+    check_resumable(plan_run(HPARAMS, overrides, QUIET), HPARAMS, overrides, QUIET)
+    record.write_text(record.read_text().replace(recorded_path, "fvae_asr.speech.models.export.Elsewhere"))
+    with pytest.raises(RunSettingsError, match="trainable_weights"):  # any other class is still a changed setting
         check_resumable(plan_run(HPARAMS, overrides, QUIET), HPARAMS, overrides, QUIET)

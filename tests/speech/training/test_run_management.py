@@ -20,6 +20,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 
 from fvae_asr.recipes.timit.train import main, run
 from fvae_asr.speech.models import export
+from fvae_asr.speech.training import resume
 
 from conftest import HPARAMS, REPO, recipe_overrides
 from tiny_models import TINY_ENCODERS
@@ -62,6 +63,7 @@ def _checkpoint_folders(output: Path) -> list[Path]:
     return sorted((output / "save").glob("CKPT+*"))
 
 
+@pytest.mark.e2e
 def test_extending_a_finished_run_trains_on_a_rebuilt_schedule(tone_corpus, tmp_path, monkeypatch):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
     first = run(HPARAMS, QUIET, overrides)
@@ -80,6 +82,7 @@ def test_extending_a_finished_run_trains_on_a_rebuilt_schedule(tone_corpus, tmp_
     assert any(not torch.equal(exported[k], extended[k]) for k in exported)
 
 
+@pytest.mark.e2e
 def test_fewer_epochs_than_trained_is_refused(tone_corpus, tmp_path):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2)
     run(HPARAMS, QUIET, overrides)
@@ -87,6 +90,7 @@ def test_fewer_epochs_than_trained_is_refused(tone_corpus, tmp_path):
         run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 1})
 
 
+@pytest.mark.e2e
 def test_resuming_with_changed_settings_is_refused_before_anything_is_written(tone_corpus, tmp_path):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
     run(HPARAMS, QUIET, overrides)
@@ -113,6 +117,7 @@ def test_resuming_with_changed_settings_is_refused_before_anything_is_written(to
     assert [name for name in before if before[name] != after[name]] in ([], ["run.lock"])
 
 
+@pytest.mark.e2e
 def test_restart_starts_afresh_with_the_new_settings(tone_corpus, tmp_path, monkeypatch):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
     run(HPARAMS, QUIET, overrides)
@@ -132,6 +137,7 @@ def test_a_second_run_in_a_busy_output_folder_is_refused(tone_corpus, tmp_path):
     assert not (tmp_path / "save").exists()
 
 
+@pytest.mark.e2e
 def test_the_lock_of_a_killed_process_does_not_outlive_it(tmp_path):
     from fvae_asr.speech.training.run_folder import run_folder_lock
 
@@ -200,6 +206,7 @@ def test_an_invalid_precision_is_refused_before_anything_is_written(tone_corpus,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.e2e
 def test_logged_learning_rates_are_those_the_epoch_trained_with(tone_corpus, tmp_path, monkeypatch):
     used = _record_rates(monkeypatch)
     run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2, warmup_ratio=0.5))
@@ -230,9 +237,10 @@ def _crash_on_call(monkeypatch, owner, name: str, call: int, after: bool = False
     monkeypatch.setattr(owner, name, crashing)
 
 
+@pytest.mark.e2e
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_usable(tone_corpus, tmp_path, monkeypatch):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2)
-    _crash_on_call(monkeypatch, export, "save_trainable", call=2)  # writing the end-of-epoch-2 checkpoint
+    _crash_on_call(monkeypatch, resume, "save_trainable", call=2)  # writing the end-of-epoch-2 checkpoint
     with pytest.raises(Crash):
         run(HPARAMS, QUIET, overrides)
     monkeypatch.undo()
@@ -242,11 +250,10 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_usable(tone_corpus,
     assert re.findall(r"^epoch: (\d+)", (tmp_path / "train_log.txt").read_text(), re.M) == ["1", "2", "2"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("failure", ["ENOSPC", "torch.save"])
 def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tone_corpus, tmp_path, monkeypatch, failure):
     """The system error, or torch.save's RuntimeError (which drops it) when the disk has no space left."""
-    from fvae_asr.speech.training import resume
-
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=2)
 
     def disk_full(model, path):
@@ -257,7 +264,7 @@ def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tone_corpus, tmp_
 
     run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 1})
     saved = _checkpoint_folders(tmp_path)
-    monkeypatch.setattr(export, "save_trainable", disk_full)
+    monkeypatch.setattr(resume, "save_trainable", disk_full)
     with pytest.raises(OSError, match="no space left on the device while saving a checkpoint") as failed:
         run(HPARAMS, QUIET, overrides)
     assert failed.value.errno == errno.ENOSPC
@@ -265,6 +272,7 @@ def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tone_corpus, tmp_
     assert not list((tmp_path / "save").glob(".*CKPT*"))
 
 
+@pytest.mark.e2e
 def test_a_damaged_latest_checkpoint_is_skipped_for_the_previous_one(tone_corpus, tmp_path):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
     run(HPARAMS, QUIET, overrides)
@@ -317,6 +325,7 @@ def test_a_run_resumed_mid_epoch_ends_as_the_uninterrupted_run(tone_corpus, tmp_
     assert weights.keys() == whole_weights.keys() and all(torch.equal(whole_weights[k], weights[k]) for k in weights)
 
 
+@pytest.mark.e2e
 def test_warmup_schedule_matches_transformers_linear_schedule(tone_corpus, tmp_path, monkeypatch):
     """Step k (from 0) trains at lr * lambda(k) of transformers' get_linear_schedule_with_warmup: the first
     step is not taken at the full learning rate, and the last one is not skipped."""
@@ -325,6 +334,7 @@ def test_warmup_schedule_matches_transformers_linear_schedule(tone_corpus, tmp_p
     assert used == pytest.approx(_reference_rates(total=2 * STEPS_PER_EPOCH, warmup=STEPS_PER_EPOCH))
 
 
+@pytest.mark.e2e
 def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_nothing(tone_corpus, tmp_path, capsys):
     """``--adapter=frozen --lr=1e4`` diverges: one line, exit 1, and no non-finite checkpoint (a NaN one would make
     every later run call it damaged); the checkpoints saved before it diverged are finite."""
@@ -348,8 +358,7 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_nothing(to
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
-    from fvae_asr.speech.models.export import TrainableWeights
-    from fvae_asr.speech.training.resume import NonFiniteTrainingError
+    from fvae_asr.speech.training.resume import NonFiniteTrainingError, TrainableWeights
 
     model = torch.nn.Linear(3, 2)
     with torch.no_grad():
@@ -359,6 +368,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
     assert not (tmp_path / "model.ckpt").exists()
 
 
+@pytest.mark.e2e
 def test_a_restart_that_crashes_leaves_none_of_the_old_results(tone_corpus, tmp_path, monkeypatch):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
     run(HPARAMS, QUIET, overrides)

@@ -1,5 +1,5 @@
-"""Argument types shared by the command-line tools: a bad value is a one-line usage error (exit 2), found
-before anything is loaded or written."""
+"""Argument types shared by the command lines (the CLI's commands and the demo): a bad value is a one-line usage
+error (exit 2), found before anything is loaded or written."""
 
 from __future__ import annotations
 
