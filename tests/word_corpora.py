@@ -12,7 +12,7 @@ import numpy as np
 import soundfile as sf
 
 from fvae_asr.audio import SAMPLE_RATE
-from fvae_asr.synthetic.espeak import Espeak
+from fvae_asr.speech.data.espeak import Espeak
 
 # (transcript as a corpus writes it, normalised words, phones by hand). "blue-water" is not in CMUdict: its parts
 # are; "Zorblat" is in no dictionary: eSpeak NG says z-aw-r-b-l-a-t, folded as any eSpeak phone (O@ -> ao r -> aa r).

@@ -20,9 +20,9 @@ from fvae_asr.demo import size
 from fvae_asr.demo.paths import ASSET_BACKBONE
 from fvae_asr.recipes.timit import recipe_file
 from fvae_asr.recipes.timit.train import run
+from fvae_asr.speech.data.espeak import default_paths
 from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.synthetic import EspeakError, generate_corpus
-from fvae_asr.synthetic.espeak import default_paths
 
 logger = logging.getLogger("fvae_asr.demo")
 KINDS = ("frozen", "fvae_lora")  # before: a head on the frozen backbone; after: FVAE-LoRA adaptation

@@ -4,6 +4,8 @@
 folders that the TIMIT preparation reads as it reads the real corpus; domains differ in voices and channel.
 """
 
+from fvae_asr.speech.data.espeak import Espeak, EspeakError, Synthesis
+from fvae_asr.speech.data.espeak_phones import ESPEAK_TO_TIMIT, phone_segments, to_timit
 from fvae_asr.synthetic.corpus import (
     OutputFolderTaken,
     Speaker,
@@ -21,8 +23,6 @@ from fvae_asr.synthetic.domains import (
     apply_channel,
     get_domain,
 )
-from fvae_asr.synthetic.espeak import Espeak, EspeakError, Synthesis
-from fvae_asr.synthetic.phones import ESPEAK_TO_TIMIT, phone_segments, to_timit
 from fvae_asr.synthetic.sentences import CALIBRATION_SENTENCES, make_sentences
 
 __all__ = [

@@ -8,9 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from fvae_asr.speech.data.espeak import EspeakError
 from fvae_asr.synthetic.corpus import OutputFolderTaken, generate_corpus
 from fvae_asr.synthetic.domains import DOMAINS, get_domain
-from fvae_asr.synthetic.espeak import EspeakError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -31,10 +31,10 @@ import numpy as np
 
 from fvae_asr.audio import SAMPLE_RATE
 from fvae_asr.files import read_json
+from fvae_asr.speech.data.espeak import Espeak, Synthesis
+from fvae_asr.speech.data.espeak_phones import PAUSE, phone_segments
 from fvae_asr.speech.data.timit import CORE_TEST_SPEAKERS, DEV_SPEAKERS, write_utterance
 from fvae_asr.synthetic.domains import DomainConfig, apply_channel, get_domain
-from fvae_asr.synthetic.espeak import Espeak, Synthesis
-from fvae_asr.synthetic.phones import PAUSE, phone_segments
 from fvae_asr.synthetic.sentences import CALIBRATION_SENTENCES, make_sentences
 
 logger = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ import soundfile as sf
 pytest.importorskip("espeakng_loader")
 
 from fvae_asr.speech.data import timit
+from fvae_asr.speech.data.espeak_phones import ESPEAK_TO_TIMIT, is_known
 from fvae_asr.synthetic import (
     DOMAINS,
     NOISY_ROOM,
@@ -30,7 +31,6 @@ from fvae_asr.synthetic import (
 )
 from fvae_asr.synthetic.__main__ import main
 from fvae_asr.synthetic.corpus import OPTIONS_FILE
-from fvae_asr.synthetic.phones import ESPEAK_TO_TIMIT, is_known
 from fvae_asr.synthetic.sentences import CALIBRATION_SENTENCES, all_words
 
 SENTENCE = "The quiet farmer carried seven heavy baskets across the old bridge."

@@ -11,8 +11,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fvae_asr.speech.data.espeak_phones import EDGE_SILENCE, PAUSE, is_known, to_timit
 from fvae_asr.speech.data.timit import DROPPED_PHONE, PHONE_MAP_61_TO_39, PHONES_39, SILENCE
-from fvae_asr.synthetic.phones import EDGE_SILENCE, PAUSE, is_known, to_timit
 
 # CMUdict's 39 ARPAbet phonemes (stress digits removed) -> the 39-phone set. Two fold as TIMIT's 61 phones do
 # (ao -> aa, zh -> sh); the other 37 are members of the set under their lower-case names.
@@ -153,7 +153,7 @@ class Pronouncer:
         if self.espeak is not None:
             return self.espeak(word)
         if self._engine is None:
-            from fvae_asr.synthetic.espeak import Espeak
+            from fvae_asr.speech.data.espeak import Espeak
 
             self._engine = Espeak()
         synthesis = self._engine.synthesize(word, ESPEAK_VOICE)

@@ -8,7 +8,7 @@ checkpoint (``adapter_config.json`` + ``adapter_model.safetensors``, adapters + 
 ``trainable_model.safetensors`` with the weights that were trained. Nothing in it refers to a path outside it, so
 the folder can be moved or shared. Loading checks every field and weight and names the file at fault. A CTC
 recogniser's export also loads through SpeechBrain's ``EncoderASR.from_hparams`` (``hyperparams.yaml`` and
-``encoder.ckpt``; see ``fvae_asr.integrations.speechbrain_inference``); our own loader never reads them.
+``encoder.ckpt``; see ``fvae_asr.speech.inference.speechbrain_inference``); our own loader never reads them.
 
 An export is written into a staging folder beside its directory and renamed into place: a crash or a full disk
 leaves the previous export whole, never its description beside new weights.
@@ -47,7 +47,7 @@ ADAPTER_FORMAT_KINDS = ("fvae_lora", "lora")  # saved as an adapter checkpoint; 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"ctc": CTCRecognizer, "classification": PooledClassifier}
 DEFAULT_TASK = "ctc"
 ExportedModel = CTCRecognizer | PooledClassifier
-# SpeechBrain's inference interface (fvae_asr.integrations.speechbrain_inference): EncoderASR reads the yaml, and
+# SpeechBrain's inference interface (fvae_asr.speech.inference.speechbrain_inference): EncoderASR reads the yaml, and
 # its Pretrainer fetches the pointer for the module named "encoder", which loads the folder the pointer lies in.
 SPEECHBRAIN_HPARAMS_NAME = "hyperparams.yaml"
 SPEECHBRAIN_POINTER_NAME = "encoder.ckpt"
@@ -61,15 +61,15 @@ _SPEECHBRAIN_HPARAMS = """\
 
 sample_rate: {sample_rate}
 
-encoder: !new:fvae_asr.integrations.speechbrain_inference.ExportedRecognizer
+encoder: !new:fvae_asr.speech.inference.speechbrain_inference.ExportedRecognizer
 
 modules:
     encoder: !ref <encoder>
 
-tokenizer: !new:fvae_asr.integrations.speechbrain_inference.ExportTokenizer
+tokenizer: !new:fvae_asr.speech.inference.speechbrain_inference.ExportTokenizer
     encoder: !ref <encoder>
 
-decoding_function: !name:fvae_asr.integrations.speechbrain_inference.greedy_ctc
+decoding_function: !name:fvae_asr.speech.inference.speechbrain_inference.greedy_ctc
     encoder: !ref <encoder>
 
 audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
