@@ -42,6 +42,7 @@ def _finish(study: Study, task: Task, dev_per: float) -> None:
     study.records[task] = {"seed": task.seed, "dev_per": [dev_per], "test_per": 50.0, "seconds_per_epoch": 1.0}
 
 
+@pytest.mark.e2e
 def test_the_real_speech_preset_is_the_protocol(arctic_voice, tmp_path):
     args = cli.parse_args(["--preset", "real_speech", "--data_folder", str(arctic_voice), "--work", str(tmp_path)])
     size = args.size
@@ -78,6 +79,7 @@ def test_the_real_speech_preset_is_the_protocol(arctic_voice, tmp_path):
     assert picked[("same_prior", "all_linear")] == 0.01 and picked[("full", "shared")] == 0.001
 
 
+@pytest.mark.e2e
 def test_a_word_corpus_study_refuses_bad_flags_before_writing(librispeech, tmp_path, capsys):
     for argv, message in (
         (["--preset", "librispeech"], "--corpus librispeech needs --data_folder"),
@@ -101,6 +103,7 @@ def _librispeech_argv(corpus: Path, encoder: Path, tmp_path: Path) -> list[str]:
     ]
 
 
+@pytest.mark.e2e
 def test_librispeech_preset_quick_runs_offline_and_resumes(librispeech, local_encoder, tmp_path):
     argv = _librispeech_argv(librispeech, local_encoder, tmp_path)
     returned = cli.main(argv)

@@ -58,6 +58,7 @@ def test_data_folder_takes_the_command_lines_spelling_and_the_recipes(command):
         assert parse_args([*base, spelling, "/corpus"]).data_folder == "/corpus"
 
 
+@pytest.mark.e2e
 def test_latents_help_describes_the_command_in_full():
     shown = subprocess.run([sys.executable, "-m", "fvae_asr", "latents", "--help"], capture_output=True, text=True)
     assert shown.returncode == 0

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -14,11 +16,13 @@ def lint(*paths: str | Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.e2e
 def test_the_readme_and_the_docs_pass():
     done = lint("-r", "README.md", "docs")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.e2e
 def test_a_list_or_heading_glued_to_a_paragraph_is_reported(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("# Title\n\nTwo latents:\n- z1\n- z2\n\n## Section\nText.\n")

@@ -270,6 +270,7 @@ def test_a_failed_load_leaves_the_wrapper_as_it_was(tmp_path):
     assert list(model.peft_config) == ["default"] and torch.equal(_outputs(model), expected)
 
 
+@pytest.mark.e2e
 def test_fvae_trainer_trains_and_saves_the_wrapped_model(tmp_path):
     pytest.importorskip("accelerate")
     from fvae_asr.integrations.transformers import FVAETrainer

@@ -55,6 +55,7 @@ def test_one_command_trains_on_an_arctic_voice(tmp_path):
     assert report["reference_phones"] == len(SENTENCES[5][2].split())
 
 
+@pytest.mark.e2e
 def test_changed_transcripts_change_the_runs_settings(tmp_path):
     root = make_word_corpus(tmp_path / "corpus", "arctic")
     overrides = _overrides(root, "arctic", tmp_path / "run")
@@ -70,6 +71,7 @@ def test_changed_transcripts_change_the_runs_settings(tmp_path):
     assert {key for key in before if before[key] != after.get(key)} == {"word_targets<sha256>"}
 
 
+@pytest.mark.e2e
 def test_bad_transcript_stops_the_run_before_anything_is_written(tmp_path):
     root = make_word_corpus(tmp_path / "corpus", "common_voice")
     tsv = root / "test.tsv"

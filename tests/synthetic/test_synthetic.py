@@ -280,6 +280,7 @@ def test_corpus_record_that_is_not_an_object(tmp_path, espeak):
         generate_corpus(tmp_path, espeak=espeak, **TINY)
 
 
+@pytest.mark.e2e
 def test_a_corpus_missing_a_file_is_not_taken_as_generated(corpora, tmp_path, espeak):
     copy = tmp_path / "copy"
     shutil.copytree(corpora["source"], copy)

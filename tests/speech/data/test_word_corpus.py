@@ -100,6 +100,7 @@ def test_a_word_neither_source_can_pronounce_is_an_error():
         pronouncer.phones("xq")
 
 
+@pytest.mark.e2e
 def test_real_espeak_pronounces_an_unknown_word():
     pronouncer = Pronouncer()
     try:
@@ -111,6 +112,7 @@ def test_real_espeak_pronounces_an_unknown_word():
 # --- layouts -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_targets_of_each_layout_match_the_hand_written_ones(corpus, tmp_path):
     layout, root = corpus
     prepared = word_corpus_of(word_settings(root, layout, tmp_path / "save"))
@@ -127,6 +129,7 @@ def test_targets_of_each_layout_match_the_hand_written_ones(corpus, tmp_path):
     assert not (tmp_path / "save").exists()  # nothing written yet
 
 
+@pytest.mark.e2e
 def test_manifests_are_written_once_and_again_when_they_change(corpus, tmp_path):
     layout, root = corpus
     save = tmp_path / "save"
@@ -170,6 +173,7 @@ def _refused(root: Path, layout: str, tmp_path: Path, match: str) -> None:
 DEV_LINE = {"librispeech": 1, "common_voice": 2, "arctic": 5, "arctic_txt": 1, "word_annotations": 2}
 
 
+@pytest.mark.e2e
 def test_transcript_without_recording(corpus, tmp_path):
     layout, root = corpus[0], _copy(corpus, tmp_path)
     audio_path(root, layout, "dev", 4).unlink()
@@ -180,6 +184,7 @@ def test_transcript_without_recording(corpus, tmp_path):
         _refused(root, layout, tmp_path, f"{source}, line {DEV_LINE[layout]} .*a transcript without a recording")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("layout", ["librispeech", "arctic", "arctic_txt"])
 def test_recording_without_transcript(layout, tmp_path):
     root = make_word_corpus(tmp_path / "corpus", layout)
@@ -196,6 +201,7 @@ def _rewrite(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new), encoding="utf-8")
 
 
+@pytest.mark.e2e
 def test_empty_transcript_and_characters_outside_the_language(corpus, tmp_path):
     layout, root = corpus[0], _copy(corpus, tmp_path)
     source = _transcript_file(root, layout, "dev", 4)
@@ -210,6 +216,7 @@ def test_empty_transcript_and_characters_outside_the_language(corpus, tmp_path):
         _refused(root, layout, tmp_path, f"{where}.*no words")
 
 
+@pytest.mark.e2e
 def test_an_unpronounceable_word_names_its_line(corpus, tmp_path):
     layout, root = corpus
     pronouncer = Pronouncer(espeak=lambda word: [])

@@ -178,6 +178,6 @@ def test_a_bad_hparams_file_is_a_one_line_usage_error(tmp_path, capsys, files, g
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     with pytest.raises(SystemExit) as stopped:
-        run_command([str(tmp_path / given)], lambda *args: pytest.fail("the run started"))
+        run_command([str(tmp_path / given)], lambda *args: pytest.fail("the run started"), tmp_path / "default.yaml")
     err = capsys.readouterr().err.strip().splitlines()
     assert stopped.value.code == 2 and len(err) == 1 and re.search(message, err[0]), err

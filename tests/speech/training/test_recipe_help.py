@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import ruamel.yaml
 
 from fvae_asr.cli import main as cli
@@ -60,6 +61,7 @@ def test_help_follows_the_file(tmp_path):
     assert "--gamma" not in text and "--nested" not in text and "__private" not in text
 
 
+@pytest.mark.e2e
 def test_train_py_without_arguments_prints_the_settings_and_exits_2():
     done = subprocess.run([sys.executable, str(RECIPE / "train.py")], capture_output=True, text=True)
     assert done.returncode == 2
