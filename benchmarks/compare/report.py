@@ -48,7 +48,12 @@ def markdown_tables(
                 if (e["shift"], e["targets"]) != (shift, targets):
                     continue
                 mean, std = mean_std(e["test_per"])
-                grid = ", ".join(f"{lr}: {per:.1f}" for lr, per in e["dev_per_by_lr"].items()) or f"({e['lr_from']}'s)"
+                grid = (
+                    ", ".join(
+                        f"{lr}: {'diverged' if per is None else f'{per:.1f}'}" for lr, per in e["dev_per_by_lr"].items()
+                    )
+                    or f"({e['lr_from']}'s)"
+                )
                 lines.append(
                     f"| {e['method']} | {_fmt(e['lr'], 'g')} | {grid} | {len(e['seeds'])} | "
                     f"{_fmt(mean)} ± {_fmt(std)} | {_fmt(e['trainable_params_train'], ',')} | "

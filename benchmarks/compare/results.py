@@ -3,6 +3,7 @@ LoRA, seed by seed; and each control beside the method it varies."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -11,6 +12,7 @@ from benchmarks.common.records import (
     mean_std,
 )
 from benchmarks.compare.study import Study
+from benchmarks.compare.training import dev_score
 
 
 def results_entries(study: Study) -> list[dict[str, Any]]:
@@ -22,7 +24,8 @@ def results_entries(study: Study) -> list[dict[str, Any]]:
                 own = SHARED if targets_of(method) == [SHARED] else targets
                 tuned = study.rate_from(method)
                 grid = study.grid(shift, tuned, own)
-                runs = [study.records[t] for t in study.final_tasks(shift, method, own) if t in study.records]
+                finished = [study.records[t] for t in study.final_tasks(shift, method, own) if t in study.records]
+                runs = [r for r in finished if not r.get("diverged")]
                 timed = [r["seconds_per_epoch"] for r in runs if r["seconds_per_epoch"] is not None]
                 entries.append(
                     {
@@ -30,14 +33,17 @@ def results_entries(study: Study) -> list[dict[str, Any]]:
                         "targets": targets,
                         "shift": shift,
                         "lr_grid": [t.lr for t in grid],
-                        "dev_per_by_lr": {
-                            f"{t.lr:g}": min(study.records[t]["dev_per"]) for t in grid if t in study.records
+                        "dev_per_by_lr": {  # None: the run diverged
+                            f"{t.lr:g}": None if math.isinf(score := dev_score(study.records[t])) else score
+                            for t in grid
+                            if t in study.records
                         }
                         if method in study.tuned()
                         else {},
                         "lr": study.picked_lr(shift, tuned, own),
                         "lr_from": tuned,
                         "seeds": [r["seed"] for r in runs],
+                        "diverged_seeds": [r["seed"] for r in finished if r.get("diverged")],
                         "test_per": [r["test_per"] for r in runs],
                         "dev_per_curves": [r["dev_per"] for r in runs],
                         "trainable_params_train": runs[0]["trainable_params_train"] if runs else None,

@@ -10,7 +10,7 @@ from typing import Any
 
 from benchmarks.common.methods import ABLATIONS, TUNED, targets_of
 from benchmarks.common.runner import picked_rate, run_due
-from benchmarks.compare.training import Task, read_task_record, run_task
+from benchmarks.compare.training import Task, dev_score, read_task_record, run_task
 
 logger = logging.getLogger("fvae_asr.compare")
 
@@ -31,7 +31,7 @@ class Study:
 
     def picked_lr(self, shift: str, method: str, targets: str) -> float | None:
         """The grid's rate with the lowest best-epoch dev PER, once the whole grid has run (ties: lower rate)."""
-        return picked_rate(self.grid(shift, method, targets), self.records, lambda record: min(record["dev_per"]))
+        return picked_rate(self.grid(shift, method, targets), self.records, dev_score)
 
     def tuned(self) -> tuple[str, ...]:
         """The methods that pick their own rate: the ablations too when the size says ``tune_ablations``."""
@@ -75,7 +75,7 @@ def run_study(args: argparse.Namespace, settings: dict[str, Any], paths: dict[st
         jobs=args.jobs,
         finished=partial(read_task_record, args.out, settings=settings),
         run=partial(run_task, settings=settings, paths=paths, out=args.out),
-        describe=lambda record: f"test PER {record['test_per']:.2f}",
+        describe=lambda record: "diverged" if record.get("diverged") else f"test PER {record['test_per']:.2f}",
         logger=logger,
     )
     return study

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import multiprocessing
 import re
 import subprocess
@@ -31,6 +32,7 @@ from fvae_asr.recipes.timit import recipe_file
 from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.models.export import load_recognizer
 from fvae_asr.speech.training.hparams import hparams_source
+from fvae_asr.speech.training.resume import NonFiniteTrainingError
 
 NOT_RUN_AT_INFERENCE = ("encoder_z2.", "decoder.", "decoder_std")  # FVAE parts that only train
 
@@ -51,6 +53,11 @@ class Task:
     @property
     def key(self) -> str:
         return f"{self.shift}/{self.targets}/{self.method}/lr{self.lr:g}/seed{self.seed}"
+
+
+def dev_score(record: dict[str, Any]) -> float:
+    """What picks a rate: the run's best dev PER; a diverged run (its loss went non-finite) can never be picked."""
+    return math.inf if record.get("diverged") else min(record["dev_per"])
 
 
 def dev_per_by_epoch(train_log: Path, epochs: int) -> list[float]:
@@ -150,10 +157,20 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, Any], out: P
         "batch_size": settings["batch_size"],
     }
     recipe = recipe_file(settings.get("recipe", DEMO_RECIPE))
-    if paths["torchrun"]:
-        result = torchrun_recipe(recipe, paths["run_opts"], overrides, paths["torchrun"], folder)
-    else:
-        result = run(recipe, paths["run_opts"], overrides)
+    try:
+        if paths["torchrun"]:
+            result = torchrun_recipe(recipe, paths["run_opts"], overrides, paths["torchrun"], folder)
+        else:
+            result = run(recipe, paths["run_opts"], overrides)
+    except NonFiniteTrainingError as err:  # a rate too high for the method: a result of the grid, not a failure
+        record = {
+            **asdict(task),
+            "diverged": str(err),
+            "commit": paths["commit"],
+            "settings": task_settings(task, settings),
+        }
+        write_record(out, task, record)
+        return record
     trained_now = epochs_logged(train_log) - before
     test = result["test"]
     total, used_at_inference = parameter_counts(result["export"])

@@ -85,6 +85,22 @@ def test_each_method_runs_its_seeds_at_its_own_best_rate_and_ablations_at_fvae_l
     assert (pair["mean"], pair["min"], pair["max"]) == (pytest.approx(-2.5), -5.0, 0.0)  # [50-50, 36-41]
 
 
+def test_a_diverged_run_is_never_picked_and_its_seed_is_named_not_averaged():
+    study = schedule.Study(SIZE)
+    grid = study.grid("target", "fvae_lora", "qk")
+    for task, dev in zip(grid, ([45.0], [41.0], None)):
+        _finish(study, task, dev)
+        if dev is None:  # the highest rate's loss went non-finite: its record says so and holds no PER
+            study.records[task] = {"seed": task.seed, "diverged": "the training loss is nan at epoch 2"}
+    assert study.picked_lr("target", "fvae_lora", "qk") == 0.01
+    Task = training.Task
+    _finish(study, Task("target", "fvae_lora", "qk", 0.01, 1), [40.0], test_per=44.0)
+    study.records[Task("target", "fvae_lora", "qk", 0.01, 1)] = {"seed": 1, "diverged": "nan at epoch 1"}
+    fvae = next(e for e in study_results.results_entries(study) if (e["method"], e["targets"]) == ("fvae_lora", "qk"))
+    assert fvae["dev_per_by_lr"] == {"0.001": 45.0, "0.01": 41.0, "0.05": None}
+    assert (fvae["seeds"], fvae["test_per"], fvae["diverged_seeds"]) == ([0], [50.0], [1])
+
+
 def test_a_study_of_some_methods_and_targets_plans_only_those():
     study = schedule.Study(sizes.SIZES["demo"])  # the demo's runs, and LoRA beside them, on all linears
     demo = [("frozen", "shared"), ("lora", "all_linear"), ("fvae_lora", "all_linear")]
@@ -427,3 +443,19 @@ def test_a_corpus_given_by_annotations_is_identified_by_its_content_wherever_it_
     lines[1] = lines[1].replace(", spk9", " ʃ, spk9")  # one more phone in one utterance
     train.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert corpus_of(tmp_path / "b")["identity"]["sha256"] != first["identity"]["sha256"]
+
+
+def test_a_run_whose_loss_goes_non_finite_is_recorded_as_diverged(tmp_path, monkeypatch):
+    from fvae_asr.speech.training.resume import NonFiniteTrainingError
+
+    def diverge(*args, **kwargs):
+        raise NonFiniteTrainingError("the training loss is nan at epoch 2, step 44")
+
+    monkeypatch.setattr(training, "run", diverge)
+    task = training.Task("target", "fvae_lora", "all_linear", 0.1, 0)
+    settings = {**sizes.SIZES["quick"], "epochs": 1}
+    paths = {"work": str(tmp_path), "data": {"target": {}}, "backbone": "unused", "torchrun": None}
+    record = training.run_task(task, settings, {**paths, "run_opts": {}, "commit": "abc"}, tmp_path / "out")
+    assert record["diverged"].startswith("the training loss is nan") and "test_per" not in record
+    assert training.read_task_record(tmp_path / "out", task, settings) == record  # finished: not run again
+    assert training.dev_score(record) == float("inf")
