@@ -120,32 +120,28 @@ def test_a_folder_that_is_not_their_checkout_is_a_usage_error(tmp_path):
     assert faithfulness.main(["--authors-repo", str(tmp_path)]) == 2
 
 
-@pytest.mark.skipif(
-    not os.environ.get("FVAE_AUTHORS_REPO"),
-    reason="FVAE_AUTHORS_REPO (idiap/FVAE-LoRA) not set",
+needs_authors_repo = pytest.mark.skipif(
+    not os.environ.get("FVAE_AUTHORS_REPO"), reason="FVAE_AUTHORS_REPO (idiap/FVAE-LoRA) not set"
 )
-def test_our_default_layer_matches_the_authors_layer_to_float_precision(tmp_path):
-    out = tmp_path / "result.json"
-    # A fresh process: their PEFT fork must not meet the installed peft another test may have imported.
+
+
+def _run_against_authors_repo(*args: str) -> None:
+    """``python -m benchmarks.faithfulness`` on $FVAE_AUTHORS_REPO in a fresh process: their PEFT fork must not
+    meet the installed peft another test may have imported."""
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.faithfulness",
-            "--authors-repo",
-            os.environ["FVAE_AUTHORS_REPO"],
-            "--features",
-            "64",
-            "--frames",
-            "10",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, "-m", "benchmarks.faithfulness", "--authors-repo", os.environ["FVAE_AUTHORS_REPO"], *args],
         check=True,
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        timeout=600,
     )
+
+
+@needs_authors_repo
+@pytest.mark.e2e
+def test_our_default_layer_matches_the_authors_layer_to_float_precision(tmp_path):
+    out = tmp_path / "result.json"
+    _run_against_authors_repo("--features", "64", "--frames", "10", "--steps", "0", "--json", str(out))
     result = json.loads(Path(out).read_text())
     assert result["noise_tensors_shared"] == 7
     assert result["their_parameters_with_gradient_not_mapped"] == []
@@ -169,20 +165,11 @@ def test_their_model_tape_becomes_ours_layer_by_layer():
         merge_layer_masks(layer_tape(0.0)[:-1])
 
 
-@pytest.mark.skipif(
-    not os.environ.get("FVAE_AUTHORS_REPO"),
-    reason="FVAE_AUTHORS_REPO (idiap/FVAE-LoRA) not set",
-)
+@needs_authors_repo
+@pytest.mark.e2e
 def test_our_training_follows_the_authors_for_100_steps_in_float64(tmp_path):
     out = tmp_path / "trajectory.json"
-    subprocess.run(
-        [sys.executable, "-m", "benchmarks.faithfulness", "--authors-repo", os.environ["FVAE_AUTHORS_REPO"]]
-        + ["--double", "--features", "32", "--frames", "6", "--trajectory-json", str(out)],
-        check=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
-        timeout=600,
-    )
+    _run_against_authors_repo("--double", "--features", "32", "--frames", "6", "--trajectory-json", str(out))
     reports = json.loads(out.read_text())["reports"]
     assert [r["step"] for r in reports] == [1, 10, 100]
     assert reports[-1]["largest_relative_difference"] < 1e-4
