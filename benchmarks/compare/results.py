@@ -86,9 +86,15 @@ def control_effects(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     effects = []
     for (control, targets, shift), entry in index.items():
         method = index.get((CONTROLS.get(control), targets, shift))
-        if method is None or not entry["dev_per_by_lr"] or not method["dev_per_by_lr"]:
+        if method is None:
             continue
-        dev = {name: min(e["dev_per_by_lr"].values()) for name, e in (("recipe", method), ("control", entry))}
+        trained = {
+            name: [p for p in e["dev_per_by_lr"].values() if p is not None]
+            for name, e in (("recipe", method), ("control", entry))
+        }
+        if not all(trained.values()):  # a grid not run yet, or every rate of it diverged
+            continue
+        dev = {name: min(pers) for name, pers in trained.items()}  # the best over the rates that trained
         effects.append(
             {
                 "method": method["method"],

@@ -101,6 +101,18 @@ def test_a_diverged_run_is_never_picked_and_its_seed_is_named_not_averaged():
     assert (fvae["seeds"], fvae["test_per"], fvae["diverged_seeds"]) == ([0], [50.0], [1])
 
 
+def test_the_report_of_a_study_with_a_diverged_rate_compares_the_controls_over_the_rates_that_trained():
+    study = schedule.Study(SIZE)
+    for method, devs in (("fvae_lora", ([45.0], [41.0], None)), ("fvae_lora_old", ([44.0], [42.0], [39.0]))):
+        for task, dev in zip(study.grid("target", method, "qk"), devs):
+            _finish(study, task, dev)
+            if dev is None:  # FVAE-LoRA's highest rate diverged (the corrected optimiser's, on the real grid)
+                study.records[task] = {"seed": task.seed, "diverged": "the training loss is nan at epoch 2"}
+    (effect,) = study_results.control_effects(study_results.results_entries(study))
+    assert (effect["method"], effect["control"]) == ("fvae_lora", "fvae_lora_old")
+    assert (effect["dev_per_recipe"], effect["dev_per_control"], effect["recipe_helped"]) == (41.0, 39.0, False)
+
+
 def test_a_study_of_some_methods_and_targets_plans_only_those():
     study = schedule.Study(sizes.SIZES["demo"])  # the demo's runs, and LoRA beside them, on all linears
     demo = [("frozen", "shared"), ("lora", "all_linear"), ("fvae_lora", "all_linear")]
