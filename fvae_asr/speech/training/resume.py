@@ -73,8 +73,13 @@ class AtomicCheckpointer(Checkpointer):
             raise
         finally:
             self._staging = False
-        if staged is None:  # not the main process
-            return None
+        saved = None if staged is None else self._rename_staged(staged, end_of_epoch, verbosity)  # main process
+        # Every process sees the renamed checkpoint before it goes on: SpeechBrain's delete_checkpoints runs one
+        # collective per checkpoint it deletes, so processes that listed different checkpoints would deadlock.
+        ddp_barrier()
+        return saved
+
+    def _rename_staged(self, staged: Checkpoint, end_of_epoch: bool, verbosity: int) -> Checkpoint:
         final = staged.path.with_name(staged.path.name.removeprefix(STAGING_PREFIX))
         staged.path.rename(final)
         kind = "end-of-epoch" if end_of_epoch else "intra-epoch"

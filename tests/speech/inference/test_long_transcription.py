@@ -29,13 +29,15 @@ from test_transcribe import LABELS, _exported, _tones
 from tiny_models import TINY_WAV2VEC2
 
 RATE = 16000
-TINY_HOP, TINY_FIELD = 20, 45  # TINY_WAV2VEC2's convolutions: kernels 10, 8 with strides 5, 4
+# Two convolutions (kernels 10, 8 with strides 5, 4): 20 samples a frame, many frames in each short chunk
+FINE_FRAMES = {**TINY_WAV2VEC2, "conv_dim": (16, 16), "conv_stride": (5, 4), "conv_kernel": (10, 8)}
+TINY_HOP, TINY_FIELD = 20, 45
 LOCAL_CONTEXT = 0.01  # 8 tiny frames: more than the 4 frames either side its positional convolution reaches
 
 
 def _backbone(folder: Path, layers: int) -> Path:
     torch.manual_seed(0)
-    Wav2Vec2Model(Wav2Vec2Config(**{**TINY_WAV2VEC2, "num_hidden_layers": layers})).eval().save_pretrained(folder)
+    Wav2Vec2Model(Wav2Vec2Config(**{**FINE_FRAMES, "num_hidden_layers": layers})).eval().save_pretrained(folder)
     return folder
 
 
@@ -89,7 +91,7 @@ def test_audio_reader_segments_are_slices_of_the_whole_file(tmp_path, rate, chan
 
 
 def test_frame_geometry_is_read_off_the_encoder():
-    tiny = Wav2Vec2Model(Wav2Vec2Config(**TINY_WAV2VEC2))
+    tiny = Wav2Vec2Model(Wav2Vec2Config(**FINE_FRAMES))
     assert FrameGeometry.from_frame_lengths(tiny._get_feat_extract_output_lengths) == FrameGeometry(20, 45)
     base = Wav2Vec2Config()  # wav2vec2-base's convolutions, without building its 95M parameters
 

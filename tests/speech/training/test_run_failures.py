@@ -167,9 +167,9 @@ def _short_corpus(root: Path, train_samples: list[int]) -> dict:
 
 
 def test_training_audio_too_short_for_the_encoder_is_refused_naming_the_row(tone_corpus, tmp_path, capsys):
-    """The tiny encoder's first frame needs 45 samples (kernels 10 and 8, strides 5 and 4); SpecAugment's masks 10
-    frames (the recipe's default mask_time_prob) need 10 frames, 186 samples. Sorted by ascending duration, the
-    shortest files share the first batch, which failed inside the encoder."""
+    """The tiny encoder's first frame needs 105 samples (kernels 10, 8 and 4, strides 5, 4 and 4: 10 + 7 x 5 + 3 x
+    20), each further frame 80; SpecAugment's masks (10 frames) need 10 frames, 105 + 9 x 80 = 825 samples. Sorted
+    by ascending duration, the shortest files share the first batch, which failed inside the encoder."""
     annotations = _short_corpus(tmp_path, [20, 25, 8000, 8000, 8000, 8000])
     argv = _argv(
         tone_corpus,
@@ -182,7 +182,7 @@ def test_training_audio_too_short_for_the_encoder_is_refused_naming_the_row(tone
     )
     code, line = _fails(argv, capsys)
     assert code == 1 and f"{annotations['train_annotation']}, line 2 (ID 'train0')" in line
-    assert "0.01406 s" in line  # 225 samples at 16 kHz
+    assert "0.05156 s (825 samples)" in line  # at 16 kHz
     assert not list((tmp_path / "out").glob("save/CKPT*"))
 
 
