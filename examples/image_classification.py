@@ -22,20 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared module, h
 from common import Task, build_parser, load_dataset, parse_args, pretrained_classifier, run
 
 IMAGE_SIZE, PATCH_SIZE = 32, 8
-COLOURS = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0))  # the class is the square's colour
+COLORS = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0))  # the class is the square's colour
 
 
-def synthetic_colour_task(n: int, seed: int, size: int = IMAGE_SIZE) -> list[dict[str, torch.Tensor]]:
+def synthetic_color_task(n: int, seed: int, size: int = IMAGE_SIZE) -> list[dict[str, torch.Tensor]]:
     """Noisy grey RGB images holding one square (a quarter of the side, on the patch grid) at a random place;
     the label is the square's colour (red, green, blue or yellow)."""
     g = torch.Generator().manual_seed(seed)
     square = size // 4
     examples = []
     for _ in range(n):
-        label = int(torch.randint(len(COLOURS), (1,), generator=g))
+        label = int(torch.randint(len(COLORS), (1,), generator=g))
         image = 0.5 + 0.1 * torch.randn(3, size, size, generator=g)
         top, left = (square * int(torch.randint(4, (1,), generator=g)) for _ in range(2))
-        image[:, top : top + square, left : left + square] = torch.tensor(COLOURS[label]).view(3, 1, 1)
+        image[:, top : top + square, left : left + square] = torch.tensor(COLORS[label]).view(3, 1, 1)
         examples.append({"pixel_values": image, "labels": torch.tensor(label)})
     return examples
 
@@ -92,12 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.model:
             from transformers import AutoModelForImageClassification
 
-            model = pretrained_classifier(AutoModelForImageClassification, args.model, len(COLOURS))
+            model = pretrained_classifier(AutoModelForImageClassification, args.model, len(COLORS))
         else:
-            model = tiny_vit(len(COLOURS), args.seed)
+            model = tiny_vit(len(COLORS), args.seed)
         size = model.config.image_size  # the synthetic images are drawn at the model's input size
-        train = synthetic_colour_task(args.train_size, seed=args.seed, size=size)
-        evaluation = synthetic_colour_task(256, seed=args.seed + 1, size=size)
+        train = synthetic_color_task(args.train_size, seed=args.seed, size=size)
+        evaluation = synthetic_color_task(256, seed=args.seed + 1, size=size)
         task = Task(model, ["classifier"], train, evaluation)
     run(args, task)
     return 0

@@ -210,12 +210,12 @@ def test_image_example_on_a_local_image_folder(tmp_path, offline_datasets):
     size = {"height": example.IMAGE_SIZE, "width": example.IMAGE_SIZE}
     ViTImageProcessor(size=size).save_pretrained(tmp_path / "model")
     rng = np.random.default_rng(0)
-    for class_index, colour in enumerate(("red", "green", "blue")):
-        (tmp_path / "images" / colour).mkdir(parents=True)
+    for class_index, color in enumerate(("red", "green", "blue")):
+        (tmp_path / "images" / color).mkdir(parents=True)
         for i in range(8):
             pixels = rng.integers(0, 64, size=(20, 24, 3), dtype=np.uint8)  # not the model's size: resized
             pixels[..., class_index] = 200
-            Image.fromarray(pixels).save(tmp_path / "images" / colour / f"{i}.png")
+            Image.fromarray(pixels).save(tmp_path / "images" / color / f"{i}.png")
     results = run_example(
         "image_classification",
         tmp_path / "out",

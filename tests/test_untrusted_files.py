@@ -18,9 +18,9 @@ from fvae_asr import FVAELoRAConfig, inject, load_adapter, save_adapter
 from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.data.timit import PHONES_39
 from fvae_asr.speech.models.encoder import SSLEncoder
-from fvae_asr.speech.models.export import export_recognizer, load_recognizer
+from fvae_asr.speech.models.export import export_model, load_recognizer
 from fvae_asr.speech.models.recognizer import CTCRecognizer
-from fvae_asr.speech.models.training_kinds import configure_training
+from fvae_asr.speech.models.training_methods import configure_training
 
 from conftest import HPARAMS, recipe_overrides
 from tiny_models import WithHead, tiny_wav2vec2
@@ -34,7 +34,7 @@ def exported(tmp_path_factory) -> Path:
     tiny_wav2vec2().save_pretrained(backbone)
     model = CTCRecognizer(SSLEncoder(backbone), n_tokens=len(LABELS))
     configure_training(model, "fvae_lora", FVAELoRAConfig(rank=4))
-    return export_recognizer(model, "fvae_lora", LABELS, tmp_path_factory.mktemp("export") / "model")
+    return export_model(model, "fvae_lora", LABELS, tmp_path_factory.mktemp("export") / "model")
 
 
 def _plant_remote_code(folder: Path, marker: Path) -> None:
@@ -81,8 +81,8 @@ def test_a_backbone_path_outside_the_export_is_refused(tmp_path, exported, backb
     model = Path(shutil.copytree(exported, tmp_path / "exports" / "model"))
     (tmp_path / "elsewhere").mkdir()
     shutil.copytree(exported / "backbone", tmp_path / "exports" / "outside")
-    description = json.loads((model / "recognizer.json").read_text())
-    (model / "recognizer.json").write_text(json.dumps({**description, "backbone": backbone}))
+    description = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps({**description, "backbone": backbone}))
     with pytest.raises(ValueError, match="field 'backbone'.*outside the export"):
         load_recognizer(model)
 
@@ -97,8 +97,8 @@ def test_a_backbone_folder_linked_outside_the_export_is_refused(tmp_path, export
 
 def test_a_hub_id_backbone_is_still_named_as_a_hub_id(tmp_path, exported, monkeypatch):
     model = Path(shutil.copytree(exported, tmp_path / "model"))
-    description = json.loads((model / "recognizer.json").read_text())
-    (model / "recognizer.json").write_text(json.dumps({**description, "backbone": "some-org/wav2vec2-base"}))
+    description = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps({**description, "backbone": "some-org/wav2vec2-base"}))
 
     def offline(*args, **kwargs):
         raise OSError("offline")

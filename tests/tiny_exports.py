@@ -8,9 +8,9 @@ import torch
 
 from fvae_asr import FVAELoRAConfig, LoRAConfig
 from fvae_asr.speech.models.encoder import SSLEncoder
-from fvae_asr.speech.models.export import export_recognizer
+from fvae_asr.speech.models.export import export_model
 from fvae_asr.speech.models.recognizer import CTCRecognizer
-from fvae_asr.speech.models.training_kinds import configure_training
+from fvae_asr.speech.models.training_methods import configure_training
 
 from tiny_models import tiny_wav2vec2
 
@@ -32,4 +32,4 @@ def export_tiny_recognizer(directory: Path, kind: str, backbone: Path, labels: l
         for param in model.parameters():
             if param.requires_grad:
                 param.add_(step * torch.randn(param.shape, generator=generator))
-    return export_recognizer(model, kind, labels, directory)
+    return export_model(model, kind, labels, directory)

@@ -103,9 +103,9 @@ def recipe_settings(method: str, targets: str, recipe: str = DEMO_RECIPE) -> dic
     result."""
     tree = resolved_recipe(recipe, run_overrides(method, targets))
     stream = io.StringIO()
-    ruamel.yaml.YAML().dump({key: tree[key] for key in ("adapter", "adapter_configs", "max_grad_norm")}, stream)
+    ruamel.yaml.YAML().dump({key: tree[key] for key in ("method", "adapter_configs", "max_grad_norm")}, stream)
     hparams = load_hyperpyyaml(stream.getvalue())
-    config = hparams["adapter_configs"].get(hparams["adapter"])
+    config = hparams["adapter_configs"].get(hparams["method"])
     training = {"max_grad_norm": hparams["max_grad_norm"], "optimizer_rule": OPTIMIZER_RULE}
     if config is None:
         return {"adapter_config": None, **training}

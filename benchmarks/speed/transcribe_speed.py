@@ -1,7 +1,7 @@
 """Transcription throughput of our ``Transcriber`` against ``transformers.pipeline("automatic-speech-recognition")``.
 
 One recogniser (a randomly initialised wav2vec2 of the chosen size with a random CTC head over a phone set, no
-adapters: what a frozen or full run exports) is exported twice: by ``export_recognizer`` for the Transcriber and
+adapters: what a frozen or full run exports) is exported twice: by ``export_model`` for the Transcriber and
 by ``export_hf_ctc`` (plus a feature extractor that normalises as the recogniser does) for the pipeline. Both
 transcribe the same synthetic audio (noise with tones, written as 16 kHz wav files) on the CPU with the same
 threads: (a) many short utterances, (b) one long recording, the pipeline with its chunking (``chunk_length_s``,
@@ -35,9 +35,9 @@ from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 from fvae_asr.files import write_json
 from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.speech.models.encoder import SSLEncoder
-from fvae_asr.speech.models.export import export_hf_ctc, export_recognizer
+from fvae_asr.speech.models.export import export_hf_ctc, export_model
 from fvae_asr.speech.models.recognizer import CTCRecognizer
-from fvae_asr.speech.models.training_kinds import configure_training
+from fvae_asr.speech.models.training_methods import configure_training
 
 SAMPLE_RATE = 16_000
 LABELS = ["<blank>", *(f"p{i}" for i in range(39))]  # a TIMIT-sized phone set, blank first
@@ -96,7 +96,7 @@ def build_exports(size: str, seed: int, root: Path) -> tuple[Path, Path]:
     configure_training(model, "frozen")  # the encoder frozen, the head trained: what a frozen run exports
     with torch.no_grad():
         model.head.weight.mul_(20.0)
-    ours = export_recognizer(model, "frozen", LABELS, root / "ours")
+    ours = export_model(model, "frozen", LABELS, root / "ours")
     theirs = export_hf_ctc(model, LABELS, root / "hf")
     Wav2Vec2FeatureExtractor(
         feature_size=1,
@@ -160,7 +160,7 @@ def _run_ours(model_dir: str, short: list[str], long_path: str, args: dict) -> d
 
 
 def _run_pipeline(model_dir: str, short: list[str], long_path: str, args: dict) -> dict:
-    recognise = transformers.pipeline("automatic-speech-recognition", model=model_dir, device="cpu")
+    recognize = transformers.pipeline("automatic-speech-recognition", model=model_dir, device="cpu")
     decode = {"return_timestamps": "char"}
 
     def load(path: str) -> dict:  # decoded here, as the Transcriber reads its files itself
@@ -168,10 +168,10 @@ def _run_pipeline(model_dir: str, short: list[str], long_path: str, args: dict) 
         return {"raw": wav, "sampling_rate": rate}
 
     start = time.perf_counter()
-    outputs = recognise([load(p) for p in short], batch_size=args["batch_size"], **decode)
+    outputs = recognize([load(p) for p in short], batch_size=args["batch_size"], **decode)
     short_s = time.perf_counter() - start
     start = time.perf_counter()
-    long_output = recognise(
+    long_output = recognize(
         load(long_path),
         chunk_length_s=args["chunk_seconds"] + 2 * args["context_seconds"],
         stride_length_s=args["context_seconds"],
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
         "transformers_version": transformers.__version__,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "model": f"randomly initialised wav2vec2 {args.size} + random CTC head over {len(LABELS)} labels, exported "
-        "frozen (export_recognizer) and as Hugging Face CTC (export_hf_ctc)",
+        "frozen (export_model) and as Hugging Face CTC (export_hf_ctc)",
         "short_audio_seconds": short_audio_s,
         "long_audio_seconds": args.long_seconds,
     }

@@ -45,7 +45,7 @@ test group, 1 epoch, one rate and one seed.
 Resumable: each finished run leaves ``OUT/records/<method>/lr<lr>/seed<k>.json`` (with the commit it ran on) and never
 runs again with the same settings (the sizes, corpus and backbone, and the run's adapter config and clipping: a changed
 default runs again). ``--export DIR`` also keeps every run's trained classifier, ``DIR/<method>/lr<lr>/seed<k>``
-(``export_recognizer``'s format with task "classification": load it with ``load_exported``; a run with a record but no
+(``export_model``'s format with task "classification": load it with ``load_exported``; a run with a record but no
 export runs again), and writes the test split as a manifest for ``fvae-asr latents``:
 ``DIR/test.json`` (per utterance: ``wav``, ``duration``, ``label`` the word, ``nuisance`` the noise colour) with
 its audio in ``DIR/test_wavs``. The corpus is generated once under ``WORK/corpus/<fingerprint of its options>``.

@@ -22,8 +22,8 @@ from fvae_asr.adapters import FVAELoRAConfig, LoRAConfig, aux_loss, aux_weight, 
 from fvae_asr.adapters.optimizer import MAX_GRAD_NORM, OPTIMIZER_RULE, authors_adamw
 from fvae_asr.speech.models.classifier import PooledClassifier
 from fvae_asr.speech.models.encoder import SSLEncoder
-from fvae_asr.speech.models.export import DESCRIPTION_NAME, export_recognizer
-from fvae_asr.speech.models.training_kinds import configure_training, count_parameters
+from fvae_asr.speech.models.export import description_path, export_model
+from fvae_asr.speech.models.training_methods import configure_training, count_parameters
 
 TARGET_MODULES = TARGETS["all_linear"]
 SPURIOUS_METHODS = {**METHODS, **FACTOR_CONTROLS}  # the comparison study's methods and the one-factor controls
@@ -53,7 +53,7 @@ class Task:
 
 def adapter_config(method: str) -> FVAELoRAConfig | LoRAConfig | None:
     """The method's adapter config (None for frozen and full)."""
-    kind = SPURIOUS_METHODS[method]["adapter"]
+    kind = SPURIOUS_METHODS[method]["method"]
     overrides = SPURIOUS_METHODS[method].get("adapter_configs", {}).get(kind, {})
     if kind == "fvae_lora":
         if "fvae_lora_alpha" in SPURIOUS_METHODS[method]:
@@ -85,7 +85,7 @@ def build_model(method: str, backbone: str, seed: int) -> PooledClassifier:
     """The pooled classifier with the method's adapters injected (or its weights set to train); seeded."""
     torch.manual_seed(seed)
     model = PooledClassifier(SSLEncoder(backbone), len(WORDS))
-    configure_training(model, SPURIOUS_METHODS[method]["adapter"], adapter_config(method))
+    configure_training(model, SPURIOUS_METHODS[method]["method"], adapter_config(method))
     return model
 
 
@@ -151,7 +151,7 @@ def export_path(exports: Path, task: Task) -> Path:
 
 def read_record(out: Path, task: Task, settings: dict[str, Any], exports: Path | None = None) -> dict[str, Any] | None:
     """The finished run's record if it was made with these settings (and, with ``exports``, its model exported)."""
-    if exports is not None and not (export_path(exports, task) / DESCRIPTION_NAME).is_file():
+    if exports is not None and not description_path(export_path(exports, task)).is_file():
         return None
     return finished_record(out, task, task_settings(task, settings))
 
@@ -168,8 +168,8 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, str], out: P
     test_groups = group_accuracies(correct_predictions(model, splits["test"], settings["batch_size"]), splits["test"])
     trainable, total = count_parameters(model)
     if "exports" in paths:
-        export_recognizer(
-            model, SPURIOUS_METHODS[task.method]["adapter"], list(WORDS), export_path(Path(paths["exports"]), task)
+        export_model(
+            model, SPURIOUS_METHODS[task.method]["method"], list(WORDS), export_path(Path(paths["exports"]), task)
         )
     record = {
         "method": task.method,

@@ -22,7 +22,7 @@ MAX_GRAD_NORM = 1e-3  # their clipping in our units (task + 1e-3 * aux): the rec
 # What a run records of this rule, so that a run trained under another (0.2: eps 1e-8, every parameter decayed,
 # the decoder's log-std) never resumes under this one.
 OPTIMIZER_RULE = "authors: AdamW eps 1e-8 x max_grad_norm, no decay on biases and norms, raw decoder std"
-NORMALISATION_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.RMSNorm)
+NORMALIZATION_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.RMSNorm)
 
 
 def adam_eps(max_grad_norm: float = MAX_GRAD_NORM) -> float:
@@ -42,7 +42,7 @@ def no_decay_parameter_names(model: nn.Module) -> set[str]:
     names = set()
     for module_name, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
-            if param.requires_grad and (name == "bias" or isinstance(module, NORMALISATION_LAYERS)):
+            if param.requires_grad and (name == "bias" or isinstance(module, NORMALIZATION_LAYERS)):
                 names.add(f"{module_name}.{name}" if module_name else name)
     return names
 

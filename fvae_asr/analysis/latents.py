@@ -28,7 +28,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from fvae_asr.adapters import latent_ablation
-from fvae_asr.analysis.probes import UNLABELLED, ProbeSettings, ProbeTask, held_out_groups
+from fvae_asr.analysis.probes import UNLABELED, ProbeSettings, ProbeTask, held_out_groups
 from fvae_asr.analysis.recorder import LatentRecorder, LayerRecord, record_latents
 from fvae_asr.audio import load_audio
 from fvae_asr.speech.data.annotations import SCORING_FIELDS, read_annotation
@@ -53,19 +53,19 @@ POOLED = "_pooled"
 CLASS_FIELD = "label"  # the class the ablations score the classifier's predictions against
 
 
-def frame_centres(n_frames: int, geometry: FrameGeometry) -> Tensor:
+def frame_centers(n_frames: int, geometry: FrameGeometry) -> Tensor:
     """The centre sample of each frame (the later of the two middle samples when the field is even)."""
     return torch.arange(n_frames) * geometry.hop + geometry.receptive_field // 2
 
 
-def frame_phones(segments: Sequence[Sequence], centres: Tensor) -> list[str | None]:
+def frame_phones(segments: Sequence[Sequence], centers: Tensor) -> list[str | None]:
     """The label of the ``[start, end, label]`` segment holding each centre sample (start <= c < end), or None."""
     ordered = sorted(segments, key=lambda segment: segment[0])
     starts = torch.tensor([int(segment[0]) for segment in ordered], dtype=torch.long)
     labels: list[str | None] = []
-    for centre in centres.tolist():
-        index = int(torch.searchsorted(starts, centre, right=True)) - 1
-        inside = index >= 0 and int(ordered[index][0]) <= centre < int(ordered[index][1])
+    for center in centers.tolist():
+        index = int(torch.searchsorted(starts, center, right=True)) - 1
+        inside = index >= 0 and int(ordered[index][0]) <= center < int(ordered[index][1])
         labels.append(ordered[index][2] if inside else None)
     return labels
 
@@ -151,7 +151,7 @@ def _probe_task(
     else:
         held = held_out_groups(speakers, settings.held_out_fraction, settings.seed)
         held_items = [speaker in held for speaker in speakers]
-    labels = torch.tensor([UNLABELLED if label is None else index[label] for labels in per_frame for label in labels])
+    labels = torch.tensor([UNLABELED if label is None else index[label] for labels in per_frame for label in labels])
     held_out = torch.tensor([held for held, labels in zip(held_items, per_frame) for _ in labels], dtype=torch.bool)
     return ProbeTask(probe, classes, labels, held_out, PROBES[probe][1])
 
@@ -170,7 +170,7 @@ def probe_tasks(
     for probe in probes:
         if probe == "phone":
             per_frame = [
-                frame_phones(manifest[utt_id]["phn_segments"], frame_centres(n, geometry))
+                frame_phones(manifest[utt_id]["phn_segments"], frame_centers(n, geometry))
                 for utt_id, n in zip(ids, frames_per_item)
             ]
         else:
@@ -289,7 +289,7 @@ def _by_duration(manifest: dict[str, dict]) -> list[str]:
     return sorted(manifest, key=lambda utt_id: (manifest[utt_id].get("duration", math.inf), utt_id))
 
 
-def analyse_latents(
+def analyze_latents(
     transcriber: Transcriber,
     manifest_path: Path,
     probes: Sequence[str],
@@ -412,7 +412,7 @@ def classifier_accuracy(
     return {"accuracy": sum(accuracies) / len(accuracies), "worst_group_accuracy": min(accuracies)}
 
 
-def analyse_classifier_latents(
+def analyze_classifier_latents(
     model: PooledClassifier,
     description: dict,
     manifest_path: Path,

@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from fvae_asr.analysis.probes import UNLABELLED, ProbeTask
+from fvae_asr.analysis.probes import UNLABELED, ProbeTask
 from fvae_asr.files import write_atomically
 
 LATENT_STYLES = {"z1": ("tab:blue", "o"), "z2": ("tab:orange", "s"), "Ax": ("tab:green", "^")}
@@ -22,7 +22,7 @@ METRIC_NAMES = {
     "accuracy": "average group accuracy (%)",
     "worst_group_accuracy": "worst-group accuracy (%)",
 }
-COLOURED_CLASSES = 8  # the most frequent classes get a colour each in projections, the others are grey
+COLORED_CLASSES = 8  # the most frequent classes get a colour each in projections, the others are grey
 
 
 def short_names(names: Sequence[str]) -> list[str]:
@@ -47,8 +47,8 @@ def plot_probe_accuracy(report: dict, path: Path) -> None:
     for row, probe in enumerate(probes):
         axes = figure.add_subplot(len(probes), 1, row + 1)
         for latent in report["latents"]:
-            colour, marker = LATENT_STYLES.get(latent, ("black", "o"))
-            axes.plot(x, [layer["probe"][probe][latent] for layer in layers], marker=marker, color=colour, label=latent)
+            color, marker = LATENT_STYLES.get(latent, ("black", "o"))
+            axes.plot(x, [layer["probe"][probe][latent] for layer in layers], marker=marker, color=color, label=latent)
         axes.axhline(report["probes"][probe]["chance"], color="grey", linestyle="--", label="chance")
         axes.set_ylim(0, 1.02)
         axes.set_ylabel("accuracy")
@@ -76,11 +76,11 @@ def projection_layers(names: Sequence[str], count: int = 3) -> list[str]:
 
 def pca_2d(features: Tensor) -> Tensor:
     """The first two principal components of (frames, dim) features (zeros where there is no variance)."""
-    centred = features - features.mean(0)
-    if centred.abs().max() == 0:
+    centered = features - features.mean(0)
+    if centered.abs().max() == 0:
         return torch.zeros(len(features), 2)
-    _, _, basis = torch.pca_lowrank(centred, q=min(2, features.shape[1]), center=False, niter=4)
-    projected = centred @ basis
+    _, _, basis = torch.pca_lowrank(centered, q=min(2, features.shape[1]), center=False, niter=4)
+    projected = centered @ basis
     return torch.nn.functional.pad(projected, (0, 2 - projected.shape[1]))
 
 
@@ -94,11 +94,11 @@ def plot_projections(
 ) -> None:
     """Rows: layers; columns: latents; each a 2-D PCA of the (labelled) frames (or other ``unit``s, such as
     utterances) coloured by ``task``'s label."""
-    labelled = (task.labels != UNLABELLED).nonzero().squeeze(1)
+    labeled = (task.labels != UNLABELED).nonzero().squeeze(1)
     generator = torch.Generator().manual_seed(seed)
-    chosen = labelled[torch.randperm(len(labelled), generator=generator)[:max_points]]
+    chosen = labeled[torch.randperm(len(labeled), generator=generator)[:max_points]]
     labels = task.labels[chosen]
-    frequent = [label for label, _ in Counter(labels.tolist()).most_common(COLOURED_CLASSES)]
+    frequent = [label for label, _ in Counter(labels.tolist()).most_common(COLORED_CLASSES)]
     layers = list(features)
     latents = list(features[layers[0]])
     figure = Figure(figsize=(4 * len(latents) + 1.5, 3.6 * len(layers)), layout="constrained")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-UNLABELLED = -1  # a frame without a label (e.g. no phone segment covers it): in no probe's data
+UNLABELED = -1  # a frame without a label (e.g. no phone segment covers it): in no probe's data
 
 
 @dataclass(frozen=True)
@@ -95,25 +95,25 @@ class ProbeTask:
     split: str  # what is held out, in words (e.g. "speakers")
 
     def __post_init__(self) -> None:
-        labelled = self.labels != UNLABELLED
-        for part, frames in (("training", labelled & ~self.held_out), ("held-out", labelled & self.held_out)):
+        labeled = self.labels != UNLABELED
+        for part, frames in (("training", labeled & ~self.held_out), ("held-out", labeled & self.held_out)):
             if not frames.any():
                 raise ValueError(f"probe '{self.name}': no labelled {part} frames")
 
     def summary(self) -> dict:
         """Sizes and chance level of this task."""
-        labelled = self.labels != UNLABELLED
-        test_y = self.labels[labelled & self.held_out]
+        labeled = self.labels != UNLABELED
+        test_y = self.labels[labeled & self.held_out]
         return {
             "held_out": self.split,
-            "train_frames": int((labelled & ~self.held_out).sum()),
+            "train_frames": int((labeled & ~self.held_out).sum()),
             "held_out_frames": len(test_y),
-            "classes": len(set(self.labels[labelled].tolist())),
+            "classes": len(set(self.labels[labeled].tolist())),
             "chance": majority_rate(test_y),
         }
 
     def accuracy(self, features: Tensor, settings: ProbeSettings) -> float:
         """Held-out accuracy of a probe on ``features`` (frames, dim)."""
-        labelled = self.labels != UNLABELLED
-        train, test = labelled & ~self.held_out, labelled & self.held_out
+        labeled = self.labels != UNLABELED
+        train, test = labeled & ~self.held_out, labeled & self.held_out
         return probe_accuracy(features[train], self.labels[train], features[test], self.labels[test], settings)

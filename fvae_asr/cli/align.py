@@ -32,7 +32,7 @@ ALIGN_FORMATS = ("textgrid", "ctm", "json")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fvae-asr align", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="directory written by export_recognizer")
+    parser.add_argument("--checkpoint", required=True, help="directory written by export_model")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", type=Path, help="JSON manifest or annotation CSV with wav and phn per utterance")
     source.add_argument("files", nargs="*", default=[], help="audio files, each with a TIMIT .PHN file beside it")

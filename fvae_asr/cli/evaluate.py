@@ -28,7 +28,7 @@ SCLITE_FILES = ("ref.trn", "hyp.trn", "ref.stm", "hyp.ctm")  # what --sclite wri
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fvae-asr evaluate", description="Phone error rate on a manifest.")
-    parser.add_argument("--checkpoint", required=True, help="directory written by export_recognizer")
+    parser.add_argument("--checkpoint", required=True, help="directory written by export_model")
     parser.add_argument(
         "--manifest",
         required=True,

@@ -21,14 +21,15 @@ from fvae_asr.analysis.latents import (
     POOLED,
     PROBES,
     LatentAnalysis,
-    analyse_classifier_latents,
-    analyse_latents,
+    analyze_classifier_latents,
+    analyze_latents,
 )
 from fvae_asr.analysis.probes import ProbeSettings
 from fvae_asr.argument_types import positive_int, torch_device
 from fvae_asr.files import write_json
 from fvae_asr.speech.inference.transcriber import Transcriber
-from fvae_asr.speech.models.export import ADAPTER_FORMAT_KINDS, load_exported, read_description
+from fvae_asr.speech.models.export import load_exported, read_description
+from fvae_asr.speech.models.training_methods import ADAPTER_METHODS
 
 DEFAULT_PROBES = {"ctc": "phone,speaker", "classification": ",".join(CLASSIFIER_PROBES)}  # by the export's task
 KNOWN_PROBES = [*PROBES, *CLASSIFIER_PROBES]
@@ -65,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="FVAE-LoRA or LoRA recogniser or classifier directory written by export_recognizer",
+        help="FVAE-LoRA or LoRA recogniser or classifier directory written by export_model",
     )
     parser.add_argument(
         "--manifest",
@@ -147,20 +148,20 @@ def write_outputs(analysis: LatentAnalysis, out: Path) -> list[Path]:
     return written
 
 
-def analyse(args: argparse.Namespace, settings: ProbeSettings) -> LatentAnalysis:
+def analyze(args: argparse.Namespace, settings: ProbeSettings) -> LatentAnalysis:
     """The analysis of the checkpoint, a recogniser or a classifier (its description's ``task``)."""
     description = read_description(args.checkpoint)
-    task, kind = description["task"], description["adapter"]
-    if kind not in ADAPTER_FORMAT_KINDS:
+    task, method = description["task"], description["method"]
+    if method not in ADAPTER_METHODS:
         raise ValueError(
-            f"checkpoint {args.checkpoint} is a '{kind}' {MODEL_NAMES[task]}: it has no adapter layers to look "
+            f"checkpoint {args.checkpoint} is a '{method}' {MODEL_NAMES[task]}: it has no adapter layers to look "
             "inside (give an FVAE-LoRA export for z1 and z2, or a LoRA export for A x)"
         )
     probes = args.probes or probe_list(DEFAULT_PROBES[task])
     ablations = not args.no_ablations
     if task == "classification":
         model, description = load_exported(args.checkpoint, args.device)
-        return analyse_classifier_latents(
+        return analyze_classifier_latents(
             model,
             description,
             args.manifest,
@@ -172,7 +173,7 @@ def analyse(args: argparse.Namespace, settings: ProbeSettings) -> LatentAnalysis
             progress=not args.quiet,
         )
     transcriber = Transcriber(args.checkpoint, args.device, args.batch_size)
-    return analyse_latents(transcriber, args.manifest, probes, settings, ablations=ablations, progress=not args.quiet)
+    return analyze_latents(transcriber, args.manifest, probes, settings, ablations=ablations, progress=not args.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = ProbeSettings(held_out_fraction=args.held_out, seed=args.seed)
     try:
-        analysis = analyse(args, settings)
+        analysis = analyze(args, settings)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

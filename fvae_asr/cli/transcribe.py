@@ -40,7 +40,7 @@ from fvae_asr.speech.inference.transcript_formats import FORMATS, TIMED_FORMATS,
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fvae-asr transcribe", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="directory written by export_recognizer")
+    parser.add_argument("--checkpoint", required=True, help="directory written by export_model")
     parser.add_argument("files", nargs="+", help="audio files (any format soundfile reads, any rate)")
     parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="short files per forward pass")

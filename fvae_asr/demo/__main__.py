@@ -60,7 +60,7 @@ def run_demo(out: Path, *, seed: int = 0, train_speakers: int, sentences_per_spe
         kind: run(
             hparams,
             {"noprogressbar": True},
-            {**common, "adapter": kind, "lr": size.LEARNING_RATES[kind], "output_folder": str(out / kind)},
+            {**common, "method": kind, "lr": size.LEARNING_RATES[kind], "output_folder": str(out / kind)},
         )
         for kind in KINDS
     }

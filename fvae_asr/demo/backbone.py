@@ -72,7 +72,7 @@ def build_backbone(
             "seed": seed,
             "data_folder": str(corpus),
             "output_folder": str(work_dir / "pretrain"),
-            "adapter": "full",
+            "method": "full",
             "encoder_config": TINY_BACKBONE_CONFIG,
             "freeze_feature_encoder": False,
             "mask_time_prob": 0.05,

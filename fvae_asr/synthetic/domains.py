@@ -107,7 +107,7 @@ def _room_response(rt60_s: float, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(([1.0], tail / np.sqrt(np.sum(tail**2))))
 
 
-def _coloured_noise(n_samples: int, slope: float, rng: np.random.Generator) -> np.ndarray:
+def _colored_noise(n_samples: int, slope: float, rng: np.random.Generator) -> np.ndarray:
     """Unit-power Gaussian noise whose power spectrum falls as ``1/f**slope`` (shaped in the frequency
     domain at a fast FFT length, then cut to ``n_samples``)."""
     size = next_fast_len(n_samples, real=True)
@@ -131,7 +131,7 @@ def apply_channel(audio: np.ndarray, domain: DomainConfig, rng: np.random.Genera
         out = fftconvolve(out, _room_response(domain.rt60_s, rng))[: len(out)]
     if domain.snr_db is not None:
         noise_power = np.mean(out**2) / 10 ** (domain.snr_db / 10)
-        out = out + _coloured_noise(len(out), domain.noise_slope, rng) * np.sqrt(noise_power)
+        out = out + _colored_noise(len(out), domain.noise_slope, rng) * np.sqrt(noise_power)
     peak = np.max(np.abs(out), initial=0.0)
     if peak > _PEAK:
         out = out * (_PEAK / peak)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Recipe for phone recognition on TIMIT (or any phone-labelled corpus) with a wav2vec2-family encoder and a CTC
-head, adapted with FVAE-LoRA, LoRA, full fine-tuning or a frozen backbone (``adapter`` in the yaml).
+head, adapted with FVAE-LoRA, LoRA, full fine-tuning or a frozen backbone (``method`` in the yaml).
 
 The training loss is CTC plus, for FVAE-LoRA, ``aux_weight`` times the mean of the adapted layers' FVAE objective
 (reconstruction, KL of z1 to its prior, the repulsive term on z2). Phones are decoded greedily; the checkpoint with
@@ -8,7 +8,7 @@ the best dev PER is tested and exported as a self-contained recogniser for ``fva
 
 To run (no arguments, or ``--help``, lists the yaml's settings with their meanings and defaults):
     python recipes/timit/train.py recipes/timit/hparams/train.yaml --data_folder=/path/to/TIMIT
-    python recipes/timit/train.py recipes/timit/hparams/train.yaml --data_folder=/path/to/TIMIT --adapter=lora
+    python recipes/timit/train.py recipes/timit/hparams/train.yaml --data_folder=/path/to/TIMIT --method=lora
     torchrun --nproc_per_node=2 recipes/timit/train.py recipes/timit/hparams/train.yaml --data_folder=...
 
 What surrounds this flow comes from the package: the run folder (settings and corpus checked, folders locked,
@@ -38,10 +38,10 @@ from fvae_asr.audio import load_audio
 from fvae_asr.speech.data.annotations import Corpus
 from fvae_asr.speech.data.labels import SORTINGS, labels_of, phone_encoder
 from fvae_asr.speech.metrics import alignments, error_report
-from fvae_asr.speech.models.export import export_recognizer
+from fvae_asr.speech.models.export import export_model
 from fvae_asr.speech.models.recognizer import greedy_decode
-from fvae_asr.speech.models.training_kinds import configure_training, count_parameters
-from fvae_asr.speech.training.hparams import as_mapping
+from fvae_asr.speech.models.training_methods import configure_training, count_parameters
+from fvae_asr.speech.training.hparams import aliased, as_mapping
 from fvae_asr.speech.training.recipe_steps import check_durations, corpus_splits, init_head, size_schedule
 from fvae_asr.speech.training.resumable_brain import ResumableBrain
 from fvae_asr.speech.training.run_folder import LABEL_ENCODER_NAME
@@ -169,8 +169,8 @@ def train_test_export(hparams_file: Path, run_opts: dict[str, Any], overrides: s
     check_durations(splits, model.encoder)  # before training: a too-short utterance would train silently
     if hparams["init_head_from_checkpoint"]:
         init_head(model, hparams, labels_of(label_encoder), label_encoder.get_blank_index())
-    kind = hparams["adapter"]
-    configure_training(model, kind, hparams["adapter_configs"].get(kind))
+    method = aliased(hparams, "method")
+    configure_training(model, method, hparams["adapter_configs"].get(method))
     trainable, total = count_parameters(model)
     size_schedule(hparams, len(datasets["train"]))
 
@@ -193,10 +193,10 @@ def train_test_export(hparams_file: Path, run_opts: dict[str, Any], overrides: s
     brain.evaluate(datasets["test"], min_key="PER", test_loader_kwargs=hparams["valid_dataloader_opts"])
     export_dir = Path(hparams["export_folder"])
     if if_main_process():
-        export_recognizer(model, kind, labels_of(label_encoder), export_dir)
-    adapter_config = hparams["adapter_configs"].get(kind)
+        export_model(model, method, labels_of(label_encoder), export_dir)
+    adapter_config = hparams["adapter_configs"].get(method)
     return {
-        "adapter": kind,
+        "method": method,
         "lr": hparams["lr"],
         "target_modules": adapter_config.target_modules if adapter_config is not None else None,
         "test": brain.test_report,

@@ -76,7 +76,7 @@ def test_our_units_with_the_rule_take_the_authors_steps_and_their_eps_in_our_uni
     assert _largest_relative_difference(unscaled, theirs) > 1e-2  # 0.2's eps: another trajectory
 
 
-def test_weight_decay_skips_biases_and_normalisation_weights_and_decays_the_rest():
+def test_weight_decay_skips_biases_and_normalization_weights_and_decays_the_rest():
     model = _adapted_toy()
     exempt = no_decay_parameter_names(model)
     trainable = {name for name, param in model.named_parameters() if param.requires_grad}
@@ -142,7 +142,7 @@ def test_an_eps_set_in_the_yaml_wins_over_the_rule():
 # ---- the decoder's std, raw as theirs; 0.2's log-scale files still load ----
 
 
-def test_the_decoder_std_is_a_raw_parameter_initialised_to_one():
+def test_the_decoder_std_is_a_raw_parameter_initialized_to_one():
     layer = _adapted_toy().query
     assert torch.equal(layer.decoder_std, torch.ones(12, dtype=torch.float64))
     torch.testing.assert_close(layer.decoder_scale(), torch.full((12,), 1 + 1e-5, dtype=torch.float64))

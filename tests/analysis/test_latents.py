@@ -16,8 +16,8 @@ import soundfile as sf
 import torch
 
 from fvae_asr import FVAELoRAConfig, FVAELoRALinear, LoRAConfig, adapter_layers, inject, latent_ablation
-from fvae_asr.analysis.latents import check_manifest, frame_centres, frame_phones, probe_tasks
-from fvae_asr.analysis.probes import UNLABELLED, ProbeSettings, ProbeTask, held_out_groups, majority_rate
+from fvae_asr.analysis.latents import check_manifest, frame_centers, frame_phones, probe_tasks
+from fvae_asr.analysis.probes import UNLABELED, ProbeSettings, ProbeTask, held_out_groups, majority_rate
 from fvae_asr.analysis.recorder import LatentRecorder, LayerRecord, record_latents
 from fvae_asr.cli.evaluate import main as evaluate_main
 from fvae_asr.cli.latents import main as latents_main
@@ -25,9 +25,9 @@ from fvae_asr.speech.data.timit import PHONES_39, prepare_timit
 from fvae_asr.speech.inference.chunking import FrameGeometry
 from fvae_asr.speech.models.classifier import PooledClassifier
 from fvae_asr.speech.models.encoder import SSLEncoder
-from fvae_asr.speech.models.export import export_recognizer, load_exported, load_recognizer
+from fvae_asr.speech.models.export import export_model, load_exported, load_recognizer
 from fvae_asr.speech.models.recognizer import CTCRecognizer
-from fvae_asr.speech.models.training_kinds import configure_training
+from fvae_asr.speech.models.training_methods import configure_training
 
 from tiny_models import WithHead, tiny_inputs, tiny_wav2vec2
 
@@ -186,13 +186,13 @@ def test_probe_reads_a_planted_label_and_sits_at_chance_on_noise():
     assert task.accuracy(planted, settings) == task.accuracy(planted, settings)  # deterministic
 
 
-def test_majority_rate_and_unlabelled_frames():
+def test_majority_rate_and_unlabeled_frames():
     assert majority_rate(torch.tensor([2, 2, 1, 2])) == 0.75
-    labels = torch.tensor([0, 1, UNLABELLED, 1, 0, UNLABELLED])
+    labels = torch.tensor([0, 1, UNLABELED, 1, 0, UNLABELED])
     task = ProbeTask("p", ["x", "y"], labels, torch.tensor([False, False, False, True, True, True]), "speakers")
     assert task.summary()["train_frames"] == 2 and task.summary()["held_out_frames"] == 2
     with pytest.raises(ValueError, match="probe 'p': no labelled held-out frames"):
-        ProbeTask("p", ["x"], torch.tensor([0, UNLABELLED]), torch.tensor([False, True]), "speakers")
+        ProbeTask("p", ["x"], torch.tensor([0, UNLABELED]), torch.tensor([False, True]), "speakers")
 
 
 def test_held_out_groups():
@@ -212,12 +212,12 @@ def test_held_out_groups():
 # ---- frames and phones ----------------------------------------------------------------------------------------
 
 
-def test_frames_are_labelled_with_the_phone_at_their_centre():
-    centres = frame_centres(6, FrameGeometry(hop=320, receptive_field=400))  # wav2vec2: 20 ms hop, 25 ms field
-    assert centres.tolist() == [200, 520, 840, 1160, 1480, 1800]
+def test_frames_are_labeled_with_the_phone_at_their_center():
+    centers = frame_centers(6, FrameGeometry(hop=320, receptive_field=400))  # wav2vec2: 20 ms hop, 25 ms field
+    assert centers.tolist() == [200, 520, 840, 1160, 1480, 1800]
     segments = [[1200, 2000, "s"], [0, 400, "sil"], [400, 1000, "aa"]]  # any order; [1000, 1200) is no phone's
-    assert frame_phones(segments, centres) == ["sil", "aa", "aa", None, "s", "s"]
-    assert frame_phones([[0, 200, "sil"], [200, 520, "aa"]], centres[:2]) == ["aa", None]  # start in, end out
+    assert frame_phones(segments, centers) == ["sil", "aa", "aa", None, "s", "s"]
+    assert frame_phones([[0, 200, "sil"], [200, 520, "aa"]], centers[:2]) == ["aa", None]  # start in, end out
 
 
 def _manifest(speakers: int = 4, utterances: int = 2) -> dict[str, dict]:
@@ -291,7 +291,7 @@ def _export(directory: Path, kind: str, backbone: Path) -> Path:
     model = CTCRecognizer(SSLEncoder(backbone), n_tokens=len(PHONES_39) + 1)
     config = {"fvae_lora": FVAELoRAConfig(rank=4, target_modules=TARGETS), "lora": LoRAConfig(rank=4)}.get(kind)
     configure_training(model, kind, config)
-    return export_recognizer(_nudged(model), kind, ["<blank>", *PHONES_39], directory)
+    return export_model(_nudged(model), kind, ["<blank>", *PHONES_39], directory)
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +309,7 @@ def _run(*argv: str) -> int:
     return latents_main(list(argv))
 
 
-def test_cli_on_an_fvae_lora_recogniser(exports, manifest, tmp_path):
+def test_cli_on_an_fvae_lora_recognizer(exports, manifest, tmp_path):
     out = tmp_path / "out"
     assert (
         _run(
@@ -367,7 +367,7 @@ def test_cli_per_ablations(exports, manifest, tmp_path, capsys):
     assert {layer["per_z1_prior"] for layer in report["layers"]} != {per["trained"]}
 
 
-def test_cli_on_a_lora_recogniser_probes_ax(exports, manifest, tmp_path):
+def test_cli_on_a_lora_recognizer_probes_ax(exports, manifest, tmp_path):
     out = tmp_path / "out"
     assert (
         _run(
@@ -474,7 +474,7 @@ def _classifier(kind: str, backbone: Path) -> PooledClassifier:
 @pytest.fixture(scope="module")
 def classifier_exports(tmp_path_factory, backbone) -> dict[str, Path]:
     return {
-        kind: export_recognizer(_classifier(kind, backbone), kind, CLASSES, tmp_path_factory.mktemp(kind))
+        kind: export_model(_classifier(kind, backbone), kind, CLASSES, tmp_path_factory.mktemp(kind))
         for kind in ("fvae_lora", "lora", "frozen")
     }
 
@@ -505,8 +505,8 @@ def classifier_manifest(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("kind", ["fvae_lora", "lora", "full"])
 def test_an_exported_classifier_reloads_to_identical_outputs(kind, backbone, tmp_path):
     model = _classifier(kind, backbone)
-    exported = export_recognizer(model, kind, CLASSES, tmp_path / "export")
-    description = json.loads((exported / "recognizer.json").read_text())
+    exported = export_model(model, kind, CLASSES, tmp_path / "export")
+    description = json.loads((exported / "model.json").read_text())
     assert description["task"] == "classification" and description["labels"] == CLASSES
     assert "blank_index" not in description
     reloaded, read = load_exported(exported)
@@ -514,20 +514,20 @@ def test_an_exported_classifier_reloads_to_identical_outputs(kind, backbone, tmp
     wavs, lengths = torch.randn(3, 4000), torch.tensor([1.0, 0.8, 0.55])
     with torch.no_grad():
         assert torch.equal(reloaded(wavs, lengths), model(wavs, lengths))
-    with pytest.raises(ValueError, match=r"recognizer.json: this export is a 'classification' model"):
+    with pytest.raises(ValueError, match=r"model.json: this export is a 'classification' model"):
         load_recognizer(exported)
 
 
-def test_an_export_without_a_task_is_a_recogniser_and_a_bad_task_is_named(exports, tmp_path):
+def test_an_export_without_a_task_is_a_recognizer_and_a_bad_task_is_named(exports, tmp_path):
     copied = tmp_path / "old"
     shutil.copytree(exports["lora"], copied)
-    description = json.loads((copied / "recognizer.json").read_text())
+    description = json.loads((copied / "model.json").read_text())
     assert description.pop("task") == "ctc"
-    (copied / "recognizer.json").write_text(json.dumps(description))
+    (copied / "model.json").write_text(json.dumps(description))
     model, read = load_recognizer(copied)
     assert isinstance(model, CTCRecognizer) and read["task"] == "ctc"
     for task in ("regression", ["ctc"]):
-        (copied / "recognizer.json").write_text(json.dumps({**description, "task": task}))
+        (copied / "model.json").write_text(json.dumps({**description, "task": task}))
         with pytest.raises(
             ValueError, match=re.escape(f"field 'task' must be one of ctc, classification, got {task!r}")
         ):

@@ -266,7 +266,7 @@ def test_export_keeps_each_runs_classifier_and_writes_the_test_manifest(tmp_path
     stamp = (out / "records" / "fvae_lora" / "lr0.01" / "seed0.json").stat().st_mtime_ns
     main(argv)
     assert (out / "records" / "fvae_lora" / "lr0.01" / "seed0.json").stat().st_mtime_ns == stamp
-    (exports / "fvae_lora" / "lr0.01" / "seed0" / "recognizer.json").unlink()
+    (exports / "fvae_lora" / "lr0.01" / "seed0" / "model.json").unlink()
     main(argv)
     assert (out / "records" / "fvae_lora" / "lr0.01" / "seed0.json").stat().st_mtime_ns != stamp
-    assert (exports / "fvae_lora" / "lr0.01" / "seed0" / "recognizer.json").is_file()
+    assert (exports / "fvae_lora" / "lr0.01" / "seed0" / "model.json").is_file()

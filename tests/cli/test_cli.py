@@ -28,11 +28,11 @@ def test_python_m_fvae_asr_lists_the_commands_and_refuses_an_unknown_one():
 def test_train_runs_the_packaged_recipe_unless_told_otherwise(monkeypatch):
     calls = []
     monkeypatch.setattr("fvae_asr.recipes.timit.train.main", lambda argv: calls.append(argv) or {})
-    assert cli.main(["train", "--data_folder=/data/TIMIT", "--adapter=lora"]) == 0
-    assert cli.main(["train", "--hparams", "mine.yaml", "--adapter=lora"]) == 0
+    assert cli.main(["train", "--data_folder=/data/TIMIT", "--method=lora"]) == 0
+    assert cli.main(["train", "--hparams", "mine.yaml", "--method=lora"]) == 0
     assert calls == [
-        [str(recipe_file("hparams/train.yaml")), "--data_folder=/data/TIMIT", "--adapter=lora"],
-        ["mine.yaml", "--adapter=lora"],
+        [str(recipe_file("hparams/train.yaml")), "--data_folder=/data/TIMIT", "--method=lora"],
+        ["mine.yaml", "--method=lora"],
     ]
 
 

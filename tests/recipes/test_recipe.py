@@ -36,7 +36,7 @@ def _checkpoint_tensors(output: Path) -> dict:
 @pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["fvae_lora", "lora", "full", "frozen"])
 def test_each_kind_trains_tests_and_exports(tone_corpus, tmp_path, kind):
-    result = run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, adapter=kind, number_of_epochs=1))
+    result = run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, method=kind, number_of_epochs=1))
 
     report = json.loads((tmp_path / "test_results.json").read_text())
     assert report["utterances"] == 4 and report["reference_phones"] > 0
@@ -67,7 +67,7 @@ def test_each_kind_trains_tests_and_exports(tone_corpus, tmp_path, kind):
         with torch.no_grad():
             outputs.append(model(torch.sin(torch.arange(8000.0)).unsqueeze(0), torch.ones(1))[0])
     assert torch.equal(outputs[0], outputs[1])
-    assert description["adapter"] == kind and description["labels"][0] == "<blank>"
+    assert description["method"] == kind and description["labels"][0] == "<blank>"
     assert len(description["labels"]) == 40
 
 
@@ -231,7 +231,7 @@ def test_the_recipe_clips_the_gradient_of_its_training_loss_at_1e_3(tone_corpus,
 
     monkeypatch.setattr(PhoneCTCBrain, "compute_objectives", objectives)
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
-    run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, adapter=kind, number_of_epochs=1))
+    run(HPARAMS, QUIET, recipe_overrides(tone_corpus, tmp_path, method=kind, number_of_epochs=1))
 
     assert clips and all(max_norm == 1e-3 for max_norm, *_ in clips)
     assert all(norm > 1e-3 for _, norm, *_ in clips)  # it fires on every step: each step's gradient is normalised

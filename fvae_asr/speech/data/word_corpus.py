@@ -29,7 +29,7 @@ from fvae_asr.speech.data.annotations import (
     read_annotation,
     read_inventory,
 )
-from fvae_asr.speech.data.lexicon import LexiconError, Pronouncer, cmudict_version, normalise
+from fvae_asr.speech.data.lexicon import LexiconError, Pronouncer, cmudict_version, normalize
 from fvae_asr.speech.data.timit import PHONES_39, SPLITS, manifest_paths
 from fvae_asr.speech.data.word_layouts import (
     DEFAULT_SPLITS,
@@ -72,7 +72,7 @@ def word_corpus_of(settings: Mapping, pronouncer: Pronouncer | None = None) -> W
     for split, utterances in transcripts.items():
         for utterance, duration in utterances:
             try:
-                words = normalise(utterance.text)
+                words = normalize(utterance.text)
                 if not words:
                     raise LexiconError("no words (punctuation only)")
                 phones = pronouncer.transcribe(words)

@@ -1,6 +1,6 @@
 """An exported recogniser through SpeechBrain's own inference interface: ``EncoderASR.from_hparams(source=export)``.
 
-``export_recognizer`` writes ``hyperparams.yaml`` (what ``EncoderASR`` reads) and ``encoder.ckpt`` (the file
+``export_model`` writes ``hyperparams.yaml`` (what ``EncoderASR`` reads) and ``encoder.ckpt`` (the file
 SpeechBrain's ``Pretrainer`` fetches for the ``encoder`` module) into each CTC export. The yaml builds the classes
 below; at load, ``ExportedRecognizer`` finds the export folder through that fetched file and loads it with
 ``load_recognizer``, which checks every field and weight as for ``fvae-asr transcribe``. Phones come out
@@ -19,7 +19,7 @@ from speechbrain.utils.checkpoints import mark_as_transfer, register_checkpoint_
 from torch import Tensor, nn
 
 from fvae_asr.files import read_json
-from fvae_asr.speech.models.export import DESCRIPTION_NAME, SPEECHBRAIN_POINTER, load_recognizer
+from fvae_asr.speech.models.export import SPEECHBRAIN_POINTER, SPEECHBRAIN_POINTERS, description_path, load_recognizer
 from fvae_asr.speech.models.recognizer import CTCRecognizer, greedy_decode
 
 
@@ -38,9 +38,9 @@ class ExportedRecognizer(nn.Module):
     def load_export(self, path: str | Path) -> None:
         """Load the export that ``path`` (its ``encoder.ckpt``, or a link to it) belongs to."""
         pointer = Path(path).resolve()
-        if read_json(pointer, "export pointer") != SPEECHBRAIN_POINTER:
+        if read_json(pointer, "export pointer") not in SPEECHBRAIN_POINTERS:  # this version's, or one before 0.3
             raise ValueError(f"{pointer}: not an fvae-asr export pointer (expected {SPEECHBRAIN_POINTER})")
-        if not (pointer.parent / DESCRIPTION_NAME).is_file():
+        if not description_path(pointer.parent).is_file():
             raise FileNotFoundError(
                 f"{pointer}: the rest of the export is not beside it (SpeechBrain copied this file alone): load a "
                 "local export folder with from_hparams' default local_strategy (symlinks) or LocalStrategy.NO_LINK"

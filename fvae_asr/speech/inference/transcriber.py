@@ -43,7 +43,7 @@ class FileTranscription:
 
 
 class Transcriber:
-    """An exported recogniser (see ``export_recognizer``) ready for phone transcription of files of any length.
+    """An exported recogniser (see ``export_model``) ready for phone transcription of files of any length.
 
     Files of at most ``chunk_seconds`` go through the model whole (``batch_size`` at a time); longer ones in
     chunks of ``chunk_seconds`` with ``context_seconds`` of audio either side whose frames are dropped, after
@@ -53,7 +53,7 @@ class Transcriber:
     label index per frame, 8 bytes: 1.4 MB per hour at wav2vec2's 50 frames a second, and the phones).
 
     Args:
-        checkpoint: a folder written by ``export_recognizer`` (a training run's ``<output_folder>/model``).
+        checkpoint: a folder written by ``export_model`` (a training run's ``<output_folder>/model``).
         device: the torch device to run on, e.g. ``cpu`` or ``cuda:0``.
         batch_size: short files transcribed together in one forward pass.
         chunk_seconds: files longer than this are transcribed chunk by chunk.
@@ -158,8 +158,8 @@ class Transcriber:
             log_probs, frame_lens = self._forward([reader.segment(0, reader.samples)])
             yield log_probs[0, : frame_lens[0]].cpu()
             return
-        mean, scale = self._normalisation(reader)
-        with self._normalising_here():
+        mean, scale = self._normalization(reader)
+        with self._normalizing_here():
             for chunk in chunks:
                 wav = (reader.segment(chunk.start, chunk.stop) - mean) * scale
                 yield self._kept(chunk, *self._forward([wav]))
@@ -169,7 +169,7 @@ class Transcriber:
             raise RuntimeError(f"chunk {chunk} gave {int(frame_lens[0])} frames, fewer than planned")
         return log_probs[0, chunk.keep_from : chunk.keep_to].cpu()
 
-    def _normalisation(self, reader: AudioReader) -> tuple[float, float]:
+    def _normalization(self, reader: AudioReader) -> tuple[float, float]:
         """Mean and 1/std of the whole file (one streaming pass, chunk-sized blocks) when the model normalises
         its input waveform, else (0, 1)."""
         if not self.description["normalize_wav"]:
@@ -186,7 +186,7 @@ class Transcriber:
         return mean, 1.0 / math.sqrt(squares / count + _VARIANCE_FLOOR)
 
     @contextmanager
-    def _normalising_here(self) -> Iterator[None]:
+    def _normalizing_here(self) -> Iterator[None]:
         """The encoder's per-input normalisation off while chunks normalised with whole-file statistics go in."""
         encoder = self.model.encoder
         normalize_wav, encoder.normalize_wav = encoder.normalize_wav, False

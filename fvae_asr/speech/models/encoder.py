@@ -164,7 +164,7 @@ class SSLEncoder(nn.Module):
         samples = self.sample_lengths(wavs, wav_lens)
         sample_mask = torch.arange(wavs.shape[1], device=wavs.device)[None, :] < samples[:, None]
         if self.normalize_wav:
-            wavs = _normalise_valid(wavs, sample_mask)
+            wavs = _normalize_valid(wavs, sample_mask)
         frames = self.frame_lengths(samples)
         n_frames = int(self.frame_lengths(torch.tensor(wavs.shape[1])).item())
         frame_mask = torch.arange(n_frames, device=wavs.device)[None, :] < frames[:, None]
@@ -176,7 +176,7 @@ class SSLEncoder(nn.Module):
         return out.last_hidden_state, frame_mask
 
 
-def _normalise_valid(wavs: Tensor, mask: Tensor) -> Tensor:
+def _normalize_valid(wavs: Tensor, mask: Tensor) -> Tensor:
     """Zero-mean, unit-variance per utterance over its real samples (as HF's feature extractor); padding stays 0."""
     weights = mask.to(wavs.dtype)
     count = weights.sum(1, keepdim=True)

@@ -2,7 +2,7 @@
 
 Two tasks share the format (``task`` in the description): a CTC phone recogniser (``CTCRecognizer``, labels = its
 token inventory with a blank) and an utterance classifier (``PooledClassifier``, labels = its class names).
-An export directory holds ``recognizer.json`` (task, backbone, training kind, labels, encoder options), the backbone
+An export directory holds ``model.json`` (task, backbone, training method, labels, encoder options), the backbone
 (a Hugging Face directory ``backbone/``, unless it came from the hub: then its hub id) and either an adapter
 checkpoint (``adapter_config.json`` + ``adapter_model.safetensors``, adapters + head) or, for ``full``/``frozen``,
 ``trainable_model.safetensors`` with the weights that were trained. Nothing in it refers to a path outside it, so
@@ -36,13 +36,16 @@ from fvae_asr.files import is_disk_full, read_json, respect_umask, write_json
 from fvae_asr.speech.models.classifier import PooledClassifier
 from fvae_asr.speech.models.encoder import SSLEncoder, is_hub_id, quiet_hf_loading
 from fvae_asr.speech.models.recognizer import HEAD_NAME, CTCRecognizer
-from fvae_asr.speech.models.training_kinds import ADAPTER_KINDS, configure_training
+from fvae_asr.speech.models.training_methods import ADAPTER_METHODS, TRAINING_METHODS, configure_training
 from fvae_asr.tensor_files import check_finite, load_tensors, save_tensors
 
-DESCRIPTION_NAME = "recognizer.json"
+DESCRIPTION_NAME = "model.json"
+# Exports written before 0.3 describe themselves in recognizer.json, with the training method under "adapter":
+# both still load.
+LEGACY_DESCRIPTION_NAME = "recognizer.json"
+LEGACY_METHOD_FIELD = "adapter"
 TRAINABLE_NAME = "trainable_model.safetensors"
 BACKBONE_DIR = "backbone"
-ADAPTER_FORMAT_KINDS = ("fvae_lora", "lora")  # saved as an adapter checkpoint; the other kinds as trainable weights
 # task -> the model class; exports written before classifiers could be exported have no "task": they are CTC
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"ctc": CTCRecognizer, "classification": PooledClassifier}
 DEFAULT_TASK = "ctc"
@@ -52,6 +55,7 @@ ExportedModel = CTCRecognizer | PooledClassifier
 SPEECHBRAIN_HPARAMS_NAME = "hyperparams.yaml"
 SPEECHBRAIN_POINTER_NAME = "encoder.ckpt"
 SPEECHBRAIN_POINTER = {"format": "fvae-asr export", "description": DESCRIPTION_NAME}
+SPEECHBRAIN_POINTERS = (SPEECHBRAIN_POINTER, {**SPEECHBRAIN_POINTER, "description": LEGACY_DESCRIPTION_NAME})
 _SPEECHBRAIN_HPARAMS = """\
 # SpeechBrain's inference interface to this export (a CTC phone recogniser), written by fvae-asr:
 #   from speechbrain.inference.ASR import EncoderASR
@@ -82,6 +86,7 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 EXPORT_NAMES = frozenset(
     {
         DESCRIPTION_NAME,
+        LEGACY_DESCRIPTION_NAME,
         TRAINABLE_NAME,
         BACKBONE_DIR,
         CONFIG_NAME,
@@ -119,7 +124,7 @@ def load_trainable(model: nn.Module, path: Path) -> None:
             param.copy_(tensors[name])
 
 
-def export_recognizer(model: ExportedModel, kind: str, labels: list[str], directory: str | Path) -> Path:
+def export_model(model: ExportedModel, method: str, labels: list[str], directory: str | Path) -> Path:
     """Write a self-contained directory of a recogniser (for transcription and evaluation) or of a classifier
     (``labels``: its class names, in the order of the head's outputs).
 
@@ -130,8 +135,8 @@ def export_recognizer(model: ExportedModel, kind: str, labels: list[str], direct
 
     Args:
         model: a ``CTCRecognizer`` or an utterance classifier, adapted or not.
-        kind: how it trained: ``fvae_lora``, ``lora``, ``full`` or ``frozen`` (what the export saves: the adapters
-            and the head, or every trainable weight).
+        method: how it trained: ``fvae_lora``, ``lora``, ``full`` or ``frozen`` (what the export saves: the
+            adapters and the head, or every trainable weight).
         labels: the head's outputs in order: the phones with the CTC blank, or the class names.
         directory: the export's folder.
 
@@ -148,7 +153,7 @@ def export_recognizer(model: ExportedModel, kind: str, labels: list[str], direct
     staging = _beside(directory, _STAGING)
     try:
         staging.mkdir(parents=True)
-        _write_export(model, task, kind, labels, staging)
+        _write_export(model, task, method, labels, staging)
         _replace(directory, staging)
     except (OSError, SafetensorError) as err:
         disk_full = is_disk_full(err, directory.parent)  # before the partial export frees its space
@@ -161,22 +166,22 @@ def export_recognizer(model: ExportedModel, kind: str, labels: list[str], direct
     return directory
 
 
-def _write_export(model: ExportedModel, task: str, kind: str, labels: list[str], directory: Path) -> None:
-    """Every file of an export, into ``directory`` (the staging folder); ``recognizer.json`` last."""
+def _write_export(model: ExportedModel, task: str, method: str, labels: list[str], directory: Path) -> None:
+    """Every file of an export, into ``directory`` (the staging folder); ``model.json`` last."""
     encoder = model.encoder
     description = {
         "task": task,
         "backbone": encoder.source
         if is_hub_id(encoder.source) and not encoder.random_init_config
         else _save_backbone(encoder, directory),
-        "adapter": kind,
+        "method": method,
         "labels": labels,
         **({"blank_index": 0} if task == "ctc" else {}),
         "sample_rate": SAMPLE_RATE,
         "normalize_wav": encoder.normalize_wav,
         "freeze_feature_encoder": encoder.freeze_feature_encoder,
     }
-    if kind in ADAPTER_FORMAT_KINDS:
+    if method in ADAPTER_METHODS:
         save_adapter(model, directory)
     else:
         save_trainable(model, directory / TRAINABLE_NAME)
@@ -262,7 +267,7 @@ def export_hf_ctc(model: CTCRecognizer, labels: list[str], directory: str | Path
         The folder written.
     """
     if adapter_layers(model):
-        raise ValueError("export_hf_ctc saves a plain encoder + head; use export_recognizer for adapted models")
+        raise ValueError("export_hf_ctc saves a plain encoder + head; use export_model for adapted models")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.encoder.model.config.to_dict()
@@ -287,11 +292,21 @@ def export_hf_ctc(model: CTCRecognizer, labels: list[str], directory: str | Path
     return directory
 
 
-def read_description(directory: str | Path) -> dict[str, Any]:
-    """The ``recognizer.json`` of an exported model, checked field by field (ValueError naming the field); a
-    description without ``task`` (written before classifiers could be exported) gets ``task`` "ctc"."""
+def description_path(directory: str | Path) -> Path:
+    """The description of an export: ``model.json``, or the ``recognizer.json`` of one written before 0.3."""
+    legacy = Path(directory) / LEGACY_DESCRIPTION_NAME
     path = Path(directory) / DESCRIPTION_NAME
-    description = read_json(path, "model description (written by export_recognizer)")
+    return legacy if legacy.is_file() and not path.exists() else path
+
+
+def read_description(directory: str | Path) -> dict[str, Any]:
+    """The ``model.json`` of an exported model, checked field by field (ValueError naming the field). One written
+    before 0.3 (``recognizer.json``, the method under ``adapter``) reads the same; one without ``task`` (written
+    before classifiers could be exported) gets ``task`` "ctc"."""
+    path = description_path(directory)
+    description = read_json(path, "model description (written by export_model)")
+    if isinstance(description, dict) and LEGACY_METHOD_FIELD in description and "method" not in description:
+        description["method"] = description.pop(LEGACY_METHOD_FIELD)
     description = {"task": DEFAULT_TASK, **description}
     if not isinstance(description["task"], str) or description["task"] not in MODEL_CLASSES:
         raise ValueError(f"{path}: field 'task' must be one of {', '.join(MODEL_CLASSES)}, got {description['task']!r}")
@@ -319,7 +334,7 @@ def _is_int(value: object) -> bool:
 
 _DESCRIPTION_FIELDS = {
     "backbone": (lambda v: isinstance(v, str) and v != "", "a backbone folder in the export or a hub id"),
-    "adapter": (lambda v: v in ADAPTER_KINDS, f"one of {', '.join(ADAPTER_KINDS)}"),
+    "method": (lambda v: v in TRAINING_METHODS, f"one of {', '.join(TRAINING_METHODS)}"),
     "labels": (
         lambda v: isinstance(v, list) and len(v) > 1 and all(isinstance(x, str) and x.split() == [x] for x in v),
         "a list of at least two labels (a CTC model's blank included), each a string without spaces",
@@ -337,7 +352,7 @@ def load_recognizer(directory: str | Path, device: str | torch.device = "cpu") -
     model, description = load_exported(directory, device)
     if description["task"] != "ctc":
         raise ValueError(
-            f"{Path(directory) / DESCRIPTION_NAME}: this export is a '{description['task']}' model "
+            f"{description_path(directory)}: this export is a '{description['task']}' model "
             "(an utterance classifier), not a CTC recogniser"
         )
     return model, description
@@ -351,17 +366,17 @@ def load_exported(directory: str | Path, device: str | torch.device = "cpu") -> 
     error naming the file and the field or tensor.
 
     Args:
-        directory: a folder written by ``export_recognizer``.
+        directory: a folder written by ``export_model``.
         device: where to put the model.
 
     Returns:
-        The model and its description (``recognizer.json``: labels, blank index, sample rate, how it trained).
+        The model and its description (``model.json``: labels, blank index, sample rate, how it trained).
     """
     directory = Path(directory)
     description = read_description(directory)
-    kind = description["adapter"]
-    weights = directory / (WEIGHTS_NAME if kind in ADAPTER_FORMAT_KINDS else TRAINABLE_NAME)
-    _check_head_fits(len(description["labels"]), weights, directory / DESCRIPTION_NAME)
+    method = description["method"]
+    weights = directory / (WEIGHTS_NAME if method in ADAPTER_METHODS else TRAINABLE_NAME)
+    _check_head_fits(len(description["labels"]), weights, description_path(directory))
     source = _backbone_source(directory, description["backbone"])
     try:
         encoder = SSLEncoder(
@@ -370,13 +385,13 @@ def load_exported(directory: str | Path, device: str | torch.device = "cpu") -> 
             normalize_wav=description["normalize_wav"],
         )
     except OSError as err:
-        raise ValueError(f"{directory / DESCRIPTION_NAME}: cannot load backbone '{source}': {err}") from err
+        raise ValueError(f"{description_path(directory)}: cannot load backbone '{source}': {err}") from err
     check_finite(encoder.model.state_dict(), f"backbone {source}")
     model = MODEL_CLASSES[description["task"]](encoder, len(description["labels"]))
-    if kind in ADAPTER_FORMAT_KINDS:
+    if method in ADAPTER_METHODS:
         load_adapter(model, directory)
     else:
-        configure_training(model, kind)
+        configure_training(model, method)
         load_trainable(model, weights)
     return model.to(device).eval(), description
 
@@ -386,7 +401,7 @@ def _backbone_source(directory: Path, backbone: str) -> str:
     leads outside it (absolute, ``..``, or a link out) is refused, as it would load whatever lies there. A
     backbone folder that is gone is an error here, not a confusing hub lookup (exports written before backbones
     were copied name an absolute folder)."""
-    described = directory / DESCRIPTION_NAME
+    described = description_path(directory)
     folder = directory / backbone
     path_like = Path(backbone).is_absolute() or ".." in Path(backbone).parts
     if not path_like and not folder.exists() and is_hub_id(backbone) and backbone != BACKBONE_DIR:
@@ -405,7 +420,7 @@ def _backbone_source(directory: Path, backbone: str) -> str:
 
 
 def _check_head_fits(n_labels: int, weights: Path, description_path: Path) -> None:
-    """The saved head must have one output per label of ``recognizer.json``."""
+    """The saved head must have one output per label of ``model.json``."""
     if not weights.is_file():
         raise FileNotFoundError(f"no weights at {weights}")
     try:

@@ -19,6 +19,10 @@ from hyperpyyaml import load_hyperpyyaml
 from hyperpyyaml.core import recursive_update
 
 EXTENDS_KEY = "extends"
+# Settings with a new name whose old name is still read (old -> new): a yaml written before the rename keeps its
+# key, and an override under either name sets the one the file has. ``adapter`` became ``method`` in 0.3, since
+# ``full`` and ``frozen`` train no adapter.
+ALIASES = {"adapter": "method"}
 
 
 def hparams_source(
@@ -49,6 +53,7 @@ def hparams_source(
         recursive_update(tree, given)
         return hparams_source(base, tree, renamed, chain)
     _check_classes_kept(path, tree, given)
+    given = _named_as_in_file(path, tree, given)
     unknown = sorted(set(given) - set(tree))
     for old in unknown:
         if old in (renamed or {}):
@@ -59,6 +64,33 @@ def hparams_source(
             "extends it, must name its keys)"
         )
     return path, given
+
+
+def _named_as_in_file(path: Path, tree: Mapping, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` with each setting of ``ALIASES`` under the name the file uses (the new one, unless the file has
+    only the old); the two names with different values are a ValueError naming both."""
+    renamed = dict(given)
+    for old, new in ALIASES.items():
+        used, other = (old, new) if old in tree and new not in tree else (new, old)
+        if other not in renamed:
+            continue
+        value = renamed.pop(other)
+        if used in renamed and renamed[used] != value:
+            raise ValueError(
+                f"{path}: {old} is the old name of {new}, and the two are given different values "
+                f"({old}: {given[old]!r}, {new}: {given[new]!r}); give {new} only"
+            )
+        renamed[used] = value
+    return renamed
+
+
+def aliased(hparams: Mapping[str, Any], key: str) -> Any:
+    """A loaded yaml's ``key``, or its value under its old name (``ALIASES``) in a file written before the rename."""
+    if key not in hparams:
+        old = next((old for old, new in ALIASES.items() if new == key and old in hparams), None)
+        if old is not None:
+            return hparams[old]
+    return hparams[key]
 
 
 def _read_settings(path: Path) -> Any:

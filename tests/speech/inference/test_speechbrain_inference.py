@@ -75,7 +75,7 @@ def test_encoder_asr_transcribes_an_export_as_fvae_asr_transcribe_does(tmp_path,
 
 def test_the_speechbrain_files_change_nothing_for_our_loader_and_a_copied_pointer_is_named(tmp_path, backbone, wavs):
     export = _export(tmp_path / "export", "fvae_lora", backbone)
-    assert json.loads((export / "encoder.ckpt").read_text())["description"] == "recognizer.json"
+    assert json.loads((export / "encoder.ckpt").read_text())["description"] == "model.json"
     model, _ = load_exported(export)
     (export / "hyperparams.yaml").write_text("encoder: !apply:os.system ['touch pwned']\n")  # never read by us
     assert torch.equal(*(load_exported(export)[0].head.weight, model.head.weight))
@@ -86,3 +86,27 @@ def test_the_speechbrain_files_change_nothing_for_our_loader_and_a_copied_pointe
         EncoderASR.from_hparams(
             source=str(tmp_path / "export2"), savedir=str(tmp_path / "savedir"), local_strategy=LocalStrategy.COPY
         )
+
+
+def _as_written_before_0_3(export: Path) -> None:
+    """An export as 0.2 wrote it: its description in recognizer.json with the method under "adapter"."""
+    description = json.loads((export / "model.json").read_text())
+    description["adapter"] = description.pop("method")
+    (export / "recognizer.json").write_text(json.dumps(description))
+    (export / "model.json").unlink()
+    (export / "encoder.ckpt").write_text(json.dumps({"format": "fvae-asr export", "description": "recognizer.json"}))
+
+
+@pytest.mark.parametrize("kind", ["fvae_lora", "full"])
+def test_an_export_written_before_the_rename_loads_and_transcribes_as_before(tmp_path, backbone, wavs, kind, capsys):
+    export = _export(tmp_path / "export", kind, backbone)
+    expected = _cli_phones(export, wavs, capsys)
+    model, description = load_exported(export)
+    _as_written_before_0_3(export)
+
+    legacy_model, legacy_description = load_exported(export)
+    assert legacy_description == description and legacy_description["method"] == kind
+    assert all(torch.equal(a, b) for a, b in zip(legacy_model.state_dict().values(), model.state_dict().values()))
+    assert _cli_phones(export, wavs, capsys) == expected
+    asr = EncoderASR.from_hparams(source=str(export), savedir=str(tmp_path / "savedir"))
+    assert [asr.transcribe_file(str(path)) for path in wavs] == expected

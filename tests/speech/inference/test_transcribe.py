@@ -25,9 +25,9 @@ from fvae_asr.speech.inference.evaluation import evaluate_manifest
 from fvae_asr.speech.inference.transcriber import Transcriber
 from fvae_asr.speech.metrics import phoneme_error_rate
 from fvae_asr.speech.models.encoder import SSLEncoder
-from fvae_asr.speech.models.export import export_hf_ctc, export_recognizer, load_recognizer
+from fvae_asr.speech.models.export import export_hf_ctc, export_model, load_recognizer
 from fvae_asr.speech.models.recognizer import CTCRecognizer, greedy_decode
-from fvae_asr.speech.models.training_kinds import configure_training
+from fvae_asr.speech.models.training_methods import configure_training
 
 from tiny_exports import export_tiny_recognizer
 from tiny_models import tiny_wav2vec2
@@ -188,7 +188,7 @@ def test_transcribe_cli_exit_codes(checkpoint, audio, capsys):
         assert caught.value.code == 2
     capsys.readouterr()
     assert transcribe_main(["--checkpoint", str(audio["mono.wav"].parent), str(audio["short.wav"])]) == 1
-    assert "recognizer.json" in capsys.readouterr().err
+    assert "model.json" in capsys.readouterr().err
 
 
 def _write_manifest(path: Path, audio: dict[str, Path]) -> dict[str, dict]:
@@ -265,7 +265,7 @@ def test_a_deeply_nested_json_is_one_line_in_evaluate_and_transcribe(checkpoint,
     assert len(err) == 1 and "nested too deeply" in err[0]
     export = tmp_path / "export"
     shutil.copytree(checkpoint, export)
-    (export / "recognizer.json").write_text(f'{{"labels": {nested}}}')
+    (export / "model.json").write_text(f'{{"labels": {nested}}}')
     assert transcribe_main(["--checkpoint", str(export), str(audio["short.wav"])]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nested too deeply" in err[0]
@@ -299,7 +299,7 @@ def test_evaluation_errors_name_the_manifest(checkpoint, transcriber, audio, tmp
 @pytest.mark.parametrize("kind", ["full", "frozen"])
 def test_full_and_frozen_exports_transcribe(tmp_path, kind, backbone, audio):
     transcriber = Transcriber(_exported(tmp_path, kind, backbone))
-    assert transcriber.description["adapter"] == kind
+    assert transcriber.description["method"] == kind
     wav = load_audio(audio["mono.wav"])
     [phones] = transcriber.transcribe_batch([wav])
     assert phones and phones == _decode_directly(transcriber, wav)
@@ -352,7 +352,7 @@ def test_export_moved_elsewhere_without_its_backbone_source_transcribes_the_same
     source = Path(shutil.copytree(backbone, tmp_path / "source_backbone"))
     exported = _exported(tmp_path / "model", kind, source)
     before = Transcriber(exported).transcribe_files([audio["mono.wav"], audio["short.wav"]])
-    assert str(tmp_path) not in (exported / "recognizer.json").read_text()
+    assert str(tmp_path) not in (exported / "model.json").read_text()
 
     moved = Path(shutil.move(exported, tmp_path / "elsewhere" / "shared_model"))
     shutil.rmtree(source)
@@ -364,22 +364,22 @@ def test_a_hub_backbone_is_kept_as_its_hub_id_and_a_failed_load_is_named(tmp_pat
     model = CTCRecognizer(SSLEncoder(backbone), n_tokens=len(LABELS))
     model.encoder.source = "some-org/wav2vec2-base"  # as if it had come from the hub
     configure_training(model, "frozen")
-    exported = export_recognizer(model, "frozen", LABELS, tmp_path / "model")
-    assert json.loads((exported / "recognizer.json").read_text())["backbone"] == "some-org/wav2vec2-base"
+    exported = export_model(model, "frozen", LABELS, tmp_path / "model")
+    assert json.loads((exported / "model.json").read_text())["backbone"] == "some-org/wav2vec2-base"
     assert not (exported / "backbone").exists()
 
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
     monkeypatch.setattr("fvae_asr.speech.models.encoder.AutoConfig.from_pretrained", offline)
-    with pytest.raises(ValueError, match="recognizer.json: cannot load backbone 'some-org/wav2vec2-base'"):
+    with pytest.raises(ValueError, match="model.json: cannot load backbone 'some-org/wav2vec2-base'"):
         load_recognizer(exported)
 
 
 def test_a_missing_backbone_folder_is_named_not_looked_up_on_the_hub(tmp_path, backbone):
     exported = _exported(tmp_path / "model", "frozen", backbone)
     shutil.rmtree(exported / "backbone")
-    with pytest.raises(FileNotFoundError, match=r"recognizer.json: backbone folder .*backbone does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"model.json: backbone folder .*backbone does not exist"):
         load_recognizer(exported)
 
 
@@ -396,7 +396,7 @@ def test_export_files_get_the_umask_permissions(tmp_path, backbone):
         "adapter_model.safetensors",
         "trainable_model.safetensors",
         "model.safetensors",
-        "recognizer.json",
+        "model.json",
         "config.json",
     }
     assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o644" for f in files}
@@ -429,11 +429,11 @@ def test_non_finite_weights_are_rejected_naming_file_and_tensor(tmp_path, backbo
 
 
 def _edit_description(exported: Path, **changes) -> None:
-    description = json.loads((exported / "recognizer.json").read_text())
+    description = json.loads((exported / "model.json").read_text())
     description.update(changes)
     for field in [field for field, value in changes.items() if value is None]:
         del description[field]
-    (exported / "recognizer.json").write_text(json.dumps(description))
+    (exported / "model.json").write_text(json.dumps(description))
 
 
 @pytest.mark.parametrize(
@@ -445,7 +445,7 @@ def _edit_description(exported: Path, **changes) -> None:
         ({"labels": [*LABELS[:-1], "aa"]}, "field 'labels' repeats a label: \\['aa'\\]"),
         ({"labels": [*LABELS[:-1], ""]}, "field 'labels' must be a list"),
         ({"labels": None}, "missing field 'labels'"),
-        ({"adapter": "peft"}, "field 'adapter' must be one of fvae_lora, lora, full, frozen"),
+        ({"method": "peft"}, "field 'method' must be one of fvae_lora, lora, full, frozen"),
         ({"sample_rate": None}, "missing field 'sample_rate'"),
     ],
 )
@@ -454,7 +454,7 @@ def test_descriptions_that_do_not_fit_the_model_are_rejected(tmp_path, checkpoin
     _edit_description(exported, **changes)
     with pytest.raises(ValueError, match=message) as caught:
         load_recognizer(exported)
-    assert str(exported / "recognizer.json") in str(caught.value)
+    assert str(exported / "model.json") in str(caught.value)
 
 
 @pytest.mark.parametrize("kind", ["lora", "full"])

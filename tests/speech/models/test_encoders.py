@@ -15,9 +15,9 @@ from fvae_asr import FVAELoRAConfig, LoRAConfig
 from fvae_asr.adapters import adapter_layers
 from fvae_asr.recipes.timit.train import main, run
 from fvae_asr.speech.models.encoder import SSLEncoder
-from fvae_asr.speech.models.export import export_hf_ctc, export_recognizer, load_recognizer
+from fvae_asr.speech.models.export import export_hf_ctc, export_model, load_recognizer
 from fvae_asr.speech.models.recognizer import CTCRecognizer, init_head_from_checkpoint
-from fvae_asr.speech.models.training_kinds import configure_training
+from fvae_asr.speech.models.training_methods import configure_training
 
 from conftest import HPARAMS, recipe_overrides
 from tiny_models import TINY_ENCODERS
@@ -142,7 +142,7 @@ def test_specaugment_masks_frames_in_training_only(saved, variant):
 
 @pytest.mark.parametrize("variant", ["hubert", "wavlm-base"])
 @pytest.mark.parametrize("kind", ["fvae_lora", "full"])
-def test_an_exported_recogniser_reloads_as_its_family_with_identical_outputs(saved, tmp_path, variant, kind):
+def test_an_exported_recognizer_reloads_as_its_family_with_identical_outputs(saved, tmp_path, variant, kind):
     model = _recognizer(saved / variant, seed=3)
     configure_training(model, kind, ADAPTERS.get(kind, lambda: None)())
     with torch.no_grad():
@@ -150,12 +150,12 @@ def test_an_exported_recogniser_reloads_as_its_family_with_identical_outputs(sav
             if param.requires_grad:  # trained weights, not the fresh ones a silent reinitialisation would give
                 param.add_(0.1 * torch.randn_like(param))
     model.eval()
-    exported = export_recognizer(model, kind, LABELS, tmp_path / "model")
+    exported = export_model(model, kind, LABELS, tmp_path / "model")
     config = json.loads((exported / "backbone" / "config.json").read_text())
     assert config["model_type"] == TINY_ENCODERS[variant]["model_type"]
 
     reloaded, description = load_recognizer(exported)
-    assert type(reloaded.encoder.model) is type(model.encoder.model) and description["adapter"] == kind
+    assert type(reloaded.encoder.model) is type(model.encoder.model) and description["method"] == kind
     wavs, lens = _batch()
     with torch.no_grad():
         assert torch.equal(reloaded(wavs, lens)[0], model(wavs, lens)[0])
@@ -258,11 +258,12 @@ def test_a_run_recorded_under_the_old_names_resumes(tone_corpus, saved, tmp_path
         return value.replace("SSLEncoder", "Wav2Vec2Encoder")
 
     old = {
-        key.replace("encoder_source", "wav2vec2_source").replace(
-            "encoder_config", "wav2vec2_config"
-        ): as_recorded_in_0_1(value)
+        {"method": "adapter"}.get(key, key)
+        .replace("encoder_source", "wav2vec2_source")
+        .replace("encoder_config", "wav2vec2_config"): as_recorded_in_0_1(value)
         for key, value in json.loads(record.read_text()).items()
     }
+    assert old["adapter"] == "fvae_lora" and "method" not in old  # 0.2's name of the method
     assert "wav2vec2_source" in old and "!new:fvae_asr.speech.encoder.Wav2Vec2Encoder" in old.values()
     assert "!new:fvae_asr.speech.checkpointing.AtomicCheckpointer" in old.values()
     assert "!new:fvae_asr.speech.export.TrainableWeights" in old.values()

@@ -16,7 +16,7 @@ from fvae_asr.speech.data.timit import PHONES_39
 from fvae_asr.speech.models.encoder import SSLEncoder
 from fvae_asr.speech.models.export import export_hf_ctc
 from fvae_asr.speech.models.recognizer import CTCRecognizer, init_head_from_checkpoint
-from fvae_asr.speech.models.training_kinds import configure_training
+from fvae_asr.speech.models.training_methods import configure_training
 
 from conftest import HPARAMS, recipe_overrides
 from tiny_models import TINY_ENCODERS, tiny_wav2vec2
@@ -42,13 +42,13 @@ def ctc_checkpoint(tmp_path_factory, backbone) -> tuple[Path, CTCRecognizer]:
     return export_hf_ctc(model, LABELS, tmp_path_factory.mktemp("ctc")), model
 
 
-def test_hf_ctc_export_gives_the_recognisers_outputs_in_transformers(ctc_checkpoint):
+def test_hf_ctc_export_gives_the_recognizers_outputs_in_transformers(ctc_checkpoint):
     directory, model = ctc_checkpoint
     wav = torch.sin(torch.arange(8000.0) / 7).unsqueeze(0)
     with torch.no_grad():
         ours, _ = model(wav, torch.ones(1))
-        normalised = (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-7)  # the encoder's own step
-        theirs = Wav2Vec2ForCTC.from_pretrained(directory).eval()(normalised).logits.log_softmax(-1)
+        normalized = (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-7)  # the encoder's own step
+        theirs = Wav2Vec2ForCTC.from_pretrained(directory).eval()(normalized).logits.log_softmax(-1)
     torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
     assert json.loads((directory / "vocab.json").read_text()) == {label: i for i, label in enumerate(LABELS)}
     tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(directory)
@@ -88,7 +88,7 @@ def test_head_init_refuses_checkpoints_it_cannot_use(ctc_checkpoint, backbone, t
 def test_hf_ctc_export_refuses_adapted_models(backbone, tmp_path):
     model = _recognizer(backbone, LABELS, seed=4)
     configure_training(model, "fvae_lora", FVAELoRAConfig(rank=2))
-    with pytest.raises(ValueError, match="export_recognizer"):
+    with pytest.raises(ValueError, match="export_model"):
         export_hf_ctc(model, LABELS, tmp_path)
 
 
@@ -98,7 +98,7 @@ def test_recipe_starts_the_head_from_the_checkpoint(tone_corpus, ctc_checkpoint,
     overrides = recipe_overrides(
         tone_corpus,
         tmp_path,
-        adapter="frozen",
+        method="frozen",
         number_of_epochs=1,
         lr=0.0,
         encoder_config={},
@@ -107,7 +107,7 @@ def test_recipe_starts_the_head_from_the_checkpoint(tone_corpus, ctc_checkpoint,
     )
     result = run(HPARAMS, {"noprogressbar": True}, overrides)
     head = load_file(str(Path(result["export"]) / "trainable_model.safetensors"))  # lr 0: the head never moved
-    recipe_labels = json.loads((Path(result["export"]) / "recognizer.json").read_text())["labels"]
+    recipe_labels = json.loads((Path(result["export"]) / "model.json").read_text())["labels"]
     assert recipe_labels != LABELS and sorted(recipe_labels) == sorted(LABELS)  # SpeechBrain's order differs
     rows = [LABELS.index(label) for label in recipe_labels]
     assert torch.equal(head["head.weight"], source.head.weight[rows]) and torch.equal(

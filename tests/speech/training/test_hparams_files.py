@@ -7,7 +7,7 @@ import re
 import pytest
 
 from fvae_asr.recipes.timit.train import run
-from fvae_asr.speech.training.hparams import hparams_source, load_hparams
+from fvae_asr.speech.training.hparams import aliased, hparams_source, load_hparams
 from fvae_asr.speech.training.run_folder import RunSettingsError, resolved_settings
 from fvae_asr.speech.training.runner import run_command
 
@@ -144,16 +144,41 @@ def test_an_extending_file_replaces_an_object_given_with_its_arguments_as_a_list
         ({"remove_vector_weight_decay": True}, "remove_vector_weight_decay"),
     ],
 )
-def test_settings_that_break_the_optimiser_rule_are_refused_before_anything_is_built(tmp_path, run_opts, message):
+def test_settings_that_break_the_optimizer_rule_are_refused_before_anything_is_built(tmp_path, run_opts, message):
     with pytest.raises(RunSettingsError, match=message):
         resolved_settings(*hparams_source(HPARAMS, {"data_folder": str(tmp_path)}), run_opts)
 
 
-def test_a_run_records_the_optimiser_rule_it_trains_under(tmp_path):
+def test_a_run_records_the_optimizer_rule_it_trains_under(tmp_path):
     from fvae_asr.adapters.optimizer import OPTIMIZER_RULE
 
     settings = resolved_settings(*hparams_source(HPARAMS, {"data_folder": str(tmp_path)}), {})
     assert settings["optimizer_rule"] == OPTIMIZER_RULE  # a 0.2 run folder (no such setting) does not resume
+
+
+def test_the_old_name_adapter_still_sets_the_method_on_the_command_line_or_in_an_older_yaml(tmp_path):
+    data = {"data_folder": str(tmp_path)}
+    settings = resolved_settings(*hparams_source(HPARAMS, {**data, "adapter": "lora"}), {})
+    assert settings["method"] == "lora" and "adapter" not in settings
+    assert settings["output_folder"] == "results/timit/lora/1986"
+
+    older = tmp_path / "older.yaml"  # a copy of the recipe's yaml made before the rename
+    older.write_text(HPARAMS.read_text().replace("\nmethod:", "\nadapter:").replace("<method>", "<adapter>"))
+    for name in ("method", "adapter"):
+        settings = resolved_settings(*hparams_source(older, {**data, name: "full"}), {})
+        assert settings["method"] == "full" and "adapter" not in settings  # recorded under the new name
+        assert settings["output_folder"] == "results/timit/full/1986"
+    base, _ = _files(tmp_path, "")  # BASE names the method by its old name
+    hparams = load_hparams(base, {"method": "full"})
+    assert aliased(hparams, "method") == "full" and hparams["output_folder"] == "results/full/1"
+
+
+def test_the_method_given_under_both_names_with_different_values_is_refused(tmp_path):
+    data = {"data_folder": str(tmp_path)}
+    assert hparams_source(HPARAMS, {**data, "adapter": "lora", "method": "lora"})[1]["method"] == "lora"
+    message = r"train\.yaml: adapter is the old name of method, .*adapter: 'lora', method: 'full'"
+    with pytest.raises(ValueError, match=message):
+        hparams_source(HPARAMS, {**data, "adapter": "lora", "method": "full"})
 
 
 @pytest.mark.parametrize(

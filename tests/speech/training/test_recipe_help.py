@@ -65,7 +65,7 @@ def test_help_follows_the_file(tmp_path):
 def test_train_py_without_arguments_prints_the_settings_and_exits_2():
     done = subprocess.run([sys.executable, str(RECIPE / "train.py")], capture_output=True, text=True)
     assert done.returncode == 2
-    assert "--data_folder=!PLACEHOLDER" in done.stderr and "--adapter=fvae_lora" in done.stderr
+    assert "--data_folder=!PLACEHOLDER" in done.stderr and "--method=fvae_lora" in done.stderr
     assert "Run a SpeechBrain experiment" not in done.stderr + done.stdout
 
 

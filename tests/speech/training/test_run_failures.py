@@ -200,7 +200,7 @@ def test_a_recipe_run_never_checkpoints_non_finite_weights(tone_corpus, tmp_path
                 self.modules.model.head.weight[0, 0] = float("nan")
 
     monkeypatch.setattr(PhoneCTCBrain, "on_fit_batch_end", poisoning)
-    code, line = _fails(_argv(tone_corpus, tmp_path, adapter="frozen", number_of_epochs=2), capsys)
+    code, line = _fails(_argv(tone_corpus, tmp_path, method="frozen", number_of_epochs=2), capsys)
     assert code == 1 and "non-finite" in line and "head.weight" in line and "no checkpoint was saved" in line
     assert len(_checkpoints(tmp_path)) == 1
     assert not list((tmp_path / "save").glob(".*"))

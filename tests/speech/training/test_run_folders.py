@@ -92,7 +92,7 @@ def test_an_export_killed_before_its_description_leaves_the_previous_export_whol
     def crash(path, data):
         raise Crash
 
-    monkeypatch.setattr(export, "write_json", crash)  # recognizer.json, written last
+    monkeypatch.setattr(export, "write_json", crash)  # model.json, written last
     with pytest.raises(Crash):
         run(HPARAMS, QUIET, {**overrides, "number_of_epochs": 2})  # trains on, then exports new weights
     monkeypatch.undo()

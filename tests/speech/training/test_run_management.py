@@ -98,7 +98,7 @@ def test_resuming_with_changed_settings_is_refused_before_anything_is_written(to
     changes = {
         "lr": ({"lr": 0.01}, ["lr", "opt_class.lr", "lr_scheduler.initial_value"]),
         "aux_weight": ({"aux_weight": 0.01}, ["aux_weight", "adapter_configs.fvae_lora.aux_weight"]),
-        "adapter": ({"adapter": "lora"}, ["adapter"]),
+        "method": ({"method": "lora"}, ["method"]),
         "targets": ({"target_modules": ["q_proj", "v_proj"]}, ["target_modules"]),
         "prior": (
             {"adapter_configs": {"fvae_lora": {"prior_mean_z2": 0.0}}},
@@ -164,7 +164,7 @@ def test_the_lock_of_a_killed_process_does_not_outlive_it(tmp_path):
 @pytest.mark.parametrize(
     ("flag", "field", "allowed"),
     [
-        ("--adapter=foo", "adapter", "fvae_lora"),
+        ("--method=foo", "method", "fvae_lora"),
         ("--train_sorting=shuffled", "train_sorting", "random"),
         ("--ckpt_interval_steps=5", "ckpt_interval_steps", "only one"),
         ("--restart=no", "restart", "True or False"),
@@ -336,13 +336,13 @@ def test_warmup_schedule_matches_transformers_linear_schedule(tone_corpus, tmp_p
 
 @pytest.mark.e2e
 def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_nothing(tone_corpus, tmp_path, capsys):
-    """``--adapter=frozen --lr=1e4`` diverges: one line, exit 1, and no non-finite checkpoint (a NaN one would make
+    """``--method=frozen --lr=1e4`` diverges: one line, exit 1, and no non-finite checkpoint (a NaN one would make
     every later run call it damaged); the checkpoints saved before it diverged are finite."""
     from fvae_asr.recipes.timit.train import main
 
     from conftest import HPARAMS
 
-    overrides = recipe_overrides(tone_corpus, tmp_path, adapter="frozen", lr=1e4, number_of_epochs=3)
+    overrides = recipe_overrides(tone_corpus, tmp_path, method="frozen", lr=1e4, number_of_epochs=3)
     args = [str(HPARAMS), "--noprogressbar"] + [
         f"--{key}={json.dumps(value) if isinstance(value, (dict, list)) else value}" for key, value in overrides.items()
     ]
@@ -372,7 +372,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 def test_a_restart_that_crashes_leaves_none_of_the_old_results(tone_corpus, tmp_path, monkeypatch):
     overrides = recipe_overrides(tone_corpus, tmp_path, number_of_epochs=1)
     run(HPARAMS, QUIET, overrides)
-    assert (tmp_path / "model" / "recognizer.json").is_file() and (tmp_path / "test_results.json").is_file()
+    assert (tmp_path / "model" / "model.json").is_file() and (tmp_path / "test_results.json").is_file()
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed while training")
@@ -387,27 +387,27 @@ def test_a_restart_that_crashes_leaves_none_of_the_old_results(tone_corpus, tmp_
 def test_an_export_that_crashes_keeps_the_previous_export_whole(tmp_path, monkeypatch):
     from fvae_asr.speech.models.encoder import SSLEncoder
     from fvae_asr.speech.models.recognizer import CTCRecognizer
-    from fvae_asr.speech.models.training_kinds import configure_training
+    from fvae_asr.speech.models.training_methods import configure_training
 
     from tiny_models import tiny_wav2vec2
 
     tiny_wav2vec2().save_pretrained(tmp_path / "backbone")
 
-    def recogniser(n_labels: int) -> CTCRecognizer:
+    def recognizer(n_labels: int) -> CTCRecognizer:
         model = CTCRecognizer(SSLEncoder(tmp_path / "backbone"), n_tokens=n_labels)
         configure_training(model, "frozen")
         return model
 
     old_labels = ["<blank>", "a", "b"]
-    export.export_recognizer(recogniser(3), "frozen", old_labels, tmp_path / "model")
+    export.export_model(recognizer(3), "frozen", old_labels, tmp_path / "model")
     write_json = export.write_json
 
     def dies_before_the_description(path, content):
-        raise OSError("killed before recognizer.json")
+        raise OSError("killed before model.json")
 
     monkeypatch.setattr(export, "write_json", dies_before_the_description)
     with pytest.raises(OSError, match="killed"):
-        export.export_recognizer(recogniser(5), "frozen", [*old_labels, "c", "d"], tmp_path / "model")
+        export.export_model(recognizer(5), "frozen", [*old_labels, "c", "d"], tmp_path / "model")
     monkeypatch.setattr(export, "write_json", write_json)
     model, description = export.load_recognizer(tmp_path / "model")  # the old export, whole: labels fit weights
     assert description["labels"] == old_labels and model.head.out_features == 3

@@ -10,26 +10,27 @@ from torch import nn
 from fvae_asr.adapters import AdapterConfig, inject
 from fvae_asr.speech.models.recognizer import HEAD_NAME
 
-ADAPTER_KINDS = ("fvae_lora", "lora", "full", "frozen")
+TRAINING_METHODS = ("fvae_lora", "lora", "full", "frozen")  # the recipe's ``method`` (formerly ``adapter``)
+ADAPTER_METHODS = ("fvae_lora", "lora")  # the methods that train adapters (and save an adapter checkpoint)
 
 
-def configure_training(model: nn.Module, kind: str, adapter_config: AdapterConfig | None = None) -> list[str]:
+def configure_training(model: nn.Module, method: str, adapter_config: AdapterConfig | None = None) -> list[str]:
     """Set what trains in a model with an ``encoder`` and a ``head`` (``CTCRecognizer``, ``PooledClassifier``):
     adapters + head (``fvae_lora``, ``lora``), everything but the CNN (``full``), the head only (``frozen``).
     Returns the adapted module names (empty without adapters).
     """
-    if kind not in ADAPTER_KINDS:
-        raise ValueError(f"adapter must be one of {', '.join(ADAPTER_KINDS)}; got {kind!r}")
-    if kind in ("fvae_lora", "lora"):
-        if adapter_config is None or adapter_config.adapter_type != kind:
-            raise ValueError(f"adapter '{kind}' needs a matching adapter config, got {adapter_config!r}")
+    if method not in TRAINING_METHODS:
+        raise ValueError(f"method must be one of {', '.join(TRAINING_METHODS)}; got {method!r}")
+    if method in ADAPTER_METHODS:
+        if adapter_config is None or adapter_config.adapter_type != method:
+            raise ValueError(f"method '{method}' needs a matching adapter config, got {adapter_config!r}")
         trainable = adapter_config.trainable_modules
         if isinstance(trainable, list) and HEAD_NAME not in trainable:
             adapter_config = dataclasses.replace(adapter_config, trainable_modules=[*trainable, HEAD_NAME])
         return inject(model, adapter_config)
-    model.requires_grad_(kind == "full")
+    model.requires_grad_(method == "full")
     model.head.requires_grad_(True)
-    if kind == "full":
+    if method == "full":
         if model.encoder.freeze_feature_encoder:
             model.encoder.freeze_cnn()
         embed = getattr(model.encoder.model, "masked_spec_embed", None)
