@@ -3,12 +3,15 @@ and the guard that keeps ``make test-fast`` fast: a test that trains end to end 
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import multiprocessing.process
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,23 @@ sys.path.insert(0, str(Path(__file__).parent))  # tiny_models, for every test mo
 from fvae_asr.speech.data.timit import write_utterance
 
 from tiny_models import TINY_ENCODERS
+
+
+def _answer_pip_freeze_at_once() -> None:
+    """SpeechBrain's ``create_experiment_directory`` runs ``pip freeze`` through the shell for each run's env.log
+    (0.7 s, a third of a tiny recipe run); no test reads that list, so a ``pip`` first on PATH, for this process
+    and the ones it starts, answers at once. Tests that need pip run ``python -m pip``."""
+    if os.environ.get("FVAE_ASR_TEST_SHIMS"):  # set by the pytest process that started this one (xdist)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="fvae-asr-test-shims-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    (folder / "pip").write_text("#!/bin/sh\necho '# pip freeze: skipped in the tests (tests/conftest.py)'\n")
+    (folder / "pip").chmod(0o755)
+    os.environ["FVAE_ASR_TEST_SHIMS"] = str(folder)
+    os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+_answer_pip_freeze_at_once()
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: one thread per worker (and its subprocesses), not N each
     os.environ["OMP_NUM_THREADS"] = "1"

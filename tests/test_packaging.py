@@ -105,6 +105,22 @@ def test_the_demo_without_espeak_ng_fails_in_one_line_before_writing_anything(in
     assert not (tmp_path / "demo0").exists()
 
 
+EVERY_HELP = """\
+import contextlib, io, json, sys
+from fvae_asr.cli.main import main
+helps = {}
+for command in sys.argv[1:]:
+    usage = io.StringIO()
+    with contextlib.redirect_stdout(usage):
+        try:
+            code = main([command, "--help"])  # the console script exits with what main returns
+        except SystemExit as stop:
+            code = stop.code
+    helps[command] = (code or 0, usage.getvalue())
+print(json.dumps(helps))
+"""
+
+
 @pytest.mark.slow
 def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout(installed, tmp_path):
     source, site, elsewhere = installed.source, installed.site, tmp_path / "elsewhere"
@@ -148,8 +164,14 @@ def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout
     )
     adapters = python("-c", "from fvae_asr.integrations.speechbrain import FVAELoRA, LoRA; print(FVAELoRA.__module__)")
     assert adapters.stdout.strip() == "fvae_asr.integrations.speechbrain", adapters.stderr[-2000:]
-    for command in ("train", "transcribe", "evaluate", "align", "latents", "demo", "synthetic"):
-        usage = subprocess.run(
-            [site / "bin" / "fvae-asr", command, "--help"], cwd=elsewhere, env=env, capture_output=True, text=True
-        )
-        assert usage.returncode == 0 and usage.stdout.startswith("usage: fvae-asr"), (command, usage.stderr[-2000:])
+    # The console script once, then every command's help from the installed package in one process (each process
+    # imports torch and SpeechBrain again: seconds apiece)
+    script = subprocess.run([site / "bin" / "fvae-asr", "train", "--help"], cwd=elsewhere, env=env, capture_output=True)
+    assert script.returncode == 0 and script.stdout.startswith(b"usage: fvae-asr train"), script.stderr[-2000:]
+    commands = ("train", "transcribe", "evaluate", "align", "latents", "demo", "synthetic")
+    helps = python("-c", EVERY_HELP, *commands)
+    assert helps.returncode == 0, helps.stderr[-2000:]
+    answered = json.loads(helps.stdout.splitlines()[-1])
+    assert list(answered) == list(commands)
+    for command, (code, usage) in answered.items():
+        assert code == 0 and usage.startswith(f"usage: fvae-asr {command}"), (command, usage[-2000:])
