@@ -27,7 +27,9 @@ def main(folder: Path) -> None:
     checkpointer = AtomicCheckpointer(folder, recoverables={"model": torch.nn.Linear(2, 2)})
     for epoch in range(3):
         checkpointer.save_and_keep_only(meta={"PER": 10.0 - epoch}, min_keys=["PER"])
-    print(f"rank {dist.get_rank()} sees", sorted(c.meta["PER"] for c in checkpointer.list_checkpoints()), flush=True)
+    seen = sorted(c.meta["PER"] for c in checkpointer.list_checkpoints())
+    sys.stdout.write(f"rank {dist.get_rank()} sees {seen}\n")  # one write: the two processes share the output
+    sys.stdout.flush()
     dist.destroy_process_group()
 
 
