@@ -20,8 +20,9 @@ demo: setup  ## offline end-to-end demo on the embedded synthetic corpus
 # pytest-xdist workers for make test and make test-fast (one torch thread each: tests/conftest.py)
 TEST_WORKERS ?= 2
 
+# The browser check (tests/docs/test_site_in_browser.py) opens the site that the docs target has just built.
 test: setup lint docs  ## lint, the docs build (strict) and the whole test suite, slow end-to-end tests included
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	FVAE_ASR_BUILT_SITE=$(CURDIR)/site $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: setup  ## the tests that train nothing end to end (no e2e or slow mark): a contributor's loop
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow and not e2e"
