@@ -212,18 +212,3 @@ def pytest_runtest_makereport(item, call):
     if item.nodeid in _refused and report.passed and report.when == "call":
         report.outcome, report.longrepr = "failed", _refused[item.nodeid]
 
-
-def pytest_collection_modifyitems(items):
-    """Modules with slow tests first, then those with other end-to-end tests, each module's tests kept together (its
-    fixtures are made once) and in file order: two xdist workers that start on the long tests end together, instead
-    of one running a long test alone at the end."""
-
-    def module(item) -> str:
-        return item.nodeid.split("::")[0]
-
-    rank: dict[str, int] = {}
-    for item in items:
-        weight = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("e2e") else 2
-        rank[module(item)] = min(weight, rank.get(module(item), 2))
-    order = {id(item): index for index, item in enumerate(items)}
-    items.sort(key=lambda item: (rank[module(item)], order[id(item)]))
