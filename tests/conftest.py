@@ -211,4 +211,3 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if item.nodeid in _refused and report.passed and report.when == "call":
         report.outcome, report.longrepr = "failed", _refused[item.nodeid]
-
