@@ -107,7 +107,9 @@ def test_the_demo_without_espeak_ng_fails_in_one_line_before_writing_anything(in
 
 EVERY_HELP = """\
 import contextlib, io, json, sys
+import fvae_asr, fvae_asr.recipes
 from fvae_asr.cli.main import main
+from fvae_asr.integrations.speechbrain import FVAELoRA, LoRA
 helps = {}
 for command in sys.argv[1:]:
     usage = io.StringIO()
@@ -117,7 +119,7 @@ for command in sys.argv[1:]:
         except SystemExit as stop:
             code = stop.code
     helps[command] = (code or 0, usage.getvalue())
-print(json.dumps(helps))
+print(json.dumps([[fvae_asr.__file__, FVAELoRA.__module__], helps]))
 """
 
 
@@ -130,14 +132,6 @@ def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout
     def python(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, *args], cwd=elsewhere, env=env, capture_output=True, text=True)
 
-    located = python(
-        "-c",
-        "import fvae_asr, fvae_asr.recipes; from fvae_asr.integrations.speechbrain import FVAELoRA, LoRA; "
-        "print(fvae_asr.__file__); print(FVAELoRA.__module__)",
-    )
-    assert located.stdout.split() == [str(site / "fvae_asr" / "__init__.py"), "fvae_asr.integrations.speechbrain"], (
-        located.stderr
-    )
     demo = python(
         "-m", "fvae_asr.demo", "--out", "out", "--train-speakers", "2", "--sentences-per-speaker", "2", "--epochs", "1"
     )
@@ -168,14 +162,15 @@ def test_the_installed_wheel_runs_the_demo_and_the_commands_outside_the_checkout
     assert (
         json.loads((elsewhere / "hubert" / "model" / "backbone" / "config.json").read_text())["model_type"] == "hubert"
     )
-    # The console script once, then every command's help from the installed package in one process (each process
-    # imports torch and SpeechBrain again: seconds apiece)
+    # The console script once, then, in one process (each imports torch and SpeechBrain again: seconds apiece), where
+    # the package and its SpeechBrain adapters load from, and every command's help
     script = subprocess.run([site / "bin" / "fvae-asr", "train", "--help"], cwd=elsewhere, env=env, capture_output=True)
     assert script.returncode == 0 and script.stdout.startswith(b"usage: fvae-asr train"), script.stderr[-2000:]
     commands = ("train", "transcribe", "evaluate", "align", "latents", "demo", "synthetic")
     helps = python("-c", EVERY_HELP, *commands)
     assert helps.returncode == 0, helps.stderr[-2000:]
-    answered = json.loads(helps.stdout.splitlines()[-1])
+    located, answered = json.loads(helps.stdout.splitlines()[-1])
+    assert located == [str(site / "fvae_asr" / "__init__.py"), "fvae_asr.integrations.speechbrain"]
     assert list(answered) == list(commands)
     for command, (code, usage) in answered.items():
         assert code == 0 and usage.startswith(f"usage: fvae-asr {command}"), (command, usage[-2000:])
