@@ -87,11 +87,16 @@ def tone_corpus(tmp_path_factory) -> Path:
     return make_tone_corpus(tmp_path_factory.mktemp("corpus") / "TIMIT")
 
 
+def free_port() -> int:
+    """A free port on 127.0.0.1 (torch.distributed.run with --master_port=0 hangs on rendezvous)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def torchrun_on_two_cpu_processes(script: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
     """``torch.distributed.run --nproc_per_node=2 script args`` on a free port, one thread per process."""
-    with socket.socket() as probe:  # a free port: torch.distributed.run with --master_port=0 hangs on rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [
         sys.executable,

@@ -3,13 +3,15 @@ them, since it runs one collective per checkpoint it deletes."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import torchrun_on_two_cpu_processes
+from conftest import REPO, free_port
 
 SCRIPT = Path(__file__).with_name("ddp_checkpoints.py")
 
@@ -19,7 +21,13 @@ def test_a_slow_rename_on_the_main_process_does_not_deadlock_the_next_deletion(t
     """The main process renames its staged checkpoint after the others have written theirs; a process that lists
     the checkpoints before that rename saw one fewer and waited in another collective than the main process."""
     try:
-        done = torchrun_on_two_cpu_processes(SCRIPT, str(tmp_path / "save"), timeout=120)
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), str(tmp_path / "save"), str(free_port())],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("the two processes deadlocked in save_and_keep_only")
     assert done.returncode == 0, done.stderr[-3000:]
