@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from fvae_asr.speech.models.training_methods import ADAPTER_METHODS
+
 TARGETS: dict[str, list[str]] = {
     "qk": ["q_proj", "k_proj"],
     "all_linear": ["projection", "q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense"],
@@ -59,4 +61,4 @@ CONTROLS = {"lora_task_clip": "lora", "fvae_lora_old": "fvae_lora"}  # control -
 
 def targets_of(method: str, targets: Sequence[str] = tuple(TARGETS)) -> list[str]:
     """The target settings (of ``targets``) a method runs under (frozen and full have no adapters)."""
-    return [SHARED] if METHODS[method]["method"] in ("frozen", "full") else list(targets)
+    return list(targets) if METHODS[method]["method"] in ADAPTER_METHODS else [SHARED]
