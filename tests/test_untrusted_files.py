@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from fvae_asr.speech.models.training_methods import configure_training
 
 from conftest import HPARAMS, recipe_overrides
 from tiny_models import WithHead, tiny_wav2vec2
+from warm_python import run_python
 
 LABELS = ["<blank>", *PHONES_39]
 
@@ -52,12 +51,8 @@ def test_a_backbone_asking_for_remote_code_is_refused_before_transformers_sees_i
     _plant_remote_code(model / "backbone", marker)
     wav = tmp_path / "a.wav"
     wav.write_bytes(b"")  # never read: the model fails to load first
-    code = subprocess.run(
-        [sys.executable, "-m", "fvae_asr", "transcribe", "--checkpoint", str(model), str(wav)],
-        input="y\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
+    code = run_python(
+        ["-m", "fvae_asr", "transcribe", "--checkpoint", str(model), str(wav)], input="y\n", timeout=300
     )  # a "y" waits on stdin, as a careless user would type it
     assert not marker.exists()
     assert code.returncode != 0 and "[y/N]" not in code.stdout + code.stderr

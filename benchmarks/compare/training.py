@@ -139,8 +139,9 @@ def run_task(task: Task, settings: dict[str, Any], paths: dict[str, Any], out: P
     call, so a resumed run still gets a fair figure; None when no epoch was left to train.
     """
     torch.set_num_threads(1)
-    # This worker was spawned, so its DataLoader workers would be too, and they cannot pickle the recipe's audio
-    # pipeline: fork them, as train.py's are on Linux (train.yaml loads audio in 2 workers; demo.yaml in none).
+    # This worker came from the fork server, so its DataLoader workers would too, and they cannot pickle the
+    # recipe's audio pipeline: fork them, as train.py's are on Linux (train.yaml loads audio in 2 workers; demo.yaml
+    # in none).
     multiprocessing.set_start_method("fork", force=True)
     logging.basicConfig(level=logging.WARNING)
     folder = Path(paths["work"]) / "runs" / task.key

@@ -1,13 +1,13 @@
 """``fvae-asr <command>`` (= ``python -m fvae_asr``): one command line that runs each command's own main."""
 
 import importlib
-import subprocess
-import sys
 
 import pytest
 
 from fvae_asr.cli import main as cli
 from fvae_asr.recipes.timit import recipe_file
+
+from warm_python import run_python
 
 
 def test_every_command_resolves_to_its_main():
@@ -18,10 +18,10 @@ def test_every_command_resolves_to_its_main():
 
 @pytest.mark.e2e
 def test_python_m_fvae_asr_lists_the_commands_and_refuses_an_unknown_one():
-    listed = subprocess.run([sys.executable, "-m", "fvae_asr", "--help"], capture_output=True, text=True)
+    listed = run_python(["-m", "fvae_asr", "--help"])
     assert listed.returncode == 0
     assert all(name in listed.stdout for name in cli.COMMANDS)
-    unknown = subprocess.run([sys.executable, "-m", "fvae_asr", "nope"], capture_output=True, text=True)
+    unknown = run_python(["-m", "fvae_asr", "nope"])
     assert unknown.returncode == 2 and "invalid choice: 'nope'" in unknown.stderr
 
 
@@ -60,6 +60,6 @@ def test_data_folder_takes_the_command_lines_spelling_and_the_recipes(command):
 
 @pytest.mark.e2e
 def test_latents_help_describes_the_command_in_full():
-    shown = subprocess.run([sys.executable, "-m", "fvae_asr", "latents", "--help"], capture_output=True, text=True)
+    shown = run_python(["-m", "fvae_asr", "latents", "--help"])
     assert shown.returncode == 0
     assert "--manifest test.json --out DIR" in shown.stdout and "exits 1 on a bad checkpoint" in shown.stdout

@@ -5,8 +5,6 @@ import glob
 import json
 import re
 import shlex
-import subprocess
-import sys
 
 import pytest
 
@@ -17,6 +15,7 @@ from fvae_asr.recipes.timit import recipe_file
 from fvae_asr.speech.training.hparams import load_hparams
 
 from conftest import REPO
+from warm_python import run_python
 
 
 def getting_started_demo_commands() -> list[list[str]]:
@@ -57,7 +56,7 @@ def test_demo_writes_a_complete_summary(tmp_path):
     for command in commands:
         args = [arg.replace("demo_out", str(tmp_path)) for arg in command[1:]]
         args = [found for arg in args for found in (sorted(glob.glob(arg)) if "*" in arg else [arg])]
-        done = subprocess.run([sys.executable, "-m", "fvae_asr", *args], capture_output=True, text=True)
+        done = run_python(["-m", "fvae_asr", *args])
         assert done.returncode == 0, done.stderr
         if command[1] == "transcribe":
             sentences = glob.glob(str(tmp_path / "corpus" / "TEST" / "DR*" / "*" / "SA1.WAV"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from fvae_asr.speech.training.hparams import load_hparams
 
 from conftest import HPARAMS, REPO, recipe_overrides, torchrun_on_two_cpu_processes
 from tiny_models import TINY_ENCODERS
+from warm_python import run_python
 
 QUIET = {"noprogressbar": True}
 
@@ -141,20 +141,16 @@ def test_killed_process_resumes_to_the_result_of_an_uninterrupted_run(tone_corpu
         epochs = re.findall(r"^epoch: .*$", (output / "train_log.txt").read_text(), re.M)
         return epochs, json.loads((output / "test_results.json").read_text()), load_file(str(latest / "model.ckpt"))
 
-    train = [sys.executable, str(REPO / "recipes/timit/train.py")]
-    subprocess.run([*train, *cli(tmp_path / "whole")], check=True, capture_output=True, timeout=300)
+    train = [str(REPO / "recipes/timit/train.py")]
+    uninterrupted = run_python([*train, *cli(tmp_path / "whole")], timeout=300)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     whole = finished(tmp_path / "whole")
     for mode in ("after", "during"):
         output = tmp_path / mode
-        killed = subprocess.run(
-            [sys.executable, "-c", KILL_AT_CHECKPOINT, mode, "6", *cli(output)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        killed = run_python(["-c", KILL_AT_CHECKPOINT, mode, "6", *cli(output)], timeout=300)
         assert killed.returncode == -9, killed.stderr[-3000:]
         assert _epochs_logged(output) == [1]
-        resumed = subprocess.run([*train, *cli(output)], capture_output=True, text=True, timeout=300)
+        resumed = run_python([*train, *cli(output)], timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "Loading a checkpoint" in resumed.stdout + resumed.stderr
         assert not list((output / "save").glob(".staging-*"))  # the interrupted save was removed

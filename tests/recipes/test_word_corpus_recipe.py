@@ -5,8 +5,6 @@ the run before anything is written."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from fvae_asr.speech.data.word_corpus import RECORD_NAME
 from fvae_asr.speech.training.run_folder import resolved_settings
 
 from conftest import HPARAMS, REPO, recipe_overrides
+from warm_python import run_python
 
 QUIET = {"noprogressbar": True}
 
@@ -48,8 +47,8 @@ def test_one_command_trains_on_an_arctic_voice(tmp_path):
     root = make_word_corpus(tmp_path / "corpus", "arctic_txt")
     overrides = _overrides(root, "arctic_txt", tmp_path / "run", method="fvae_lora")
     args = [f"--{key}={json.dumps(value) if isinstance(value, dict) else value}" for key, value in overrides.items()]
-    command = [sys.executable, str(REPO / "recipes/timit/train.py"), str(HPARAMS), *args, "--noprogressbar"]
-    process = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    command = [str(REPO / "recipes/timit/train.py"), str(HPARAMS), *args, "--noprogressbar"]
+    process = run_python(command, cwd=tmp_path, timeout=600)
     assert process.returncode == 0, process.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "test_results.json").read_text())
     assert report["reference_phones"] == len(SENTENCES[5][2].split())

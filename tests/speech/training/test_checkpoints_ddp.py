@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, free_port
+from warm_python import run_python
 
 SCRIPT = Path(__file__).with_name("ddp_checkpoints.py")
 
@@ -21,11 +21,9 @@ def test_a_slow_rename_on_the_main_process_does_not_deadlock_the_next_deletion(t
     """The main process renames its staged checkpoint after the others have written theirs; a process that lists
     the checkpoints before that rename saw one fewer and waited in another collective than the main process."""
     try:
-        done = subprocess.run(
-            [sys.executable, str(SCRIPT), str(tmp_path / "save"), str(free_port())],
+        done = run_python(
+            [str(SCRIPT), str(tmp_path / "save"), str(free_port())],
             env={**os.environ, "PYTHONPATH": str(REPO)},
-            capture_output=True,
-            text=True,
             timeout=120,
         )
     except subprocess.TimeoutExpired:

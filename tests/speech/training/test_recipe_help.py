@@ -1,8 +1,6 @@
 """The recipe's help lists its yaml's settings, defaults and comments as the file has them (never a copy)."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +8,8 @@ import ruamel.yaml
 
 from fvae_asr.cli import main as cli
 from fvae_asr.speech.training.recipe_help import read_settings, recipe_help
+
+from warm_python import run_python
 
 RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "timit"
 TRAIN_YAML = RECIPE / "hparams" / "train.yaml"
@@ -63,7 +63,7 @@ def test_help_follows_the_file(tmp_path):
 
 @pytest.mark.e2e
 def test_train_py_without_arguments_prints_the_settings_and_exits_2():
-    done = subprocess.run([sys.executable, str(RECIPE / "train.py")], capture_output=True, text=True)
+    done = run_python([str(RECIPE / "train.py")])
     assert done.returncode == 2
     assert "--data_folder=!PLACEHOLDER" in done.stderr and "--method=fvae_lora" in done.stderr
     assert "Run a SpeechBrain experiment" not in done.stderr + done.stdout
