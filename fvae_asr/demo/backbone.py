@@ -74,6 +74,7 @@ def build_backbone(
     epochs: int = EPOCHS,
     train_speakers: int = TRAIN_SPEAKERS,
     sentences_per_speaker: int = SENTENCES_PER_SPEAKER,
+    test_speakers: int = 8,
     domains: Sequence[str] = ("source",),
     encoder_config: Mapping[str, Any] = TINY_BACKBONE_CONFIG,
 ) -> Path:
@@ -83,7 +84,8 @@ def build_backbone(
         out_dir: the Hugging Face directory to write (replaced).
         work_dir: the corpora and the training run; a run stopped there resumes.
         seed: the first corpus's seed (the next domains take the next seeds) and the training's.
-        epochs, train_speakers, sentences_per_speaker: the training length and each corpus's size.
+        epochs, train_speakers, sentences_per_speaker, test_speakers: the training length and each corpus's size
+            (its test speakers: half dev, half core test).
         domains: synthetic domains (``fvae_asr.synthetic.DOMAINS``); the defaults reproduce the shipped backbone.
         encoder_config: the wav2vec2 config trained from scratch (``BACKBONE_CONFIGS``).
     """
@@ -96,7 +98,7 @@ def build_backbone(
             work_dir / f"{domain}_corpus",
             seed=seed + index,
             n_train_speakers=train_speakers,
-            n_test_speakers=8,
+            n_test_speakers=test_speakers,
             sentences_per_speaker=sentences_per_speaker,
             domain=domain,
         )

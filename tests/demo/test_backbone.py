@@ -24,6 +24,7 @@ def test_a_backbone_of_several_domains_trains_on_every_utterance_of_each(tmp_pat
         epochs=1,
         train_speakers=2,
         sentences_per_speaker=1,
+        test_speakers=2,
         domains=DOMAINS,
         encoder_config=TINY_ENCODERS["wav2vec2"],
     )
