@@ -132,8 +132,10 @@ def test_librispeech_preset_quick_runs_offline_and_resumes(librispeech, local_en
 @pytest.mark.slow
 def test_real_speech_preset_quick_runs_every_method_on_an_arctic_voice(arctic_voice, tmp_path):
     argv = ["--preset", "real_speech", "--data_folder", str(arctic_voice), "--quick", "--jobs", "2"]
+    argv += ["--lr-grid", "0.005"]  # one rate: picking among rates is the LibriSpeech preset's test
     returned = cli.main([*argv, "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
     entries = returned["results"]
     assert {e["method"] for e in entries} == set(ALL) and {e["targets"] for e in entries} == {"qk", "all_linear"}
     assert all(len(e["test_per"]) == 2 and e["lr_from"] == e["method"] for e in entries)
+    assert all(e["lr"] == 0.005 and e["trainable_params_train"] > 0 for e in entries)
     assert (tmp_path / "out" / "test_per.png").read_bytes().startswith(b"\x89PNG")
