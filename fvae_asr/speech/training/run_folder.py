@@ -45,23 +45,6 @@ logger = logging.getLogger(__name__)
 RUN_RECORD_NAME = "run_config.json"  # in save_folder, beside the checkpoints it describes
 AUDIO_RECORD_NAME = "corpus_files.json"  # in save_folder: size and mtime of the audio the checkpoints trained on
 LOCK_NAME = "run.lock"  # in output_folder and in save_folder
-_HELD_LOCKS: set[int] = set()  # the descriptors of the folder locks this process holds
-
-
-def _drop_inherited_locks() -> None:
-    """In a process forked from a run (a DataLoader worker): let go of the run's folder locks, which the fork
-    shares with it, so that they end with the run itself, not seconds later with its last worker. The descriptor
-    is pointed at /dev/null, not closed: code the fork runs may still release the lock through it, harmlessly."""
-    if not _HELD_LOCKS:
-        return
-    null = os.open(os.devnull, os.O_RDONLY)
-    for descriptor in _HELD_LOCKS:
-        os.dup2(null, descriptor)
-    os.close(null)
-    _HELD_LOCKS.clear()
-
-
-os.register_at_fork(after_in_child=_drop_inherited_locks)
 OWNER_KEY = "output_folder<absolute>"  # in the settings record: the run folder that owns the save folder
 LABEL_ENCODER_NAME = "label_encoder.txt"  # in save_folder, the labels its checkpoints' heads are trained on
 CHECKPOINT_PREFIX = "CKPT+"  # SpeechBrain's checkpoint folders
@@ -312,6 +295,25 @@ def _check_device(device: str, flat: dict[str, Any]) -> None:
                 f"{' and '.join(fp16)} fp16 needs a CUDA device, and this run is on the cpu: use "
                 "bf16 (or fp32) on a CPU"
             )
+
+
+_HELD_LOCKS: set[int] = set()  # the descriptors of the folder locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a process forked from a run (a DataLoader worker): let go of the run's folder locks, which the fork
+    shares with it, so that they end with the run itself, not seconds later with its last worker. The descriptor
+    is pointed at /dev/null, not closed: code the fork runs may still release the lock through it, harmlessly."""
+    if not _HELD_LOCKS:
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    for descriptor in _HELD_LOCKS:
+        os.dup2(null, descriptor)
+    os.close(null)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 @contextmanager
