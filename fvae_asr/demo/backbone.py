@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fvae_asr.demo.paths import ASSET_BACKBONE
-from fvae_asr.files import read_json, write_json
+from fvae_asr.files import read_json, write_atomically, write_json
 from fvae_asr.recipes.timit import recipe_file
 from fvae_asr.recipes.timit.train import run
 from fvae_asr.speech.data.annotations import ANNOTATION_KEYS, INVENTORY_KEY
@@ -143,7 +143,8 @@ def merged_annotations(corpora: Mapping[str, Path], folder: Path) -> dict[str, s
     as the inventory, as for one corpus (the shipped backbone's head)."""
     folder.mkdir(parents=True, exist_ok=True)
     inventory = folder / "phones.txt"
-    inventory.write_text("".join(f"{phone}\n" for phone in PHONES_39), encoding="utf-8")
+    phones = "".join(f"{phone}\n" for phone in PHONES_39)
+    write_atomically(inventory, lambda tmp: tmp.write_text(phones, encoding="utf-8"))  # a resumed run re-reads it
     overrides = {"data_folder": str(folder), INVENTORY_KEY: str(inventory)}
     manifests = {name: prepare_timit(corpus, folder / name) for name, corpus in corpora.items()}
     for index, split in enumerate(SPLITS):
