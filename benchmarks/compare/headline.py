@@ -1,5 +1,6 @@
-"""The comparison study's headline table (README, the docs' home and results pages): test PER and trainable
-parameters of the four ways of training, one shift, both target settings, read from ``results.json``.
+"""The studies' headline tables (README, the docs' home and results pages): test PER and trainable parameters of
+the four ways of training, one shift, both target settings, read from a study's ``results.json`` (the real-speech
+study's and the comparison study's).
 
 The pages hold the table as text; ``tests/benchmarks/test_headline.py`` checks it against this function, so a
 figure on a page is always the committed records' figure.
@@ -19,6 +20,7 @@ METHODS = {
     "full": "full fine-tuning",
 }
 TARGETS = {"qk": "q/k", "all_linear": "all linear layers"}
+SHIFT_NAMES = {"arctic": "real speech (ARCTIC voice)"}  # the real-speech study's shift; others: "<shift> shift"
 
 
 def headline_table(results: dict[str, Any], shift: str) -> str:
@@ -26,7 +28,7 @@ def headline_table(results: dict[str, Any], shift: str) -> str:
     recipe's count while training) and the test PER (mean ± sample std over the seeds)."""
     entries = {(e["method"], e["targets"]): e for e in results["results"] if e["shift"] == shift}
     header = " | ".join(f"trainable, {name} | test PER, {name}" for name in TARGETS.values())
-    lines = [f"| {shift} shift | {header} |", "|---" * (1 + 2 * len(TARGETS)) + "|"]
+    lines = [f"| {SHIFT_NAMES.get(shift, f'{shift} shift')} | {header} |", "|---" * (1 + 2 * len(TARGETS)) + "|"]
     for method, name in METHODS.items():
         cells = []
         for targets in TARGETS:
