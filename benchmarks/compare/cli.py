@@ -65,6 +65,7 @@ from typing import Any
 
 from benchmarks.common.methods import ABLATIONS, METHODS, TARGETS
 from benchmarks.common.records import (
+    REPO,
     backbone_digest,
     source_commit,
     study_command,
@@ -266,7 +267,7 @@ def preset_size(args: argparse.Namespace, parser: argparse.ArgumentParser) -> di
     size = {
         "corpus": args.corpus["name"],
         "recipe": preset["recipe"],
-        "encoder_source": args.encoder_source,
+        "encoder_source": shown_source(args.encoder_source),
         "precision": args.precision,
         "processes": args.nproc_per_node,
         "device": args.device,
@@ -281,6 +282,14 @@ def preset_size(args: argparse.Namespace, parser: argparse.ArgumentParser) -> di
         "tune_ablations": preset.get("tune_ablations", False),
     }
     return {**size, **PRESET_QUICK} if args.quick else size
+
+
+def shown_source(source: str) -> str:
+    """The encoder as results name it: a folder inside the checkout relative to it, so that committed results
+    carry no machine's paths; anything else (a hub id, a folder elsewhere) as given."""
+    path = Path(source).resolve()
+    local = (path / "config.json").is_file() and path.is_relative_to(REPO)  # a hub id resolves under the cwd too
+    return path.relative_to(REPO).as_posix() if local else source
 
 
 def study_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -30,9 +30,12 @@ def markdown_tables(
         else f"on {size['corpus']} with {size['encoder_source']} (batch {size['batch_size']} per process, "
         f"processes: {size['processes']}, {size['precision']})"
     )
+    ablations = (
+        "each method and ablation at its own rate" if size.get("tune_ablations") else "the ablations use FVAE-LoRA's"
+    )
     lines = [
         f"Test PER (%) after {size['epochs']} epochs {trained}; mean ± sample std over seeds at each method's "
-        "picked learning rate (best dev PER over the grid with the first seed; the ablations use FVAE-LoRA's).",
+        f"picked learning rate (best dev PER over the grid with the first seed; {ablations}).",
         "",
     ]
     for shift in size["shifts"]:

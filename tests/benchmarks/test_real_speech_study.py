@@ -11,6 +11,7 @@ import pytest
 from word_corpora import make_word_corpus
 
 from benchmarks.compare import cli
+from benchmarks.compare.report import markdown_tables
 from benchmarks.compare.study import Study
 from benchmarks.compare.training import Task
 from fvae_asr.demo.paths import ASSET_BACKBONE
@@ -46,11 +47,8 @@ def _finish(study: Study, task: Task, dev_per: float) -> None:
 def test_the_real_speech_preset_is_the_protocol(arctic_voice, tmp_path):
     args = cli.parse_args(["--preset", "real_speech", "--data_folder", str(arctic_voice), "--work", str(tmp_path)])
     size = args.size
-    assert (size["recipe"], size["encoder_source"], size["corpus"]) == (
-        "hparams/demo.yaml",
-        str(ASSET_BACKBONE),
-        "arctic",
-    )
+    assert (args.encoder_source, size["recipe"], size["corpus"]) == (str(ASSET_BACKBONE), "hparams/demo.yaml", "arctic")
+    assert size["encoder_source"] == "fvae_asr/assets/tiny_wav2vec2"  # as the report names it: no machine path
     assert (size["methods"], size["targets"], size["seeds"]) == (ALL, ["qk", "all_linear"], [0, 1, 2])
     assert (size["lr_grid"], size["lr_grids"], size["epochs"], size["batch_size"]) == (
         [0.001, 0.003, 0.01, 0.03],
@@ -139,3 +137,17 @@ def test_real_speech_preset_quick_runs_every_method_on_an_arctic_voice(arctic_vo
     assert all(len(e["test_per"]) == 2 and e["lr_from"] == e["method"] for e in entries)
     assert all(e["lr"] == 0.005 and e["trainable_params_train"] > 0 for e in entries)
     assert (tmp_path / "out" / "test_per.png").read_bytes().startswith(b"\x89PNG")
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "on arctic with fvae_asr/assets/tiny_wav2vec2 (batch 8 per process" in table
+    assert "each method and ablation at its own rate" in table and "use FVAE-LoRA's" not in table
+
+
+@pytest.mark.parametrize(
+    ("tune_ablations", "said"),
+    [(True, "each method and ablation at its own rate"), (False, "the ablations use FVAE-LoRA's")],
+)
+def test_the_report_says_whose_rate_the_ablations_ran_at(tune_ablations, said):
+    size = {"corpus": "arctic", "encoder_source": "enc", "batch_size": 8, "processes": 1, "precision": "fp32"}
+    size |= {"epochs": 10, "shifts": [], "targets": [], "device": "cpu", "tune_ablations": tune_ablations}
+    header = markdown_tables([], [], size, []).splitlines()[0]
+    assert said in header
